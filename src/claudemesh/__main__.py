@@ -1,0 +1,3 @@
+from claudemesh.cli.main import main
+
+main()

@@ -1,0 +1,317 @@
+"""``claudemesh daemon ...``: run, stop and inspect the local daemon.
+
+Each command parses, calls the daemon (or the process layer) and hands a dict plus its
+text rendering to :data:`PRINTER`. The server stack (aiohttp, sqlite) is imported only
+inside ``up --foreground``; everything else uses the stdlib client.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+import click
+
+from claudemesh.cli.common import client, current_paths, json_option
+from claudemesh.cli.output import PRINTER, format_duration, format_table
+from claudemesh.config import Paths
+from claudemesh.errors import (
+    ClaudemeshError,
+    DaemonStartFailed,
+    DaemonStopFailed,
+    DaemonUnreachable,
+    error_classes,
+)
+
+__all__ = ["daemon"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+READY_TIMEOUT_S: Final = 30.0
+STOP_TIMEOUT_S: Final = 15.0
+
+
+@click.group()
+def daemon() -> None:
+    """Run and inspect the local daemon."""
+
+
+# -- up --------------------------------------------------------------------------------
+
+
+@daemon.command("up")
+@click.option("--foreground", is_flag=True, help="Stay attached; log JSON lines to stderr.")
+@click.option("--no-tcp", is_flag=True, help="Serve only the Unix socket.")
+@click.option("--tcp-port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Loopback TCP port; 0 lets the OS pick (written to http.port).")
+@click.option("--ready-fd", type=int, hidden=True)
+@click.option("--log-file", is_flag=True, hidden=True)
+@json_option
+def up(foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
+       log_file: bool) -> int:
+    """Start the daemon (detached unless --foreground)."""
+    paths = current_paths()
+    if foreground:
+        return _run_foreground(paths, tcp=not no_tcp, tcp_port=tcp_port, ready_fd=ready_fd,
+                               log_file=log_file)
+    extra = ["--no-tcp"] if no_tcp else ["--tcp-port", str(tcp_port)]
+    info = _spawn_detached(paths, extra)
+    PRINTER.result(info, _ready_text(info))
+    return 0
+
+
+def _ready_text(info: dict[str, Any]) -> str:
+    tcp = f", tcp 127.0.0.1:{info['tcp_port']}" if info.get("tcp_port") else ", no tcp"
+    text = f"daemon running (pid {info['pid']}): {info['sock']}{tcp}"
+    if info.get("recovered_inflight"):
+        text += f"\n{info['recovered_inflight']} inflight row(s) returned to pending"
+    return text
+
+
+def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | None,
+                    log_file: bool) -> int:
+    import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
+
+    from claudemesh.config import load_config  # noqa: PLC0415
+    from claudemesh.daemon.files import ensure_private_dir  # noqa: PLC0415
+    from claudemesh.daemon.run import DaemonOptions, ReadyInfo, run_daemon  # noqa: PLC0415
+    from claudemesh.logs import configure_logging  # noqa: PLC0415
+
+    def on_ready(info: ReadyInfo) -> None:
+        data = {"ok": True, "pid": info.pid, "sock": info.sock, "tcp_port": info.tcp_port,
+                "recovered_inflight": info.recovered_inflight}
+        if ready_fd is not None:
+            _report(ready_fd, data)
+        elif PRINTER.json:
+            PRINTER.result(data, "")
+
+    os.umask(0o077)
+    try:
+        ensure_private_dir(paths.daemon_dir)
+        configure_logging(file=paths.log if log_file else None)
+        config = load_config(paths)
+        return asyncio.run(run_daemon(config, DaemonOptions(tcp=tcp, tcp_port=tcp_port),
+                                      on_ready=on_ready))
+    except ClaudemeshError as exc:
+        if ready_fd is not None:
+            _report(ready_fd, {"ok": False, **exc.to_wire(), "exit_code": exc.exit_code})
+        raise
+
+
+def _report(fd: int, data: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, (json.dumps(data) + "\n").encode())
+        os.close(fd)
+
+
+def _spawn_detached(paths: Paths, extra: list[str]) -> dict[str, Any]:
+    """Start ``daemon up --foreground`` in a new session; wait for its ready line."""
+    from claudemesh.daemon.files import ensure_private_dir  # noqa: PLC0415
+
+    os.umask(0o077)
+    ensure_private_dir(paths.daemon_dir)
+    read_end, write_end = os.pipe()
+    log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
+           "--ready-fd", str(write_end), "--log-file", *extra]
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
+            stderr=log_fd, start_new_session=True)
+    finally:
+        os.close(write_end)
+        os.close(log_fd)
+    try:
+        line = _read_line(read_end, proc, READY_TIMEOUT_S)
+    finally:
+        os.close(read_end)
+    if line is None:
+        proc.terminate()
+        raise DaemonStartFailed(f"the daemon did not report ready within"
+                                f" {READY_TIMEOUT_S:g}s; see {paths.log}")
+    if not line:
+        status = proc.wait(timeout=10)
+        raise DaemonStartFailed(f"the daemon exited with status {status} before it was"
+                                f" ready; see {paths.log}")
+    report = json.loads(line)
+    if not report.get("ok"):
+        cls = error_classes().get(report.get("error", ""), DaemonStartFailed)
+        raise cls(report.get("detail"))
+    return {k: v for k, v in report.items() if k != "ok"}
+
+
+def _read_line(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
+    """One line from ``fd``: bytes, ``b""`` on EOF, ``None`` on timeout."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.2)
+        if not ready:
+            if proc.poll() is not None:
+                return buf
+            continue
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            return buf
+        buf += chunk
+        if b"\n" in buf:
+            return buf.split(b"\n", 1)[0]
+    return None
+
+
+# -- status / version / down -----------------------------------------------------------
+
+
+def _unreachable(paths: Paths, exc: DaemonUnreachable) -> DaemonUnreachable:
+    """Say whether a process holds the lock: alive-but-silent is not the same as absent."""
+    from claudemesh.daemon.lock import lock_holder  # noqa: PLC0415
+
+    pid = lock_holder(paths.pid)
+    if pid is None:
+        return DaemonUnreachable(f"no daemon is running for {paths.daemon_dir}; start one"
+                                 " with `claudemesh daemon up`")
+    return DaemonUnreachable(f"daemon pid {pid} holds the lock but does not answer on"
+                             f" {paths.sock}: {exc.detail}")
+
+
+@daemon.command("status")
+@json_option
+def status() -> int:
+    """Show whether the daemon runs, its queue and each mesh's link."""
+    paths = current_paths()
+    try:
+        health = client(paths, timeout=2.0).call("GET", "/v1/health")
+    except DaemonUnreachable as exc:
+        raise _unreachable(paths, exc) from None
+    PRINTER.result(health, format_status(health, paths))
+    return 0
+
+
+def format_status(health: dict[str, Any], paths: Paths) -> str:
+    lines = [
+        f"daemon: running (pid {health['pid']}, up {format_duration(health['uptime_s'])},"
+        f" v{health['daemon_version']})",
+        f"socket: {paths.sock}",
+        f"outbox: {health['queue_depth']} queued ({health['inflight']} inflight),"
+        f" {health['dead']} dead",
+    ]
+    if not health["meshes"]:
+        lines.append("meshes: none joined")
+    for mesh in health["meshes"]:
+        lines.append(f"mesh {mesh['slug']}: {mesh['link']}  {mesh['broker_url']}"
+                     f"  queue {mesh['queue_depth']}, dead {mesh['dead']}")
+    return "\n".join(lines)
+
+
+@daemon.command("version")
+@json_option
+def version() -> int:
+    """Show the CLI's and the running daemon's versions."""
+    from claudemesh import __version__  # noqa: PLC0415
+
+    paths = current_paths()
+    try:
+        info = client(paths, timeout=2.0).call("GET", "/v1/version")
+    except DaemonUnreachable as exc:
+        raise _unreachable(paths, exc) from None
+    data = {"cli_version": __version__, "daemon": info}
+    PRINTER.result(data, f"cli {__version__}\ndaemon {info['daemon_version']}"
+                         f" (ipc {info['ipc_api']}, schema {info['schema_version']})")
+    return 0
+
+
+@daemon.command("down")
+@click.option("--timeout", type=click.FloatRange(0.1, 600), default=STOP_TIMEOUT_S,
+              show_default=True, help="Seconds to wait for a clean exit.")
+@json_option
+def down(timeout: float) -> int:
+    """Stop the daemon gracefully (SIGTERM, then wait for its lock to be released)."""
+    from claudemesh.daemon.lock import lock_holder  # noqa: PLC0415
+
+    paths = current_paths()
+    pid = lock_holder(paths.pid)
+    if pid is None:
+        PRINTER.result({"stopped": False, "running": False}, "daemon is not running")
+        return 0
+    if pid <= 0:
+        raise DaemonStopFailed(f"the lock on {paths.pid} is held but holds no pid")
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while lock_holder(paths.pid) is not None:
+        if time.monotonic() > deadline:
+            raise DaemonStopFailed(f"daemon pid {pid} is still running after {timeout:g}s")
+        time.sleep(0.05)
+    PRINTER.result({"stopped": True, "pid": pid}, f"daemon stopped (pid {pid})")
+    return 0
+
+
+# -- outbox ----------------------------------------------------------------------------
+
+
+@daemon.group("outbox", invoke_without_command=True)
+@click.pass_context
+def outbox(ctx: click.Context) -> None:
+    """Inspect the outbox and recover failed sends."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(outbox_list)
+
+
+def _status_flag(name: str, value: str, help_text: str) -> Callable[[F], F]:
+    return click.option(f"--{name}", "status_filter", flag_value=value, help=help_text)
+
+
+@outbox.command("list")
+@_status_flag("failed", "dead", "Only dead rows (dead letters).")
+@_status_flag("pending", "pending", "Only rows waiting to be sent.")
+@_status_flag("inflight", "inflight", "Only rows being sent now.")
+@_status_flag("done", "done", "Only rows the broker accepted.")
+@_status_flag("aborted", "aborted", "Only rows retired by requeue.")
+@click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
+@json_option
+def outbox_list(status_filter: str | None = None, limit: int = 50) -> int:
+    """List outbox rows, newest first."""
+    query = f"/v1/outbox?limit={limit}" + (f"&status={status_filter}" if status_filter else "")
+    items = client(current_paths()).call("GET", query)["items"]
+    PRINTER.result({"items": items}, format_outbox(items))
+    return 0
+
+
+def format_outbox(items: list[dict[str, Any]]) -> str:
+    if not items:
+        return "outbox is empty"
+    rows = [(i["id"], i["client_message_id"], i["status"], i["attempts"], i["mesh"],
+             _short(i["destination"]), i["enqueued_at"], i["last_error"]) for i in items]
+    return format_table(["ID", "CLIENT_MESSAGE_ID", "STATUS", "TRIES", "MESH", "TO",
+                         "ENQUEUED", "LAST_ERROR"], rows)
+
+
+def _short(destination: str) -> str:
+    return f"{destination[:12]}…" if len(destination) == 64 else destination
+
+
+@outbox.command("requeue")
+@click.argument("row_id")
+@click.option("--new-client-id", "--new-id", "new_client_id",
+              help="Id for the new row (default: a fresh ULID). Never one used before.")
+@json_option
+def outbox_requeue(row_id: str, new_client_id: str | None) -> int:
+    """Retire a pending or dead row and queue a copy under a new client_message_id."""
+    body: dict[str, Any] = {"id": row_id}
+    if new_client_id is not None:
+        body["new_client_message_id"] = new_client_id
+    result = client(current_paths()).call("POST", "/v1/outbox/requeue", body)
+    text = (f"row {result['aborted_row_id']} aborted; new row {result['new_row_id']}"
+            f" queued as {result['new_client_message_id']}")
+    if "warning" in result:
+        text += f"\nwarning: {result['warning']}"
+    PRINTER.result(result, text)
+    return 0

@@ -1,0 +1,44 @@
+"""``claudemesh`` entry point: the one place where errors become exit codes (DESIGN §4)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from claudemesh import __version__
+from claudemesh.cli.daemon import daemon
+from claudemesh.cli.output import PRINTER
+from claudemesh.errors import ClaudemeshError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="claudemesh")
+def cli() -> None:
+    """Message peers on other machines through a broker, reliably.
+
+    Exit codes: 0 ok, 1 failure, 2 usage or config, 3 daemon unreachable,
+    4 host fingerprint mismatch, 5 send conflict, 6 broker incompatible.
+    """
+
+
+cli.add_command(daemon)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="claudemesh", standalone_mode=False)
+    except ClaudemeshError as exc:
+        PRINTER.error(exc)
+        code = exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        sys.stderr.write("aborted\n")
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)

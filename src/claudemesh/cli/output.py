@@ -1,0 +1,62 @@
+"""One place that prints: ``--json`` or human text, ``NO_COLOR``-clean (STYLE (b)12).
+
+Formatters are pure (value in, string out) and unit-tested; :class:`Printer` decides
+where the string goes. Errors go to stderr as text, or to stdout as JSON with ``--json``
+so scripts can parse both outcomes the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from claudemesh.errors import ClaudemeshError
+
+__all__ = ["PRINTER", "Printer", "format_duration", "format_table"]
+
+
+class Printer:
+    def __init__(self) -> None:
+        self.json = False
+
+    def result(self, data: Any, text: str) -> None:
+        if self.json:
+            sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+        elif text:
+            sys.stdout.write(text.rstrip("\n") + "\n")
+
+    def error(self, exc: ClaudemeshError) -> None:
+        if self.json:
+            sys.stdout.write(json.dumps(exc.to_wire(), ensure_ascii=False, indent=2) + "\n")
+        else:
+            sys.stderr.write(f"error: {exc.detail} [{exc.code}]\n")
+
+
+PRINTER = Printer()
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces; ``None`` prints as ``-``."""
+    cells = [[("-" if v is None else str(v)) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+              for row in cells]
+    return "\n".join(lines)
+
+
+def format_duration(seconds: float) -> str:
+    """``93784`` -> ``1d 2h 3m 4s``; under a minute keeps one decimal."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    whole = int(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        value, whole = divmod(whole, size)
+        if value or parts:
+            parts.append(f"{value}{unit}")
+    return " ".join(parts)

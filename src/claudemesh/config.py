@@ -1,0 +1,173 @@
+"""Paths, joined meshes and tunables, built once at the edge and passed in.
+
+Only ``cli/`` and ``daemon/run.py`` call :func:`paths_from_env` with ``os.environ``;
+everything below takes a :class:`Paths` or a :class:`Config`. ``config.json`` is parsed
+by hand rather than with pydantic so that the CLI's hot path stays light (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from claudemesh.errors import ConfigError
+
+__all__ = [
+    "CONFIG_VERSION",
+    "Config",
+    "IpcLimits",
+    "MeshConfig",
+    "Paths",
+    "load_config",
+    "load_meshes",
+    "paths_from_env",
+]
+
+CONFIG_VERSION: Final = 1
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+_HEX128: Final = re.compile(r"[0-9a-f]{128}")
+_SLUG: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Where everything lives (DESIGN §4)."""
+
+    config_dir: Path
+    daemon_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.json"
+
+    @property
+    def sock(self) -> Path:
+        return self.daemon_dir / "daemon.sock"
+
+    @property
+    def pid(self) -> Path:
+        return self.daemon_dir / "daemon.pid"
+
+    @property
+    def token(self) -> Path:
+        return self.daemon_dir / "local-token"
+
+    @property
+    def http_port(self) -> Path:
+        return self.daemon_dir / "http.port"
+
+    @property
+    def outbox_db(self) -> Path:
+        return self.daemon_dir / "outbox.db"
+
+    @property
+    def inbox_db(self) -> Path:
+        return self.daemon_dir / "inbox.db"
+
+    @property
+    def host_fingerprint(self) -> Path:
+        return self.daemon_dir / "host_fingerprint.json"
+
+    @property
+    def log(self) -> Path:
+        return self.daemon_dir / "daemon.log"
+
+
+def paths_from_env(env: Mapping[str, str], home: Path | None = None) -> Paths:
+    """``CLAUDEMESH_CONFIG_DIR`` (default ``~/.claudemesh``), ``CLAUDEMESH_DAEMON_DIR``."""
+    base = env.get("CLAUDEMESH_CONFIG_DIR") or str((home or Path.home()) / ".claudemesh")
+    config_dir = Path(base).expanduser().absolute()
+    daemon = env.get("CLAUDEMESH_DAEMON_DIR")
+    daemon_dir = Path(daemon).expanduser().absolute() if daemon else config_dir / "daemon"
+    return Paths(config_dir=config_dir, daemon_dir=daemon_dir)
+
+
+@dataclass(frozen=True, slots=True)
+class MeshConfig:
+    """One joined mesh from ``config.json``; the secret key never shows in a repr."""
+
+    slug: str
+    mesh_id: str
+    member_id: str
+    display_name: str
+    broker_url: str
+    pubkey: str
+    secret_key: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class IpcLimits:
+    """R-LIM-1/3 and the slow-body guard; tests shrink them, users rarely touch them."""
+
+    max_body_bytes: int = 1024 * 1024
+    max_in_flight: int = 64
+    body_timeout_s: float = 10.0
+    shutdown_grace_s: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    paths: Paths
+    meshes: tuple[MeshConfig, ...]
+    limits: IpcLimits = IpcLimits()
+
+
+def load_config(paths: Paths, *, limits: IpcLimits | None = None) -> Config:
+    return Config(paths=paths, meshes=load_meshes(paths.config_file), limits=limits or IpcLimits())
+
+
+def load_meshes(config_file: Path) -> tuple[MeshConfig, ...]:
+    """The joined meshes; a missing file means none joined yet.
+
+    Raises:
+        ConfigError: the file is unreadable, not JSON, or an entry is malformed; the
+            message names the file and the field.
+    """
+    try:
+        raw = config_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return ()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{config_file} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{config_file} must hold a JSON object")
+    if doc.get("version", CONFIG_VERSION) != CONFIG_VERSION:
+        raise ConfigError(f"{config_file}: unsupported version {doc.get('version')!r}")
+    entries = doc.get("meshes", [])
+    if not isinstance(entries, list):
+        raise ConfigError(f"{config_file}: 'meshes' must be a list")
+    meshes = tuple(_parse_mesh(config_file, i, e) for i, e in enumerate(entries))
+    slugs = [m.slug for m in meshes]
+    if len(set(slugs)) != len(slugs):
+        raise ConfigError(f"{config_file}: two meshes share a slug")
+    return meshes
+
+
+def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
+    where = f"{config_file}: meshes[{index}]"
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where} must be an object")
+    values: dict[str, str] = {}
+    for name in ("slug", "mesh_id", "member_id", "display_name", "broker_url", "pubkey",
+                 "secret_key"):
+        value = entry.get(name)
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where}.{name} must be a non-empty string")
+        values[name] = value
+    if not _SLUG.fullmatch(values["slug"]):
+        raise ConfigError(f"{where}.slug must be 1-64 letters, digits, '.', '_' or '-'")
+    if not _HEX64.fullmatch(values["pubkey"]):
+        raise ConfigError(f"{where}.pubkey must be 64 lower-case hex characters")
+    if not _HEX128.fullmatch(values["secret_key"]):
+        raise ConfigError(f"{where}.secret_key must be 128 lower-case hex characters")
+    if values["secret_key"][64:] != values["pubkey"]:
+        raise ConfigError(f"{where}.secret_key does not end with its pubkey")
+    return MeshConfig(**values)

@@ -1,0 +1,1 @@
+"""The local daemon: durable outbox, local HTTP API, and (later) the broker link."""

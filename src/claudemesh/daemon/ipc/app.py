@@ -1,0 +1,36 @@
+"""Build the aiohttp application for one transport; both share one :class:`DaemonContext`.
+
+Middlewares, outermost first: error translation, the R-AUTH guard, the in-flight cap.
+Routes are listed once here; each lives in the module named for its concern.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from claudemesh.daemon.ipc.auth import Transport, guard_middleware
+from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
+from claudemesh.daemon.ipc.http import errors_middleware, limit_middleware
+from claudemesh.daemon.ipc.routes_info import get_health, get_version
+from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_requeue
+from claudemesh.daemon.ipc.routes_send import post_send
+
+__all__ = ["build_app"]
+
+
+def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
+    app = web.Application(
+        middlewares=[
+            errors_middleware,
+            guard_middleware(transport, ctx.token),
+            limit_middleware(ctx.state, ctx.config.limits),
+        ],
+        client_max_size=ctx.config.limits.max_body_bytes,
+    )
+    app[CONTEXT] = ctx
+    app.router.add_get("/v1/version", get_version, allow_head=False)
+    app.router.add_get("/v1/health", get_health, allow_head=False)
+    app.router.add_post("/v1/send", post_send)
+    app.router.add_get("/v1/outbox", get_outbox, allow_head=False)
+    app.router.add_post("/v1/outbox/requeue", post_requeue)
+    return app

@@ -1,0 +1,118 @@
+"""HTTP edge of the daemon: error translation, the in-flight cap, body reading, JSON replies.
+
+``errors_middleware`` is the one place where exceptions become answers (STYLE (b)7): a
+:class:`ClaudemeshError` becomes ``{error, detail, ...}`` with its status; aiohttp's own
+404/405/413 become ours; anything else is a 500 ``internal`` whose traceback goes to the
+log only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from claudemesh.config import IpcLimits
+from claudemesh.daemon.ipc.context import ServerState
+from claudemesh.errors import (
+    ClaudemeshError,
+    DaemonBusy,
+    InternalError,
+    MethodNotAllowed,
+    PayloadTooLarge,
+    RequestTimeout,
+    RouteNotFound,
+    ShuttingDown,
+)
+
+__all__ = ["errors_middleware", "json_reply", "limit_middleware", "read_body"]
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+def json_reply(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=_dumps)
+
+
+def error_reply(exc: ClaudemeshError) -> web.Response:
+    response = json_reply(exc.to_wire(), status=exc.http_status)
+    if exc.http_status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="claudemesh"'
+    return response
+
+
+_AIOHTTP_ERRORS: dict[type[web.HTTPException], type[ClaudemeshError]] = {
+    web.HTTPNotFound: RouteNotFound,
+    web.HTTPMethodNotAllowed: MethodNotAllowed,
+    web.HTTPRequestEntityTooLarge: PayloadTooLarge,
+}
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ClaudemeshError as exc:
+        return error_reply(exc)
+    except web.HTTPException as exc:
+        mapped = _AIOHTTP_ERRORS.get(type(exc))
+        if mapped is not None:
+            return error_reply(mapped())
+        if exc.status < 400:
+            raise
+        return json_reply({"error": f"http_{exc.status}", "detail": exc.reason},
+                          status=exc.status)
+    except Exception:
+        log.exception("unhandled error answering %s %s", request.method, request.path)
+        return error_reply(InternalError())
+
+
+def limit_middleware(
+    state: ServerState, limits: IpcLimits
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """R-LIM-3: at most ``max_in_flight`` requests at once across both transports."""
+
+    @web.middleware
+    async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if state.shutting_down:
+            raise ShuttingDown()
+        if state.in_flight >= limits.max_in_flight:
+            raise DaemonBusy(f"{state.in_flight} requests in flight (limit"
+                             f" {limits.max_in_flight}); retry shortly")
+        state.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            state.in_flight -= 1
+
+    return limit
+
+
+async def read_body(request: web.Request, limits: IpcLimits) -> bytes:
+    """The whole body, refusing oversize ones before reading them (R-LIM-1).
+
+    Raises:
+        PayloadTooLarge: declared or actual size above ``max_body_bytes`` (413).
+        RequestTimeout: the body did not arrive within ``body_timeout_s`` (408).
+    """
+    declared = request.content_length
+    if declared is not None and declared > limits.max_body_bytes:
+        raise PayloadTooLarge(f"body of {declared} bytes exceeds the"
+                              f" {limits.max_body_bytes}-byte limit")
+    try:
+        async with asyncio.timeout(limits.body_timeout_s):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except web.HTTPRequestEntityTooLarge:
+        raise PayloadTooLarge(f"body exceeds the {limits.max_body_bytes}-byte limit") from None

@@ -1,0 +1,129 @@
+"""Phase A of an accept (R-ACC-1 step 1, R-DLV-7 phase A): parse and validate request bodies.
+
+Everything here runs before any database work, so a request refused here consumes no
+id. The JSON reader is stricter than ``json.loads``: it refuses duplicate keys (the
+fingerprint would depend on which copy won), ``NaN``/``Infinity`` (not JSON), and
+strings holding lone surrogates (they cannot be UTF-8, so they could not be hashed).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from claudemesh.errors import InvalidRequest
+from claudemesh.protocol.ids import is_valid_client_message_id
+
+__all__ = ["RequeueRequest", "SendRequest", "parse_json_object", "validate"]
+
+Priority = Literal["now", "next", "low"]
+M = TypeVar("M", bound=BaseModel)
+_ClientId = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise InvalidRequest(f"duplicate key {key!r} in JSON object")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise InvalidRequest(f"{name} is not valid JSON")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """Decode a request body that must be one JSON object.
+
+    Raises:
+        InvalidRequest: not UTF-8, not JSON, not an object, duplicate keys, NaN, or a
+            string that is not valid Unicode.
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest(f"body is not UTF-8 (byte {exc.start})") from exc
+    if not text.strip():
+        raise InvalidRequest("body is empty; expected a JSON object")
+    try:
+        doc = json.loads(text, object_pairs_hook=_reject_duplicates,
+                         parse_constant=_reject_constant)
+    except ValueError as exc:
+        raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise InvalidRequest("body must be a JSON object")
+    return doc
+
+
+def _utf8(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError("contains an unpaired surrogate; not valid Unicode") from exc
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class SendRequest(_Strict):
+    """``POST /v1/send`` body (DESIGN §4)."""
+
+    to: Annotated[str, Field(min_length=1, max_length=256)]
+    message: Annotated[str, Field(min_length=1)]
+    mesh: str | None = None
+    priority: Priority = "next"  # A-14d
+    client_message_id: _ClientId | None = None
+    meta: dict[str, Any] | None = None
+    reply_to: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+
+    @field_validator("to", "message", "mesh", "reply_to")
+    @classmethod
+    def _valid_unicode(cls, value: str | None) -> str | None:
+        return _utf8(value)
+
+    @field_validator("client_message_id")
+    @classmethod
+    def _printable_id(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_client_message_id(value):
+            raise ValueError("must be 1-128 printable ASCII characters without spaces")
+        return value
+
+
+class RequeueRequest(_Strict):
+    """``POST /v1/outbox/requeue`` body."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    new_client_message_id: _ClientId | None = None
+
+    @field_validator("new_client_message_id")
+    @classmethod
+    def _printable_id(cls, value: str | None) -> str | None:
+        if value is not None and not is_valid_client_message_id(value):
+            raise ValueError("must be 1-128 printable ASCII characters without spaces")
+        return value
+
+
+def validate(model: type[M], doc: dict[str, Any]) -> M:
+    """Validate ``doc`` against ``model``; the first problem becomes a 400 with its field."""
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidRequest(_describe(exc.errors()[0])) from None
+
+
+def _describe(error: Any) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "body"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field {field!r}"
+    if kind == "missing":
+        return f"missing field {field!r}"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"field {field!r}: {message}"

@@ -1,0 +1,98 @@
+"""Operator routes: ``GET /v1/outbox`` and ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from aiohttp import web
+
+from claudemesh.daemon.ipc.context import CONTEXT
+from claudemesh.daemon.ipc.http import json_reply, read_body
+from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
+from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
+from claudemesh.daemon.store.outbox_rules import OutboxStatus
+from claudemesh.errors import InvalidRequest
+from claudemesh.protocol.destination import Destination, DestinationKind
+from claudemesh.protocol.fingerprint import fingerprint_prefix
+
+__all__ = ["get_outbox", "outbox_item", "post_requeue"]
+
+DEFAULT_LIMIT: Final = 50
+MAX_LIMIT: Final = 500
+
+
+def iso_ms(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds, or None."""
+    if epoch_ms is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def outbox_item(row: OutboxRow) -> dict[str, Any]:
+    destination = Destination(DestinationKind(row.destination_kind), row.destination_ref)
+    return {
+        "id": row.id,
+        "client_message_id": row.client_message_id,
+        "status": str(row.status),
+        "attempts": row.attempts,
+        "enqueued_at": iso_ms(row.enqueued_at),
+        "next_attempt_at": iso_ms(row.next_attempt_at),
+        "delivered_at": iso_ms(row.delivered_at),
+        "broker_message_id": row.broker_message_id,
+        "history_id": row.history_id,
+        "last_error": row.last_error,
+        "aborted_at": iso_ms(row.aborted_at),
+        "aborted_by": row.aborted_by,
+        "superseded_by": row.superseded_by,
+        "mesh": row.mesh,
+        "destination": destination.address,
+        "priority": row.priority,
+        "fingerprint_prefix": fingerprint_prefix(row.request_fingerprint),
+        "payload_bytes": row.payload_bytes,
+    }
+
+
+def _parse_query(query: Any) -> tuple[OutboxStatus | None, int]:
+    unknown = set(query) - {"status", "limit"}
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
+    raw_status = query.get("status") or None
+    try:
+        status = OutboxStatus(raw_status) if raw_status else None
+    except ValueError:
+        names = ", ".join(s.value for s in OutboxStatus)
+        raise InvalidRequest(f"status must be one of {names}") from None
+    raw_limit = query.get("limit", str(DEFAULT_LIMIT))
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+        raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
+    return status, int(raw_limit)
+
+
+async def get_outbox(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    status, limit = _parse_query(request.query)
+    rows = await ctx.outbox.run(
+        lambda conn: OutboxStore(conn).list_rows(status=status, limit=limit))
+    return json_reply({"items": [outbox_item(r) for r in rows]})
+
+
+async def post_requeue(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    req = validate(RequeueRequest, parse_json_object(await read_body(request, ctx.config.limits)))
+    now = ctx.clock()
+    outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).requeue(
+        req.id, new_client_message_id=req.new_client_message_id, now_ms=now))
+    ctx.outbox_changed.set()
+    body: dict[str, Any] = {
+        "aborted_row_id": outcome.aborted_row_id,
+        "new_row_id": outcome.new_row_id,
+        "new_client_message_id": outcome.new_client_message_id,
+    }
+    if outcome.previous_status is OutboxStatus.PENDING and outcome.previous_attempts > 0:
+        # A-12: the broker may already hold the old id's message; the new id is a new send.
+        body["warning"] = (
+            f"the old row was pending after {outcome.previous_attempts} attempt(s); the"
+            " broker may already have it, so the recipient may see it twice")
+    return json_reply(body)

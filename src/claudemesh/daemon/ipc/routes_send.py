@@ -1,0 +1,155 @@
+"""``POST /v1/send``: the idempotent accept (daemon-spec §4.5, R-ACC-1..5, R-CMID-1).
+
+Phase A (validation, mesh, destination, id) raises before anything is written, so a
+refused request consumes no id. Then the fingerprint is computed once (R-FP-3), the
+frozen envelope built, and the worker runs the lookup table inside ``BEGIN IMMEDIATE``;
+the answer goes out only after the group's COMMIT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+from aiohttp import web
+
+from claudemesh.daemon.directory import PeerDirectory
+from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
+from claudemesh.daemon.ipc.http import json_reply, read_body
+from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
+from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
+from claudemesh.daemon.store.outbox_rules import Reply
+from claudemesh.errors import IdempotencyKeyReused, InvalidRequest, UnknownDestination
+from claudemesh.protocol.destination import (
+    Destination,
+    DestinationError,
+    DestinationKind,
+    PeerName,
+    parse_to,
+)
+from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.protocol.fingerprint import (
+    MetaError,
+    body_hash,
+    canonical_meta,
+    fingerprint_prefix,
+    request_fingerprint,
+)
+from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
+
+__all__ = ["post_send", "prepare_send"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    send: NewSend
+    request_fingerprint: bytes
+
+
+def choose_client_message_id(header: str | None, body: str | None) -> str | None:
+    """R-CMID-1 / A-15: the ``Idempotency-Key`` header first, then the body field.
+
+    Raises:
+        InvalidRequest: the header is malformed, or both are given and differ.
+    """
+    if header is not None:
+        if not is_valid_client_message_id(header):
+            raise InvalidRequest(
+                "Idempotency-Key must be 1-128 printable ASCII characters without spaces")
+        if body is not None and body != header:
+            raise InvalidRequest("Idempotency-Key header and client_message_id differ")
+        return header
+    return body
+
+
+def resolve_destination(target: Destination | PeerName, mesh: str,
+                        directory: PeerDirectory) -> Destination:
+    """A display name becomes the one pubkey it names in ``mesh`` (A-14f).
+
+    Raises:
+        UnknownDestination: nobody, or more than one peer, has that name (422).
+    """
+    if isinstance(target, Destination):
+        return target
+    matches = directory.resolve(mesh, target.name)
+    if len(matches) == 1:
+        return Destination(DestinationKind.DM, matches[0])
+    if not matches:
+        raise UnknownDestination(
+            f"no known peer in mesh {mesh!r} is called {target.name!r}; use a 64-hex"
+            " pubkey, or wait until the daemon has seen that peer", to=target.name)
+    raise UnknownDestination(
+        f"{len(matches)} peers in mesh {mesh!r} are called {target.name!r}; address one"
+        " by pubkey", to=target.name, candidates=matches)
+
+
+def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) -> _Prepared:
+    """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing."""
+    cmid = choose_client_message_id(header_id, req.client_message_id)
+    mesh = ctx.pick_mesh(req.mesh)
+    try:
+        target = parse_to(req.to)
+    except DestinationError as exc:
+        raise InvalidRequest(f"field 'to': {exc}") from None
+    dest = resolve_destination(target, mesh.slug, ctx.directory)
+    try:
+        meta_canonical = canonical_meta(req.meta)
+    except MetaError as exc:
+        raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
+    digest = body_hash(req.message)
+    fingerprint = request_fingerprint(
+        destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=req.reply_to,
+        priority=req.priority, meta_canonical=meta_canonical, body_hash_hex=digest,
+    )
+    frozen = FrozenSend(
+        mesh=mesh.slug, destination_kind=str(dest.kind), destination_ref=dest.ref,
+        priority=req.priority, reply_to=req.reply_to, meta=req.meta or None,
+        body=req.message, body_hash=digest,
+    )
+    send = NewSend(
+        client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=fingerprint,
+        payload=frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
+        destination_ref=dest.ref, priority=req.priority,
+    )
+    return _Prepared(send, fingerprint)
+
+
+async def post_send(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
+    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"))
+    now = ctx.clock()
+    outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
+    if outcome.decision.reply is Reply.INSERT:
+        ctx.outbox_changed.set()
+    return _reply(outcome, prepared.request_fingerprint)
+
+
+def _reply(outcome: AcceptOutcome, request_fp: bytes) -> web.Response:
+    decision = outcome.decision
+    match decision.reply:
+        case Reply.INSERT | Reply.QUEUED:
+            return json_reply({"client_message_id": outcome.client_message_id,
+                               "outbox_id": outcome.row_id, "status": "queued"}, 202)
+        case Reply.INFLIGHT:
+            return json_reply({"client_message_id": outcome.client_message_id,
+                               "outbox_id": outcome.row_id, "status": "inflight"}, 202)
+        case Reply.DUPLICATE:
+            return json_reply({"client_message_id": outcome.client_message_id,
+                               "outbox_id": outcome.row_id, "duplicate": True,
+                               "broker_message_id": outcome.broker_message_id,
+                               "history_id": outcome.history_id}, 200)
+        case Reply.CONFLICT:
+            fields: dict[str, object] = {
+                "conflict": decision.conflict,
+                "client_message_id": outcome.client_message_id,
+                "daemon_fingerprint_prefix": fingerprint_prefix(outcome.stored_fingerprint),
+                "request_fingerprint_prefix": fingerprint_prefix(request_fp),
+                "broker_message_id": outcome.broker_message_id,
+            }
+            if decision.conflict == "outbox_dead_fingerprint_match":
+                fields["reason"] = outcome.last_error
+            raise IdempotencyKeyReused(
+                f"client_message_id {outcome.client_message_id!r} is taken"
+                f" ({decision.conflict})", **fields)
+    assert_never(decision.reply)

@@ -1,0 +1,1 @@
+"""SQLite stores of the daemon: outbox.db (and inbox.db later)."""

@@ -1,0 +1,124 @@
+"""SQLite plumbing for the daemon's databases: open, pragmas, migrations, transactions.
+
+Every ``sqlite3`` error is turned into a :class:`~claudemesh.errors.StoreError` here or in
+the worker, so no other package imports ``sqlite3`` (STYLE (b)7).
+
+Durability (R-DLV-2, A-24): WAL with ``synchronous=FULL``, so a COMMIT returns only after
+the WAL is fsynced. The worker groups the accepts that arrive together into one
+transaction and answers each of them only after that COMMIT, which keeps the promise
+"durable before the answer" even against power loss, at the cost of one fsync per group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+from claudemesh.errors import StoreCorrupt, StoreError
+
+__all__ = ["immediate", "integrity_check", "open_database", "store_errors"]
+
+_SAVEPOINTS: Final = itertools.count()
+_DB_FILE_MODE: Final = 0o600
+_CORRUPT_CODES: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+
+
+def open_database(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
+    """Open (creating 0600 if needed) and migrate a database; ``user_version`` is its schema.
+
+    ``migrations[i]`` brings the schema from version ``i`` to ``i + 1``.
+    """
+    with store_errors(f"opening {path.name}"):
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, _DB_FILE_MODE)
+        os.close(fd)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA busy_timeout=5000")
+            conn.execute("PRAGMA foreign_keys=ON")
+            _migrate(conn, migrations)
+        except BaseException:
+            conn.close()
+            raise
+    _tighten_modes(path)
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
+    with immediate(conn):
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > len(migrations):
+            raise StoreError(
+                f"database schema {version} is newer than this build knows ({len(migrations)})"
+            )
+        for target, script in enumerate(migrations[version:], start=version + 1):
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version={target:d}")
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (ours never hold ';' inside a literal)."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _tighten_modes(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            path.with_name(path.name + suffix).chmod(_DB_FILE_MODE)
+
+
+def integrity_check(conn: sqlite3.Connection, name: str) -> None:
+    """R-REC-2: refuse to run on a database SQLite itself reports as damaged."""
+    with store_errors(f"checking {name}"):
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+    if rows != [("ok",)]:
+        problems = "; ".join(str(r[0]) for r in rows[:3])
+        raise StoreCorrupt(f"{name} failed its integrity check: {problems}")
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """An atomic unit: ``BEGIN IMMEDIATE`` at top level, a SAVEPOINT when nested.
+
+    ``BEGIN IMMEDIATE`` takes the RESERVED lock up front, so two accepts of one id run one
+    after the other (R-ACC-1 step 3). Nested inside the worker's group transaction, a
+    savepoint lets one failing operation roll back alone.
+    """
+    if conn.in_transaction:
+        name = f"sp{next(_SAVEPOINTS)}"
+        conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {name}")
+            conn.execute(f"RELEASE {name}")
+            raise
+        conn.execute(f"RELEASE {name}")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextlib.contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Translate ``sqlite3`` (and OS) errors into StoreError at the store's edge."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorname", None) in _CORRUPT_CODES:
+            raise StoreCorrupt(f"{action}: {exc}") from exc
+        raise StoreError(f"{action}: {exc}") from exc
+    except OSError as exc:
+        raise StoreError(f"{action}: {exc.strerror or exc}") from exc

@@ -1,0 +1,340 @@
+"""``outbox.db``: the durable queue of sends (daemon-spec §4.5.2, §4.5.3, §4.8, §4.11).
+
+The SQL side of :mod:`.outbox_rules`. Every method runs inside :func:`.db.immediate`, so
+called alone it is one ``BEGIN IMMEDIATE`` transaction and called from the worker's
+group commit it is one savepoint. Updates are guarded by the statuses the transition
+table allows (``WHERE status IN (...)``), so a stale caller changes nothing.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from claudemesh.daemon.store.db import immediate, store_errors
+from claudemesh.daemon.store.outbox_rules import (
+    Decision,
+    IllegalTransition,
+    OutboxEvent,
+    OutboxStatus,
+    Reply,
+    decide,
+    next_status,
+    sources,
+)
+from claudemesh.errors import (
+    ClientMessageIdInUse,
+    OutboxRowNotFound,
+    RequeueNotAllowed,
+)
+from claudemesh.protocol.ids import new_ulid
+
+__all__ = [
+    "OUTBOX_MIGRATIONS",
+    "AcceptOutcome",
+    "NewSend",
+    "OutboxRow",
+    "OutboxStore",
+    "RequeueOutcome",
+]
+
+# §4.5.2 exactly, plus what delivery needs later: mesh, destination, priority, history_id
+# (A-13). The frozen envelope is ``payload`` (R-OBX-3). Times are epoch milliseconds.
+OUTBOX_MIGRATIONS: Final = (
+    """
+    CREATE TABLE outbox (
+      id                  TEXT PRIMARY KEY,
+      client_message_id   TEXT NOT NULL UNIQUE,
+      request_fingerprint BLOB NOT NULL CHECK(length(request_fingerprint) = 32),
+      payload             BLOB NOT NULL,
+      enqueued_at         INTEGER NOT NULL,
+      attempts            INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at     INTEGER NOT NULL,
+      status              TEXT NOT NULL
+                          CHECK(status IN ('pending','inflight','done','dead','aborted')),
+      last_error          TEXT,
+      delivered_at        INTEGER,
+      broker_message_id   TEXT,
+      aborted_at          INTEGER,
+      aborted_by          TEXT CHECK(aborted_by IN ('operator','auto')),
+      superseded_by       TEXT,
+      mesh                TEXT NOT NULL,
+      destination_kind    TEXT NOT NULL CHECK(destination_kind IN ('topic','dm','queue')),
+      destination_ref     TEXT NOT NULL,
+      priority            TEXT NOT NULL CHECK(priority IN ('now','next','low')),
+      history_id          TEXT
+    );
+    CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+    CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
+    """,
+)
+
+_COLUMNS: Final = (
+    "id, client_message_id, request_fingerprint, enqueued_at, attempts, next_attempt_at, "
+    "status, last_error, delivered_at, broker_message_id, aborted_at, aborted_by, "
+    "superseded_by, mesh, destination_kind, destination_ref, priority, history_id, "
+    "length(payload)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NewSend:
+    """A send that passed Phase A, ready for the lookup table."""
+
+    client_message_id: str
+    fingerprint: bytes
+    payload: bytes
+    mesh: str
+    destination_kind: str
+    destination_ref: str
+    priority: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: str
+    client_message_id: str
+    request_fingerprint: bytes
+    enqueued_at: int
+    attempts: int
+    next_attempt_at: int
+    status: OutboxStatus
+    last_error: str | None
+    delivered_at: int | None
+    broker_message_id: str | None
+    aborted_at: int | None
+    aborted_by: str | None
+    superseded_by: str | None
+    mesh: str
+    destination_kind: str
+    destination_ref: str
+    priority: str
+    history_id: str | None
+    payload_bytes: int
+
+    @classmethod
+    def from_sql(cls, row: tuple[Any, ...]) -> OutboxRow:
+        values = list(row)
+        values[6] = OutboxStatus(values[6])
+        return cls(*values)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOutcome:
+    decision: Decision
+    row_id: str
+    client_message_id: str
+    stored_fingerprint: bytes
+    broker_message_id: str | None
+    history_id: str | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RequeueOutcome:
+    aborted_row_id: str
+    new_row_id: str
+    new_client_message_id: str
+    previous_status: OutboxStatus
+    previous_attempts: int
+
+
+class OutboxStore:
+    """Operations on one ``outbox.db`` connection; not thread-safe (the worker owns it)."""
+
+    def __init__(self, conn: sqlite3.Connection, *, new_id: Callable[[], str] = new_ulid):
+        self._conn = conn
+        self._new_id = new_id
+
+    # -- accept (R-ACC-1) -------------------------------------------------------------
+
+    def accept(self, send: NewSend, now_ms: int) -> AcceptOutcome:
+        """Steps 3-6 of R-ACC-1: look the id up, apply the table, insert only if free."""
+        with store_errors("accepting a send"), immediate(self._conn):
+            found = self._conn.execute(
+                "SELECT id, request_fingerprint, status, broker_message_id, last_error,"
+                " history_id FROM outbox WHERE client_message_id = ?",
+                (send.client_message_id,),
+            ).fetchone()
+            existing = None if found is None else (OutboxStatus(found[2]), bytes(found[1]))
+            decision = decide(existing, send.fingerprint)
+            if decision.reply is Reply.INSERT:
+                row_id = self._new_id()
+                self._insert(row_id, send, now_ms)
+                return AcceptOutcome(decision, row_id, send.client_message_id,
+                                     send.fingerprint, None, None, None)
+        return AcceptOutcome(decision, found[0], send.client_message_id, bytes(found[1]),
+                             found[3], found[5], found[4])
+
+    def _insert(self, row_id: str, send: NewSend, now_ms: int) -> None:
+        self._conn.execute(
+            "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
+            " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
+            " destination_ref, priority) VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?)",
+            (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms, now_ms,
+             send.mesh, send.destination_kind, send.destination_ref, send.priority),
+        )
+
+    # -- operator recovery (R-RQ-2) ---------------------------------------------------
+
+    def requeue(
+        self, row_id: str, *, new_client_message_id: str | None, now_ms: int
+    ) -> RequeueOutcome:
+        """Abort a pending/dead row and insert its successor, in one transaction.
+
+        The successor copies everything needed to deliver (mesh, destination, priority,
+        frozen payload, fingerprint: DESIGN §5.6) under a new id that was never used.
+
+        Raises:
+            OutboxRowNotFound: no row has ``row_id``.
+            RequeueNotAllowed: the row is inflight, done or already aborted.
+            ClientMessageIdInUse: ``new_client_message_id`` already belongs to a row.
+        """
+        allowed = sources(OutboxEvent.REQUEUE)
+        with store_errors("requeueing a row"), immediate(self._conn):
+            old = self.get(row_id)
+            if old is None:
+                raise OutboxRowNotFound(f"no outbox row has id {row_id!r}", id=row_id)
+            if old.status not in allowed:
+                raise RequeueNotAllowed(
+                    f"row {row_id} is {old.status}; only pending or dead rows can be requeued",
+                    id=row_id, status=str(old.status),
+                )
+            new_cmid = new_client_message_id or new_ulid(now_ms)
+            if self._conn.execute(
+                "SELECT 1 FROM outbox WHERE client_message_id = ?", (new_cmid,)
+            ).fetchone():
+                raise ClientMessageIdInUse(
+                    f"client_message_id {new_cmid!r} already belongs to an outbox row;"
+                    " ids are never reused (R-DLV-3)",
+                    client_message_id=new_cmid,
+                )
+            new_row_id = self._new_id()
+            self._conn.execute(
+                "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
+                " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
+                " destination_ref, priority)"
+                " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, 'pending', mesh,"
+                " destination_kind, destination_ref, priority FROM outbox WHERE id = ?",
+                (new_row_id, new_cmid, now_ms, now_ms, row_id),
+            )
+            self._conn.execute(
+                "UPDATE outbox SET status = 'aborted', aborted_at = ?, aborted_by = 'operator',"
+                " superseded_by = ? WHERE id = ? AND status = ?",
+                (now_ms, new_row_id, row_id, str(old.status)),
+            )
+        return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts)
+
+    # -- reads ------------------------------------------------------------------------
+
+    def get(self, row_id: str) -> OutboxRow | None:
+        with store_errors("reading a row"):
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id = ?", (row_id,)  # noqa: S608
+            ).fetchone()
+        return None if row is None else OutboxRow.from_sql(row)
+
+    def get_payload(self, row_id: str) -> bytes | None:
+        with store_errors("reading a payload"):
+            row = self._conn.execute("SELECT payload FROM outbox WHERE id = ?",
+                                     (row_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def list_rows(self, *, status: OutboxStatus | None, limit: int) -> list[OutboxRow]:
+        """Newest first (by insertion order, which is enqueue order)."""
+        where, args = ("WHERE status = ?", (str(status),)) if status else ("", ())
+        with store_errors("listing the outbox"):
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY rowid DESC LIMIT ?",  # noqa: S608
+                (*args, limit),
+            ).fetchall()
+        return [OutboxRow.from_sql(r) for r in rows]
+
+    def counts(self) -> dict[OutboxStatus, int]:
+        with store_errors("counting the outbox"):
+            rows = self._conn.execute(
+                "SELECT status, count(*) FROM outbox GROUP BY status").fetchall()
+        counts = dict.fromkeys(OutboxStatus, 0)
+        counts.update({OutboxStatus(s): n for s, n in rows})
+        return counts
+
+    def counts_by_mesh(self) -> dict[str, dict[OutboxStatus, int]]:
+        with store_errors("counting the outbox"):
+            rows = self._conn.execute(
+                "SELECT mesh, status, count(*) FROM outbox"
+                " WHERE status IN ('pending', 'inflight', 'dead') GROUP BY mesh, status"
+            ).fetchall()
+        result: dict[str, dict[OutboxStatus, int]] = {}
+        for mesh, status, n in rows:
+            result.setdefault(mesh, dict.fromkeys(OutboxStatus, 0))[OutboxStatus(status)] = n
+        return result
+
+    # -- transitions for the drain (§4.8) and crash recovery (R-REC-1) -----------------
+
+    def recover_inflight(self, now_ms: int, *, retry_after_ms: int) -> int:
+        """Every ``inflight`` row back to ``pending``, due after ``retry_after_ms``.
+
+        ``attempts`` is left as it is: the claim already counted the transmission that
+        may or may not have reached the broker (R-REC-1 says "incremented"; counting it
+        twice would misreport). The broker's dedupe collapses a repeat.
+        """
+        with store_errors("recovering inflight rows"), immediate(self._conn):
+            cur = self._conn.execute(
+                "UPDATE outbox SET status = 'pending', next_attempt_at = ?,"
+                " last_error = 'daemon_restarted_while_inflight' WHERE status = 'inflight'",
+                (now_ms + retry_after_ms,),
+            )
+        return cur.rowcount
+
+    def claim_due(self, now_ms: int, *, limit: int, mesh: str | None = None) -> list[OutboxRow]:
+        """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5)."""
+        mesh_clause, args = ("AND mesh = ?", (mesh,)) if mesh else ("", ())
+        with store_errors("claiming due rows"), immediate(self._conn):
+            ids = [r[0] for r in self._conn.execute(
+                f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"  # noqa: S608
+                f" {mesh_clause} ORDER BY next_attempt_at, rowid LIMIT ?",
+                (now_ms, *args, limit),
+            )]
+            for row_id in ids:
+                self._conn.execute(
+                    "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"
+                    " WHERE id = ? AND status = 'pending'", (row_id,))
+            rows = [self.get(i) for i in ids]
+        return [r for r in rows if r is not None]
+
+    def mark_done(self, row_id: str, *, broker_message_id: str, history_id: str | None,
+                  now_ms: int) -> bool:
+        return self._transition(
+            row_id, OutboxEvent.ACKED,
+            "delivered_at = coalesce(delivered_at, ?), broker_message_id = ?, history_id = ?,"
+            " last_error = NULL",
+            (now_ms, broker_message_id, history_id),
+        )
+
+    def mark_retry(self, row_id: str, *, error: str, next_attempt_at: int) -> bool:
+        return self._transition(row_id, OutboxEvent.TRANSIENT_FAILURE,
+                                "last_error = ?, next_attempt_at = ?", (error, next_attempt_at))
+
+    def mark_dead(self, row_id: str, *, error: str,
+                  event: OutboxEvent = OutboxEvent.PERMANENT_FAILURE) -> bool:
+        return self._transition(row_id, event, "last_error = ?", (error,))
+
+    def _transition(self, row_id: str, event: OutboxEvent, assignments: str,
+                    args: tuple[Any, ...]) -> bool:
+        """Apply ``event`` when the table allows it from the row's status; else False."""
+        with store_errors(f"applying {event}"), immediate(self._conn):
+            found = self._conn.execute("SELECT status FROM outbox WHERE id = ?",
+                                       (row_id,)).fetchone()
+            if found is None:
+                return False
+            try:
+                target = next_status(OutboxStatus(found[0]), event)
+            except IllegalTransition:
+                return False
+            self._conn.execute(
+                f"UPDATE outbox SET status = ?, {assignments} WHERE id = ?",  # noqa: S608
+                (str(target), *args, row_id),
+            )
+        return True

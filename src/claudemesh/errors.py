@@ -1,0 +1,359 @@
+"""One exception tree for the whole project, translated once at each edge.
+
+::
+
+    ClaudemeshError
+    ├── RequestError                 the caller got it wrong (4xx); nothing was written
+    │   ├── InvalidRequest           400 invalid_request
+    │   ├── TokenInQuery             400 token_in_query          (R-AUTH-5)
+    │   ├── Unauthorized             401 unauthorized            (R-AUTH-2, A-39)
+    │   ├── ForbiddenHost            403 forbidden_host          (R-AUTH-9, A-38)
+    │   ├── ForbiddenOrigin          403 forbidden_origin        (R-AUTH-10)
+    │   ├── PreflightRefused         403 cors_preflight_refused  (R-AUTH-11)
+    │   ├── RouteNotFound            404 not_found
+    │   ├── OutboxRowNotFound        404 outbox_row_not_found
+    │   ├── MethodNotAllowed         405 method_not_allowed
+    │   ├── RequestTimeout           408 request_timeout
+    │   ├── PayloadTooLarge          413 payload_too_large       (R-LIM-1)
+    │   ├── NoMeshJoined             422 no_mesh_joined
+    │   ├── MeshRequired             422 mesh_required
+    │   ├── UnknownMesh              422 unknown_mesh
+    │   ├── UnknownDestination       422 unknown_destination     (A-14f)
+    │   ├── IdempotencyKeyReused     409 idempotency_key_reused  (R-ACC-2/3), exit 5
+    │   ├── RequeueNotAllowed        409 requeue_not_allowed     (R-RQ-3)
+    │   ├── ClientMessageIdInUse     409 client_message_id_in_use (R-DLV-3), exit 5
+    │   └── DaemonBusy               429 daemon_busy             (R-LIM-3)
+    ├── ServiceError                 the daemon or its store failed (5xx)
+    │   ├── ShuttingDown             503 shutting_down           (R-LIFE-3)
+    │   ├── StoreError               500 store_error
+    │   │   └── StoreCorrupt         500 store_corrupt           (R-REC-2)
+    │   └── InternalError            500 internal
+    └── LocalError                   raised by the CLI or the process, never on the wire
+        ├── ConfigError              exit 2 config_invalid
+        ├── SocketPathTooLong        exit 2 socket_path_too_long
+        ├── DaemonAlreadyRunning     exit 1 daemon_already_running
+        ├── DaemonStartFailed        exit 1 daemon_start_failed
+        ├── DaemonStopFailed         exit 1 daemon_stop_failed
+        ├── DaemonUnreachable        exit 3 daemon_unreachable
+        └── RemoteError              exit 1: an answer whose code this build does not know
+
+Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
+(DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable, 4 host mismatch,
+5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
+class lacks one or when two classes share a code, and ``error_from_wire`` rebuilds the
+same class on the client side from ``{error, detail, ...}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "ClaudemeshError",
+    "ClientMessageIdInUse",
+    "ConfigError",
+    "DaemonAlreadyRunning",
+    "DaemonBusy",
+    "DaemonStartFailed",
+    "DaemonStopFailed",
+    "DaemonUnreachable",
+    "ForbiddenHost",
+    "ForbiddenOrigin",
+    "IdempotencyKeyReused",
+    "InternalError",
+    "InvalidRequest",
+    "LocalError",
+    "MeshRequired",
+    "MethodNotAllowed",
+    "NoMeshJoined",
+    "OutboxRowNotFound",
+    "PayloadTooLarge",
+    "PreflightRefused",
+    "RemoteError",
+    "RequestError",
+    "RequestTimeout",
+    "RequeueNotAllowed",
+    "RouteNotFound",
+    "ServiceError",
+    "ShuttingDown",
+    "SocketPathTooLong",
+    "StoreCorrupt",
+    "StoreError",
+    "TokenInQuery",
+    "Unauthorized",
+    "UnknownDestination",
+    "UnknownMesh",
+    "error_classes",
+    "error_from_wire",
+]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_HOST_MISMATCH = 4
+EXIT_CONFLICT = 5
+EXIT_INCOMPATIBLE = 6
+
+
+class ClaudemeshError(Exception):
+    """Base of every error we raise on purpose.
+
+    ``fields`` are structured extras that travel with the error on the wire (for a
+    conflict: ``conflict``, ``client_message_id``, ``daemon_fingerprint_prefix``...).
+    """
+
+    code: ClassVar[str] = "error"
+    http_status: ClassVar[int] = 500
+    exit_code: ClassVar[int] = EXIT_FAILURE
+    default_detail: ClassVar[str] = "unexpected error"
+
+    def __init__(self, detail: str | None = None, **fields: Any) -> None:
+        self.detail = detail or self.default_detail
+        self.fields: dict[str, Any] = fields
+        super().__init__(self.detail)
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.detail}"
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body of an error answer: ``{error, detail, ...fields}``."""
+        return {"error": self.code, "detail": self.detail, **self.fields}
+
+
+class RequestError(ClaudemeshError):
+    """The caller sent something we refuse; nothing was written."""
+
+    http_status = 400
+
+
+class InvalidRequest(RequestError):
+    code = "invalid_request"
+    http_status = 400
+    exit_code = EXIT_USAGE
+    default_detail = "the request is malformed"
+
+
+class TokenInQuery(RequestError):
+    code = "token_in_query"
+    http_status = 400
+    default_detail = (
+        "the token is accepted only in the Authorization header, never in the URL"
+    )
+
+
+class Unauthorized(RequestError):
+    code = "unauthorized"
+    http_status = 401
+    default_detail = "missing or invalid bearer token"
+
+
+class ForbiddenHost(RequestError):
+    code = "forbidden_host"
+    http_status = 403
+    default_detail = "the Host header must be localhost, 127.0.0.1 or [::1]"
+
+
+class ForbiddenOrigin(RequestError):
+    code = "forbidden_origin"
+    http_status = 403
+    default_detail = "requests carrying an Origin header are refused"
+
+
+class PreflightRefused(RequestError):
+    code = "cors_preflight_refused"
+    http_status = 403
+    default_detail = "the daemon does not answer CORS preflight requests"
+
+
+class RouteNotFound(RequestError):
+    code = "not_found"
+    http_status = 404
+    default_detail = "no such route"
+
+
+class OutboxRowNotFound(RequestError):
+    code = "outbox_row_not_found"
+    http_status = 404
+    default_detail = "no outbox row has that id"
+
+
+class MethodNotAllowed(RequestError):
+    code = "method_not_allowed"
+    http_status = 405
+    default_detail = "method not allowed on this route"
+
+
+class RequestTimeout(RequestError):
+    code = "request_timeout"
+    http_status = 408
+    default_detail = "the request body did not arrive in time"
+
+
+class PayloadTooLarge(RequestError):
+    code = "payload_too_large"
+    http_status = 413
+    default_detail = "request body too large"
+
+
+class NoMeshJoined(RequestError):
+    code = "no_mesh_joined"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "this daemon has joined no mesh; run `claudemesh join <invite>`"
+
+
+class MeshRequired(RequestError):
+    code = "mesh_required"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "several meshes are joined; say which one with 'mesh'"
+
+
+class UnknownMesh(RequestError):
+    code = "unknown_mesh"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "this daemon has not joined that mesh"
+
+
+class UnknownDestination(RequestError):
+    code = "unknown_destination"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "no known peer has that display name"
+
+
+class IdempotencyKeyReused(RequestError):
+    """A ``client_message_id`` that is already tied to a row the caller cannot reuse.
+
+    ``conflict`` is one of the R-ACC-2 table's values; ``daemon_fingerprint_prefix`` is
+    the first 8 bytes (16 hex) of the fingerprint stored with that id (R-ACC-3), and
+    ``request_fingerprint_prefix`` the same for the request just refused.
+    """
+
+    code = "idempotency_key_reused"
+    http_status = 409
+    exit_code = EXIT_CONFLICT
+    default_detail = "this client_message_id is already used by another request"
+
+    @property
+    def conflict(self) -> str:
+        return str(self.fields.get("conflict", ""))
+
+
+class RequeueNotAllowed(RequestError):
+    code = "requeue_not_allowed"
+    http_status = 409
+    default_detail = "only pending or dead rows can be requeued"
+
+
+class ClientMessageIdInUse(RequestError):
+    code = "client_message_id_in_use"
+    http_status = 409
+    exit_code = EXIT_CONFLICT
+    default_detail = "that client_message_id already belongs to an outbox row"
+
+
+class DaemonBusy(RequestError):
+    code = "daemon_busy"
+    http_status = 429
+    default_detail = "too many requests in flight; retry shortly"
+
+
+class ServiceError(ClaudemeshError):
+    """The daemon (or its store) could not do what was asked; the caller may retry."""
+
+    http_status = 500
+
+
+class ShuttingDown(ServiceError):
+    code = "shutting_down"
+    http_status = 503
+    default_detail = "the daemon is shutting down"
+
+
+class StoreError(ServiceError):
+    code = "store_error"
+    http_status = 500
+    default_detail = "the local database failed; nothing was written"
+
+
+class StoreCorrupt(StoreError):
+    code = "store_corrupt"
+    http_status = 500
+    default_detail = "a local database failed its integrity check"
+
+
+class InternalError(ServiceError):
+    code = "internal"
+    http_status = 500
+    default_detail = "internal error; see the daemon log"
+
+
+class LocalError(ClaudemeshError):
+    """Raised by the CLI or the daemon process itself; never sent on the wire."""
+
+
+class ConfigError(LocalError):
+    code = "config_invalid"
+    exit_code = EXIT_USAGE
+    default_detail = "the configuration is invalid"
+
+
+class SocketPathTooLong(LocalError):
+    code = "socket_path_too_long"
+    exit_code = EXIT_USAGE
+    default_detail = "the Unix socket path is longer than the OS allows"
+
+
+class DaemonAlreadyRunning(LocalError):
+    code = "daemon_already_running"
+    default_detail = "a daemon already runs on this daemon directory"
+
+
+class DaemonStartFailed(LocalError):
+    code = "daemon_start_failed"
+    default_detail = "the daemon did not start"
+
+
+class DaemonStopFailed(LocalError):
+    code = "daemon_stop_failed"
+    default_detail = "the daemon did not stop"
+
+
+class DaemonUnreachable(LocalError):
+    code = "daemon_unreachable"
+    exit_code = EXIT_UNREACHABLE
+    default_detail = "no daemon answers; start one with `claudemesh daemon up`"
+
+
+class RemoteError(LocalError):
+    """An error answer whose code this build does not know; keeps status and body."""
+
+    code = "remote_error"
+    default_detail = "the daemon answered with an error"
+
+
+def error_classes() -> dict[str, type[ClaudemeshError]]:
+    """Every concrete error class, keyed by its code."""
+    found: dict[str, type[ClaudemeshError]] = {}
+    stack: list[type[ClaudemeshError]] = [ClaudemeshError]
+    while stack:
+        cls = stack.pop()
+        stack.extend(cls.__subclasses__())
+        if "code" in cls.__dict__:
+            found[cls.code] = cls
+    return found
+
+
+def error_from_wire(status: int, body: Any) -> ClaudemeshError:
+    """Rebuild the typed error from an HTTP error answer (client side of the edge)."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return RemoteError(f"HTTP {status} with an unexpected body", status=status)
+    fields = {k: v for k, v in body.items() if k not in ("error", "detail")}
+    detail = body.get("detail") if isinstance(body.get("detail"), str) else None
+    cls = error_classes().get(body["error"])
+    if cls is None:
+        return RemoteError(detail or body["error"], status=status, error=body["error"], **fields)
+    return cls(detail, **fields)

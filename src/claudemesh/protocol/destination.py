@@ -1,0 +1,92 @@
+"""What ``to`` may say, and the (kind, ref) pair the fingerprint and the broker see.
+
+===================  ============  ===================================
+``to``               kind          ref
+===================  ============  ===================================
+64 hex characters    ``dm``        the pubkey, lower-cased
+``#name``            ``topic``     ``name``
+``@name``            ``topic``     ``@name`` (a group)
+``*``                ``topic``     ``*`` (everyone in the mesh)
+anything else        (a name)      resolved to a pubkey via the peer directory
+===================  ============  ===================================
+
+The spec's ``destination_kind`` has only ``topic``, ``dm`` and ``queue`` (R-FP-2,
+A-42: ``queue`` is reserved), so groups and broadcast ride on ``topic`` with a ref that a
+topic name can never take: topic names must start with a letter or digit.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Final
+
+__all__ = [
+    "Destination",
+    "DestinationError",
+    "DestinationKind",
+    "PeerName",
+    "parse_to",
+]
+
+_PUBKEY_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+# A display name: 1-64 characters, no control characters, no surrounding spaces, and not
+# starting with a character that marks another kind of destination.
+_DISPLAY_NAME_RE: Final = re.compile(r"[^\s#@*\x00-\x1f\x7f]([^\x00-\x1f\x7f]{0,62}\S)?")
+
+
+class DestinationKind(enum.StrEnum):
+    DM = "dm"
+    TOPIC = "topic"
+    QUEUE = "queue"  # reserved (A-42); nothing in v1 produces it
+
+
+class DestinationError(ValueError):
+    """``to`` does not parse as any destination."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    kind: DestinationKind
+    ref: str
+
+    @property
+    def address(self) -> str:
+        """The ``to`` spelling a user would type for this destination."""
+        if self.kind is DestinationKind.TOPIC and self.ref[0] not in "@*":
+            return f"#{self.ref}"
+        return self.ref
+
+
+@dataclass(frozen=True, slots=True)
+class PeerName:
+    """A display name still to be resolved to a member pubkey (A-14f)."""
+
+    name: str
+
+
+def parse_to(to: str) -> Destination | PeerName:
+    """Parse the ``to`` of a send.
+
+    Raises:
+        DestinationError: the text is none of the forms in the module table.
+    """
+    if to == "*":
+        return Destination(DestinationKind.TOPIC, "*")
+    if to[:1] in ("#", "@"):
+        name = to[1:]
+        if not _NAME_RE.fullmatch(name):
+            raise DestinationError(
+                f"{to[0]}name must be 1-64 characters of letters, digits, '.', '_' or '-',"
+                " starting with a letter or digit"
+            )
+        return Destination(DestinationKind.TOPIC, name if to[0] == "#" else to)
+    if _PUBKEY_RE.fullmatch(to):
+        return Destination(DestinationKind.DM, to.lower())
+    if _DISPLAY_NAME_RE.fullmatch(to):
+        return PeerName(to)
+    raise DestinationError(
+        "'to' must be a 64-hex member pubkey, #topic, @group, * or a peer's display name"
+    )

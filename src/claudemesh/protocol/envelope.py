@@ -1,0 +1,36 @@
+"""The frozen send envelope stored in ``outbox.payload`` (R-OBX-3, R-FP-3, DESIGN §5.2).
+
+It holds everything the drain needs to put a send on the wire, decided once at accept,
+so every retry sends the same bytes. ``client_message_id`` is deliberately not inside:
+it lives in its own column, and a requeue copies the payload under a fresh id (R-RQ-2).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from claudemesh.protocol.fingerprint import ENVELOPE_VERSION
+
+__all__ = ["FrozenSend"]
+
+
+@dataclass(frozen=True, slots=True)
+class FrozenSend:
+    mesh: str
+    destination_kind: str
+    destination_ref: str
+    priority: str
+    reply_to: str | None
+    meta: dict[str, Any] | None
+    body: str
+    body_hash: str
+    envelope_version: str = ENVELOPE_VERSION
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(asdict(self), ensure_ascii=False, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> FrozenSend:
+        return cls(**json.loads(raw))
