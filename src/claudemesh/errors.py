@@ -338,7 +338,7 @@ class RemoteError(LocalError):
 def error_classes() -> dict[str, type[ClaudemeshError]]:
     """Every concrete error class, keyed by its code."""
     found: dict[str, type[ClaudemeshError]] = {}
-    stack: list[type[ClaudemeshError]] = [ClaudemeshError]
+    stack: list[type[ClaudemeshError]] = list(ClaudemeshError.__subclasses__())
     while stack:
         cls = stack.pop()
         stack.extend(cls.__subclasses__())

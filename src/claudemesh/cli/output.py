@@ -1,8 +1,9 @@
 """One place that prints: ``--json`` or human text, ``NO_COLOR``-clean (STYLE (b)12).
 
 Formatters are pure (value in, string out) and unit-tested; :class:`Printer` decides
-where the string goes. Errors go to stderr as text, or to stdout as JSON with ``--json``
-so scripts can parse both outcomes the same way.
+where the string goes. ``--json`` output is one compact object per line. Errors go to
+stderr as text, or to stdout as JSON with ``--json`` so scripts can parse both outcomes
+the same way.
 """
 
 from __future__ import annotations
@@ -23,15 +24,20 @@ class Printer:
 
     def result(self, data: Any, text: str) -> None:
         if self.json:
-            sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2) + "\n")
+            sys.stdout.write(_one_line(data))
         elif text:
             sys.stdout.write(text.rstrip("\n") + "\n")
 
     def error(self, exc: ClaudemeshError) -> None:
         if self.json:
-            sys.stdout.write(json.dumps(exc.to_wire(), ensure_ascii=False, indent=2) + "\n")
+            sys.stdout.write(_one_line(exc.to_wire()))
         else:
             sys.stderr.write(f"error: {exc.detail} [{exc.code}]\n")
+
+
+def _one_line(data: Any) -> str:
+    """One JSON object per line, so scripts can read results line by line."""
+    return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
 
 
 PRINTER = Printer()

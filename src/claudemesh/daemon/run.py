@@ -9,9 +9,9 @@ startup
 serve
     await an ``asyncio.Event`` that SIGTERM/SIGINT set. Nothing polls.
 shutdown (the exit stack, in reverse order of startup)
-    refuse new requests with 503; stop listening and let requests in flight finish
-    (``shutdown_grace_s``); finish queued writes, checkpoint and close the database;
-    remove ``http.port``, the socket and ``daemon.pid``; release the lock.
+    refuse new requests with 503; stop listening and wait until requests in flight have
+    finished (``shutdown_grace_s``); close connections; finish queued writes, checkpoint
+    and close the database; remove ``http.port``, the socket and ``daemon.pid``; release the lock.
 
 The broker links and the drain loop (issue 4) start after the store and stop before it:
 they hang off ``DaemonContext.outbox_changed`` and the store's ``claim_due``/``mark_*``.
@@ -131,15 +131,17 @@ async def _serve(ctx: DaemonContext, options: DaemonOptions,
                         handle_signals=False, shutdown_timeout=grace)
     await uds.setup()
     stack.push_async_callback(uds.cleanup)
-    await web.SockSite(uds, sock).start()
+    sites: list[web.BaseSite] = [web.SockSite(uds, sock)]
+    await sites[0].start()
     tcp_port: int | None = None
     if options.tcp:
         tcp = web.AppRunner(build_app(ctx, Transport.TCP), access_log=None,
                             handle_signals=False, shutdown_timeout=grace)
         await tcp.setup()
         stack.push_async_callback(tcp.cleanup)
+        sites.append(web.TCPSite(tcp, LOOPBACK, options.tcp_port))
         try:
-            await web.TCPSite(tcp, LOOPBACK, options.tcp_port).start()
+            await sites[-1].start()
         except OSError as exc:
             raise DaemonStartFailed(
                 f"cannot listen on {LOOPBACK}:{options.tcp_port}: {exc.strerror};"
@@ -147,9 +149,27 @@ async def _serve(ctx: DaemonContext, options: DaemonOptions,
         tcp_port = int(tcp.addresses[0][1])
         write_private_file(paths.http_port, f"{tcp_port}\n".encode())
         stack.callback(_unlink, paths.http_port)
+    stack.push_async_callback(_drain_requests, ctx, sites)
     # Runs first on the way out: requests arriving from now on get 503 shutting_down.
     stack.callback(setattr, ctx.state, "shutting_down", True)
     return tcp_port
+
+
+async def _drain_requests(ctx: DaemonContext, sites: list[web.BaseSite]) -> None:
+    """Stop listening, then let every request in flight finish before aiohttp's cleanup.
+
+    aiohttp drops the bytes a connection receives once its own shutdown begins, so a
+    request whose body is still arriving could never complete if we handed over at once.
+    """
+    for site in sites:
+        await site.stop()
+    grace = ctx.config.limits.shutdown_grace_s
+    try:
+        async with asyncio.timeout(grace):
+            await ctx.state.idle.wait()
+    except TimeoutError:
+        log.warning("shutdown_grace_expired", extra={"requests_in_flight": ctx.state.in_flight,
+                                                     "grace_s": grace})
 
 
 def _install_signals(stop: asyncio.Event, stack: contextlib.AsyncExitStack) -> None:

@@ -89,11 +89,11 @@ def limit_middleware(
         if state.in_flight >= limits.max_in_flight:
             raise DaemonBusy(f"{state.in_flight} requests in flight (limit"
                              f" {limits.max_in_flight}); retry shortly")
-        state.in_flight += 1
+        state.enter()
         try:
             return await handler(request)
         finally:
-            state.in_flight -= 1
+            state.leave()
 
     return limit
 

@@ -1,0 +1,93 @@
+"""The outbox rules as data: the R-ACC-2 table restated, and the §4.8 state machine."""
+
+from __future__ import annotations
+
+import pytest
+
+from claudemesh.daemon.store.outbox_rules import (
+    LOOKUP_TABLE,
+    NO_ROW,
+    TRANSITIONS,
+    Decision,
+    IllegalTransition,
+    OutboxEvent,
+    OutboxStatus,
+    Reply,
+    decide,
+    next_status,
+)
+
+FP = b"\x01" * 32
+OTHER = b"\x02" * 32
+
+# The spec's 11 rows, written out again by hand (R-ACC-2).
+SPEC_ROWS = [
+    (None, None, 202, Reply.INSERT, None),
+    ("pending", True, 202, Reply.QUEUED, None),
+    ("pending", False, 409, Reply.CONFLICT, "outbox_pending_fingerprint_mismatch"),
+    ("inflight", True, 202, Reply.INFLIGHT, None),
+    ("inflight", False, 409, Reply.CONFLICT, "outbox_inflight_fingerprint_mismatch"),
+    ("done", True, 200, Reply.DUPLICATE, None),
+    ("done", False, 409, Reply.CONFLICT, "outbox_done_fingerprint_mismatch"),
+    ("dead", True, 409, Reply.CONFLICT, "outbox_dead_fingerprint_match"),
+    ("dead", False, 409, Reply.CONFLICT, "outbox_dead_fingerprint_mismatch"),
+    ("aborted", True, 409, Reply.CONFLICT, "outbox_aborted_fingerprint_match"),
+    ("aborted", False, 409, Reply.CONFLICT, "outbox_aborted_fingerprint_mismatch"),
+]
+
+
+@pytest.mark.parametrize(("status", "matches", "http", "reply", "conflict"), SPEC_ROWS)
+def test_decide_follows_the_spec_table(status: str | None, matches: bool | None, http: int,
+                                       reply: Reply, conflict: str | None) -> None:
+    existing = None if status is None else (OutboxStatus(status), FP if matches else OTHER)
+    assert decide(existing, FP) == Decision(http, reply, conflict)
+
+
+def test_every_status_and_match_pair_has_a_row() -> None:
+    pairs = {(s, m) for s in OutboxStatus for m in (True, False)}
+    assert set(LOOKUP_TABLE) == pairs
+    assert len(LOOKUP_TABLE) + 1 == len(SPEC_ROWS) == 11
+    assert decide(None, FP) is NO_ROW
+
+
+def test_only_the_no_row_case_writes() -> None:
+    assert [d for d in LOOKUP_TABLE.values() if d.reply is Reply.INSERT] == []
+
+
+def test_every_conflict_is_a_409_with_a_reason_and_every_other_answer_has_none() -> None:
+    for decision in LOOKUP_TABLE.values():
+        assert (decision.http_status == 409) == (decision.reply is Reply.CONFLICT)
+        assert (decision.conflict is not None) == (decision.reply is Reply.CONFLICT)
+
+
+@pytest.mark.parametrize(("status", "event", "target"), [
+    ("pending", "claim", "inflight"),
+    ("inflight", "acked", "done"),
+    ("done", "acked", "done"),
+    ("inflight", "transient_failure", "pending"),
+    ("inflight", "permanent_failure", "dead"),
+    ("pending", "expired", "dead"),
+    ("inflight", "expired", "dead"),
+    ("inflight", "restart", "pending"),
+    ("pending", "requeue", "aborted"),
+    ("dead", "requeue", "aborted"),
+])
+def test_legal_transitions(status: str, event: str, target: str) -> None:
+    assert next_status(OutboxStatus(status), OutboxEvent(event)) is OutboxStatus(target)
+
+
+def test_every_other_transition_is_illegal() -> None:
+    for status in OutboxStatus:
+        for event in OutboxEvent:
+            if (status, event) in TRANSITIONS:
+                continue
+            with pytest.raises(IllegalTransition) as info:
+                next_status(status, event)
+            assert info.value.status is status
+
+
+def test_done_and_aborted_are_terminal() -> None:
+    for (status, _), target in TRANSITIONS.items():
+        if status in (OutboxStatus.DONE, OutboxStatus.ABORTED):
+            assert target is status
+    assert not any(s is OutboxStatus.ABORTED for s, _ in TRANSITIONS)

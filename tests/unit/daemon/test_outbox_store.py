@@ -1,0 +1,226 @@
+"""OutboxStore on a real SQLite file: every lookup-table row, requeue, drain transitions."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from claudemesh.daemon.store.db import integrity_check, open_database
+from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, NewSend, OutboxStore
+from claudemesh.daemon.store.outbox_rules import OutboxStatus, Reply
+from claudemesh.errors import (
+    ClientMessageIdInUse,
+    OutboxRowNotFound,
+    RequeueNotAllowed,
+    StoreCorrupt,
+)
+
+NOW = 1_730_000_000_000
+FP = bytes(range(32))
+OTHER_FP = bytes(range(1, 33))
+
+
+@pytest.fixture
+def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
+    c = open_database(tmp_path / "outbox.db", OUTBOX_MIGRATIONS)
+    with contextlib.closing(c):
+        yield c
+
+
+def send(cmid: str = "key-A", fp: bytes = FP, payload: bytes = b'{"body":"x"}') -> NewSend:
+    return NewSend(client_message_id=cmid, fingerprint=fp, payload=payload, mesh="demo",
+                   destination_kind="topic", destination_ref="general", priority="next")
+
+
+def put(store: OutboxStore, status: OutboxStatus, cmid: str = "key-A") -> str:
+    """Bring a row to ``status`` through the store's own transitions."""
+    row_id = store.accept(send(cmid), NOW).row_id
+    if status is OutboxStatus.PENDING:
+        return row_id
+    if status is OutboxStatus.ABORTED:
+        store.requeue(row_id, new_client_message_id=None, now_ms=NOW)
+        return row_id
+    [claimed] = store.claim_due(NOW, limit=10)
+    assert claimed.id == row_id
+    if status is OutboxStatus.DONE:
+        assert store.mark_done(row_id, broker_message_id="bm-1", history_id="h-1", now_ms=NOW)
+    elif status is OutboxStatus.DEAD:
+        assert store.mark_dead(row_id, error="payload_too_large")
+    return row_id
+
+
+@pytest.mark.parametrize("status", list(OutboxStatus))
+@pytest.mark.parametrize("matches", [True, False])
+def test_accept_against_each_existing_state(conn: sqlite3.Connection, status: OutboxStatus,
+                                            matches: bool) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, status)
+    before = conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall()
+    outcome = store.accept(send(fp=FP if matches else OTHER_FP), NOW + 5)
+    after = conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall()
+    assert after == before, "no existing row is ever modified by an accept"
+    assert outcome.row_id == row_id
+    assert outcome.stored_fingerprint == FP
+    expected_reply = {
+        (OutboxStatus.PENDING, True): Reply.QUEUED,
+        (OutboxStatus.INFLIGHT, True): Reply.INFLIGHT,
+        (OutboxStatus.DONE, True): Reply.DUPLICATE,
+    }.get((status, matches), Reply.CONFLICT)
+    assert outcome.decision.reply is expected_reply
+    if expected_reply is Reply.DUPLICATE:
+        assert (outcome.broker_message_id, outcome.history_id) == ("bm-1", "h-1")
+    if status is OutboxStatus.DEAD and matches:
+        assert outcome.decision.conflict == "outbox_dead_fingerprint_match"
+        assert outcome.last_error == "payload_too_large"
+    if status is OutboxStatus.DONE and not matches:
+        assert outcome.broker_message_id == "bm-1"
+
+
+def test_no_row_inserts_a_pending_row_with_everything_needed_to_deliver(
+        conn: sqlite3.Connection) -> None:
+    outcome = OutboxStore(conn, new_id=lambda: "row-1").accept(send(), NOW)
+    assert outcome.decision.reply is Reply.INSERT
+    row = conn.execute(
+        "SELECT id, status, attempts, enqueued_at, next_attempt_at, mesh, destination_kind,"
+        " destination_ref, priority, payload, request_fingerprint FROM outbox").fetchone()
+    assert row == ("row-1", "pending", 0, NOW, NOW, "demo", "topic", "general", "next",
+                   b'{"body":"x"}', FP)
+
+
+def test_requeue_aborts_the_old_row_and_inserts_a_full_copy_in_one_step(
+        conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    old_id = put(store, OutboxStatus.DEAD)
+    out = store.requeue(old_id, new_client_message_id="key-B", now_ms=NOW + 100)
+    old = store.get(old_id)
+    new = store.get(out.new_row_id)
+    assert old is not None and new is not None
+    assert (old.status, old.aborted_at, old.aborted_by, old.superseded_by) == (
+        OutboxStatus.ABORTED, NOW + 100, "operator", out.new_row_id)
+    assert (new.status, new.client_message_id, new.attempts) == (
+        OutboxStatus.PENDING, "key-B", 0)
+    assert (new.mesh, new.destination_kind, new.destination_ref, new.priority) == (
+        old.mesh, old.destination_kind, old.destination_ref, old.priority)
+    assert new.request_fingerprint == old.request_fingerprint
+    assert store.get_payload(out.new_row_id) == store.get_payload(old_id)
+    assert out.previous_status is OutboxStatus.DEAD
+
+
+def test_requeue_mints_a_fresh_ulid_when_no_id_is_given(conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    out = store.requeue(put(store, OutboxStatus.PENDING), new_client_message_id=None,
+                        now_ms=NOW)
+    assert len(out.new_client_message_id) == 26
+    assert out.new_client_message_id != "key-A"
+
+
+@pytest.mark.parametrize("status", [OutboxStatus.INFLIGHT, OutboxStatus.DONE,
+                                    OutboxStatus.ABORTED])
+def test_requeue_refuses_rows_that_are_not_pending_or_dead(conn: sqlite3.Connection,
+                                                           status: OutboxStatus) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, status)
+    before = conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall()
+    with pytest.raises(RequeueNotAllowed):
+        store.requeue(row_id, new_client_message_id="key-B", now_ms=NOW)
+    assert conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall() == before
+
+
+def test_requeue_never_reuses_an_id_and_leaves_nothing_half_done(
+        conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, OutboxStatus.DEAD, cmid="key-A")
+    put(store, OutboxStatus.PENDING, cmid="taken")
+    before = conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall()
+    for reused in ("taken", "key-A"):
+        with pytest.raises(ClientMessageIdInUse):
+            store.requeue(row_id, new_client_message_id=reused, now_ms=NOW)
+    assert conn.execute("SELECT * FROM outbox ORDER BY rowid").fetchall() == before
+
+
+def test_requeue_of_an_unknown_row_is_not_found(conn: sqlite3.Connection) -> None:
+    with pytest.raises(OutboxRowNotFound):
+        OutboxStore(conn).requeue("nope", new_client_message_id=None, now_ms=NOW)
+
+
+def test_recover_inflight_returns_rows_to_pending_due_after_the_minimum_backoff(
+        conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, OutboxStatus.INFLIGHT)
+    put(store, OutboxStatus.DONE, cmid="key-done")
+    assert store.recover_inflight(NOW + 10, retry_after_ms=500) == 1
+    row = store.get(row_id)
+    assert row is not None
+    assert (row.status, row.next_attempt_at, row.attempts) == (OutboxStatus.PENDING,
+                                                               NOW + 510, 1)
+    assert row.last_error == "daemon_restarted_while_inflight"
+    assert store.counts()[OutboxStatus.DONE] == 1
+
+
+def test_claim_due_takes_only_due_pending_rows_oldest_first(conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    ids = [store.accept(send(f"k{i}"), NOW + i).row_id for i in range(3)]
+    assert [r.id for r in store.claim_due(NOW + 1, limit=10)] == ids[:2]
+    assert store.claim_due(NOW + 1, limit=10) == []
+    assert [r.status for r in store.list_rows(status=None, limit=10)] == [
+        OutboxStatus.PENDING, OutboxStatus.INFLIGHT, OutboxStatus.INFLIGHT]
+
+
+def test_transitions_from_the_wrong_state_change_nothing(conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, OutboxStatus.PENDING)
+    assert not store.mark_done(row_id, broker_message_id="b", history_id=None, now_ms=NOW)
+    assert not store.mark_dead(row_id, error="x")
+    assert not store.mark_retry(row_id, error="x", next_attempt_at=NOW)
+    assert not store.mark_done("missing", broker_message_id="b", history_id=None, now_ms=NOW)
+    row = store.get(row_id)
+    assert row is not None and row.status is OutboxStatus.PENDING and row.last_error is None
+
+
+def test_done_is_idempotent_and_keeps_the_first_delivery_time(conn: sqlite3.Connection) -> None:
+    store = OutboxStore(conn)
+    row_id = put(store, OutboxStatus.DONE)
+    assert store.mark_done(row_id, broker_message_id="bm-1", history_id="h-1", now_ms=NOW + 9)
+    row = store.get(row_id)
+    assert row is not None and row.delivered_at == NOW
+
+
+def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
+        OutboxStore(c).accept(send(), NOW)
+    with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
+        columns = [r[1] for r in c.execute("PRAGMA table_info(outbox)")]
+        indexes = {r[1] for r in c.execute("PRAGMA index_list(outbox)")}
+        assert c.execute("PRAGMA user_version").fetchone() == (1,)
+        assert c.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert c.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        assert c.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
+    assert columns[:14] == [
+        "id", "client_message_id", "request_fingerprint", "payload", "enqueued_at",
+        "attempts", "next_attempt_at", "status", "last_error", "delivered_at",
+        "broker_message_id", "aborted_at", "aborted_by", "superseded_by"]
+    assert set(columns[14:]) == {"mesh", "destination_kind", "destination_ref", "priority",
+                                 "history_id"}
+    assert {"outbox_pending", "outbox_aborted"} <= indexes
+
+
+def test_a_corrupt_database_fails_the_integrity_check(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
+        store = OutboxStore(c)
+        for i in range(300):
+            store.accept(send(f"k{i}", payload=b"x" * 500), NOW)
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    for offset in range(4096 + 100, len(data), 4096):  # scribble over every b-tree page
+        data[offset:offset + 40] = b"\xff" * 40
+    path.write_bytes(bytes(data))
+    with pytest.raises(StoreCorrupt):
+        c = open_database(path, OUTBOX_MIGRATIONS)
+        with contextlib.closing(c):
+            integrity_check(c, "outbox.db")

@@ -1,0 +1,28 @@
+"""The pure core stays pure, and the CLI stays light (STYLE (b)1, DESIGN §3)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    return set(out.split())
+
+
+def test_protocol_imports_no_io_stack() -> None:
+    modules = loaded_after(
+        "import claudemesh.protocol.fingerprint, claudemesh.protocol.destination,"
+        " claudemesh.protocol.ids, claudemesh.protocol.envelope,"
+        " claudemesh.daemon.store.outbox_rules")
+    for heavy in ("aiohttp", "websockets", "sqlite3", "asyncpg", "asyncio"):
+        assert heavy not in modules, heavy
+
+
+def test_cli_entry_point_does_not_import_the_server_stack() -> None:
+    modules = loaded_after("import claudemesh.cli.main")
+    for heavy in ("aiohttp", "websockets", "sqlite3", "pydantic", "asyncpg", "structlog"):
+        assert heavy not in modules, heavy
