@@ -8,6 +8,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from brokerkit import BrokerProcess, Mesh, new_broker
 from helpers import DaemonHandle, new_daemon
 
 
@@ -29,3 +30,18 @@ def shared_daemon() -> Iterator[DaemonHandle]:
         yield handle
     finally:
         handle.cleanup()
+
+
+@pytest.fixture
+def broker() -> Iterator[BrokerProcess]:
+    """A real broker process on a loopback port, with its own SQLite file."""
+    process = new_broker()
+    try:
+        yield process
+    finally:
+        process.cleanup()
+
+
+@pytest.fixture
+def mesh(broker: BrokerProcess) -> Mesh:
+    return broker.create_mesh()

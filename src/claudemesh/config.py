@@ -22,6 +22,7 @@ __all__ = [
     "IpcLimits",
     "MeshConfig",
     "Paths",
+    "add_mesh",
     "load_config",
     "load_meshes",
     "paths_from_env",
@@ -171,3 +172,21 @@ def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
     if values["secret_key"][64:] != values["pubkey"]:
         raise ConfigError(f"{where}.secret_key does not end with its pubkey")
     return MeshConfig(**values)
+
+
+def add_mesh(config_file: Path, entry: MeshConfig) -> None:
+    """Append a joined mesh to ``config.json``, written atomically and 0600 (R-PROC-6).
+
+    Raises:
+        ConfigError: the file is invalid, or a mesh with that slug or id is there already.
+    """
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from claudemesh.privatefs import ensure_private_dir, write_private_file  # noqa: PLC0415
+
+    meshes = load_meshes(config_file)
+    if any(m.slug == entry.slug or m.mesh_id == entry.mesh_id for m in meshes):
+        raise ConfigError(f"{config_file} already has mesh {entry.slug!r}")
+    ensure_private_dir(config_file.parent)
+    doc = {"version": CONFIG_VERSION, "meshes": [asdict(m) for m in (*meshes, entry)]}
+    write_private_file(config_file, (json.dumps(doc, indent=2) + "\n").encode())

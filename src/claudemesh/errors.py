@@ -22,7 +22,23 @@
     │   ├── IdempotencyKeyReused     409 idempotency_key_reused  (R-ACC-2/3), exit 5
     │   ├── RequeueNotAllowed        409 requeue_not_allowed     (R-RQ-3)
     │   ├── ClientMessageIdInUse     409 client_message_id_in_use (R-DLV-3), exit 5
-    │   └── DaemonBusy               429 daemon_busy             (R-LIM-3)
+    │   ├── DaemonBusy               429 daemon_busy             (R-LIM-3)
+    │   │   broker side (answers on the WebSocket; docs/protocol.md)
+    │   ├── InvalidEnvelope          400 invalid_envelope        (B1 schema)
+    │   ├── HelloRequired            400 hello_required
+    │   ├── AlreadyAuthenticated     400 already_authenticated
+    │   ├── AuthFailed               401 (close 4001)
+    │   │   ├── BadSignature         401 bad_signature
+    │   │   ├── StaleTimestamp       401 stale_timestamp          (±60 s)
+    │   │   ├── ReplayedNonce        401 replayed_nonce
+    │   │   └── UnknownMember        401 unknown_member
+    │   ├── MemberRevoked            403 member_revoked          (close 4002)
+    │   ├── InviteRejected           403 invite_rejected
+    │   ├── DestinationNotFound      404 destination_not_found   (B2)
+    │   ├── MeshExists               409 mesh_exists
+    │   ├── DisplayNameTaken         409 display_name_taken
+    │   ├── MemberAlreadyConnected   409 member_already_connected (close 4004)
+    │   └── RateLimited              429 rate_limited            (B1; A-8: transient)
     ├── ServiceError                 the daemon or its store failed (5xx)
     │   ├── ShuttingDown             503 shutting_down           (R-LIFE-3)
     │   ├── StoreError               500 store_error
@@ -35,6 +51,8 @@
         ├── DaemonStartFailed        exit 1 daemon_start_failed
         ├── DaemonStopFailed         exit 1 daemon_stop_failed
         ├── DaemonUnreachable        exit 3 daemon_unreachable
+        ├── BrokerUnreachable        exit 1 broker_unreachable
+        ├── AlreadyJoined            exit 1 already_joined
         └── RemoteError              exit 1: an answer whose code this build does not know
 
 Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
@@ -49,6 +67,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AlreadyAuthenticated",
+    "AlreadyJoined",
+    "AuthFailed",
+    "BadSignature",
+    "BrokerUnreachable",
     "ClaudemeshError",
     "ClientMessageIdInUse",
     "ConfigError",
@@ -57,19 +80,29 @@ __all__ = [
     "DaemonStartFailed",
     "DaemonStopFailed",
     "DaemonUnreachable",
+    "DestinationNotFound",
+    "DisplayNameTaken",
     "ForbiddenHost",
     "ForbiddenOrigin",
+    "HelloRequired",
     "IdempotencyKeyReused",
     "InternalError",
+    "InvalidEnvelope",
     "InvalidRequest",
+    "InviteRejected",
     "LocalError",
+    "MemberAlreadyConnected",
+    "MemberRevoked",
+    "MeshExists",
     "MeshRequired",
     "MethodNotAllowed",
     "NoMeshJoined",
     "OutboxRowNotFound",
     "PayloadTooLarge",
     "PreflightRefused",
+    "RateLimited",
     "RemoteError",
+    "ReplayedNonce",
     "RequestError",
     "RequestTimeout",
     "RequeueNotAllowed",
@@ -77,11 +110,13 @@ __all__ = [
     "ServiceError",
     "ShuttingDown",
     "SocketPathTooLong",
+    "StaleTimestamp",
     "StoreCorrupt",
     "StoreError",
     "TokenInQuery",
     "Unauthorized",
     "UnknownDestination",
+    "UnknownMember",
     "UnknownMesh",
     "error_classes",
     "error_from_wire",
@@ -106,6 +141,7 @@ class ClaudemeshError(Exception):
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
     exit_code: ClassVar[int] = EXIT_FAILURE
+    close_code: ClassVar[int | None] = None  # WebSocket close code, where one applies
     default_detail: ClassVar[str] = "unexpected error"
 
     def __init__(self, detail: str | None = None, **fields: Any) -> None:
@@ -261,6 +297,95 @@ class DaemonBusy(RequestError):
     default_detail = "too many requests in flight; retry shortly"
 
 
+class InvalidEnvelope(RequestError):
+    code = "invalid_envelope"
+    http_status = 400
+    default_detail = "the send envelope is invalid"
+
+
+class HelloRequired(RequestError):
+    code = "hello_required"
+    http_status = 400
+    default_detail = "send a hello first"
+
+
+class AlreadyAuthenticated(RequestError):
+    code = "already_authenticated"
+    http_status = 400
+    default_detail = "this connection already said hello"
+
+
+class AuthFailed(RequestError):
+    """The hello was refused; the connection is closed with 4001."""
+
+    http_status = 401
+    close_code = 4001
+
+
+class BadSignature(AuthFailed):
+    code = "bad_signature"
+    default_detail = "the signature does not verify with that pubkey"
+
+
+class StaleTimestamp(AuthFailed):
+    code = "stale_timestamp"
+    default_detail = "the timestamp is more than 60 s away from the broker's clock"
+
+
+class ReplayedNonce(AuthFailed):
+    code = "replayed_nonce"
+    default_detail = "this hello nonce was already used"
+
+
+class UnknownMember(AuthFailed):
+    code = "unknown_member"
+    default_detail = "no member of that mesh has that pubkey and id"
+
+
+class MemberRevoked(RequestError):
+    code = "member_revoked"
+    http_status = 403
+    close_code = 4002
+    default_detail = "this member has been revoked"
+
+
+class InviteRejected(RequestError):
+    code = "invite_rejected"
+    http_status = 403
+    default_detail = "the invite is unknown, revoked, expired or used up"
+
+
+class DestinationNotFound(RequestError):
+    code = "destination_not_found"
+    http_status = 404
+    default_detail = "no such member, topic or group in this mesh"
+
+
+class MeshExists(RequestError):
+    code = "mesh_exists"
+    http_status = 409
+    default_detail = "a mesh with that name already exists"
+
+
+class DisplayNameTaken(RequestError):
+    code = "display_name_taken"
+    http_status = 409
+    default_detail = "another member of this mesh already uses that display name"
+
+
+class MemberAlreadyConnected(RequestError):
+    code = "member_already_connected"
+    http_status = 409
+    close_code = 4004
+    default_detail = "this member is already connected and the mesh prefers the oldest connection"
+
+
+class RateLimited(RequestError):
+    code = "rate_limited"
+    http_status = 429
+    default_detail = "too many sends; retry after retry_after_ms"
+
+
 class ServiceError(ClaudemeshError):
     """The daemon (or its store) could not do what was asked; the caller may retry."""
 
@@ -326,6 +451,16 @@ class DaemonUnreachable(LocalError):
     code = "daemon_unreachable"
     exit_code = EXIT_UNREACHABLE
     default_detail = "no daemon answers; start one with `claudemesh daemon up`"
+
+
+class BrokerUnreachable(LocalError):
+    code = "broker_unreachable"
+    default_detail = "the broker did not answer"
+
+
+class AlreadyJoined(LocalError):
+    code = "already_joined"
+    default_detail = "this machine already joined that mesh"
 
 
 class RemoteError(LocalError):

@@ -61,6 +61,7 @@ def configure_logging(*, level: str = "INFO", stream: TextIO | None = None,
     root.addHandler(handler)
     root.setLevel(level)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection
     structlog.configure(
         processors=[*pre_chain[:2], structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from claudemesh.daemon.store.db import open_database
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.sqlitedb.db import open_database
 from helpers import DaemonHandle, cli, new_daemon, short_tmpdir
 
 

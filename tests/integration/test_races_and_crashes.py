@@ -8,8 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from claudemesh.client import Response
-from claudemesh.daemon.store.db import open_database
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.sqlitedb.db import open_database
 from helpers import DaemonHandle, new_daemon
 
 

@@ -27,7 +27,7 @@ def concrete_classes() -> list[type[ClaudemeshError]]:
 
 
 def test_every_exported_error_class_declares_its_own_code() -> None:
-    bases = {ClaudemeshError, RequestError, ServiceError, LocalError}
+    bases = {ClaudemeshError, RequestError, ServiceError, LocalError, errors.AuthFailed}
     exported = {getattr(errors, n) for n in errors.__all__ if isinstance(getattr(errors, n), type)
                 and issubclass(getattr(errors, n), ClaudemeshError)}
     assert exported - bases == set(concrete_classes())

@@ -81,9 +81,9 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
     from claudemesh.config import load_config  # noqa: PLC0415
-    from claudemesh.daemon.files import ensure_private_dir  # noqa: PLC0415
     from claudemesh.daemon.run import DaemonOptions, ReadyInfo, run_daemon  # noqa: PLC0415
     from claudemesh.logs import configure_logging  # noqa: PLC0415
+    from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
     def on_ready(info: ReadyInfo) -> None:
         data = {"ok": True, "pid": info.pid, "sock": info.sock, "tcp_port": info.tcp_port,
@@ -114,7 +114,7 @@ def _report(fd: int, data: dict[str, Any]) -> None:
 
 def _spawn_detached(paths: Paths, extra: list[str]) -> dict[str, Any]:
     """Start ``daemon up --foreground`` in a new session; wait for its ready line."""
-    from claudemesh.daemon.files import ensure_private_dir  # noqa: PLC0415
+    from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
     os.umask(0o077)
     ensure_private_dir(paths.daemon_dir)

@@ -7,7 +7,9 @@ import sys
 import click
 
 from claudemesh import __version__
+from claudemesh.cli.broker import broker
 from claudemesh.cli.daemon import daemon
+from claudemesh.cli.mesh import join, mesh
 from claudemesh.cli.output import PRINTER
 from claudemesh.errors import ClaudemeshError
 
@@ -25,6 +27,9 @@ def cli() -> None:
 
 
 cli.add_command(daemon)
+cli.add_command(broker)
+cli.add_command(mesh)
+cli.add_command(join)
 
 
 def main(argv: list[str] | None = None) -> None:

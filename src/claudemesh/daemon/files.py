@@ -1,9 +1,7 @@
-"""Private files of the daemon directory: the directory itself, the token, the port file,
-and the Unix socket.
+"""The daemon directory's token and Unix socket, private from the first byte.
 
-Everything is created owner-only from the first byte: the directory 0700, files 0600
-through ``os.open(..., 0o600)`` or a 0600 temporary file renamed into place, and the
-socket bound under a temporary name, chmod-ed 0600, then renamed onto its public path,
+The token is written through :func:`claudemesh.privatefs.write_private_file` (0600). The
+socket is bound under a temporary name, chmod-ed 0600, then renamed onto its public path,
 so the path never exists with a wider mode (issue 2, item 4).
 """
 
@@ -21,16 +19,10 @@ import sys
 from pathlib import Path
 from typing import Final
 
-from claudemesh.errors import ConfigError, SocketPathTooLong
+from claudemesh.errors import SocketPathTooLong
+from claudemesh.privatefs import write_private_file
 
-__all__ = [
-    "SOCKET_PATH_MAX",
-    "bind_unix_socket",
-    "ensure_private_dir",
-    "load_or_create_token",
-    "read_token",
-    "write_private_file",
-]
+__all__ = ["SOCKET_PATH_MAX", "bind_unix_socket", "load_or_create_token", "read_token"]
 
 log = logging.getLogger(__name__)
 
@@ -38,35 +30,6 @@ log = logging.getLogger(__name__)
 SOCKET_PATH_MAX: Final = 104 if sys.platform == "darwin" else 108
 _TOKEN_BYTES: Final = 32
 _TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
-
-
-def ensure_private_dir(path: Path) -> None:
-    """Create ``path`` (and missing parents) 0700; tighten it if it is looser.
-
-    Raises:
-        ConfigError: it exists but is not a directory, or belongs to another user.
-    """
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise ConfigError(f"{path} exists and is not a directory")
-    if info.st_uid != os.getuid():
-        raise ConfigError(f"{path} belongs to uid {info.st_uid}, not to you ({os.getuid()})")
-    if stat.S_IMODE(info.st_mode) != 0o700:
-        path.chmod(0o700)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Atomically replace ``path`` with ``data``, mode 0600 from creation, fsynced."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
 
 
 def read_token(path: Path) -> bytes | None:

@@ -33,20 +33,16 @@ from aiohttp import web
 
 from claudemesh.config import Config
 from claudemesh.daemon.directory import PeerDirectory
-from claudemesh.daemon.files import (
-    bind_unix_socket,
-    ensure_private_dir,
-    load_or_create_token,
-    write_private_file,
-)
+from claudemesh.daemon.files import bind_unix_socket, load_or_create_token
 from claudemesh.daemon.ipc.app import build_app
 from claudemesh.daemon.ipc.auth import Transport
 from claudemesh.daemon.ipc.context import DaemonContext, now_ms
 from claudemesh.daemon.lock import InstanceLock
-from claudemesh.daemon.store.db import integrity_check, open_database
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
-from claudemesh.daemon.store.worker import DbWorker
 from claudemesh.errors import DaemonStartFailed
+from claudemesh.privatefs import ensure_private_dir, write_private_file
+from claudemesh.sqlitedb.db import integrity_check, open_database
+from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["DaemonOptions", "ReadyInfo", "run_daemon"]
 

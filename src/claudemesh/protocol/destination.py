@@ -23,6 +23,9 @@ from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "DISPLAY_NAME_RE",
+    "NAME_RE",
+    "PUBKEY_RE",
     "Destination",
     "DestinationError",
     "DestinationKind",
@@ -30,11 +33,11 @@ __all__ = [
     "parse_to",
 ]
 
-_PUBKEY_RE: Final = re.compile(r"[0-9a-fA-F]{64}")
-_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PUBKEY_RE: Final = re.compile(r"[0-9a-fA-F]{64}")  # any case; stored lower-case
+NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A display name: 1-64 characters, no control characters, no surrounding spaces, and not
 # starting with a character that marks another kind of destination.
-_DISPLAY_NAME_RE: Final = re.compile(r"[^\s#@*\x00-\x1f\x7f]([^\x00-\x1f\x7f]{0,62}\S)?")
+DISPLAY_NAME_RE: Final = re.compile(r"[^\s#@*\x00-\x1f\x7f]([^\x00-\x1f\x7f]{0,62}\S)?")
 
 
 class DestinationKind(enum.StrEnum):
@@ -77,15 +80,15 @@ def parse_to(to: str) -> Destination | PeerName:
         return Destination(DestinationKind.TOPIC, "*")
     if to[:1] in ("#", "@"):
         name = to[1:]
-        if not _NAME_RE.fullmatch(name):
+        if not NAME_RE.fullmatch(name):
             raise DestinationError(
                 f"{to[0]}name must be 1-64 characters of letters, digits, '.', '_' or '-',"
                 " starting with a letter or digit"
             )
         return Destination(DestinationKind.TOPIC, name if to[0] == "#" else to)
-    if _PUBKEY_RE.fullmatch(to):
+    if PUBKEY_RE.fullmatch(to):
         return Destination(DestinationKind.DM, to.lower())
-    if _DISPLAY_NAME_RE.fullmatch(to):
+    if DISPLAY_NAME_RE.fullmatch(to):
         return PeerName(to)
     raise DestinationError(
         "'to' must be a 64-hex member pubkey, #topic, @group, * or a peer's display name"

@@ -52,6 +52,8 @@ def canonical_meta(meta: Mapping[str, Any] | None) -> bytes:
         return rfc8785.dumps(dict(meta))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise MetaError(str(exc)) from exc
+    except RecursionError:
+        raise MetaError("meta is nested too deeply") from None
 
 
 def body_hash(message: str) -> str:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from claudemesh.daemon.store.db import integrity_check, open_database
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus, Reply
 from claudemesh.errors import (
@@ -18,6 +17,7 @@ from claudemesh.errors import (
     RequeueNotAllowed,
     StoreCorrupt,
 )
+from claudemesh.sqlitedb.db import integrity_check, open_database
 
 NOW = 1_730_000_000_000
 FP = bytes(range(32))

@@ -13,8 +13,8 @@ from aiohttp import web
 from claudemesh import __version__
 from claudemesh.config import Config, MeshConfig
 from claudemesh.daemon.directory import PeerDirectory
-from claudemesh.daemon.store.worker import DbWorker
 from claudemesh.errors import MeshRequired, NoMeshJoined, UnknownMesh
+from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["CONTEXT", "DaemonContext", "LinkStatus", "ServerState", "now_ms"]
 

@@ -1,20 +1,19 @@
 """Phase A of an accept (R-ACC-1 step 1, R-DLV-7 phase A): parse and validate request bodies.
 
 Everything here runs before any database work, so a request refused here consumes no
-id. The JSON reader is stricter than ``json.loads``: it refuses duplicate keys (the
-fingerprint would depend on which copy won), ``NaN``/``Infinity`` (not JSON), and
-strings holding lone surrogates (they cannot be UTF-8, so they could not be hashed).
+id. Bodies are read with :mod:`claudemesh.protocol.strictjson` (no duplicate keys, no
+NaN), and strings holding lone surrogates are refused (they could not be hashed).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.ids import is_valid_client_message_id
+from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = ["RequeueRequest", "SendRequest", "parse_json_object", "validate"]
 
@@ -23,40 +22,12 @@ M = TypeVar("M", bound=BaseModel)
 _ClientId = Annotated[str, Field(min_length=1, max_length=128)]
 
 
-def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise InvalidRequest(f"duplicate key {key!r} in JSON object")
-        obj[key] = value
-    return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise InvalidRequest(f"{name} is not valid JSON")
-
-
 def parse_json_object(raw: bytes) -> dict[str, Any]:
-    """Decode a request body that must be one JSON object.
-
-    Raises:
-        InvalidRequest: not UTF-8, not JSON, not an object, duplicate keys, NaN, or a
-            string that is not valid Unicode.
-    """
+    """Decode a request body that must be one strict JSON object (a 400 otherwise)."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidRequest(f"body is not UTF-8 (byte {exc.start})") from exc
-    if not text.strip():
-        raise InvalidRequest("body is empty; expected a JSON object")
-    try:
-        doc = json.loads(text, object_pairs_hook=_reject_duplicates,
-                         parse_constant=_reject_constant)
-    except ValueError as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return doc
+        return loads_object(raw)
+    except JsonError as exc:
+        raise InvalidRequest(f"body is {exc}") from None
 
 
 def _utf8(value: str | None) -> str | None:

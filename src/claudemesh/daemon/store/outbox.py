@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-from claudemesh.daemon.store.db import immediate, store_errors
 from claudemesh.daemon.store.outbox_rules import (
     Decision,
     IllegalTransition,
@@ -30,6 +29,7 @@ from claudemesh.errors import (
     RequeueNotAllowed,
 )
 from claudemesh.protocol.ids import new_ulid
+from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = [
     "OUTBOX_MIGRATIONS",

@@ -1,4 +1,4 @@
-"""SQLite plumbing for the daemon's databases: open, pragmas, migrations, transactions.
+"""SQLite plumbing for our databases (daemon and broker): open, pragmas, migrations, transactions.
 
 Every ``sqlite3`` error is turned into a :class:`~claudemesh.errors.StoreError` here or in
 the worker, so no other package imports ``sqlite3`` (STYLE (b)7).

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from claudemesh.daemon.store.db import open_database
-from claudemesh.daemon.store.worker import DbWorker
 from claudemesh.errors import InvalidRequest, ShuttingDown
+from claudemesh.sqlitedb.db import open_database
+from claudemesh.sqlitedb.worker import DbWorker
 
 SCHEMA = ("CREATE TABLE t (k TEXT PRIMARY KEY)",)
 

@@ -1,0 +1,1 @@
+"""The broker: a WebSocket server that accepts, stores and delivers mesh messages."""

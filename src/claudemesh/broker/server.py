@@ -1,0 +1,126 @@
+"""The broker process: a WebSocket endpoint at ``/ws``, two maintenance jobs, and a clean stop.
+
+Lifecycle. ``start`` opens the store and binds the listener (``port`` 0 lets the OS
+choose; the bound port is reported); ``serve_until`` awaits an event set by SIGTERM or
+SIGINT; ``stop`` closes every connection with 1001 ("going away"), stops the jobs, and
+closes the store, which finishes its queued writes first. Jobs: the retention sweep
+(R-BRK-2), and the revocation watch, which closes a revoked member's live connection with
+4002. The watch polls the store because a revocation is written by another process
+(``claudemesh mesh revoke``) and SQLite has no notification; PostgreSQL (issue 6) will
+use LISTEN/NOTIFY instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.http11 import Request, Response
+
+from claudemesh.broker.hub import Hub
+from claudemesh.broker.session import BrokerContext, Session, now_ms
+from claudemesh.broker.settings import BrokerSettings
+from claudemesh.broker.store import open_store
+from claudemesh.broker.store.base import BrokerStore
+from claudemesh.errors import ClaudemeshError
+from claudemesh.protocol.features import build_feature_map
+
+__all__ = ["BrokerServer", "run_broker"]
+
+log = logging.getLogger(__name__)
+
+
+class BrokerServer:
+    def __init__(self, settings: BrokerSettings, store: BrokerStore) -> None:
+        self.settings = settings
+        self.store = store
+        self.hub = Hub(store, settings)
+        self.ctx = BrokerContext(store, self.hub, settings, build_feature_map(
+            inline_bytes=settings.inline_bytes, blob_bytes=settings.inline_bytes,
+            omit=settings.omit_features))
+        self._server: Server | None = None
+        self._jobs: list[asyncio.Task[None]] = []
+
+    async def start(self) -> int:
+        s = self.settings
+        self._server = await serve(
+            self._handle, s.host, s.port, process_request=_only_ws_path,
+            max_size=s.frame_hard_limit_bytes, ping_interval=s.ping_interval_s,
+            ping_timeout=s.ping_timeout_s, close_timeout=s.close_timeout_s,
+            server_header="claudemesh-broker",
+            compression=None)
+        port = int(self._server.sockets[0].getsockname()[1])
+        self._jobs = [asyncio.create_task(self._every(s.sweep_interval_s, self._sweep)),
+                      asyncio.create_task(self._every(s.revocation_poll_s, self._revocations))]
+        log.info("broker_started", extra={"host": s.host, "port": port})
+        return port
+
+    async def stop(self) -> None:
+        for job in self._jobs:
+            job.cancel()
+        await asyncio.gather(*self._jobs, return_exceptions=True)
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        await self.hub.close()
+        await self.store.close()
+        log.info("broker_stopped")
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        await Session(ws, self.ctx).run()
+
+    async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await job()
+            except ClaudemeshError as exc:
+                log.warning("broker_job_failed", extra={"job": job.__name__, "error": str(exc)})
+
+    async def _sweep(self) -> None:
+        result = await self.store.sweep(now_ms())
+        if result.dedupe_rows_expired or result.messages_pruned:
+            log.info("retention_sweep", extra={"dedupe_expired": result.dedupe_rows_expired,
+                                               "messages_pruned": result.messages_pruned})
+
+    async def _revocations(self) -> None:
+        since = now_ms() - int(self.settings.revocation_poll_s * 1000) - 5_000
+        for member in await self.store.revoked_since(since):
+            session = self.hub.revoked(member)
+            if isinstance(session, Session) and not session.revoked:
+                session.revoked = True
+                log.info("member_revoked_closing", extra={"member_id": member.id})
+                await session.error("member_revoked", "this member has been revoked")
+                await session.close(4002, "member_revoked")
+
+
+def _only_ws_path(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path != "/ws":
+        return connection.respond(http.HTTPStatus.NOT_FOUND, "the broker serves /ws only\n")
+    return None
+
+
+async def run_broker(settings: BrokerSettings, location: str,
+                     on_ready: Callable[[dict[str, Any]], None]) -> int:
+    """Run until SIGTERM/SIGINT; returns 0 after a clean stop."""
+    server = BrokerServer(settings, open_store(location))
+    stop = asyncio.Event()
+    try:
+        port = await server.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        on_ready({"ok": True, "url": f"ws://{settings.host}:{port}/ws", "port": port,
+                  "db": location})
+        await stop.wait()
+    finally:
+        try:
+            await server.stop()
+        except ClaudemeshError:
+            log.exception("broker_stop_failed")
+    return 0

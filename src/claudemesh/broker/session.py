@@ -1,0 +1,414 @@
+"""One client connection: AWAITING_HELLO -> OPEN -> CLOSED, and what each frame does.
+
+Before hello only ``hello`` and ``join`` are accepted; anything else gets an error frame
+``hello_required``, and a connection that has not said hello within ``hello_timeout_s`` is
+closed with 4008. A refused hello is answered with an ``error`` frame, then closed with
+the error's close code (4001 auth, 4002 revoked, 4004 already connected). Once OPEN, each
+frame is handled in its own task, at most ``frames_in_flight`` at once (the read loop
+waits beyond that, which pushes back on the client). Nothing a client sends escapes as an
+exception: frame errors become ``error`` frames, send errors become ``send_result`` frames
+with a code, and an unexpected bug is logged and answered ``internal``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from claudemesh import __version__
+from claudemesh.broker.accept import (
+    accept_input,
+    check_send,
+    deliveries_for,
+    error_result,
+    send_result,
+)
+from claudemesh.broker.hub import Hub, peer_view
+from claudemesh.broker.settings import BrokerSettings
+from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh
+from claudemesh.crypto import (
+    CryptoFailure,
+    hello_statement,
+    invite_statement,
+    join_statement,
+    verify,
+)
+from claudemesh.errors import (
+    AlreadyAuthenticated,
+    BadSignature,
+    ClaudemeshError,
+    HelloRequired,
+    InternalError,
+    InviteRejected,
+    MemberRevoked,
+    RateLimited,
+    ReplayedNonce,
+    StaleTimestamp,
+    UnknownMember,
+)
+from claudemesh.protocol.frames import (
+    ClientAck,
+    ClientFrame,
+    FeatureNegotiationRequest,
+    FrameError,
+    Hello,
+    Join,
+    JoinGroup,
+    LeaveGroup,
+    ListPeers,
+    ListTopics,
+    Send,
+    SetProfile,
+    Subscribe,
+    Unsubscribe,
+    parse_client_frame,
+)
+from claudemesh.protocol.ids import new_ulid
+from claudemesh.protocol.invite import InviteError, decode_invite
+
+__all__ = ["BrokerContext", "Session", "SessionState"]
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL: Final = 1000
+CLOSE_POLICY: Final = 1008
+CLOSE_HELLO_TIMEOUT: Final = 4008
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SessionState(enum.StrEnum):
+    AWAITING_HELLO = "awaiting_hello"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class BrokerContext:
+    store: BrokerStore
+    hub: Hub
+    settings: BrokerSettings
+    features: dict[str, Any]
+    clock: Callable[[], int] = now_ms
+
+
+class Session:
+    def __init__(self, ws: ServerConnection, ctx: BrokerContext) -> None:
+        self.session_id = new_ulid()
+        self.ws = ws
+        self.ctx = ctx
+        self.state = SessionState.AWAITING_HELLO
+        self.connected_at_ms = ctx.clock()
+        self.revoked = False
+        self._member: Member | None = None
+        self._mesh: Mesh | None = None
+        self._slots = asyncio.Semaphore(ctx.settings.frames_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def member(self) -> Member:
+        assert self._member is not None, "only OPEN sessions have a member"
+        return self._member
+
+    @property
+    def mesh(self) -> Mesh:
+        assert self._mesh is not None, "only OPEN sessions have a mesh"
+        return self._mesh
+
+    # -- I/O ---------------------------------------------------------------------------
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        """Send one frame; False when the connection is already closed."""
+        try:
+            await self.ws.send(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await self.ws.close(code, reason[:120])
+
+    async def error(self, code: str, detail: str, req_id: str | None = None,
+                    **fields: Any) -> None:
+        frame: dict[str, Any] = {"type": "error", "code": code, "detail": detail, **fields}
+        if req_id is not None:
+            frame["req_id"] = req_id
+        await self.send(frame)
+
+    # -- the read loop -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        timer = loop.call_later(self.ctx.settings.hello_timeout_s, self._hello_timeout)
+        try:
+            async for message in self.ws:
+                await self._receive(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            timer.cancel()
+            self.state = SessionState.CLOSED
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._member is not None:
+                self.ctx.hub.detach(self, revoked=self.revoked)
+
+    def _hello_timeout(self) -> None:
+        if self.state is SessionState.AWAITING_HELLO:
+            task = asyncio.ensure_future(self.close(CLOSE_HELLO_TIMEOUT, "hello_timeout"))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _receive(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            await self.error("binary_frame_unsupported", "frames are JSON text frames")
+            return
+        limit = self.ctx.settings.frame_soft_limit_bytes
+        if len(message) > limit:
+            await self.error("frame_too_large", f"frames are limited to {limit} bytes",
+                             limit=limit)
+            return
+        try:
+            frame = parse_client_frame(message)
+        except FrameError as exc:
+            await self._frame_error(exc)
+            return
+        if self.state is SessionState.AWAITING_HELLO:
+            await self._before_hello(frame)
+            return
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(frame))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    async def _frame_error(self, exc: FrameError) -> None:
+        """Every ``send`` gets exactly one ``send_result``, malformed ones included."""
+        if exc.frame_type == "send" and exc.req_id is not None and self._member is not None:
+            await self.send({"type": "send_result", "req_id": exc.req_id, "code": 400,
+                             "client_message_id": exc.client_message_id, "error": exc.code,
+                             "detail": exc.detail})
+            return
+        await self.error(exc.code, exc.detail, exc.req_id)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _before_hello(self, frame: ClientFrame) -> None:
+        if not isinstance(frame, Hello | Join):
+            exc = HelloRequired("send hello (or join) before anything else")
+            await self.error(exc.code, exc.detail, getattr(frame, "req_id", None))
+            return
+        try:
+            if isinstance(frame, Hello):
+                await self._hello(frame)
+            else:
+                await self._join(frame)
+        except ClaudemeshError as exc:
+            log.info("hello_refused", extra={"code": exc.code, "session": self.session_id})
+            await self.error(exc.code, exc.detail, **exc.fields)
+            await self.close(exc.close_code or CLOSE_POLICY, exc.code)
+
+    async def _handle(self, frame: ClientFrame) -> None:
+        handler = _HANDLERS[type(frame)]
+        try:
+            await handler(self, frame)
+        except ClaudemeshError as exc:
+            await self.error(exc.code, exc.detail, getattr(frame, "req_id", None), **exc.fields)
+        except Exception:
+            log.exception("frame_handler_failed", extra={"frame_type": type(frame).__name__,
+                                                         "session": self.session_id})
+            internal = InternalError("the broker failed on this frame; see its log")
+            await self.error(internal.code, internal.detail, getattr(frame, "req_id", None))
+
+    # -- before hello ------------------------------------------------------------------
+
+    def _check_clock(self, timestamp_ms: int) -> int:
+        now = self.ctx.clock()
+        if abs(now - timestamp_ms) > self.ctx.settings.clock_skew_ms:
+            raise StaleTimestamp(f"timestamp is {now - timestamp_ms} ms away from the broker's"
+                                 " clock (limit ±60000 ms); check this machine's clock")
+        return now
+
+    async def _hello(self, frame: Hello) -> None:
+        ctx = self.ctx
+        now = self._check_clock(frame.timestamp_ms)
+        statement = hello_statement(frame.mesh_id, frame.member_id, frame.pubkey,
+                                    frame.timestamp_ms, frame.nonce)
+        try:
+            verify(frame.pubkey, statement, frame.signature)
+        except CryptoFailure:
+            raise BadSignature() from None
+        mesh = await ctx.store.get_mesh(frame.mesh_id)
+        member = None if mesh is None or mesh.id != frame.mesh_id else (
+            await ctx.store.get_member(mesh.id, frame.pubkey))
+        if mesh is None or member is None or member.id != frame.member_id:
+            raise UnknownMember()
+        if member.revoked_at is not None:
+            raise MemberRevoked()
+        expires = now + 2 * ctx.settings.clock_skew_ms
+        if not await ctx.store.remember_nonce(frame.pubkey, frame.nonce, expires_at_ms=expires):
+            raise ReplayedNonce()
+        self._member, self._mesh = member, mesh
+        await ctx.hub.attach(self, mesh.connection_policy)
+        self.state = SessionState.OPEN
+        log.info("hello_accepted", extra={"session": self.session_id, "mesh_id": mesh.id,
+                                          "member_id": member.id, "client": frame.client})
+        settings = ctx.settings
+        await self.send({
+            "type": "hello_ack", "session_id": self.session_id, "mesh_id": mesh.id,
+            "mesh_name": mesh.name, "member_id": member.id,
+            "display_name": member.display_name, "features": ctx.features,
+            "server": {"name": "claudemesh-broker", "version": __version__},
+            "heartbeat": {"ping_interval_s": settings.ping_interval_s,
+                          "idle_timeout_s": settings.ping_interval_s + settings.ping_timeout_s},
+            "limits": {"frame_bytes": settings.frame_soft_limit_bytes,
+                       "inline_bytes": settings.inline_bytes},
+        })
+
+    async def _join(self, frame: Join) -> None:
+        ctx = self.ctx
+        try:
+            invite = decode_invite(frame.invite)
+        except InviteError as exc:
+            raise InviteRejected(str(exc)) from None
+        mesh = await ctx.store.get_mesh(invite.mesh_id)
+        if mesh is None or mesh.id != invite.mesh_id:
+            raise InviteRejected("this broker has no mesh for that invite")
+        try:
+            verify(mesh.invite_pubkey, invite_statement(
+                invite.mesh_id, invite.invite_id, invite.broker_url, invite.expires_at_ms,
+                invite.secret), invite.signature)
+        except CryptoFailure:
+            raise InviteRejected("the invite's signature does not verify") from None
+        now = self._check_clock(frame.timestamp_ms)
+        try:
+            verify(frame.pubkey, join_statement(mesh.id, invite.invite_id, frame.pubkey,
+                                                frame.display_name, frame.timestamp_ms),
+                   frame.signature)
+        except CryptoFailure:
+            raise BadSignature("the join request's signature does not verify") from None
+        secret_sha256 = hashlib.sha256(invite.secret.encode("ascii")).hexdigest()
+        member = await ctx.store.redeem_invite(
+            invite_id=invite.invite_id, mesh_id=mesh.id, secret_sha256=secret_sha256,
+            member=Member(new_ulid(now), mesh.id, frame.pubkey, frame.display_name, now, None),
+            now_ms=now)
+        log.info("member_joined", extra={"mesh_id": mesh.id, "member_id": member.id})
+        await self.send({"type": "join_result", "mesh_id": mesh.id, "mesh_name": mesh.name,
+                         "member_id": member.id, "display_name": member.display_name,
+                         "pubkey": member.pubkey})
+        await self.close(CLOSE_NORMAL, "joined")
+
+    # -- once open ---------------------------------------------------------------------
+
+    async def _send_message(self, frame: Send) -> None:
+        ctx, member = self.ctx, self.member
+        try:
+            delay = ctx.hub.rate_delay_s(member)
+            if delay > 0:
+                raise RateLimited(retry_after_ms=math.ceil(delay * 1000))
+            fingerprint = check_send(frame, inline_bytes=ctx.settings.inline_bytes)
+            now = ctx.clock()
+            request = accept_input(frame, fingerprint, sender=member,
+                                   mesh_dedupe_mode=self.mesh.dedupe_mode,
+                                   retention_days=self.mesh.dedupe_retention_days,
+                                   broker_message_id=new_ulid(now), now_ms=now)
+            outcome = await ctx.store.accept(request)
+        except ClaudemeshError as exc:
+            await self.send(error_result(frame.req_id, frame.client_message_id, exc))
+            if isinstance(exc, MemberRevoked):
+                self.revoked = True
+                await self.close(4002, exc.code)
+            return
+        await self.send(send_result(frame.req_id, frame.client_message_id, outcome))
+        if outcome.kind is AcceptKind.CREATED:
+            await ctx.hub.deliver(deliveries_for(frame, request, outcome))
+
+    async def _client_ack(self, frame: ClientAck) -> None:
+        ids = [int(d) for d in frame.delivery_ids]
+        await self.ctx.store.ack_deliveries(self.member.id, ids, self.ctx.clock())
+        self.ctx.hub.acked(self.member, ids)
+
+    async def _negotiate(self, frame: FeatureNegotiationRequest) -> None:
+        features = self.ctx.features
+        answer: dict[str, Any] = {
+            "type": "feature_negotiation_response", "supported": features,
+            "missing_required": [f for f in frame.require if f not in features]}
+        if frame.req_id is not None:
+            answer["req_id"] = frame.req_id
+        await self.send(answer)
+
+    async def _result(self, req_id: str, **data: Any) -> None:
+        await self.send({"type": "result", "req_id": req_id, **data})
+
+    async def _subscribe(self, frame: Subscribe) -> None:
+        changed = await self.ctx.store.subscribe(self.mesh.id, self.member.id, frame.topic,
+                                                 self.ctx.clock())
+        await self._result(frame.req_id, topic=frame.topic, subscribed=True, changed=changed)
+
+    async def _unsubscribe(self, frame: Unsubscribe) -> None:
+        changed = await self.ctx.store.unsubscribe(self.mesh.id, self.member.id, frame.topic)
+        await self._result(frame.req_id, topic=frame.topic, subscribed=False, changed=changed)
+
+    async def _list_topics(self, frame: ListTopics) -> None:
+        topics = await self.ctx.store.list_topics(self.mesh.id, self.member.id)
+        await self._result(frame.req_id, topics=topics)
+
+    async def _join_group(self, frame: JoinGroup) -> None:
+        changed = await self.ctx.store.join_group(self.mesh.id, self.member.id, frame.group,
+                                                  self.ctx.clock())
+        await self._result(frame.req_id, group=frame.group, member=True, changed=changed)
+
+    async def _leave_group(self, frame: LeaveGroup) -> None:
+        changed = await self.ctx.store.leave_group(self.mesh.id, self.member.id, frame.group)
+        await self._result(frame.req_id, group=frame.group, member=False, changed=changed)
+
+    async def _list_peers(self, frame: ListPeers) -> None:
+        hub, me = self.ctx.hub, self.member
+        members = await self.ctx.store.list_members(self.mesh.id)
+        peers = [peer_view(m, online=hub.is_online(m.mesh_id, m.id)) for m in members
+                 if m.visible or m.id == me.id]
+        await self._result(frame.req_id, peers=peers)
+
+    async def _set_profile(self, frame: SetProfile) -> None:
+        fields = frame.model_dump(exclude={"type", "req_id"}, exclude_none=True)
+        updated = await self.ctx.store.set_profile(self.member.id, fields)
+        self._member = updated
+        self.ctx.hub.event(updated, "profile_updated", online=True)
+        await self._result(frame.req_id, applied=sorted(fields),
+                           peer=peer_view(updated, online=True))
+
+    async def _already(self, frame: Hello | Join) -> None:
+        raise AlreadyAuthenticated()
+
+
+_HANDLERS: Final[dict[type[Any], Callable[[Session, Any], Awaitable[None]]]] = {
+    Hello: Session._already,
+    Join: Session._already,
+    FeatureNegotiationRequest: Session._negotiate,
+    Send: Session._send_message,
+    ClientAck: Session._client_ack,
+    Subscribe: Session._subscribe,
+    Unsubscribe: Session._unsubscribe,
+    ListTopics: Session._list_topics,
+    JoinGroup: Session._join_group,
+    LeaveGroup: Session._leave_group,
+    ListPeers: Session._list_peers,
+    SetProfile: Session._set_profile,
+}

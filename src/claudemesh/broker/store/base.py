@@ -1,0 +1,241 @@
+"""The broker's store interface: the few operations the server needs, as one contract.
+
+SQLite (``sqlite.py``, the embedded default) implements it now; PostgreSQL (issue 6)
+implements the same methods, and one parametrized suite runs against both. Records are
+frozen dataclasses with no database types in them. Errors are the typed errors of
+:mod:`claudemesh.errors`; no driver exception crosses this boundary (STYLE (b)7).
+
+Invariants every implementation keeps (daemon-spec §4.3-4.7):
+* ``accept`` is one transaction: the dedupe claim, the message, its history row and one
+  delivery row per recipient commit together or not at all (R-DLV-5, R-BRK-8). A B2
+  failure (unknown destination, sender revoked) rolls the claim back (R-BRK-6).
+* A delivery stays pending until its recipient acks it (DESIGN §5.7); nothing marks a
+  delivery done at push time.
+* Ids once in the dedupe table resolve to the same ``broker_message_id`` until the row
+  expires (R-DLV-4).
+"""
+
+from __future__ import annotations
+
+import abc
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AcceptInput",
+    "AcceptKind",
+    "AcceptOutcome",
+    "BrokerStore",
+    "Delivery",
+    "Member",
+    "Mesh",
+    "NewInvite",
+    "SweepResult",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Mesh:
+    id: str
+    name: str
+    created_at: int
+    dedupe_mode: str  # retention_scoped | permanent
+    dedupe_retention_days: int
+    message_retention_days: int
+    connection_policy: str  # prefer_newest | prefer_oldest
+    invite_pubkey: str
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    id: str
+    mesh_id: str
+    pubkey: str
+    display_name: str
+    joined_at: int
+    revoked_at: int | None
+    summary: str | None = None
+    status: str = "idle"
+    visible: bool = True
+    avatar: str | None = None
+    title: str | None = None
+    bio: str | None = None
+    capabilities: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewInvite:
+    invite_id: str
+    mesh_id: str
+    secret: str = field(repr=False)
+    expires_at: int = 0
+    max_uses: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptInput:
+    """A send that passed B1, with the broker's own fingerprint of it (DESIGN §5.2)."""
+
+    mesh_id: str
+    sender_member_id: str
+    sender_pubkey: str
+    sender_name: str
+    broker_message_id: str  # minted before the transaction (R-BRK-3)
+    client_message_id: str
+    fingerprint: bytes
+    destination_kind: str
+    destination_ref: str
+    priority: str
+    reply_to: str | None
+    meta_json: str | None
+    body_json: str
+    body_hash: str
+    now_ms: int
+    dedupe_expires_at: int | None  # None: permanent mode
+
+
+class AcceptKind(enum.Enum):
+    CREATED = "created"
+    DUPLICATE = "duplicate"
+    CONFLICT = "conflict"
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptOutcome:
+    kind: AcceptKind
+    broker_message_id: str
+    history_id: str | None
+    stored_fingerprint: bytes
+    first_seen_at: int
+    history_available: bool
+    recipients: tuple[tuple[str, int], ...] = ()  # (member id, delivery id), CREATED only
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One pending push for one recipient."""
+
+    delivery_id: int
+    recipient_member_id: str
+    mesh_id: str
+    broker_message_id: str
+    client_message_id: str
+    history_id: str | None
+    sender_pubkey: str
+    sender_name: str
+    destination_kind: str
+    destination_ref: str
+    priority: str
+    reply_to: str | None
+    meta: dict[str, Any] | None
+    body: dict[str, Any]
+    body_hash: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    dedupe_rows_expired: int
+    messages_pruned: int
+    nonces_expired: int
+
+
+class BrokerStore(abc.ABC):
+    """Everything the broker persists."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # -- meshes, invites, members ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_mesh(self, mesh: Mesh, invite_secret_key: str) -> Mesh:
+        """Raises MeshExists when the name is taken."""
+
+    @abc.abstractmethod
+    async def get_mesh(self, mesh_ref: str) -> Mesh | None:
+        """By id, or by name."""
+
+    @abc.abstractmethod
+    async def mesh_invite_key(self, mesh_id: str) -> str:
+        """The mesh's invite signing key (128 hex)."""
+
+    @abc.abstractmethod
+    async def create_invite(self, invite: NewInvite, *, secret_sha256: str, now_ms: int) -> None:
+        ...
+
+    @abc.abstractmethod
+    async def redeem_invite(self, *, invite_id: str, mesh_id: str, secret_sha256: str,
+                            member: Member, now_ms: int) -> Member:
+        """Atomically check the invite and add the member (or return the same pubkey's
+        existing membership without using the invite up).
+
+        Raises:
+            InviteRejected: unknown, revoked, expired, used up, or the secret is wrong.
+            DisplayNameTaken / MemberRevoked.
+        """
+
+    @abc.abstractmethod
+    async def get_member(self, mesh_id: str, pubkey: str) -> Member | None: ...
+
+    @abc.abstractmethod
+    async def revoke_member(self, pubkey: str, *, mesh_id: str | None, now_ms: int) -> list[Member]:
+        """Revoke every live membership of ``pubkey`` (in one mesh, or all)."""
+
+    @abc.abstractmethod
+    async def revoked_since(self, since_ms: int) -> list[Member]: ...
+
+    @abc.abstractmethod
+    async def list_members(self, mesh_id: str) -> list[Member]:
+        """Every non-revoked member of the mesh, with groups."""
+
+    @abc.abstractmethod
+    async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member: ...
+
+    @abc.abstractmethod
+    async def remember_nonce(self, pubkey: str, nonce: str, *, expires_at_ms: int) -> bool:
+        """False when this (pubkey, nonce) was seen before: a replayed hello."""
+
+    # -- topics and groups -------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def subscribe(self, mesh_id: str, member_id: str, topic: str, now_ms: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def unsubscribe(self, mesh_id: str, member_id: str, topic: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]: ...
+
+    @abc.abstractmethod
+    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool: ...
+
+    @abc.abstractmethod
+    async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool: ...
+
+    # -- accept and delivery -----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def accept(self, request: AcceptInput) -> AcceptOutcome:
+        """The §4.7.2 transaction.
+
+        Raises:
+            DestinationNotFound / MemberRevoked: B2 refused it; nothing was written.
+        """
+
+    @abc.abstractmethod
+    async def pending_deliveries(self, member_id: str, *, after: int, limit: int) -> list[Delivery]:
+        """Unacked deliveries for ``member_id`` with ``delivery_id > after``, oldest first."""
+
+    @abc.abstractmethod
+    async def ack_deliveries(self, member_id: str, delivery_ids: list[int], now_ms: int) -> int:
+        """Mark acked the given deliveries that belong to ``member_id``; returns how many."""
+
+    # -- maintenance -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def sweep(self, now_ms: int) -> SweepResult:
+        """Delete expired dedupe rows and nonces; prune messages past their mesh's
+        retention and flip their dedupe rows' ``history_available`` (R-BRK-2)."""

@@ -1,0 +1,74 @@
+"""``claudemesh broker up``: run a broker in the foreground (the operator's process)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from claudemesh.broker.settings import DEFAULT_PORT
+from claudemesh.cli.common import current_paths, json_option
+from claudemesh.cli.output import PRINTER
+
+__all__ = ["broker"]
+
+
+def default_db() -> Path:
+    """``$CLAUDEMESH_CONFIG_DIR/broker/broker.db`` (default ``~/.claudemesh/broker/broker.db``)."""
+    return current_paths().config_dir / "broker" / "broker.db"
+
+
+@click.group()
+def broker() -> None:
+    """Run the broker that meshes connect to."""
+
+
+@broker.command("up")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (plain ws://; put TLS in front for other networks).")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="0 lets the OS pick; the bound port is printed.")
+@click.option("--db", help="SQLite file [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")
+@click.option("--ping-interval", type=float, default=30.0, hidden=True)
+@click.option("--ping-timeout", type=float, default=45.0, hidden=True)
+@click.option("--presence-lease", type=float, default=90.0, hidden=True)
+@click.option("--delivery-lease", type=float, default=30.0, hidden=True)
+@click.option("--hello-timeout", type=float, default=10.0, hidden=True)
+@click.option("--rate-per-s", type=float, default=1000.0, hidden=True)
+@click.option("--rate-burst", type=int, default=2000, hidden=True)
+@click.option("--inline-bytes", type=click.IntRange(1024), default=65536, hidden=True)
+@click.option("--revocation-poll", type=float, default=1.0, hidden=True)
+@click.option("--sweep-interval", type=float, default=60.0, hidden=True)
+@click.option("--omit-feature", multiple=True, hidden=True,
+              help="Tests only: leave a feature out of hello_ack.")
+@json_option
+def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeout: float,
+       presence_lease: float, delivery_lease: float, hello_timeout: float, rate_per_s: float,
+       rate_burst: int, inline_bytes: int, revocation_poll: float, sweep_interval: float,
+       omit_feature: tuple[str, ...]) -> int:
+    """Serve meshes over WebSocket at ws://HOST:PORT/ws until SIGTERM or Ctrl-C."""
+    import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
+
+    from claudemesh.broker.server import run_broker  # noqa: PLC0415
+    from claudemesh.broker.settings import BrokerSettings  # noqa: PLC0415
+    from claudemesh.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging()
+    settings = BrokerSettings(
+        host=host, port=port, ping_interval_s=ping_interval, ping_timeout_s=ping_timeout,
+        presence_lease_s=presence_lease, delivery_lease_s=delivery_lease,
+        hello_timeout_s=hello_timeout, rate_per_s=rate_per_s, rate_burst=rate_burst,
+        inline_bytes=inline_bytes, revocation_poll_s=revocation_poll,
+        sweep_interval_s=sweep_interval, omit_features=frozenset(omit_feature))
+
+    def on_ready(info: dict[str, Any]) -> None:
+        if PRINTER.json:
+            sys.stdout.write(json.dumps(info) + "\n")
+        else:
+            sys.stdout.write(f"broker listening on {info['url']} (store {info['db']})\n")
+        sys.stdout.flush()
+
+    return asyncio.run(run_broker(settings, str(db or default_db()), on_ready))

@@ -1,0 +1,57 @@
+"""``join``: redeem an invite over the broker's WebSocket and return the new membership.
+
+A short synchronous exchange: connect to the invite's ``broker_url``, send one signed
+``join`` frame (proof that we hold the new key), read one answer, close.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Final
+
+from claudemesh.crypto import MemberKey, join_statement
+from claudemesh.errors import BrokerUnreachable, ClaudemeshError, RemoteError, error_classes
+from claudemesh.protocol.invite import Invite, encode_invite
+
+__all__ = ["join_mesh"]
+
+JOIN_TIMEOUT_S: Final = 10.0
+
+
+def join_mesh(invite: Invite, key: MemberKey, display_name: str,
+              *, timeout_s: float = JOIN_TIMEOUT_S) -> dict[str, Any]:
+    """Returns the broker's ``join_result`` frame.
+
+    Raises:
+        BrokerUnreachable: no broker answered at the invite's URL.
+        InviteRejected, DisplayNameTaken, ...: the broker's refusal, as its typed error.
+    """
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake  # noqa: PLC0415
+    from websockets.sync.client import connect  # noqa: PLC0415
+
+    timestamp = time.time_ns() // 1_000_000
+    frame = {"type": "join", "invite": encode_invite(invite), "pubkey": key.pubkey,
+             "display_name": display_name, "timestamp_ms": timestamp,
+             "signature": key.sign(join_statement(invite.mesh_id, invite.invite_id,
+                                                  key.pubkey, display_name, timestamp))}
+    try:
+        with connect(invite.broker_url, open_timeout=timeout_s, close_timeout=2) as ws:
+            ws.send(json.dumps(frame))
+            answer = json.loads(ws.recv(timeout=timeout_s))
+    except (OSError, TimeoutError, InvalidHandshake) as exc:
+        raise BrokerUnreachable(f"no broker answered at {invite.broker_url}: {exc}") from exc
+    except ConnectionClosed as exc:
+        raise BrokerUnreachable(f"the broker closed the connection: {exc}") from exc
+    if answer.get("type") == "join_result":
+        return dict(answer)
+    raise _refusal(answer)
+
+
+def _refusal(answer: Any) -> ClaudemeshError:
+    code = answer.get("code") if isinstance(answer, dict) else None
+    cls = error_classes().get(code or "")
+    detail = answer.get("detail") if isinstance(answer, dict) else None
+    if cls is None:
+        return RemoteError(f"unexpected answer from the broker: {str(answer)[:200]}")
+    return cls(detail)

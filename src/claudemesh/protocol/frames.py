@@ -1,0 +1,219 @@
+"""WebSocket frames a client sends to the broker (docs/protocol.md), validated on parse.
+
+Every frame is one JSON object with a ``type``. Models are frozen, strict and refuse
+unknown fields (R-IN-5's defence in depth, applied at the broker too). The JSON itself is
+read with :mod:`claudemesh.protocol.strictjson` first, so duplicate keys and NaN never
+reach a model. :func:`parse_client_frame` is the one entry point; it raises
+:class:`FrameError` carrying the error code the broker answers with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+
+from claudemesh.protocol.destination import DISPLAY_NAME_RE, NAME_RE
+from claudemesh.protocol.strictjson import JsonError, loads_object
+
+__all__ = [
+    "BoxBody",
+    "ClientAck",
+    "ClientFrame",
+    "FeatureNegotiationRequest",
+    "FrameError",
+    "Hello",
+    "Join",
+    "JoinGroup",
+    "LeaveGroup",
+    "ListPeers",
+    "ListTopics",
+    "PlainBody",
+    "Send",
+    "SetProfile",
+    "Subscribe",
+    "Unsubscribe",
+    "parse_client_frame",
+]
+
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Hex128 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{128}$")]
+Ident = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ReqId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ClientMessageId = Annotated[str, StringConstraints(pattern=r"^[\x21-\x7e]{1,128}$")]
+Name = Annotated[str, StringConstraints(pattern=f"^{NAME_RE.pattern}$")]
+DisplayName = Annotated[str, StringConstraints(pattern=f"^{DISPLAY_NAME_RE.pattern}$")]
+Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+                                          max_length=4 * 1024 * 1024)]
+ShortText = Annotated[str, StringConstraints(max_length=512)]
+
+
+class FrameError(ValueError):
+    """A frame the broker refuses; ``code`` is the wire error code."""
+
+    def __init__(self, code: str, detail: str, doc: dict[str, Any] | None = None) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+        doc = doc or {}
+        self.frame_type = doc.get("type") if isinstance(doc.get("type"), str) else None
+        self.req_id = doc.get("req_id") if isinstance(doc.get("req_id"), str) else None
+        cmid = doc.get("client_message_id")
+        self.client_message_id = cmid if isinstance(cmid, str) else None
+
+
+class _Frame(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+
+class Join(_Frame):
+    """Redeem an invite: register ``pubkey`` as a member (pre-hello)."""
+
+    type: Literal["join"]
+    invite: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    pubkey: Hex64
+    display_name: DisplayName
+    timestamp_ms: Annotated[int, Field(ge=0)]
+    signature: Hex128
+
+
+class Hello(_Frame):
+    type: Literal["hello"]
+    mesh_id: Ident
+    member_id: Ident
+    pubkey: Hex64
+    timestamp_ms: Annotated[int, Field(ge=0)]
+    nonce: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{32,64}$")]
+    signature: Hex128
+    client: Annotated[str, StringConstraints(max_length=64)] | None = None
+
+
+class FeatureNegotiationRequest(_Frame):
+    type: Literal["feature_negotiation_request"]
+    req_id: ReqId | None = None
+    require: list[Annotated[str, StringConstraints(max_length=64)]] = Field(max_length=32)
+    optional: list[Annotated[str, StringConstraints(max_length=64)]] = Field(
+        default_factory=list, max_length=32)
+
+
+class PlainBody(_Frame):
+    kind: Literal["plain"]
+    text: Annotated[str, StringConstraints(min_length=1)]
+
+
+class BoxBody(_Frame):
+    kind: Literal["crypto_box"]
+    nonce: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{32}$")]  # 24 bytes
+    ciphertext: Base64
+
+
+class Send(_Frame):
+    type: Literal["send"]
+    req_id: ReqId
+    client_message_id: ClientMessageId
+    envelope_version: Annotated[str, StringConstraints(max_length=8)]
+    destination_kind: Literal["dm", "topic", "queue"]
+    destination_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    priority: Literal["now", "next", "low"]
+    reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    meta: dict[str, Any] | None = None
+    body_hash: Hex64
+    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+
+
+class ClientAck(_Frame):
+    type: Literal["client_ack"]
+    delivery_ids: list[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]] = Field(
+        min_length=1, max_length=1024)
+
+
+class Subscribe(_Frame):
+    type: Literal["subscribe"]
+    req_id: ReqId
+    topic: Name
+
+
+class Unsubscribe(_Frame):
+    type: Literal["unsubscribe"]
+    req_id: ReqId
+    topic: Name
+
+
+class ListTopics(_Frame):
+    type: Literal["list_topics"]
+    req_id: ReqId
+
+
+class JoinGroup(_Frame):
+    type: Literal["join_group"]
+    req_id: ReqId
+    group: Name
+
+
+class LeaveGroup(_Frame):
+    type: Literal["leave_group"]
+    req_id: ReqId
+    group: Name
+
+
+class ListPeers(_Frame):
+    type: Literal["list_peers"]
+    req_id: ReqId
+
+
+class SetProfile(_Frame):
+    type: Literal["set_profile"]
+    req_id: ReqId
+    summary: ShortText | None = None
+    status: Literal["idle", "working", "dnd"] | None = None
+    visible: bool | None = None
+    avatar: ShortText | None = None
+    title: Annotated[str, StringConstraints(max_length=128)] | None = None
+    bio: Annotated[str, StringConstraints(max_length=2048)] | None = None
+    capabilities: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = (
+        Field(default=None, max_length=64))
+
+
+ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
+               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
+
+_ADAPTER: Final[TypeAdapter[ClientFrame]] = TypeAdapter(
+    Annotated[ClientFrame, Field(discriminator="type")])
+FRAME_TYPES: Final = frozenset(
+    m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
+    for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
+              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile))
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    """Parse one text frame.
+
+    Raises:
+        FrameError: ``malformed_frame`` (not one strict JSON object, or no ``type``),
+            ``unknown_type``, or ``invalid_frame`` naming the first bad field. It keeps
+            the frame's type, ``req_id`` and ``client_message_id`` when they were usable,
+            so the answer can be matched (a bad ``send`` still gets its ``send_result``).
+    """
+    try:
+        doc = loads_object(raw)
+    except JsonError as exc:
+        raise FrameError("malformed_frame", f"frame is {exc}") from None
+    kind = doc.get("type")
+    if not isinstance(kind, str):
+        raise FrameError("malformed_frame", "frame has no string 'type'", doc)
+    if kind not in FRAME_TYPES:
+        raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}", doc)
+    try:
+        return _ADAPTER.validate_python(doc)
+    except ValidationError as exc:
+        raise FrameError("invalid_frame", _describe(exc.errors()[0]), doc) from None
+
+
+def _describe(error: Any) -> str:
+    loc = [str(p) for p in error["loc"]]
+    field = ".".join(loc[1:]) or "frame"  # loc[0] is the union tag
+    if error["type"] == "extra_forbidden":
+        return f"unknown field {field!r}"
+    if error["type"] == "missing":
+        return f"missing field {field!r}"
+    return f"field {field!r}: {error['msg']}"

@@ -1,0 +1,58 @@
+"""Strict JSON for untrusted input, shared by the daemon's HTTP edge and the broker's frames.
+
+Stricter than ``json.loads``: duplicate keys are refused (a fingerprint would depend on
+which copy won), ``NaN``/``Infinity`` are refused (they are not JSON), the input must be
+UTF-8, and nesting deep enough to exhaust the recursion limit is an error, not a crash.
+Lone surrogates in ``\\u`` escapes still decode; callers validate strings before hashing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["JsonError", "loads_object"]
+
+
+class JsonError(ValueError):
+    """The input is not one strict JSON object; the message says why."""
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise JsonError(f"duplicate key {key!r} in JSON object")
+        obj[key] = value
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise JsonError(f"{name} is not valid JSON")
+
+
+def loads_object(raw: bytes | str) -> dict[str, Any]:
+    """Decode text that must hold exactly one JSON object.
+
+    Raises:
+        JsonError: not UTF-8, not JSON, not an object, duplicate keys, or NaN/Infinity.
+    """
+    if isinstance(raw, bytes):
+        try:
+            raw = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise JsonError(f"not UTF-8 (byte {exc.start})") from exc
+    if not raw.strip():
+        raise JsonError("empty; expected a JSON object")
+    try:
+        doc = json.loads(raw, object_pairs_hook=_reject_duplicates,
+                         parse_constant=_reject_constant)
+    except JsonError:
+        raise
+    except ValueError as exc:
+        raise JsonError(f"not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise JsonError("nested too deeply") from None
+    if not isinstance(doc, dict):
+        raise JsonError("must be a JSON object")
+    return doc

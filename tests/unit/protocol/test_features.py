@@ -1,0 +1,101 @@
+"""Feature validation (R-NEG-1..5): every failure kind, and optional params falling back."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from claudemesh.protocol.features import (
+    FailureKind,
+    Negotiated,
+    NegotiationFailure,
+    build_feature_map,
+    validate_features,
+)
+
+
+def with_change(path: list[str], value: Any) -> dict[str, Any]:
+    features = copy.deepcopy(build_feature_map())
+    node: Any = features
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return features
+
+
+def test_the_default_map_negotiates() -> None:
+    result = validate_features(build_feature_map())
+    assert isinstance(result, Negotiated)
+    assert (result.dedupe.mode, result.dedupe.retention_days) == ("retention_scoped", 365)
+    assert (result.connection_policy, result.inline_bytes, result.warnings) == (
+        "prefer_newest", 65536, ())
+
+
+def test_permanent_mode_has_no_retention_days() -> None:
+    result = validate_features(build_feature_map(dedupe_mode="permanent"))
+    assert isinstance(result, Negotiated) and result.dedupe.retention_days is None
+
+
+DEDUPE = ["client_message_id_dedupe", "params"]
+
+
+@pytest.mark.parametrize(("change", "kind", "feature"), [
+    (([*DEDUPE[:1]], KeyError), FailureKind.UNAVAILABLE, "client_message_id_dedupe"),
+    ((["concurrent_connection_policy"], KeyError), FailureKind.UNAVAILABLE,
+     "concurrent_connection_policy"),
+    (([*DEDUPE, "request_fingerprint"], False), FailureKind.UNAVAILABLE,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "request_fingerprint"], KeyError), FailureKind.UNAVAILABLE,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "version"], 2), FailureKind.PARAM_INVALID, "client_message_id_dedupe"),
+    (([*DEDUPE, "mode"], "forever"), FailureKind.PARAM_INVALID, "client_message_id_dedupe"),
+    (([*DEDUPE, "dedupe_retention_days"], KeyError), FailureKind.PARAM_INVALID,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "dedupe_retention_days"], "365"), FailureKind.PARAM_INVALID,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "dedupe_retention_days"], True), FailureKind.PARAM_INVALID,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "dedupe_retention_days"], -5), FailureKind.BELOW_FLOOR,
+     "client_message_id_dedupe"),
+    (([*DEDUPE, "dedupe_retention_days"], 2), FailureKind.BELOW_FLOOR,
+     "client_message_id_dedupe"),
+    ((["client_message_id_dedupe"], {"no": "params"}), FailureKind.PARAM_INVALID,
+     "client_message_id_dedupe"),
+    ((["concurrent_connection_policy", "params", "version"], 9), FailureKind.PARAM_INVALID,
+     "concurrent_connection_policy"),
+])
+def test_required_features_fail_loudly(change: tuple[list[str], Any], kind: FailureKind,
+                                       feature: str) -> None:
+    result = validate_features(with_change(*change))
+    assert isinstance(result, NegotiationFailure)
+    assert (result.kind, result.feature) == (kind, feature)
+    assert result.close_reason() == {"kind": str(kind), "feature": feature,
+                                     "detail": result.detail}
+
+
+def test_three_days_is_exactly_enough() -> None:
+    assert isinstance(validate_features(with_change([*DEDUPE, "dedupe_retention_days"], 3)),
+                      Negotiated)
+
+
+@pytest.mark.parametrize("change", [
+    (["max_payload", "params", "inline_bytes"], 0),
+    (["max_payload", "params", "blob_bytes"], KeyError),
+    (["max_payload", "params", "version"], 7),
+    (["concurrent_connection_policy", "params", "default_policy"], "chaos"),
+    ([*DEDUPE, "tombstone_history_pruned_window_days"], -1),
+])
+def test_optional_params_fall_back_with_a_warning(change: tuple[list[str], Any]) -> None:
+    result = validate_features(with_change(*change))
+    assert isinstance(result, Negotiated)
+    assert len(result.warnings) == 1
+
+
+def test_no_map_at_all_is_unavailable() -> None:
+    assert isinstance(validate_features(None), NegotiationFailure)
+    assert isinstance(validate_features(["client_message_id_dedupe"]), NegotiationFailure)
