@@ -23,6 +23,9 @@ import nacl.signing
 from claudemesh.client import DaemonClient, Response
 from claudemesh.config import Paths, paths_from_env
 
+# Nothing listens on the discard port: daemons of the API tests stay in backoff, queueing.
+NO_BROKER = "ws://127.0.0.1:9/ws"
+
 
 def short_tmpdir(prefix: str = "cmt") -> Path:
     """A temp dir short enough for a Unix socket path (sun_path is 108 bytes)."""
@@ -34,7 +37,7 @@ def mesh_entry(slug: str, name: str = "alice") -> dict[str, str]:
     pubkey = key.verify_key.encode().hex()
     return {
         "slug": slug, "mesh_id": f"mesh-{slug}", "member_id": f"member-{name}",
-        "display_name": name, "broker_url": "ws://127.0.0.1:7900/ws",
+        "display_name": name, "broker_url": NO_BROKER,
         "pubkey": pubkey, "secret_key": key.encode().hex() + pubkey,
     }
 

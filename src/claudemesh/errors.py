@@ -23,6 +23,7 @@
     │   ├── RequeueNotAllowed        409 requeue_not_allowed     (R-RQ-3)
     │   ├── ClientMessageIdInUse     409 client_message_id_in_use (R-DLV-3), exit 5
     │   ├── DaemonBusy               429 daemon_busy             (R-LIM-3)
+    │   ├── TooManyStreams           429 too_many_streams        (R-LIM-4)
     │   │   broker side (answers on the WebSocket; docs/protocol.md)
     │   ├── InvalidEnvelope          400 invalid_envelope        (B1 schema)
     │   ├── HelloRequired            400 hello_required
@@ -41,6 +42,9 @@
     │   └── RateLimited              429 rate_limited            (B1; A-8: transient)
     ├── ServiceError                 the daemon or its store failed (5xx)
     │   ├── ShuttingDown             503 shutting_down           (R-LIFE-3)
+    │   ├── BrokerUnavailable        503 broker_unavailable      (the link to that mesh is down)
+    │   ├── BrokerIncompatible       503 broker_incompatible     (close 4010), exit 6
+    │   ├── BrokerRejected           502 broker_rejected         (the broker refused a request)
     │   ├── StoreError               500 store_error
     │   │   └── StoreCorrupt         500 store_corrupt           (R-REC-2)
     │   └── InternalError            500 internal
@@ -71,6 +75,9 @@ __all__ = [
     "AlreadyJoined",
     "AuthFailed",
     "BadSignature",
+    "BrokerIncompatible",
+    "BrokerRejected",
+    "BrokerUnavailable",
     "BrokerUnreachable",
     "ClaudemeshError",
     "ClientMessageIdInUse",
@@ -114,6 +121,7 @@ __all__ = [
     "StoreCorrupt",
     "StoreError",
     "TokenInQuery",
+    "TooManyStreams",
     "Unauthorized",
     "UnknownDestination",
     "UnknownMember",
@@ -386,6 +394,12 @@ class RateLimited(RequestError):
     default_detail = "too many sends; retry after retry_after_ms"
 
 
+class TooManyStreams(RequestError):
+    code = "too_many_streams"
+    http_status = 429
+    default_detail = "too many event streams are open"
+
+
 class ServiceError(ClaudemeshError):
     """The daemon (or its store) could not do what was asked; the caller may retry."""
 
@@ -396,6 +410,26 @@ class ShuttingDown(ServiceError):
     code = "shutting_down"
     http_status = 503
     default_detail = "the daemon is shutting down"
+
+
+class BrokerUnavailable(ServiceError):
+    code = "broker_unavailable"
+    http_status = 503
+    default_detail = "the broker link for that mesh is down; retry when it reconnects"
+
+
+class BrokerIncompatible(ServiceError):
+    code = "broker_incompatible"
+    http_status = 503
+    exit_code = EXIT_INCOMPATIBLE
+    close_code = 4010
+    default_detail = "the broker lacks a feature this daemon requires"
+
+
+class BrokerRejected(ServiceError):
+    code = "broker_rejected"
+    http_status = 502
+    default_detail = "the broker refused the request"
 
 
 class StoreError(ServiceError):

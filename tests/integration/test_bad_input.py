@@ -10,7 +10,6 @@ import pytest
 
 from helpers import DaemonHandle, http_request, new_daemon, raw_http
 
-PK = "ab" * 32
 CASES = [
     (b"not json", 400, "invalid_request", "not valid JSON"),
     (b"", 400, "invalid_request", "empty"),
@@ -35,6 +34,8 @@ CASES = [
     (b'{"to":"#t","message":"\\ud800"}', 400, "invalid_request", "'message'"),
     (b'{"to":"#t","message":"m","mesh":"elsewhere"}', 422, "unknown_mesh", "elsewhere"),
     (b'{"to":"nobody-known","message":"m"}', 422, "unknown_destination", "nobody-known"),
+    (b'{"to":"' + b"ab" * 32 + b'","message":"m"}', 422, "unknown_destination",
+     "not a valid member public key"),
 ]
 
 

@@ -140,7 +140,7 @@ def test_no_tcp_serves_only_the_socket() -> None:
     try:
         assert daemon.info["tcp_port"] is None
         assert not daemon.paths.http_port.exists()
-        assert daemon.uds().call("GET", "/v1/health")["status"] == "ok"
+        assert daemon.uds().call("GET", "/v1/health")["status"] == "degraded"  # no broker
     finally:
         daemon.cleanup()
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 
+from claudemesh.crypto import MemberKey
 from helpers import DaemonHandle
 
+PEER = MemberKey.generate().pubkey  # a valid key: DMs are encrypted to it at accept
 PREFIX = re.compile(r"[0-9a-f]{16}")
 
 
@@ -61,7 +63,7 @@ def test_every_fingerprinted_field_makes_a_mismatch(daemon: DaemonHandle) -> Non
         {"to": "#other"},
         {"to": "@team"},
         {"to": "*"},
-        {"to": "ab" * 32},
+        {"to": PEER},
         {"priority": "now"},
         {"reply_to": "msg-123"},
         {"meta": {"a": 2}},
@@ -139,7 +141,7 @@ def test_header_and_body_ids_that_differ_are_refused_without_consuming_either(
 
 
 def test_dm_to_a_pubkey_is_stored_lower_case_and_matches_any_case(daemon: DaemonHandle) -> None:
-    upper = "AB" * 32
+    upper = PEER.upper()
     assert daemon.send(base(to=upper)).status == 202
     assert daemon.send(base(to=upper.lower())).status == 202
     [item] = daemon.outbox()

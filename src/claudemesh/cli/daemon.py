@@ -73,6 +73,8 @@ def _ready_text(info: dict[str, Any]) -> str:
     text = f"daemon running (pid {info['pid']}): {info['sock']}{tcp}"
     if info.get("recovered_inflight"):
         text += f"\n{info['recovered_inflight']} inflight row(s) returned to pending"
+    for slug, state in (info.get("links") or {}).items():
+        text += f"\nmesh {slug}: {state}"
     return text
 
 
@@ -87,7 +89,7 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
 
     def on_ready(info: ReadyInfo) -> None:
         data = {"ok": True, "pid": info.pid, "sock": info.sock, "tcp_port": info.tcp_port,
-                "recovered_inflight": info.recovered_inflight}
+                "recovered_inflight": info.recovered_inflight, "links": info.links}
         if ready_fd is not None:
             _report(ready_fd, data)
         elif PRINTER.json:

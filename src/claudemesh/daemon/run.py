@@ -2,19 +2,20 @@
 
 startup
     umask 077; directories 0700; take the instance lock (``flock`` on ``daemon.pid``);
-    token; open ``outbox.db``, check its integrity (R-REC-2), return ``inflight`` rows to
-    ``pending`` (R-REC-1); start the writer thread; bind the Unix socket 0600 (replacing a
-    stale one, which is safe only because we hold the lock) and TCP on 127.0.0.1 (its
-    port goes to ``http.port``); report ready.
+    token; open ``outbox.db`` (refuse to start if it is damaged, R-REC-2) and return its
+    ``inflight`` rows to ``pending`` (R-REC-1); open ``inbox.db`` (set a damaged one aside
+    and start empty, R-REC-3); bind the Unix socket 0600 and TCP on 127.0.0.1 (its port
+    goes to ``http.port``); start one broker link, drain and inbound processor per mesh;
+    wait up to 5 s for each link's first outcome; report ready. If every mesh's broker is
+    incompatible (close 4010), stop instead and exit 6 (DESIGN §5.4).
 serve
-    await an ``asyncio.Event`` that SIGTERM/SIGINT set. Nothing polls.
+    await the first of: SIGTERM/SIGINT, or every link having reached a terminal state
+    (incompatible -> exit 6, rejected -> exit 1). Nothing polls.
 shutdown (the exit stack, in reverse order of startup)
-    refuse new requests with 503; stop listening and wait until requests in flight have
-    finished (``shutdown_grace_s``); close connections; finish queued writes, checkpoint
-    and close the database; remove ``http.port``, the socket and ``daemon.pid``; release the lock.
-
-The broker links and the drain loop (issue 4) start after the store and stop before it:
-they hang off ``DaemonContext.outbox_changed`` and the store's ``claim_due``/``mark_*``.
+    refuse new requests with 503 and end the event streams; stop listening and wait for
+    requests in flight (``shutdown_grace_s``); close each broker link with 1001; close
+    connections; finish queued writes, checkpoint and close the databases; remove
+    ``http.port``, the socket and ``daemon.pid``; release the lock.
 """
 
 from __future__ import annotations
@@ -24,22 +25,27 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from aiohttp import web
 
 from claudemesh.config import Config
-from claudemesh.daemon.directory import PeerDirectory
+from claudemesh.daemon.directory import Peer, PeerDirectory
+from claudemesh.daemon.events import EventBus
 from claudemesh.daemon.files import bind_unix_socket, load_or_create_token
 from claudemesh.daemon.ipc.app import build_app
 from claudemesh.daemon.ipc.auth import Transport
-from claudemesh.daemon.ipc.context import DaemonContext, now_ms
+from claudemesh.daemon.ipc.context import DaemonContext, iso_ms, now_ms
+from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.lock import InstanceLock
+from claudemesh.daemon.meshes import Meshes, MeshRuntime
+from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
-from claudemesh.errors import DaemonStartFailed
+from claudemesh.errors import BrokerIncompatible, DaemonStartFailed, StoreCorrupt
 from claudemesh.privatefs import ensure_private_dir, write_private_file
 from claudemesh.sqlitedb.db import integrity_check, open_database
 from claudemesh.sqlitedb.worker import DbWorker
@@ -50,12 +56,14 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF_MS: Final = 500  # R-OBX-7: [reconnect] initial_backoff_ms, used as min_backoff
 LOOPBACK: Final = "127.0.0.1"  # R-AUTH-8: never anything else
+EXIT_INCOMPATIBLE: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
 class DaemonOptions:
     tcp: bool = True
     tcp_port: int = 0  # 0: the OS picks; the bound port goes to http.port
+    link_timings: LinkTimings = field(default_factory=LinkTimings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,15 +72,17 @@ class ReadyInfo:
     sock: str
     tcp_port: int | None
     recovered_inflight: int
+    links: dict[str, str]
 
 
 async def run_daemon(config: Config, options: DaemonOptions,
                      *, on_ready: Callable[[ReadyInfo], None]) -> int:
-    """Run until SIGTERM/SIGINT; returns the exit status (0 after a clean shutdown).
+    """Run until SIGTERM/SIGINT, or until no mesh is usable; returns the exit status.
 
     Raises:
         DaemonAlreadyRunning, StoreCorrupt, SocketPathTooLong, ConfigError,
-        DaemonStartFailed: startup could not complete; everything taken is released.
+        DaemonStartFailed, BrokerIncompatible: startup could not complete; everything
+        taken is released.
     """
     os.umask(0o077)
     paths = config.paths
@@ -83,20 +93,54 @@ async def run_daemon(config: Config, options: DaemonOptions,
         lock = InstanceLock(paths.pid)
         lock.acquire()
         stack.callback(lock.release)
-        ctx, recovered = _open_outbox(config, stack)
+        ctx, recovered = _open_stores(config, options, stack)
+        stack.push_async_callback(ctx.meshes.stop)
         tcp_port = await _serve(ctx, options, stack)
         _install_signals(stop, stack)
+        ctx.meshes.start()
+        await ctx.meshes.settled()
+        links = {slug: str(r.link.state) for slug, r in ctx.meshes.by_slug.items()}
+        if config.meshes and len(ctx.meshes.incompatible()) == len(config.meshes):
+            raise _incompatible(ctx.meshes)
         log.info("daemon_started", extra={
             "pid": os.getpid(), "sock": str(paths.sock), "tcp_port": tcp_port,
-            "meshes": [m.slug for m in config.meshes], "recovered_inflight": recovered})
-        on_ready(ReadyInfo(os.getpid(), str(paths.sock), tcp_port, recovered))
-        await stop.wait()
-        log.info("daemon_stopping", extra={"requests_in_flight": ctx.state.in_flight})
+            "links": links, "recovered_inflight": recovered})
+        on_ready(ReadyInfo(os.getpid(), str(paths.sock), tcp_port, recovered, links))
+        status = await _serve_until(stop, ctx.meshes)
+        log.info("daemon_stopping", extra={"requests_in_flight": ctx.state.in_flight,
+                                           "exit_status": status})
     log.info("daemon_stopped")
-    return 0
+    return status
 
 
-def _open_outbox(config: Config, stack: contextlib.AsyncExitStack) -> tuple[DaemonContext, int]:
+async def _serve_until(stop: asyncio.Event, meshes: Meshes) -> int:
+    stopped = asyncio.create_task(stop.wait())
+    unusable = asyncio.create_task(meshes.all_terminal.wait())
+    try:
+        await asyncio.wait({stopped, unusable}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        unusable.cancel()
+    if stop.is_set():
+        return 0
+    if len(meshes.incompatible()) == len(meshes.by_slug):
+        log.error("no_usable_mesh: every broker is incompatible")
+        return EXIT_INCOMPATIBLE
+    log.error("no_usable_mesh: every broker link ended",
+              extra={"links": {s: str(r.link.state) for s, r in meshes.by_slug.items()}})
+    return 1
+
+
+def _incompatible(meshes: Meshes) -> BrokerIncompatible:
+    reasons = {r.mesh.slug: r.link.failure.close_reason() for r in meshes.incompatible()
+               if r.link.failure is not None}
+    detail = "; ".join(f"{slug}: {reason['kind']} ({reason['feature']}: {reason['detail']})"
+                       for slug, reason in reasons.items())
+    return BrokerIncompatible(f"no mesh is usable: {detail}", close_reasons=reasons)
+
+
+def _open_stores(config: Config, options: DaemonOptions,
+                 stack: contextlib.AsyncExitStack) -> tuple[DaemonContext, int]:
     paths = config.paths
     token = load_or_create_token(paths.token)
     conn = open_database(paths.outbox_db, OUTBOX_MIGRATIONS)
@@ -109,12 +153,41 @@ def _open_outbox(config: Config, stack: contextlib.AsyncExitStack) -> tuple[Daem
         raise
     if recovered:
         log.warning("inflight_rows_recovered", extra={"count": recovered})
-    worker = DbWorker(conn, name="outbox")
-    worker.start()
-    stack.callback(worker.stop)
-    ctx = DaemonContext(config=config, outbox=worker, directory=PeerDirectory(), token=token,
-                        schema_version=schema_version)
+    outbox = DbWorker(conn, name="outbox")
+    outbox.start()
+    stack.callback(outbox.stop)
+    inbox_conn = _open_inbox(paths.inbox_db)
+    directory = PeerDirectory()
+    for peer in InboxStore(inbox_conn).peers():
+        directory.upsert(peer["mesh"], Peer(peer["pubkey"], peer["display_name"]))
+    inbox = DbWorker(inbox_conn, name="inbox")
+    inbox.start()
+    stack.callback(inbox.stop)
+    bus = EventBus()
+    meshes = Meshes([])
+    runtimes = [MeshRuntime(m, outbox=outbox, inbox=inbox, bus=bus, directory=directory,
+                            clock=now_ms, iso=iso_ms, timings=options.link_timings,
+                            on_state=meshes.watch) for m in config.meshes]
+    meshes.by_slug = {r.mesh.slug: r for r in runtimes}
+    ctx = DaemonContext(config=config, outbox=outbox, inbox=inbox, directory=directory,
+                        bus=bus, meshes=meshes, token=token, schema_version=schema_version)
     return ctx, recovered
+
+
+def _open_inbox(path: Path) -> sqlite3.Connection:
+    """R-REC-3: a damaged inbox is set aside and replaced; it is a cache of the broker's."""
+    conn = open_database(path, INBOX_MIGRATIONS)
+    try:
+        integrity_check(conn, "inbox.db")
+    except StoreCorrupt:
+        conn.close()
+        aside = path.with_name(f"{path.name}.corrupt-{now_ms()}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                Path(f"{path}{suffix}").rename(f"{aside}{suffix}")
+        log.exception("inbox_corruption_recovered", extra={"moved_to": str(aside)})
+        conn = open_database(path, INBOX_MIGRATIONS)
+    return conn
 
 
 async def _serve(ctx: DaemonContext, options: DaemonOptions,
@@ -146,6 +219,7 @@ async def _serve(ctx: DaemonContext, options: DaemonOptions,
         write_private_file(paths.http_port, f"{tcp_port}\n".encode())
         stack.callback(_unlink, paths.http_port)
     stack.push_async_callback(_drain_requests, ctx, sites)
+    stack.callback(ctx.bus.close)
     # Runs first on the way out: requests arriving from now on get 503 shutting_down.
     stack.callback(setattr, ctx.state, "shutting_down", True)
     return tcp_port

@@ -3,6 +3,11 @@
 It holds everything the drain needs to put a send on the wire, decided once at accept,
 so every retry sends the same bytes. ``client_message_id`` is deliberately not inside:
 it lives in its own column, and a requeue copies the payload under a fresh id (R-RQ-2).
+
+``body`` is the wire body: ``{"kind": "plain", "text"}`` for topics, groups and broadcast,
+``{"kind": "crypto_box", "nonce", "ciphertext"}`` for a DM, encrypted once at accept
+(so the outbox never holds a DM's plaintext). ``body_hash`` is always the sha256 of the
+plaintext the caller sent, which is what the fingerprint covers.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class FrozenSend:
     priority: str
     reply_to: str | None
     meta: dict[str, Any] | None
-    body: str
+    body: dict[str, str]
     body_hash: str
     envelope_version: str = ENVELOPE_VERSION
 

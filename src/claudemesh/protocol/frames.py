@@ -34,6 +34,7 @@ __all__ = [
     "Subscribe",
     "Unsubscribe",
     "parse_client_frame",
+    "parse_push",
 ]
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -174,6 +175,38 @@ class SetProfile(_Frame):
         Field(default=None, max_length=64))
 
 
+class Push(_Frame):
+    """A delivery from the broker to a member (the daemon validates it: R-IN-5)."""
+
+    type: Literal["push"]
+    delivery_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
+    mesh_id: Ident
+    client_message_id: ClientMessageId
+    broker_message_id: Ident
+    history_id: Annotated[str, StringConstraints(max_length=64)] | None = None
+    sender_pubkey: Hex64
+    sender_name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    destination_kind: Literal["dm", "topic"]
+    destination_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    priority: Literal["now", "next", "low"]
+    reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    meta: dict[str, Any] | None = None
+    body_hash: Hex64
+    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+    created_at: Annotated[str, StringConstraints(max_length=40)]
+
+
+_PUSH: Final[TypeAdapter[Push]] = TypeAdapter(Push)
+
+
+def parse_push(doc: dict[str, Any]) -> Push:
+    """Validate a push (already decoded). Raises FrameError ``invalid_frame``."""
+    try:
+        return _PUSH.validate_python(doc)
+    except ValidationError as exc:
+        raise FrameError("invalid_frame", _describe(exc.errors()[0], tagged=False), doc) from None
+
+
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
                | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
 
@@ -209,9 +242,9 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
         raise FrameError("invalid_frame", _describe(exc.errors()[0]), doc) from None
 
 
-def _describe(error: Any) -> str:
+def _describe(error: Any, *, tagged: bool = True) -> str:
     loc = [str(p) for p in error["loc"]]
-    field = ".".join(loc[1:]) or "frame"  # loc[0] is the union tag
+    field = ".".join(loc[1:] if tagged else loc) or "frame"  # a union's loc[0] is its tag
     if error["type"] == "extra_forbidden":
         return f"unknown field {field!r}"
     if error["type"] == "missing":

@@ -196,7 +196,7 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
         columns = [r[1] for r in c.execute("PRAGMA table_info(outbox)")]
         indexes = {r[1] for r in c.execute("PRAGMA index_list(outbox)")}
-        assert c.execute("PRAGMA user_version").fetchone() == (1,)
+        assert c.execute("PRAGMA user_version").fetchone() == (2,)
         assert c.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert c.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         assert c.execute("SELECT count(*) FROM outbox").fetchone() == (1,)

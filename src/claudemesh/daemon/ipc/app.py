@@ -11,8 +11,11 @@ from aiohttp import web
 from claudemesh.daemon.ipc.auth import Transport, guard_middleware
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import errors_middleware, limit_middleware
+from claudemesh.daemon.ipc.routes_events import get_events
+from claudemesh.daemon.ipc.routes_inbox import get_inbox
 from claudemesh.daemon.ipc.routes_info import get_health, get_version
 from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_requeue
+from claudemesh.daemon.ipc.routes_peers import get_peers, post_profile
 from claudemesh.daemon.ipc.routes_send import post_send
 
 __all__ = ["build_app"]
@@ -33,4 +36,8 @@ def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
     app.router.add_post("/v1/send", post_send)
     app.router.add_get("/v1/outbox", get_outbox, allow_head=False)
     app.router.add_post("/v1/outbox/requeue", post_requeue)
+    app.router.add_get("/v1/inbox", get_inbox, allow_head=False)
+    app.router.add_get("/v1/events", get_events, allow_head=False)
+    app.router.add_get("/v1/peers", get_peers, allow_head=False)
+    app.router.add_post("/v1/profile", post_profile)
     return app

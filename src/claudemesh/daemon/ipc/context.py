@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from claudemesh import __version__
 from claudemesh.config import Config, MeshConfig
 from claudemesh.daemon.directory import PeerDirectory
+from claudemesh.daemon.events import EventBus
+from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.errors import MeshRequired, NoMeshJoined, UnknownMesh
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["CONTEXT", "DaemonContext", "LinkStatus", "ServerState", "now_ms"]
+__all__ = ["CONTEXT", "DaemonContext", "ServerState", "iso_ms", "now_ms"]
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class LinkStatus(enum.StrEnum):
-    """What health reports per mesh. Only ``not_connected`` exists until the broker link
-    lands (issue 4 replaces this with the link's own state machine)."""
-
-    NOT_CONNECTED = "not_connected"
+def iso_ms(epoch_ms: int | None) -> str | None:
+    """Epoch milliseconds as ISO 8601 UTC with milliseconds, or None."""
+    if epoch_ms is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(slots=True)
@@ -55,16 +58,23 @@ class ServerState:
 class DaemonContext:
     config: Config
     outbox: DbWorker
+    inbox: DbWorker
     directory: PeerDirectory
+    bus: EventBus
+    meshes: Meshes
     token: bytes
     schema_version: int
     clock: Callable[[], int] = now_ms
     started_monotonic: float = field(default_factory=time.monotonic)
     state: ServerState = field(default_factory=ServerState)
     daemon_version: str = __version__
-    # Set whenever a row becomes due (insert, requeue): the drain waits on it instead of
-    # polling (issue 4).
-    outbox_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def on_enqueue(self, mesh: str) -> None:
+        """A row of ``mesh`` became due (insert, requeue): wake its drain (no polling)."""
+        self.meshes.notify(mesh)
+
+    def runtime(self, slug: str) -> MeshRuntime:
+        return self.meshes.by_slug[slug]
 
     def pick_mesh(self, slug: str | None) -> MeshConfig:
         """The mesh a request is for; may be omitted only when exactly one is joined.
@@ -84,9 +94,6 @@ class DaemonContext:
             if mesh.slug == slug:
                 return mesh
         raise UnknownMesh(f"this daemon has not joined a mesh called {slug!r}", mesh=slug)
-
-    def link_status(self, slug: str) -> LinkStatus:
-        return LinkStatus.NOT_CONNECTED
 
     def uptime_s(self) -> float:
         return round(time.monotonic() - self.started_monotonic, 3)

@@ -33,6 +33,8 @@ __all__ = ["errors_middleware", "json_reply", "limit_middleware", "read_body"]
 
 log = logging.getLogger(__name__)
 
+UNCOUNTED_PATHS = frozenset({"/v1/events"})
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -86,6 +88,8 @@ def limit_middleware(
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         if state.shutting_down:
             raise ShuttingDown()
+        if request.path in UNCOUNTED_PATHS:  # long-lived streams have their own cap
+            return await handler(request)
         if state.in_flight >= limits.max_in_flight:
             raise DaemonBusy(f"{state.in_flight} requests in flight (limit"
                              f" {limits.max_in_flight}); retry shortly")

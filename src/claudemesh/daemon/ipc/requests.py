@@ -15,7 +15,7 @@ from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.ids import is_valid_client_message_id
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
-__all__ = ["RequeueRequest", "SendRequest", "parse_json_object", "validate"]
+__all__ = ["RequeueRequest", "SendRequest", "StrictModel", "parse_json_object", "validate"]
 
 Priority = Literal["now", "next", "low"]
 M = TypeVar("M", bound=BaseModel)
@@ -39,11 +39,11 @@ def _utf8(value: str | None) -> str | None:
     return value
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
 
-class SendRequest(_Strict):
+class SendRequest(StrictModel):
     """``POST /v1/send`` body (DESIGN §4)."""
 
     to: Annotated[str, Field(min_length=1, max_length=256)]
@@ -67,7 +67,7 @@ class SendRequest(_Strict):
         return value
 
 
-class RequeueRequest(_Strict):
+class RequeueRequest(StrictModel):
     """``POST /v1/outbox/requeue`` body."""
 
     id: Annotated[str, Field(min_length=1, max_length=128)]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Final
 
 from aiohttp import web
 
-from claudemesh.daemon.ipc.context import CONTEXT
+from claudemesh.daemon.ipc.context import CONTEXT, iso_ms
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
@@ -20,14 +19,6 @@ __all__ = ["get_outbox", "outbox_item", "post_requeue"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
-
-
-def iso_ms(epoch_ms: int | None) -> str | None:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds, or None."""
-    if epoch_ms is None:
-        return None
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def outbox_item(row: OutboxRow) -> dict[str, Any]:
@@ -84,7 +75,7 @@ async def post_requeue(request: web.Request) -> web.Response:
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).requeue(
         req.id, new_client_message_id=req.new_client_message_id, now_ms=now))
-    ctx.outbox_changed.set()
+    ctx.on_enqueue(outcome.mesh)
     body: dict[str, Any] = {
         "aborted_row_id": outcome.aborted_row_id,
         "new_row_id": outcome.new_row_id,

@@ -13,6 +13,7 @@ from typing import assert_never
 
 from aiohttp import web
 
+from claudemesh.crypto import CryptoFailure, box_encrypt
 from claudemesh.daemon.directory import PeerDirectory
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
@@ -97,6 +98,7 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
     except MetaError as exc:
         raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
     digest = body_hash(req.message)
+    body = _wire_body(req.message, dest, mesh.secret_key)
     fingerprint = request_fingerprint(
         destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=req.reply_to,
         priority=req.priority, meta_canonical=meta_canonical, body_hash_hex=digest,
@@ -104,7 +106,7 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
     frozen = FrozenSend(
         mesh=mesh.slug, destination_kind=str(dest.kind), destination_ref=dest.ref,
         priority=req.priority, reply_to=req.reply_to, meta=req.meta or None,
-        body=req.message, body_hash=digest,
+        body=body, body_hash=digest,
     )
     send = NewSend(
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=fingerprint,
@@ -114,6 +116,19 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
     return _Prepared(send, fingerprint)
 
 
+def _wire_body(message: str, dest: Destination, secret_key: str) -> dict[str, str]:
+    """DMs are encrypted once, here, to the recipient (DESIGN §5.2); the rest is plain."""
+    if dest.kind is not DestinationKind.DM:
+        return {"kind": "plain", "text": message}
+    try:
+        boxed = box_encrypt(message.encode("utf-8"), sender_secret_hex=secret_key,
+                            recipient_pubkey_hex=dest.ref)
+    except CryptoFailure:
+        raise UnknownDestination(f"{dest.ref[:16]}… is not a valid member public key",
+                                 to=dest.ref) from None
+    return {"kind": "crypto_box", "nonce": boxed.nonce, "ciphertext": boxed.ciphertext}
+
+
 async def post_send(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
@@ -121,7 +136,7 @@ async def post_send(request: web.Request) -> web.Response:
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:
-        ctx.outbox_changed.set()
+        ctx.on_enqueue(prepared.send.mesh)
     return _reply(outcome, prepared.request_fingerprint)
 
 

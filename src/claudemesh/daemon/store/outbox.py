@@ -69,6 +69,10 @@ OUTBOX_MIGRATIONS: Final = (
     CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
     CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
     """,
+    # 2: the drain claims and schedules per mesh
+    """
+    CREATE INDEX outbox_mesh_due ON outbox(mesh, status, next_attempt_at);
+    """,
 )
 
 _COLUMNS: Final = (
@@ -139,6 +143,7 @@ class RequeueOutcome:
     new_client_message_id: str
     previous_status: OutboxStatus
     previous_attempts: int
+    mesh: str
 
 
 class OutboxStore:
@@ -225,7 +230,7 @@ class OutboxStore:
                 " superseded_by = ? WHERE id = ? AND status = ?",
                 (now_ms, new_row_id, row_id, str(old.status)),
             )
-        return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts)
+        return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts, old.mesh)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -303,6 +308,31 @@ class OutboxStore:
                     " WHERE id = ? AND status = 'pending'", (row_id,))
             rows = [self.get(i) for i in ids]
         return [r for r in rows if r is not None]
+
+    def expire_pending(self, mesh: str, *, enqueued_before_ms: int) -> int:
+        """pending -> dead for rows older than max age (R-AGE-5); returns how many."""
+        with store_errors("expiring old rows"), immediate(self._conn):
+            cur = self._conn.execute(
+                "UPDATE outbox SET status = 'dead', last_error = 'max_age_exceeded'"
+                " WHERE mesh = ? AND status = 'pending' AND enqueued_at < ?",
+                (mesh, enqueued_before_ms))
+        return cur.rowcount
+
+    def next_due_ms(self, mesh: str) -> int | None:
+        """When the earliest pending row of ``mesh`` falls due, or None."""
+        with store_errors("reading the schedule"):
+            row = self._conn.execute(
+                "SELECT min(next_attempt_at) FROM outbox WHERE mesh = ? AND status = 'pending'",
+                (mesh,)).fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def oldest_pending_ms(self, mesh: str) -> int | None:
+        """``enqueued_at`` of the oldest undelivered row of ``mesh`` (health's lag)."""
+        with store_errors("reading the queue"):
+            row = self._conn.execute(
+                "SELECT min(enqueued_at) FROM outbox WHERE mesh = ?"
+                " AND status IN ('pending', 'inflight')", (mesh,)).fetchone()
+        return None if row[0] is None else int(row[0])
 
     def mark_done(self, row_id: str, *, broker_message_id: str, history_id: str | None,
                   now_ms: int) -> bool:

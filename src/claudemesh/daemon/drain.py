@@ -1,0 +1,186 @@
+"""Outbox -> broker for one mesh: claim due rows, send them, apply the broker's answers.
+
+A driver over :mod:`.drain_rules`. While the link is OPEN, the drain claims due ``pending``
+rows (oldest ``next_attempt_at`` first), marks them ``inflight``, and sends their frozen
+envelopes, keeping up to ``window`` sends awaiting answers. Each answer moves its row to
+``done``, ``dead`` or back to ``pending`` with a backoff (daemon-spec §4.8). It never
+polls: it sleeps until a send is queued (``notify``), the link opens, a send finishes, or
+the earliest retry falls due. When the link drops, the answers still awaited fail, and
+those rows go back to ``pending``, due at once; the reconnect's own backoff paces them.
+
+Ordering. Rows of one mesh go out in enqueue order, and the broker accepts frames of one
+connection in arrival order, so the first attempts of sends to one destination reach
+their recipient in the order they were accepted here. A row that had to be retried can
+land after rows queued later; nothing stronger is promised (recipients dedupe and sort
+by time if they need to).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Final
+
+from claudemesh.daemon.drain_rules import (
+    Verdict,
+    VerdictKind,
+    classify_result,
+    max_age_hours,
+    retry_delay_ms,
+)
+from claudemesh.daemon.link import BrokerLink
+from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
+from claudemesh.daemon.store.outbox_rules import OutboxEvent
+from claudemesh.errors import BrokerUnavailable, ClaudemeshError
+from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.sqlitedb.worker import DbWorker
+
+__all__ = ["Drain", "send_frame"]
+
+log = logging.getLogger(__name__)
+
+HOUR_MS: Final = 3_600_000
+IDLE_WAKE_S: Final = 3600.0  # with nothing due, look again hourly (max-age expiry)
+
+
+def send_frame(row: OutboxRow, frozen: FrozenSend) -> dict[str, Any]:
+    """The wire ``send`` frame for a row: its id plus the envelope frozen at accept."""
+    return {"type": "send", "client_message_id": row.client_message_id,
+            "envelope_version": frozen.envelope_version,
+            "destination_kind": frozen.destination_kind,
+            "destination_ref": frozen.destination_ref, "priority": frozen.priority,
+            "reply_to": frozen.reply_to, "meta": frozen.meta, "body_hash": frozen.body_hash,
+            "body": frozen.body}
+
+
+class Drain:
+    def __init__(self, link: BrokerLink, outbox: DbWorker, *, clock: Callable[[], int],
+                 window: int = 64, rng: random.Random | None = None) -> None:
+        self.link = link
+        self.mesh = link.mesh.slug
+        self._outbox = outbox
+        self._clock = clock
+        self._window = window
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._wake = asyncio.Event()
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def notify(self) -> None:
+        """Something became due (a new send, a requeue, the link opening)."""
+        self._wake.set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._sending)
+
+    async def run(self) -> None:
+        try:
+            while True:
+                await self.link.wait_open()
+                self._wake.clear()
+                claimed, room = await self._claim()
+                if claimed and claimed == room:
+                    continue  # the window filled: there may be more due rows
+                await self._sleep(await self._next_due_s())
+        finally:
+            for task in list(self._sending):
+                task.cancel()
+            await asyncio.gather(*self._sending, return_exceptions=True)
+
+    async def _sleep(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout_s)
+
+    def _max_age_ms(self) -> int:
+        negotiated = self.link.negotiated
+        return max_age_hours(None if negotiated is None else negotiated.dedupe) * HOUR_MS
+
+    async def _claim(self) -> tuple[int, int]:
+        """Claim up to the free room; returns (rows claimed, room)."""
+        room = self._window - len(self._sending)
+        if room <= 0:
+            return 0, 0
+        now = self._clock()
+        cutoff = now - self._max_age_ms()
+
+        def op(conn: sqlite3.Connection) -> list[tuple[OutboxRow, bytes]]:
+            store = OutboxStore(conn)
+            expired = store.expire_pending(self.mesh, enqueued_before_ms=cutoff)
+            if expired:
+                log.warning("outbox_rows_expired", extra={"mesh": self.mesh, "count": expired})
+            rows = store.claim_due(now, limit=room, mesh=self.mesh)
+            return [(row, store.get_payload(row.id) or b"") for row in rows]
+
+        claimed = await self._outbox.run(op)
+        for row, payload in claimed:
+            task = asyncio.create_task(self._deliver(row, FrozenSend.from_bytes(payload)))
+            self._sending.add(task)
+            task.add_done_callback(self._finished)
+        return len(claimed), room
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("drain_send_failed", exc_info=task.exception(),
+                      extra={"mesh": self.mesh})
+        self._wake.set()
+
+    async def _next_due_s(self) -> float:
+        def op(conn: sqlite3.Connection) -> int | None:
+            return OutboxStore(conn).next_due_ms(self.mesh)
+
+        due = await self._outbox.run(op)
+        if due is None:
+            return IDLE_WAKE_S
+        return max(0.0, (due - self._clock()) / 1000)
+
+    async def _deliver(self, row: OutboxRow, frozen: FrozenSend) -> None:
+        try:
+            answer = await self.link.request(send_frame(row, frozen))
+            verdict = classify_result(answer)
+        except BrokerUnavailable:
+            verdict = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
+                              retry_after_ms=0)
+        except TimeoutError:
+            verdict = Verdict(VerdictKind.RETRY, error="no answer from the broker in time")
+        await self._apply(row, verdict)
+
+    async def _apply(self, row: OutboxRow, verdict: Verdict) -> None:
+        now = self._clock()
+        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < now - self._max_age_ms():
+            verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
+            event = OutboxEvent.EXPIRED
+        else:
+            event = OutboxEvent.PERMANENT_FAILURE
+        if verdict.kind is VerdictKind.DONE:
+            if not verdict.history_available:
+                log.warning("dedupe_history_pruned", extra={"mesh": self.mesh,
+                                                            "client_message_id":
+                                                            row.client_message_id})
+        elif verdict.kind is VerdictKind.DEAD:
+            log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
+                                                "client_message_id": row.client_message_id,
+                                                "error": verdict.error})
+        delay = verdict.retry_after_ms if verdict.retry_after_ms is not None else (
+            retry_delay_ms(row.attempts, self._rng))
+
+        def op(conn: sqlite3.Connection) -> bool:
+            store = OutboxStore(conn)
+            match verdict.kind:
+                case VerdictKind.DONE:
+                    return store.mark_done(row.id, broker_message_id=str(
+                        verdict.broker_message_id), history_id=verdict.history_id, now_ms=now)
+                case VerdictKind.RETRY:
+                    return store.mark_retry(row.id, error=str(verdict.error),
+                                            next_attempt_at=now + delay)
+                case VerdictKind.DEAD:
+                    return store.mark_dead(row.id, error=str(verdict.error), event=event)
+
+        try:
+            await self._outbox.run(op)
+        except ClaudemeshError:
+            log.exception("outbox_update_failed", extra={"mesh": self.mesh, "row": row.id})

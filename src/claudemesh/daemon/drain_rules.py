@@ -1,0 +1,99 @@
+"""The drain's rules: what a broker answer does to an outbox row, retry delays, max age.
+
+Pure functions (DESIGN §5.3, daemon-spec §4.8-4.9, R-OBX-4):
+
+=====================================  ===========  ====================================
+answer                                 row          note
+=====================================  ===========  ====================================
+201, or 200 duplicate                  done         ``broker_message_id``, ``history_id``
+429 ``rate_limited``, any 5xx          pending      retried after a backoff (A-8)
+no answer (timeout, link dropped)      pending      retried; the broker dedupes a repeat
+409 ``idempotency_key_reused``         dead         R-FP-5: log loudly, operator requeues
+any other 4xx                          dead         ``last_error`` = ``code: detail``
+=====================================  ===========  ====================================
+
+Retries use the reconnect schedule (R-OBX-7): 500 ms x 2 per attempt up to 30 s, with
++-25 % jitter. There is no attempt cap (A-25); a row gives up only when it is older than
+``max_age_hours`` (R-AGE-2/3), which follows the broker's dedupe window.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Final
+
+from claudemesh.protocol.features import DedupeParams
+
+__all__ = ["Verdict", "VerdictKind", "classify_result", "max_age_hours", "retry_delay_ms"]
+
+DEFAULT_MAX_AGE_HOURS: Final = 168  # R-AGE-2 (permanent mode default, and before negotiation)
+PERMANENT_MAX_AGE_CAP_HOURS: Final = 720
+
+
+class VerdictKind(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    kind: VerdictKind
+    error: str | None = None
+    broker_message_id: str | None = None
+    history_id: str | None = None
+    history_available: bool = True
+    retry_after_ms: int | None = None
+
+
+def classify_result(answer: dict[str, Any]) -> Verdict:
+    """Turn one ``send_result`` frame into what happens to the row."""
+    code = answer.get("code")
+    if code in (200, 201) and isinstance(answer.get("broker_message_id"), str):
+        history = answer.get("history_id")
+        return Verdict(VerdictKind.DONE, broker_message_id=answer["broker_message_id"],
+                       history_id=history if isinstance(history, str) else None,
+                       history_available=answer.get("history_available", True) is not False)
+    error = f"{answer.get('error', 'unknown')}: {answer.get('detail', '')}".rstrip(": ")
+    if code == 409:
+        prefix = answer.get("broker_fingerprint_prefix")
+        return Verdict(VerdictKind.DEAD, error=f"idempotency_key_reused:"
+                                               f" {answer.get('conflict')} (broker {prefix})")
+    if code == 429 or (isinstance(code, int) and code >= 500):
+        retry = answer.get("retry_after_ms")
+        return Verdict(VerdictKind.RETRY, error=f"{code} {error}",
+                       retry_after_ms=retry if isinstance(retry, int) else None)
+    if isinstance(code, int) and 400 <= code < 500:
+        return Verdict(VerdictKind.DEAD, error=f"{code} {error}")
+    return Verdict(VerdictKind.RETRY, error=f"unexpected answer: {str(answer)[:200]}")
+
+
+def retry_delay_ms(attempts: int, rng: random.Random, *, initial_ms: int = 500,
+                   cap_ms: int = 30_000, jitter: float = 0.25) -> int:
+    """Delay before attempt ``attempts + 1`` (``attempts`` >= 1 transmissions so far)."""
+    base: int = min(cap_ms, initial_ms * (1 << min(30, max(0, attempts - 1))))
+    return max(1, round(base * (1.0 + rng.uniform(-jitter, jitter))))
+
+
+def max_age_hours(dedupe: DedupeParams | None, *, override: int | None = None) -> int:
+    """R-AGE-2/3: how long a row may keep retrying before it goes dead.
+
+    ``None`` (never negotiated) gives the 168 h default (A-26). An override may shorten the
+    window, never stretch it past the broker's dedupe window (R-AGE-4).
+    """
+    if dedupe is None or dedupe.retention_days is None:
+        derived = DEFAULT_MAX_AGE_HOURS
+        ceiling = PERMANENT_MAX_AGE_CAP_HOURS
+    else:
+        days = dedupe.retention_days
+        margin = max(24, math.ceil(days * 0.1 * 24))
+        derived = max(72, days * 24 - margin)
+        ceiling = days * 24 - 1
+    if override is None:
+        return derived
+    if override > ceiling:
+        raise ValueError(f"outbox_max_age_above_dedupe_window: {override} h > {ceiling} h")
+    return override

@@ -1,0 +1,172 @@
+"""Push -> inbox -> client_ack -> events, for one mesh (daemon-spec §5, DESIGN §5.7).
+
+Persist, then react (R-IN-1). Pushes are validated (R-IN-5: a strict model, unknown
+fields refused, counted), DMs decrypted with this member's key, and written to
+``inbox.db`` in batches: whatever arrived while the previous batch was committing goes
+in the next one, in one transaction. Only after that COMMIT are the pushes acked, and
+only rows that were new raise a ``message`` event; a repeat delivery just counts as a
+dedupe hit. A DM that does not open is still stored (body empty, with the reason), still
+acked, and still raises its event, so it is visible and never redelivered (R-IN-8). A push
+that fails validation is acked and dropped: left unacked it would come back forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from claudemesh.config import MeshConfig
+from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt
+from claudemesh.daemon.events import Event, EventBus
+from claudemesh.daemon.link import BrokerLink
+from claudemesh.daemon.store.inbox import InboxItem, InboxStore, NewInboxItem
+from claudemesh.errors import ClaudemeshError
+from claudemesh.protocol.frames import BoxBody, FrameError, Push, parse_push
+from claudemesh.protocol.ids import new_ulid
+from claudemesh.sqlitedb.worker import DbWorker
+
+__all__ = ["Inbound", "InboundCounters", "inbox_item_view"]
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX: Final = 512
+ACK_MAX: Final = 1024  # delivery ids per client_ack frame
+QUEUE_MAX: Final = 4096
+
+
+@dataclass(slots=True)
+class InboundCounters:
+    received: int = 0
+    stored: int = 0
+    dedupe_hits: int = 0
+    invalid: int = 0
+    undecryptable: int = 0
+
+
+def inbox_item_view(item: InboxItem, iso: Callable[[int], str | None]) -> dict[str, Any]:
+    """An inbox row as the API and SSE ``message`` events show it (DESIGN §4)."""
+    destination = item.recipient_pubkey if item.topic is None else (
+        item.topic if item.topic[0] in "@*" else f"#{item.topic}")
+    return {
+        "seq": item.seq, "id": item.id, "client_message_id": item.client_message_id,
+        "broker_message_id": item.broker_message_id, "mesh": item.mesh,
+        "sender_pubkey": item.sender_pubkey, "sender_name": item.sender_name,
+        "destination": destination, "topic": item.topic,
+        "recipient_pubkey": item.recipient_pubkey, "body": item.body,
+        "undecryptable": item.undecryptable, "meta": item.meta, "priority": item.priority,
+        "reply_to": item.reply_to_id, "history_id": item.history_id,
+        "created_at": item.created_at, "received_at": iso(item.received_at),
+    }
+
+
+class Inbound:
+    def __init__(self, mesh: MeshConfig, link: BrokerLink, inbox: DbWorker, bus: EventBus, *,
+                 clock: Callable[[], int], iso: Callable[[int], str | None]) -> None:
+        self.mesh = mesh
+        self.link = link
+        self._inbox = inbox
+        self._bus = bus
+        self._clock = clock
+        self._iso = iso
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE_MAX)
+        self.counters = InboundCounters()
+
+    async def put(self, frame: dict[str, Any]) -> None:
+        """Called by the link's reader; waits when the queue is full (backpressure)."""
+        await self._queue.put(frame)
+
+    async def run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < BATCH_MAX and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            await self._process(batch)
+
+    async def _process(self, frames: list[dict[str, Any]]) -> None:
+        items: list[NewInboxItem] = []
+        acks: list[str] = []
+        for frame in frames:
+            self.counters.received += 1
+            try:
+                push = self._validate(frame)
+            except FrameError as exc:
+                self.counters.invalid += 1
+                log.warning("invalid_inbound", extra={"mesh": self.mesh.slug,
+                                                      "reason": exc.detail})
+                delivery = frame.get("delivery_id")
+                if isinstance(delivery, str) and delivery.isdigit() and len(delivery) <= 20:
+                    acks.append(delivery)
+                continue
+            items.append(self._item(push))
+            acks.append(push.delivery_id)
+        now = self._clock()
+        try:
+            created = await self._inbox.run(lambda conn: _insert(conn, items, now))
+        except ClaudemeshError:
+            log.exception("inbox_write_failed; the broker will push these again",
+                          extra={"mesh": self.mesh.slug, "count": len(items)})
+            return
+        self.counters.stored += len(created)
+        self.counters.dedupe_hits += len(items) - len(created)
+        for start in range(0, len(acks), ACK_MAX):
+            await self.link.send({"type": "client_ack",
+                                  "delivery_ids": acks[start:start + ACK_MAX]})
+        for item in created:
+            self._bus.publish(Event("message", inbox_item_view(item, self._iso), id=item.seq))
+
+    def _validate(self, frame: dict[str, Any]) -> Push:
+        push = parse_push(frame)
+        if push.mesh_id != self.mesh.mesh_id:
+            raise FrameError("invalid_frame", "a push for another mesh", frame)
+        return push
+
+    def _item(self, push: Push) -> NewInboxItem:
+        body, reason = self._open(push)
+        if reason is not None:
+            self.counters.undecryptable += 1
+        return NewInboxItem(
+            id=new_ulid(self._clock()), client_message_id=push.client_message_id,
+            broker_message_id=push.broker_message_id, mesh=self.mesh.slug,
+            recipient_pubkey=self.mesh.pubkey,
+            topic=None if push.destination_kind == "dm" else push.destination_ref,
+            sender_pubkey=push.sender_pubkey, sender_name=push.sender_name, body=body,
+            undecryptable=reason, meta=push.meta, priority=push.priority,
+            reply_to_id=push.reply_to, history_id=push.history_id, created_at=push.created_at)
+
+    def _open(self, push: Push) -> tuple[str | None, str | None]:
+        """The plaintext, or None and why not (R-IN-8)."""
+        raw, reason = self._raw(push)
+        if raw is None:
+            return None, reason
+        if hashlib.sha256(raw).hexdigest() != push.body_hash:
+            return None, "body_hash does not match the content"
+        try:
+            return raw.decode("utf-8"), None
+        except UnicodeDecodeError:
+            return None, "the content is not UTF-8 text"
+
+
+    def _raw(self, push: Push) -> tuple[bytes | None, str | None]:
+        if push.destination_kind != "dm":
+            if isinstance(push.body, BoxBody):
+                return None, "an encrypted body on a topic; no topic keys here"
+            return push.body.text.encode("utf-8"), None
+        if not isinstance(push.body, BoxBody):
+            return None, "a DM arrived unencrypted; refused"
+        if push.destination_ref != self.mesh.pubkey:
+            return None, "a DM addressed to another key"
+        try:
+            return box_decrypt(BoxedBody(push.body.nonce, push.body.ciphertext),
+                               recipient_secret_hex=self.mesh.secret_key,
+                               sender_pubkey_hex=push.sender_pubkey), None
+        except CryptoFailure:
+            return None, "crypto_box did not open with this member's key"
+
+
+def _insert(conn: sqlite3.Connection, items: list[NewInboxItem], now: int) -> list[InboxItem]:
+    return InboxStore(conn).insert_new(items, now)

@@ -1,0 +1,296 @@
+"""One broker WebSocket per joined mesh: hello, feature check, heartbeats, reconnects.
+
+A driver over :mod:`.link_rules`: the state lives in one attribute whose setter checks the
+table, logs ``= <mesh> old -> new`` and reports the change (a ``broker_status`` event).
+Requests (``send``, ``list_peers``, ``set_profile``) are matched to answers by ``req_id``;
+when the connection drops, every request waiting on it fails with BrokerUnavailable, so
+callers never hang. Pushes and presence events go to the callbacks the mesh runtime gives.
+Heartbeats are websockets' own: a ping every 30 s, and 45 s more without a pong (75 s of
+silence) cuts the connection, which then reconnects (DESIGN §5.8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from claudemesh import __version__
+from claudemesh.config import MeshConfig
+from claudemesh.crypto import MemberKey, hello_statement
+from claudemesh.daemon.link_rules import (
+    TERMINAL,
+    CloseVerdict,
+    LinkState,
+    backoff_delays,
+    check_move,
+    classify_close,
+)
+from claudemesh.errors import BrokerUnavailable
+from claudemesh.protocol.features import (
+    CLOSE_FEATURE_UNAVAILABLE,
+    Negotiated,
+    NegotiationFailure,
+    validate_features,
+)
+from claudemesh.protocol.strictjson import JsonError, loads_object
+
+__all__ = ["BrokerLink", "LinkTimings"]
+
+log = logging.getLogger(__name__)
+
+MAX_FRAME_BYTES: Final = 2 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LinkTimings:
+    ping_interval_s: float = 30.0
+    ping_timeout_s: float = 45.0  # 30 + 45 = 75 s of silence before the cut
+    open_timeout_s: float = 10.0
+    hello_timeout_s: float = 10.0
+    request_timeout_s: float = 30.0
+
+
+PushHandler = Callable[[dict[str, Any]], Awaitable[None]]
+EventHandler = Callable[[dict[str, Any]], None]
+StateHandler = Callable[["BrokerLink"], None]
+
+
+class BrokerLink:
+    def __init__(self, mesh: MeshConfig, *, on_push: PushHandler, on_event: EventHandler,
+                 on_state: StateHandler, timings: LinkTimings | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.mesh = mesh
+        self.timings = timings or LinkTimings()
+        self._on_push, self._on_event, self._on_state = on_push, on_event, on_state
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+        self._state = LinkState.DISCONNECTED
+        self.negotiated: Negotiated | None = None
+        self.failure: NegotiationFailure | None = None
+        self.broker_version: str | None = None
+        self.session_id: str | None = None
+        self.last_error: str | None = None
+        self.opened_at: float | None = None
+        self._ws: ClientConnection | None = None
+        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._open = asyncio.Event()
+        self.settled = asyncio.Event()  # the first attempt has an outcome
+
+    # -- state -------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    def _move(self, new: LinkState) -> None:
+        old = self._state
+        check_move(old, new)
+        self._state = new
+        log.debug("= %s %s -> %s", self.mesh.slug, old, new)
+        if new in (LinkState.OPEN, LinkState.INCOMPATIBLE, LinkState.REJECTED) or (
+                old is LinkState.OPEN):
+            log.info("broker_link_%s", new, extra={"mesh": self.mesh.slug,
+                                                   "error": self.last_error})
+        if new is not LinkState.CONNECTING and new is not LinkState.NEGOTIATING:
+            self.settled.set()
+        self._on_state(self)
+
+    @property
+    def is_open(self) -> bool:
+        return self._state is LinkState.OPEN
+
+    async def wait_open(self) -> None:
+        await self._open.wait()
+
+    # -- the reconnect loop ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until a terminal state or stop()."""
+        delays = backoff_delays(self._rng)
+        try:
+            while self._state not in TERMINAL:
+                self._move(LinkState.CONNECTING)
+                opened = await self._session()
+                if self._state in TERMINAL:
+                    return
+                if opened:
+                    delays = backoff_delays(self._rng)
+                self._move(LinkState.BACKOFF)
+                await asyncio.sleep(next(delays))
+        finally:
+            if self._state not in TERMINAL:  # stopped: keep INCOMPATIBLE/REJECTED visible
+                self._move(LinkState.CLOSED)
+
+    async def _session(self) -> bool:
+        """One connection, from connect to close. Returns True if it reached OPEN."""
+        t = self.timings
+        try:
+            ws = await connect(self.mesh.broker_url, open_timeout=t.open_timeout_s,
+                               ping_interval=t.ping_interval_s, ping_timeout=t.ping_timeout_s,
+                               close_timeout=2, max_size=MAX_FRAME_BYTES, compression=None,
+                               user_agent_header=f"claudemesh-daemon/{__version__}")
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            self.last_error = f"connect failed: {exc}"
+            return False
+        self._ws = ws
+        try:
+            self._move(LinkState.NEGOTIATING)
+            if not await self._hello(ws):
+                return False
+            await self._read(ws)
+        except ConnectionClosed:
+            return self.opened_at is not None
+        else:
+            return True
+        finally:
+            await self._after_close(ws)
+
+    async def _hello(self, ws: ClientConnection) -> bool:
+        key = MemberKey.from_secret(self.mesh.secret_key)
+        now = time.time_ns() // 1_000_000
+        nonce = secrets.token_hex(16)
+        m = self.mesh
+        await ws.send(json.dumps({
+            "type": "hello", "mesh_id": m.mesh_id, "member_id": m.member_id,
+            "pubkey": m.pubkey, "timestamp_ms": now, "nonce": nonce,
+            "signature": key.sign(hello_statement(m.mesh_id, m.member_id, m.pubkey, now, nonce)),
+            "client": f"claudemesh-daemon/{__version__}"}))
+        try:
+            ack = loads_object(await asyncio.wait_for(ws.recv(), self.timings.hello_timeout_s))
+        except (TimeoutError, JsonError) as exc:
+            self.last_error = f"no valid hello_ack: {exc}"
+            return False
+        if ack.get("type") == "error":
+            self.last_error = f"hello refused: {ack.get('code')}: {ack.get('detail')}"
+            with contextlib.suppress(ConnectionClosed, TimeoutError):
+                await asyncio.wait_for(ws.recv(), 2)
+            if classify_close(ws.close_code, str(ack.get("code"))) is CloseVerdict.REJECTED:
+                self._move(LinkState.REJECTED)
+            return False
+        if ack.get("type") != "hello_ack":
+            self.last_error = f"unexpected answer to hello: {str(ack.get('type'))[:40]}"
+            return False
+        result = validate_features(ack.get("features"))
+        if isinstance(result, NegotiationFailure):
+            await self._refuse(ws, result, ack.get("features"))
+            return False
+        self.negotiated = result
+        server: dict[str, Any] = ack["server"] if isinstance(ack.get("server"), dict) else {}
+        self.broker_version = str(server.get("version")) if server.get("version") else None
+        self.session_id = ack.get("session_id") if isinstance(ack.get("session_id"), str) else None
+        for warning in result.warnings:
+            log.warning("feature_optional_param_invalid", extra={"mesh": m.slug,
+                                                                 "detail": warning})
+        log.info("features_negotiated", extra={"mesh": m.slug, "features": result.features,
+                                               "dedupe_mode": result.dedupe.mode,
+                                               "retention_days": result.dedupe.retention_days})
+        self.last_error = None
+        self.opened_at = time.monotonic()
+        self._move(LinkState.OPEN)
+        self._open.set()
+        return True
+
+    async def _refuse(self, ws: ClientConnection, failure: NegotiationFailure,
+                      features: Any) -> None:
+        """DESIGN §5.4: error frame with the full close_reason, close 4010, stop retrying."""
+        reason = failure.close_reason()
+        log.warning("feature_negotiation_failed", extra={"mesh": self.mesh.slug,
+                                                         "close_reason": reason,
+                                                         "features": features})
+        with contextlib.suppress(ConnectionClosed):
+            await ws.send(json.dumps({"type": "error", "code": "feature_negotiation_failed",
+                                      "close_reason": reason}))
+            await ws.close(CLOSE_FEATURE_UNAVAILABLE, str(failure.kind))
+        self.failure = failure
+        self.last_error = f"{failure.kind}: {failure.feature}: {failure.detail}"
+        self._move(LinkState.INCOMPATIBLE)
+        self._on_event({"type": "feature_negotiation_failed", "mesh": self.mesh.slug, **reason})
+
+    async def _read(self, ws: ClientConnection) -> None:
+        async for raw in ws:
+            try:
+                frame = loads_object(raw)
+            except JsonError:
+                log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug})
+                continue
+            kind = frame.get("type")
+            req_id = frame.get("req_id")
+            if kind == "push":
+                await self._on_push(frame)
+            elif isinstance(req_id, str) and req_id in self._pending:
+                future = self._pending.pop(req_id)
+                if not future.done():
+                    future.set_result(frame)
+            elif kind == "event":
+                self._on_event(frame)
+            elif kind == "error":
+                log.warning("broker_error_frame", extra={"mesh": self.mesh.slug,
+                                                         "code": frame.get("code")})
+
+    async def _after_close(self, ws: ClientConnection) -> None:
+        self._open.clear()
+        self._ws = None
+        self.opened_at = None
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(BrokerUnavailable(
+                    f"the link to mesh {self.mesh.slug!r} dropped before the answer"))
+        self._pending.clear()
+        code = ws.close_code
+        if self._state is LinkState.OPEN:
+            self.last_error = f"closed {code} {ws.close_reason or ''}".strip()
+            if classify_close(code) is CloseVerdict.REJECTED:
+                self._move(LinkState.REJECTED)
+
+    # -- requests ----------------------------------------------------------------------
+
+    async def request(self, frame: dict[str, Any], *, timeout_s: float | None = None) -> dict[
+            str, Any]:
+        """Send a frame with a fresh ``req_id``; return the broker's answer to it.
+
+        Raises:
+            BrokerUnavailable: the link is not open, or dropped before the answer.
+            TimeoutError: no answer within the timeout (the request may have been applied).
+        """
+        ws = self._ws
+        if ws is None or not self.is_open:
+            raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} is {self._state}")
+        req_id = str(next(self._ids))
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending[req_id] = future
+        try:
+            await ws.send(json.dumps({**frame, "req_id": req_id}, ensure_ascii=False))
+            return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
+        except ConnectionClosed:
+            raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped") from None
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def send(self, frame: dict[str, Any]) -> bool:
+        """Send a frame that has no answer (``client_ack``); False if the link is down."""
+        ws = self._ws
+        if ws is None:
+            return False
+        try:
+            await ws.send(json.dumps(frame))
+        except ConnectionClosed:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Close the connection with 1001 (going away); run() then ends in CLOSED."""
+        if self._ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                await self._ws.close(1001, "daemon_stopping")

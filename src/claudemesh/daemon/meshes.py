@@ -1,0 +1,176 @@
+"""Everything the daemon runs per joined mesh, and the set of them.
+
+Per mesh: the link (:mod:`.link`), the drain (:mod:`.drain`), the inbound processor
+(:mod:`.inbound`), and the peer directory's upkeep: on every OPEN the directory is
+refreshed with ``list_peers`` and saved to ``inbox.db`` (so names still resolve while the
+broker is down), and presence events update it. Broker events become SSE events:
+``peer_joined`` -> ``peer_join``, ``peer_left`` -> ``peer_leave``, every link state
+change -> ``broker_status``. Each task has an owner here and is cancelled at stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+from claudemesh.config import MeshConfig
+from claudemesh.daemon.directory import Peer, PeerDirectory
+from claudemesh.daemon.drain import Drain
+from claudemesh.daemon.events import Event, EventBus
+from claudemesh.daemon.inbound import Inbound
+from claudemesh.daemon.link import BrokerLink, LinkTimings
+from claudemesh.daemon.link_rules import TERMINAL, LinkState
+from claudemesh.daemon.store.inbox import InboxStore
+from claudemesh.errors import BrokerUnavailable, ClaudemeshError
+from claudemesh.sqlitedb.worker import DbWorker
+
+__all__ = ["MeshRuntime", "Meshes"]
+
+log = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT_S: Final = 5.0
+_PRESENCE: Final = {"peer_joined": "peer_join", "peer_left": "peer_leave"}
+
+
+class MeshRuntime:
+    def __init__(self, mesh: MeshConfig, *, outbox: DbWorker, inbox: DbWorker, bus: EventBus,
+                 directory: PeerDirectory, clock: Callable[[], int],
+                 iso: Callable[[int], str | None], timings: LinkTimings | None = None,
+                 on_state: Callable[[MeshRuntime], None] | None = None) -> None:
+        self.mesh = mesh
+        self._inbox = inbox
+        self._bus = bus
+        self._directory = directory
+        self._clock = clock
+        self._on_state = on_state
+        self.link = BrokerLink(mesh, on_push=self._push, on_event=self._event,
+                               on_state=self._state_changed, timings=timings)
+        self.drain = Drain(self.link, outbox, clock=clock)
+        self.inbound = Inbound(mesh, self.link, inbox, bus, clock=clock, iso=iso)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._side: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        slug = self.mesh.slug
+        self._tasks = [asyncio.create_task(self.link.run(), name=f"link-{slug}"),
+                       asyncio.create_task(self.drain.run(), name=f"drain-{slug}"),
+                       asyncio.create_task(self.inbound.run(), name=f"inbound-{slug}")]
+
+    async def stop(self) -> None:
+        await self.link.close()
+        for task in [*self._tasks, *self._side]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._side, return_exceptions=True)
+
+    # -- callbacks from the link -------------------------------------------------------
+
+    async def _push(self, frame: dict[str, Any]) -> None:
+        await self.inbound.put(frame)
+
+    def _event(self, frame: dict[str, Any]) -> None:
+        if frame.get("type") == "feature_negotiation_failed":
+            self._bus.publish(Event("feature_negotiation_failed", frame))
+            return
+        event, peer = frame.get("event"), frame.get("peer")
+        if not isinstance(peer, dict) or not isinstance(peer.get("pubkey"), str) or (
+                not isinstance(peer.get("display_name"), str)):
+            return
+        self._directory.upsert(self.mesh.slug, Peer(peer["pubkey"], peer["display_name"]))
+        self._spawn(self._save_peer(peer))
+        if event in _PRESENCE:
+            self._bus.publish(Event(_PRESENCE[str(event)], {
+                "mesh": self.mesh.slug, "pubkey": peer["pubkey"],
+                "display_name": peer["display_name"], "online": peer.get("online")}))
+
+    def _state_changed(self, link: BrokerLink) -> None:
+        self._bus.publish(Event("broker_status", {"mesh": self.mesh.slug,
+                                                  "status": str(link.state),
+                                                  "error": link.last_error}))
+        if link.state is LinkState.OPEN:
+            self.drain.notify()
+            self._spawn(self.refresh_peers())
+        if self._on_state is not None:
+            self._on_state(self)
+
+    # -- the directory -----------------------------------------------------------------
+
+    async def refresh_peers(self) -> list[dict[str, Any]]:
+        """``list_peers`` from the broker; the directory and ``inbox.db`` follow it.
+
+        Raises:
+            BrokerUnavailable: the link is down (never an empty list that reads as
+                "nobody online").
+        """
+        answer = await self.link.request({"type": "list_peers"})
+        peers = answer.get("peers") if answer.get("type") == "result" else None
+        if not isinstance(peers, list):
+            raise BrokerUnavailable(f"the broker did not list peers: {answer.get('code')}")
+        valid = [p for p in peers if isinstance(p, dict) and isinstance(p.get("pubkey"), str)
+                 and isinstance(p.get("display_name"), str)]
+        self._directory.replace(self.mesh.slug, (Peer(p["pubkey"], p["display_name"])
+                                                 for p in valid))
+        now = self._clock()
+        try:
+            await self._inbox.run(lambda conn: InboxStore(conn).replace_peers(
+                self.mesh.slug, valid, now))
+        except ClaudemeshError:
+            log.exception("peer_directory_save_failed", extra={"mesh": self.mesh.slug})
+        return valid
+
+    async def _save_peer(self, peer: dict[str, Any]) -> None:
+        now = self._clock()
+        with contextlib.suppress(ClaudemeshError):
+            await self._inbox.run(lambda conn: InboxStore(conn).upsert_peer(
+                self.mesh.slug, peer, now))
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(self._quiet(coro))
+        self._side.add(task)
+        task.add_done_callback(self._side.discard)
+
+    async def _quiet(self, coro: Any) -> None:
+        try:
+            await coro
+        except (BrokerUnavailable, TimeoutError):
+            pass  # the link dropped; the next OPEN refreshes again
+        except ClaudemeshError:
+            log.exception("mesh_side_task_failed", extra={"mesh": self.mesh.slug})
+
+
+class Meshes:
+    """The runtimes of every joined mesh."""
+
+    def __init__(self, runtimes: list[MeshRuntime]) -> None:
+        self.by_slug = {r.mesh.slug: r for r in runtimes}
+        self.all_terminal = asyncio.Event()
+
+    def watch(self, runtime: MeshRuntime) -> None:
+        if self.by_slug and all(r.link.state in TERMINAL for r in self.by_slug.values()):
+            self.all_terminal.set()
+
+    def start(self) -> None:
+        for runtime in self.by_slug.values():
+            runtime.start()
+
+    async def settled(self, timeout_s: float = SETTLE_TIMEOUT_S) -> None:
+        """Wait until every link's first attempt has an outcome (or the timeout)."""
+        started = time.monotonic()
+        for runtime in self.by_slug.values():
+            remaining = max(0.0, timeout_s - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runtime.link.settled.wait(), remaining)
+
+    def incompatible(self) -> list[MeshRuntime]:
+        return [r for r in self.by_slug.values() if r.link.state is LinkState.INCOMPATIBLE]
+
+    def notify(self, slug: str) -> None:
+        runtime = self.by_slug.get(slug)
+        if runtime is not None:
+            runtime.drain.notify()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(r.stop() for r in self.by_slug.values()), return_exceptions=True)
