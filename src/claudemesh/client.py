@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -100,6 +101,36 @@ class DaemonClient:
         except ValueError:
             parsed = data.decode("utf-8", "replace")
         return Response(raw.status, parsed, resp_headers)
+
+    def stream_lines(self, path: str, headers: dict[str, str] | None = None,
+                     *, idle_timeout_s: float = 60.0) -> Iterator[str]:
+        """GET a streaming route and yield its lines (for ``/v1/events``).
+
+        Raises:
+            DaemonUnreachable: no daemon, or the stream went silent past ``idle_timeout_s``.
+            ClaudemeshError: the daemon refused the stream (e.g. too_many_streams).
+        """
+        conn, auth = self._connection()
+        conn.timeout = idle_timeout_s
+        try:
+            conn.request("GET", path, headers={"Host": "localhost", **auth, **(headers or {})})
+            resp = conn.getresponse()
+            if resp.status >= 400:
+                body = resp.read()
+                raise error_from_wire(resp.status, json.loads(body) if body else None)
+            while True:
+                raw = resp.readline()
+                if not raw:
+                    return
+                yield raw.decode("utf-8").rstrip("\r\n")
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise DaemonUnreachable(f"no daemon listens on {self._paths.sock}") from exc
+        except TimeoutError as exc:
+            raise DaemonUnreachable("the event stream went silent") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise DaemonUnreachable(f"the event stream broke: {exc}") from exc
+        finally:
+            conn.close()
 
     def call(self, method: str, path: str, body: Any = None,
              headers: dict[str, str] | None = None) -> Any:

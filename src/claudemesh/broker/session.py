@@ -163,6 +163,11 @@ class Session:
         finally:
             timer.cancel()
             self.state = SessionState.CLOSED
+            if self.ws.close_code not in (None, 1000, 1001):
+                log.info("connection_closed", extra={
+                    "session": self.session_id, "close_code": self.ws.close_code,
+                    "close_reason": self.ws.close_reason,
+                    "member_id": None if self._member is None else self._member.id})
             for task in list(self._tasks):
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)

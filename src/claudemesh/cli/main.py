@@ -10,6 +10,7 @@ from claudemesh import __version__
 from claudemesh.cli.broker import broker
 from claudemesh.cli.daemon import daemon
 from claudemesh.cli.mesh import join, mesh
+from claudemesh.cli.messages import events, inbox, peers, profile
 from claudemesh.cli.output import PRINTER
 from claudemesh.errors import ClaudemeshError
 
@@ -30,6 +31,8 @@ cli.add_command(daemon)
 cli.add_command(broker)
 cli.add_command(mesh)
 cli.add_command(join)
+for command in (inbox, peers, profile, events):
+    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,7 @@ from claudemesh.errors import InvalidRequest
 __all__ = ["KEEPALIVE_S", "format_event", "get_events"]
 
 KEEPALIVE_S: Final = 15.0
+GONE_CHECK_S: Final = 1.0  # how soon a departed client's stream is noticed
 REPLAY_PAGE: Final = 500
 
 
@@ -68,12 +69,19 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                 replayed = item.seq
             if len(rows) < REPLAY_PAGE:
                 break
+        quiet_s = 0.0
         while True:
             try:
-                event = await asyncio.wait_for(subscription.queue.get(), KEEPALIVE_S)
+                event = await asyncio.wait_for(subscription.queue.get(), GONE_CHECK_S)
             except TimeoutError:
-                await response.write(b": keepalive\n\n")
+                if request.transport is None or request.transport.is_closing():
+                    break  # the client left: free its slot now, not at the next write
+                quiet_s += GONE_CHECK_S
+                if quiet_s >= KEEPALIVE_S:
+                    await response.write(b": keepalive\n\n")
+                    quiet_s = 0.0
                 continue
+            quiet_s = 0.0
             if event is None:
                 break
             if event.kind == "message" and replayed is not None and (event.id or 0) <= replayed:

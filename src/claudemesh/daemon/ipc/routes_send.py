@@ -20,7 +20,12 @@ from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
-from claudemesh.errors import IdempotencyKeyReused, InvalidRequest, UnknownDestination
+from claudemesh.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    PayloadTooLarge,
+    UnknownDestination,
+)
 from claudemesh.protocol.destination import (
     Destination,
     DestinationError,
@@ -39,6 +44,8 @@ from claudemesh.protocol.fingerprint import (
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
 
 __all__ = ["post_send", "prepare_send"]
+
+BOX_OVERHEAD = 16  # crypto_box's MAC: the broker counts ciphertext bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
     except MetaError as exc:
         raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
     digest = body_hash(req.message)
+    _check_size(ctx, mesh.slug, req.message, dest)
     body = _wire_body(req.message, dest, mesh.secret_key)
     fingerprint = request_fingerprint(
         destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=req.reply_to,
@@ -114,6 +122,18 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
         destination_ref=dest.ref, priority=req.priority,
     )
     return _Prepared(send, fingerprint)
+
+
+def _check_size(ctx: DaemonContext, slug: str, message: str, dest: Destination) -> None:
+    """A-47: refuse now what the broker would certainly refuse, so no id is consumed."""
+    negotiated = ctx.runtime(slug).link.negotiated
+    limit = None if negotiated is None else negotiated.inline_bytes
+    if limit is None:
+        return
+    size = len(message.encode("utf-8")) + (BOX_OVERHEAD if dest.kind is DestinationKind.DM else 0)
+    if size > limit:
+        raise PayloadTooLarge(f"message of {size} bytes exceeds the broker's max_payload"
+                              f" ({limit} bytes) for mesh {slug!r}", limit=limit)
 
 
 def _wire_body(message: str, dest: Destination, secret_key: str) -> dict[str, str]:
