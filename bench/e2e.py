@@ -56,13 +56,25 @@ What is measured
     The clients share the machine with the three processes under test, so close other
     busy processes before running it. ``time.perf_counter`` is ``CLOCK_MONOTONIC``.
 
+    With ``--py-spy FILE``, ``py-spy record --format raw --threads`` samples one process
+    (``--py-spy-target``) during scenario 2 or, with ``--py-spy-scenario 3``, from the
+    broker restart to the end of the drain. py-spy pauses the process it samples, so
+    the figures of a profiled run are lower; do not quote them as results.
+
+    When messages stop arriving (no event for ``STALL_S`` s, ``RESTART_STALL_S`` after
+    the broker restart), the missing ids are located and printed: alice's health and
+    outbox rows (status, attempts, last error), whether the broker stored them and
+    whether their deliveries to bob are acked (its SQLite file, read-only), bob's
+    health, and the last warnings of the three logs.
+
 Targets (from the issue): p50 <= 5 ms and p99 <= 25 ms (scenario 1), >= 2,000 delivered/s
 end to end (scenario 2). Each is printed as ``met`` or ``MISSED``.
 
 Run::
 
     .venv/bin/python bench/e2e.py [--sequential 2000] [--messages 20000] [--senders 32]
-        [--backlog 50000] [--py-spy FILE --py-spy-target alice|bob|broker] [--json]
+        [--backlog 50000] [--json]
+        [--py-spy FILE --py-spy-target alice|bob|broker --py-spy-scenario 2|3]
 
 Everything is torn down at the end (``daemon down`` for both daemons, SIGTERM to the
 broker, the directory removed). Exit status 1 on any mismatch: a send not answered 202,
@@ -83,6 +95,7 @@ import secrets
 import selectors
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -734,6 +747,7 @@ class Report:
     sse_errors: list[str] = field(default_factory=list)
     memory_mib: dict[str, dict[str, float]] = field(default_factory=dict)
     mismatches: list[str] = field(default_factory=list)
+    stalls: list[str] = field(default_factory=list)
 
     def targets(self) -> dict[str, bool]:
         lat = self.latency
@@ -756,7 +770,7 @@ class Report:
 
 class Bench:
     def __init__(self, alice: Member, bob: Member, broker: Broker, report: Report,
-                 out: TextIO, spy: tuple[str, str] | None) -> None:
+                 out: TextIO, spy: tuple[str, str, int] | None) -> None:
         self.alice, self.bob, self.broker = alice, bob, broker
         self.report = report
         self.out = out
@@ -888,7 +902,7 @@ class Bench:
         total, senders = self.report.messages, self.report.senders
         tag = f"t{self.tag}"
         w = reader.watch(f"{tag}-{n}" for n in range(total))
-        spy = self.start_spy()
+        spy = self.start_spy(2)
         cpu0 = self.procs.sample()
         batch = await send_many(self.alice.sock, self.bob.pubkey, total=total,
                                 senders=senders, tag=tag)
@@ -896,9 +910,11 @@ class Bench:
         w.pending.intersection_update(batch.accepted)
         if not w.pending and not w.done.done():
             w.done.set_result(None)
-        await wait_watch(reader, w, since=time.perf_counter(), stall_s=STALL_S)
+        complete = await wait_watch(reader, w, since=time.perf_counter(), stall_s=STALL_S)
         end = time.perf_counter()
         self.stop_spy(spy)
+        if not complete:
+            await self.diagnose("scenario 2", w.pending)
         missing, duplicates, last = self._delivery(reader, batch, "scenario 2")
         wall = (last or end) - batch.first_post
         shares = cpu_shares(cpu0, self.procs.sample(), end - batch.first_post)
@@ -929,6 +945,67 @@ class Bench:
         if result.errors:
             self.mismatch(f"scenario 2: {result.errors} sends not answered 202")
         return result
+
+    async def diagnose(self, label: str, pending: set[str]) -> None:
+        """After a stall: where are the ids that did not arrive? (alice, broker, bob)"""
+        stuck = sorted(pending, key=lambda c: int(c.rpartition("-")[2]))
+        lines = [f"STALL in {label}: {len(stuck)} ids missing after {STALL_S:.0f} s without"
+                 f" an event; first {stuck[:1]}, last {stuck[-1:]}"]
+        for member in (self.alice, self.bob):
+            with contextlib.suppress(OSError, ProtocolError, asyncio.IncompleteReadError,
+                                     ValueError):
+                health = await get_json(member.sock, "/v1/health")
+                meshes = [{k: m.get(k) for k in ("link", "connected", "queue_depth",
+                                                  "inflight", "dead", "lag_ms", "last_error")}
+                          for m in health.get("meshes", [])]
+                lines.append(f"  {member.name} health: queue_depth"
+                             f" {health.get('queue_depth')}, meshes {meshes}")
+        for status in ("pending", "inflight"):
+            with contextlib.suppress(OSError, ProtocolError, asyncio.IncompleteReadError,
+                                     ValueError):
+                items = (await get_json(self.alice.sock,
+                                        f"/v1/outbox?status={status}&limit=500"))["items"]
+                ours = [i for i in items if i["client_message_id"] in pending]
+                summary = Counter((i["attempts"], i["last_error"]) for i in ours)
+                lines.append(f"  alice outbox {status}: {len(items)} rows (<= 500 listed),"
+                             f" {len(ours)} of the missing ids; (attempts, last_error):"
+                             f" {dict(summary)}")
+                if ours:
+                    lines.append(f"    e.g. {json.dumps(ours[0])[:400]}")
+        try:
+            uri = f"file:{self.broker.db}?mode=ro"
+            with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=5)) as conn:
+                conn.execute("CREATE TEMP TABLE missing (cmid TEXT PRIMARY KEY)")
+                conn.executemany("INSERT INTO missing VALUES (?)", ((c,) for c in stuck))
+                (stored,) = conn.execute(
+                    "SELECT count(*) FROM message JOIN missing"
+                    " ON message.client_message_id = missing.cmid").fetchone()
+                queued = conn.execute(
+                    "SELECT acked_at IS NULL, count(*) FROM delivery_queue d"
+                    " JOIN message m ON m.id = d.message_id"
+                    " JOIN missing ON m.client_message_id = missing.cmid"
+                    " GROUP BY acked_at IS NULL").fetchall()
+                (unacked_all,) = conn.execute(
+                    "SELECT count(*) FROM delivery_queue WHERE acked_at IS NULL").fetchone()
+            lines.append(f"  broker db: {stored} of the missing ids stored as messages;"
+                         f" their deliveries (unacked?, count): {queued};"
+                         f" unacked deliveries in all: {unacked_all}")
+        except sqlite3.Error as exc:
+            lines.append(f"  broker db: not readable ({exc})")
+        with contextlib.suppress(OSError, ProtocolError, asyncio.IncompleteReadError,
+                                 ValueError):
+            newest = (await get_json(self.bob.sock, "/v1/inbox?limit=1"))["items"]
+            lines.append(f"  bob inbox newest: {[i.get('client_message_id') for i in newest]}")
+        logs = [(m.name, m.config_dir / "daemon" / "daemon.log") for m in (self.alice, self.bob)]
+        for name, path in [*logs, ("broker", self.broker.root / "broker.log")]:
+            with contextlib.suppress(OSError):
+                text = path.read_text(errors="replace").splitlines()
+                notable = [t for t in text if "warn" in t.lower() or "error" in t.lower()]
+                lines.append(f"  {name} log: {len(text)} lines, {len(notable)} warnings/errors")
+                lines.extend(f"    {t[:300]}" for t in notable[-5:])
+        for line in lines:
+            self.say(line)
+        self.report.stalls.append("\n".join(lines))
 
     async def poll_link(self, member: Member, since: float) -> float | None:
         """Seconds from ``since`` until ``member``'s link is open again."""
@@ -985,12 +1062,16 @@ class Bench:
         cpu1 = self.procs.sample()
         self.say(f"  broker restarted on port {self.broker.port} (pid {self.broker.pid})"
                  f" after {broker_down:.1f} s down; draining")
+        spy = self.start_spy(3)
         links = asyncio.gather(self.poll_link(self.alice, restarted),
                                self.poll_link(self.bob, restarted))
         if not w.pending and not w.done.done():
             w.done.set_result(None)
-        await wait_watch(reader, w, since=restarted, stall_s=RESTART_STALL_S)
+        complete = await wait_watch(reader, w, since=restarted, stall_s=RESTART_STALL_S)
         end = time.perf_counter()
+        self.stop_spy(spy)
+        if not complete:
+            await self.diagnose("scenario 3", w.pending)
         cpu_drain = cpu_shares(cpu1, self.procs.sample(), end - restarted)
         alice_up, bob_up = await links
         missing, duplicates, last = self._delivery(reader, batch, "scenario 3")
@@ -1078,13 +1159,14 @@ class Bench:
                           f" expected {check.expected}; missing {check.missing},"
                           f" unexpected {check.unexpected}")
 
-    def start_spy(self) -> subprocess.Popen[bytes] | None:
-        if self.spy is None:
+    def start_spy(self, scenario: int) -> subprocess.Popen[bytes] | None:
+        if self.spy is None or self.spy[2] != scenario:
             return None
-        target, path = self.spy
+        target, path, _ = self.spy
         pid = {"alice": self.alice.pid, "bob": self.bob.pid, "broker": self.broker.pid}[target]
         exe = Path(sys.executable).with_name("py-spy")
-        self.say(f"py-spy: sampling {target} (pid {pid}) during scenario 2 into {path}")
+        self.say(f"py-spy: sampling {target} (pid {pid}) during scenario {scenario}"
+                 f" into {path}")
         return subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid",
                                  str(pid), "--format", "raw", "--threads", "--rate", "200",
                                  "-o", path],
@@ -1138,9 +1220,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backlog", type=int, default=50_000,
                         help="scenario 3: messages queued while the broker is down")
     parser.add_argument("--py-spy", metavar="FILE",
-                        help="record a py-spy raw profile of one process during scenario 2")
+                        help="record a py-spy raw profile (--threads) of one process")
     parser.add_argument("--py-spy-target", choices=("alice", "bob", "broker"),
                         default="alice", help="the process --py-spy samples")
+    parser.add_argument("--py-spy-scenario", type=int, choices=(2, 3), default=2,
+                        help="when --py-spy samples: scenario 2 (the concurrent sends and"
+                             " their delivery) or 3 (from the broker restart to the end of"
+                             " the drain)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout (progress goes to stderr)")
     args = parser.parse_args(argv)
@@ -1170,7 +1256,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{member.name}: daemon pid {member.pid}, links {info.get('links')}",
                   file=out, flush=True)
         print(f"broker pid {broker.pid} at {broker.url}", file=out, flush=True)
-        spy = None if args.py_spy is None else (args.py_spy_target, args.py_spy)
+        spy = None if args.py_spy is None else (args.py_spy_target, args.py_spy,
+                                                args.py_spy_scenario)
         bench = Bench(alice, bob, broker, report, out, spy)
         asyncio.run(bench.run())
     finally:

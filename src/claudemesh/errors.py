@@ -50,11 +50,13 @@
     │   └── InternalError            500 internal
     └── LocalError                   raised by the CLI or the process, never on the wire
         ├── ConfigError              exit 2 config_invalid
+        ├── HostMismatch             exit 4 host_mismatch         (R-ID-12)
         ├── SocketPathTooLong        exit 2 socket_path_too_long
         ├── DaemonAlreadyRunning     exit 1 daemon_already_running
         ├── DaemonStartFailed        exit 1 daemon_start_failed
         ├── DaemonStopFailed         exit 1 daemon_stop_failed
         ├── DaemonUnreachable        exit 3 daemon_unreachable
+        │   └── DaemonTimeout        exit 3 daemon_timeout
         ├── BrokerUnreachable        exit 1 broker_unreachable
         ├── AlreadyJoined            exit 1 already_joined
         └── RemoteError              exit 1: an answer whose code this build does not know
@@ -86,12 +88,14 @@ __all__ = [
     "DaemonBusy",
     "DaemonStartFailed",
     "DaemonStopFailed",
+    "DaemonTimeout",
     "DaemonUnreachable",
     "DestinationNotFound",
     "DisplayNameTaken",
     "ForbiddenHost",
     "ForbiddenOrigin",
     "HelloRequired",
+    "HostMismatch",
     "IdempotencyKeyReused",
     "InternalError",
     "InvalidEnvelope",
@@ -460,6 +464,12 @@ class ConfigError(LocalError):
     default_detail = "the configuration is invalid"
 
 
+class HostMismatch(LocalError):
+    code = "host_mismatch"
+    exit_code = EXIT_HOST_MISMATCH
+    default_detail = "this daemon directory was made on another machine"
+
+
 class SocketPathTooLong(LocalError):
     code = "socket_path_too_long"
     exit_code = EXIT_USAGE
@@ -485,6 +495,11 @@ class DaemonUnreachable(LocalError):
     code = "daemon_unreachable"
     exit_code = EXIT_UNREACHABLE
     default_detail = "no daemon answers; start one with `claudemesh daemon up`"
+
+
+class DaemonTimeout(DaemonUnreachable):
+    code = "daemon_timeout"
+    default_detail = "the daemon did not answer in time"
 
 
 class BrokerUnreachable(LocalError):

@@ -214,3 +214,42 @@ def test_mesh_selection(slugs: tuple[str, ...]) -> None:
             assert daemon.outbox()[0]["mesh"] == "b"
     finally:
         daemon.cleanup()
+
+
+def fake_host(root: Path, machine_id: str, mac: str = "00:11:22:33:44:55") -> str:
+    (root / "etc").mkdir(parents=True, exist_ok=True)
+    (root / "etc" / "machine-id").write_text(machine_id + "\n")
+    nic = root / "sys" / "class" / "net" / "eth0"
+    nic.mkdir(parents=True, exist_ok=True)
+    (nic / "address").write_text(mac + "\n")
+    return str(root)
+
+
+def test_a_copied_daemon_directory_refuses_to_start_with_exit_4(tmp_path: Path) -> None:
+    """1. first run records the host; 2. the machine-id changes (a cloned disk): daemon up
+    exits 4 naming both ids and accept-host; 3. a MAC-only change is not a mismatch;
+    4. accept-host, then it starts."""
+    daemon = new_daemon(start=False)
+    try:
+        root = fake_host(tmp_path / "host", "aaaa1111")
+        daemon.start("--host-root", root)
+        record = json.loads((daemon.paths.daemon_dir / "host_fingerprint.json").read_text())
+        assert record["host_id"] == "linux:aaaa1111"
+        assert mode(daemon.paths.daemon_dir / "host_fingerprint.json") == 0o600
+        daemon.stop()
+        fake_host(tmp_path / "host", "aaaa1111", mac="00:11:22:33:44:66")
+        daemon.start("--host-root", root)  # MAC-only change: still this host
+        daemon.stop()
+        fake_host(tmp_path / "host", "bbbb2222")
+        refused = cli(daemon.env, "daemon", "up", "--host-root", root, "--json")
+        assert refused.returncode == 4
+        error = json.loads(refused.stdout)
+        assert error["error"] == "host_mismatch"
+        assert "aaaa1111" in error["detail"] and "bbbb2222" in error["detail"]
+        assert "claudemesh daemon accept-host" in error["detail"]
+        assert not daemon.paths.sock.exists()
+        accepted = cli(daemon.env, "daemon", "accept-host", "--host-root", root, "--json")
+        assert accepted.returncode == 0, accepted.stderr
+        daemon.start("--host-root", root)
+    finally:
+        daemon.cleanup()

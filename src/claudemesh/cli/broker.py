@@ -9,11 +9,12 @@ from typing import Any
 
 import click
 
-from claudemesh.broker.settings import DEFAULT_PORT
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
 
-__all__ = ["broker"]
+__all__ = ["broker", "default_db"]
+
+DEFAULT_PORT = 7900  # the same as broker.settings.DEFAULT_PORT, without importing it
 
 
 def default_db() -> Path:

@@ -31,7 +31,7 @@ from claudemesh.errors import (
     error_classes,
 )
 
-__all__ = ["daemon"]
+__all__ = ["daemon", "spawn_daemon"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,16 +54,19 @@ def daemon() -> None:
               help="Loopback TCP port; 0 lets the OS pick (written to http.port).")
 @click.option("--ready-fd", type=int, hidden=True)
 @click.option("--log-file", is_flag=True, hidden=True)
+@click.option("--host-root", hidden=True, help="Tests only: read host ids under this root.")
 @json_option
-def up(foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
-       log_file: bool) -> int:
+def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
+       log_file: bool, host_root: str | None) -> int:
     """Start the daemon (detached unless --foreground)."""
     paths = current_paths()
     if foreground:
         return _run_foreground(paths, tcp=not no_tcp, tcp_port=tcp_port, ready_fd=ready_fd,
-                               log_file=log_file)
+                               log_file=log_file, host_root=host_root)
     extra = ["--no-tcp"] if no_tcp else ["--tcp-port", str(tcp_port)]
-    info = _spawn_detached(paths, extra)
+    if host_root:
+        extra += ["--host-root", host_root]
+    info = spawn_daemon(paths, extra)
     PRINTER.result(info, _ready_text(info))
     return 0
 
@@ -79,10 +82,11 @@ def _ready_text(info: dict[str, Any]) -> str:
 
 
 def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | None,
-                    log_file: bool) -> int:
+                    log_file: bool, host_root: str | None) -> int:
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
     from claudemesh.config import load_config  # noqa: PLC0415
+    from claudemesh.daemon.notify import notify_ready  # noqa: PLC0415
     from claudemesh.daemon.run import DaemonOptions, ReadyInfo, run_daemon  # noqa: PLC0415
     from claudemesh.logs import configure_logging  # noqa: PLC0415
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
@@ -90,6 +94,7 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
     def on_ready(info: ReadyInfo) -> None:
         data = {"ok": True, "pid": info.pid, "sock": info.sock, "tcp_port": info.tcp_port,
                 "recovered_inflight": info.recovered_inflight, "links": info.links}
+        notify_ready(os.environ)  # systemd Type=notify: the unit is up now
         if ready_fd is not None:
             _report(ready_fd, data)
         elif PRINTER.json:
@@ -100,8 +105,8 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         ensure_private_dir(paths.daemon_dir)
         configure_logging(file=paths.log if log_file else None)
         config = load_config(paths)
-        return asyncio.run(run_daemon(config, DaemonOptions(tcp=tcp, tcp_port=tcp_port),
-                                      on_ready=on_ready))
+        options = DaemonOptions(tcp=tcp, tcp_port=tcp_port, host_roots=_roots(host_root))
+        return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:
         if ready_fd is not None:
             _report(ready_fd, {"ok": False, **exc.to_wire(), "exit_code": exc.exit_code})
@@ -114,7 +119,7 @@ def _report(fd: int, data: dict[str, Any]) -> None:
         os.close(fd)
 
 
-def _spawn_detached(paths: Paths, extra: list[str]) -> dict[str, Any]:
+def spawn_daemon(paths: Paths, extra: list[str]) -> dict[str, Any]:
     """Start ``daemon up --foreground`` in a new session; wait for its ready line."""
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
@@ -253,6 +258,136 @@ def down(timeout: float) -> int:
             raise DaemonStopFailed(f"daemon pid {pid} is still running after {timeout:g}s")
         time.sleep(0.05)
     PRINTER.result({"stopped": True, "pid": pid}, f"daemon stopped (pid {pid})")
+    return 0
+
+
+@daemon.command("install-service")
+@click.option("--dry-run", is_flag=True, help="Print the unit/plist and the commands only.")
+@click.option("--allow-ci", is_flag=True, help="Install even in a CI environment.")
+@json_option
+def install_service(dry_run: bool, allow_ci: bool) -> int:
+    """Run the daemon as a systemd user service (Linux) or a launchd agent (macOS)."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from claudemesh.daemon.service import install, spec_from_env  # noqa: PLC0415
+
+    spec = spec_from_env(os.environ, home=Path.home())
+    report = install(spec, env=os.environ, dry_run=dry_run, allow_ci=allow_ci)
+    text = [report.summary, *report.warnings, *report.errors]
+    if dry_run:
+        text = [f"# {report.path}", report.content, *text]
+    PRINTER.result(report.to_dict(), "\n".join(text))
+    return 0 if report.ok else 1
+
+
+@daemon.command("uninstall-service")
+@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+@json_option
+def uninstall_service(dry_run: bool) -> int:
+    """Stop and remove the service installed by install-service."""
+    from pathlib import Path  # noqa: PLC0415
+
+    from claudemesh.daemon.service import uninstall  # noqa: PLC0415
+
+    report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run)
+    PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
+                                                *report.errors]))
+    return 0 if report.ok else 1
+
+
+def _roots(host_root: str | None) -> Any:
+    from pathlib import Path  # noqa: PLC0415
+
+    from claudemesh.daemon.identity import DEFAULT_ROOTS, HostRoots  # noqa: PLC0415
+
+    return DEFAULT_ROOTS if host_root is None else HostRoots(root=Path(host_root))
+
+
+@daemon.command("accept-host")
+@click.option("--host-root", hidden=True, help="Tests only: read host ids under this root.")
+@json_option
+def accept_host_cmd(host_root: str | None) -> int:
+    """Accept this machine as the daemon's host after a hardware move (not for a clone)."""
+    from claudemesh.daemon.identity import accept_host  # noqa: PLC0415
+    from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
+
+    paths = current_paths()
+    ensure_private_dir(paths.daemon_dir)
+    result = accept_host(paths.daemon_dir, _roots(host_root))
+    PRINTER.result({"accepted": True, "host_id": result.current_host_id,
+                    "mac": result.current_mac, "fingerprint": result.fingerprint},
+                   f"host accepted: {result.message}")
+    return 0
+
+
+# -- logs / metrics --------------------------------------------------------------------
+
+
+@daemon.command("logs")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
+@click.option("-n", "--lines", type=click.IntRange(0), default=50, show_default=True)
+def logs(follow: bool, lines: int) -> int:
+    """Print the daemon's log (JSON lines); under systemd it is in the journal instead."""
+    path = current_paths().log
+    if not path.exists():
+        raise DaemonUnreachable(
+            f"no log at {path}; a daemon run by systemd logs to the journal:"
+            " `journalctl --user -u claudemesh-daemon -f`")
+    for line in tail_lines(path, lines):
+        sys.stdout.write(line)
+    sys.stdout.flush()
+    if follow:
+        follow_file(path)
+    return 0
+
+
+def tail_lines(path: Any, count: int) -> list[str]:
+    """The last ``count`` lines of a file, without reading all of a large one."""
+    if count == 0:
+        return []
+    with open(path, "rb") as handle:  # noqa: PTH123 - seek from the end
+        handle.seek(0, 2)
+        size = handle.tell()
+        chunk = b""
+        while size > 0 and chunk.count(b"\n") <= count:
+            step = min(size, 64 * 1024)
+            size -= step
+            handle.seek(size)
+            chunk = handle.read(step) + chunk
+    return [line.decode("utf-8", "replace") + "\n" for line in chunk.splitlines()[-count:]]
+
+
+def follow_file(path: Any) -> None:
+    """``tail -F``: keep reading, and reopen when the log is rotated."""
+    handle = open(path, encoding="utf-8", errors="replace")  # noqa: PTH123, SIM115
+    handle.seek(0, 2)
+    inode = os.fstat(handle.fileno()).st_ino
+    try:
+        while True:
+            line = handle.readline()
+            if line:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                continue
+            time.sleep(0.2)
+            try:
+                if os.stat(path).st_ino != inode:  # noqa: PTH116
+                    handle.close()
+                    handle = open(path, encoding="utf-8", errors="replace")  # noqa: PTH123, SIM115
+                    inode = os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                continue
+    except KeyboardInterrupt:
+        return
+    finally:
+        handle.close()
+
+
+@daemon.command("metrics")
+def metrics() -> int:
+    """Print /v1/metrics (Prometheus text)."""
+    text = client(current_paths()).call("GET", "/v1/metrics")
+    sys.stdout.write(str(text))
     return 0
 
 

@@ -12,6 +12,8 @@ from claudemesh.cli.daemon import daemon
 from claudemesh.cli.mesh import join, mesh
 from claudemesh.cli.messages import events, inbox, peers, profile
 from claudemesh.cli.output import PRINTER
+from claudemesh.cli.quickstart import down, up
+from claudemesh.cli.send import send
 from claudemesh.errors import ClaudemeshError
 
 __all__ = ["cli", "main"]
@@ -27,11 +29,23 @@ def cli() -> None:
     """
 
 
+@cli.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> int:
+    """Print the shell completion script, e.g. `eval "$(claudemesh completion bash)"`."""
+    from click.shell_completion import get_completion_class  # noqa: PLC0415
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    sys.stdout.write(cls(cli, {}, "claudemesh", "_CLAUDEMESH_COMPLETE").source() + "\n")
+    return 0
+
+
 cli.add_command(daemon)
 cli.add_command(broker)
 cli.add_command(mesh)
 cli.add_command(join)
-for command in (inbox, peers, profile, events):
+for command in (send, inbox, peers, profile, events, up, down):
     cli.add_command(command)
 
 

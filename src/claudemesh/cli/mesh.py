@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import re
 import time
@@ -26,6 +25,8 @@ def _now_ms() -> int:
 
 
 def _with_store(db: str | None, action: Callable[[Any], Awaitable[T]]) -> T:
+    import asyncio  # noqa: PLC0415 - only operator commands need it
+
     from claudemesh.broker.store import open_store  # noqa: PLC0415
 
     async def run() -> T:

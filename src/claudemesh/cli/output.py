@@ -9,13 +9,24 @@ the same way.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from claudemesh.errors import ClaudemeshError
 
-__all__ = ["PRINTER", "Printer", "format_duration", "format_table"]
+__all__ = ["PRINTER", "Printer", "format_duration", "format_table", "paint"]
+
+_COLORS = {"red": "31", "green": "32", "yellow": "33", "bold": "1"}
+
+
+def paint(text: str, color: str, *, stream: object = None) -> str:
+    """ANSI colour on a terminal, never with ``NO_COLOR`` set (https://no-color.org)."""
+    target = stream if stream is not None else sys.stdout
+    if os.environ.get("NO_COLOR") or not getattr(target, "isatty", lambda: False)():
+        return text
+    return f"\033[{_COLORS[color]}m{text}\033[0m"
 
 
 class Printer:
@@ -32,7 +43,8 @@ class Printer:
         if self.json:
             sys.stdout.write(_one_line(exc.to_wire()))
         else:
-            sys.stderr.write(f"error: {exc.detail} [{exc.code}]\n")
+            label = paint("error", "red", stream=sys.stderr)
+            sys.stderr.write(f"{label}: {exc.detail} [{exc.code}]\n")
 
 
 def _one_line(data: Any) -> str:

@@ -22,8 +22,10 @@ import contextlib
 import logging
 import random
 import sqlite3
+import time
 from collections.abc import Callable
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Final
 
 from claudemesh.daemon.drain_rules import (
     Verdict,
@@ -37,9 +39,10 @@ from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxEvent
 from claudemesh.errors import BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.sending import wire_frame
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["Drain", "send_frame"]
+__all__ = ["Drain", "DrainCounters"]
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +50,13 @@ HOUR_MS: Final = 3_600_000
 IDLE_WAKE_S: Final = 3600.0  # with nothing due, look again hourly (max-age expiry)
 
 
-def send_frame(row: OutboxRow, frozen: FrozenSend) -> dict[str, Any]:
-    """The wire ``send`` frame for a row: its id plus the envelope frozen at accept."""
-    return {"type": "send", "client_message_id": row.client_message_id,
-            "envelope_version": frozen.envelope_version,
-            "destination_kind": frozen.destination_kind,
-            "destination_ref": frozen.destination_ref, "priority": frozen.priority,
-            "reply_to": frozen.reply_to, "meta": frozen.meta, "body_hash": frozen.body_hash,
-            "body": frozen.body}
+@dataclass(slots=True)
+class DrainCounters:
+    delivered: int = 0
+    retries: int = 0
+    dead: int = 0
+    history_pruned: int = 0
+    last_rtt_ms: float | None = None  # the last send -> send_result round trip
 
 
 class Drain:
@@ -68,6 +70,7 @@ class Drain:
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
+        self.counters = DrainCounters()
 
     def notify(self) -> None:
         """Something became due (a new send, a requeue, the link opening)."""
@@ -140,7 +143,9 @@ class Drain:
 
     async def _deliver(self, row: OutboxRow, frozen: FrozenSend) -> None:
         try:
-            answer = await self.link.request(send_frame(row, frozen))
+            started = time.perf_counter()
+            answer = await self.link.request(wire_frame(row.client_message_id, frozen))
+            self.counters.last_rtt_ms = (time.perf_counter() - started) * 1000
             verdict = classify_result(answer)
         except BrokerUnavailable:
             verdict = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
@@ -156,8 +161,13 @@ class Drain:
             event = OutboxEvent.EXPIRED
         else:
             event = OutboxEvent.PERMANENT_FAILURE
+        counters = self.counters
+        counters.delivered += verdict.kind is VerdictKind.DONE
+        counters.retries += verdict.kind is VerdictKind.RETRY
+        counters.dead += verdict.kind is VerdictKind.DEAD
         if verdict.kind is VerdictKind.DONE:
             if not verdict.history_available:
+                counters.history_pruned += 1
                 log.warning("dedupe_history_pruned", extra={"mesh": self.mesh,
                                                             "client_message_id":
                                                             row.client_message_id})

@@ -87,6 +87,7 @@ class BrokerLink:
         self._ids = itertools.count(1)
         self._open = asyncio.Event()
         self.settled = asyncio.Event()  # the first attempt has an outcome
+        self.connects = 0  # connection attempts: reconnects are connects - 1
 
     # -- state -------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class BrokerLink:
         try:
             while self._state not in TERMINAL:
                 self._move(LinkState.CONNECTING)
+                self.connects += 1
                 opened = await self._session()
                 if self._state in TERMINAL:
                     return

@@ -2,7 +2,8 @@
 
 startup
     umask 077; directories 0700; take the instance lock (``flock`` on ``daemon.pid``);
-    token; open ``outbox.db`` (refuse to start if it is damaged, R-REC-2) and return its
+    check the host fingerprint (a copied directory refuses to start, exit 4); token;
+    open ``outbox.db`` (refuse to start if it is damaged, R-REC-2) and return its
     ``inflight`` rows to ``pending`` (R-REC-1); open ``inbox.db`` (set a damaged one aside
     and start empty, R-REC-3); bind the Unix socket 0600 and TCP on 127.0.0.1 (its port
     goes to ``http.port``); start one broker link, drain and inbound processor per mesh;
@@ -37,15 +38,17 @@ from claudemesh.config import Config
 from claudemesh.daemon.directory import Peer, PeerDirectory
 from claudemesh.daemon.events import EventBus
 from claudemesh.daemon.files import bind_unix_socket, load_or_create_token
+from claudemesh.daemon.identity import DEFAULT_ROOTS, HostCheck, HostRoots, check_host
 from claudemesh.daemon.ipc.app import build_app
 from claudemesh.daemon.ipc.auth import Transport
 from claudemesh.daemon.ipc.context import DaemonContext, iso_ms, now_ms
 from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
+from claudemesh.daemon.notify import notify_stopping
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
-from claudemesh.errors import BrokerIncompatible, DaemonStartFailed, StoreCorrupt
+from claudemesh.errors import BrokerIncompatible, DaemonStartFailed, HostMismatch, StoreCorrupt
 from claudemesh.privatefs import ensure_private_dir, write_private_file
 from claudemesh.sqlitedb.db import integrity_check, open_database
 from claudemesh.sqlitedb.worker import DbWorker
@@ -64,6 +67,7 @@ class DaemonOptions:
     tcp: bool = True
     tcp_port: int = 0  # 0: the OS picks; the bound port goes to http.port
     link_timings: LinkTimings = field(default_factory=LinkTimings)
+    host_roots: HostRoots = DEFAULT_ROOTS
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +97,7 @@ async def run_daemon(config: Config, options: DaemonOptions,
         lock = InstanceLock(paths.pid)
         lock.acquire()
         stack.callback(lock.release)
+        _check_host(paths.daemon_dir, options.host_roots)
         ctx, recovered = _open_stores(config, options, stack)
         stack.push_async_callback(ctx.meshes.stop)
         tcp_port = await _serve(ctx, options, stack)
@@ -107,6 +112,7 @@ async def run_daemon(config: Config, options: DaemonOptions,
             "links": links, "recovered_inflight": recovered})
         on_ready(ReadyInfo(os.getpid(), str(paths.sock), tcp_port, recovered, links))
         status = await _serve_until(stop, ctx.meshes)
+        notify_stopping(os.environ)
         log.info("daemon_stopping", extra={"requests_in_flight": ctx.state.in_flight,
                                            "exit_status": status})
     log.info("daemon_stopped")
@@ -129,6 +135,16 @@ async def _serve_until(stop: asyncio.Event, meshes: Meshes) -> int:
     log.error("no_usable_mesh: every broker link ended",
               extra={"links": {s: str(r.link.state) for s, r in meshes.by_slug.items()}})
     return 1
+
+
+def _check_host(daemon_dir: Path, roots: HostRoots) -> None:
+    """R-ID-12: refuse to run on a copied daemon directory (exit 4, no restart loop)."""
+    result = check_host(daemon_dir, roots)
+    if result.outcome is HostCheck.MISMATCH:
+        raise HostMismatch(result.message, stored_host_id=result.stored_host_id,
+                           current_host_id=result.current_host_id)
+    if result.outcome is HostCheck.UNREADABLE:
+        log.warning("host_fingerprint_unreadable", extra={"detail": result.message})
 
 
 def _incompatible(meshes: Meshes) -> BrokerIncompatible:

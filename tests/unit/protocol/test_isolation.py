@@ -24,5 +24,6 @@ def test_protocol_imports_no_io_stack() -> None:
 
 def test_cli_entry_point_does_not_import_the_server_stack() -> None:
     modules = loaded_after("import claudemesh.cli.main")
-    for heavy in ("aiohttp", "websockets", "sqlite3", "pydantic", "asyncpg", "structlog"):
+    for heavy in ("aiohttp", "websockets", "sqlite3", "pydantic", "asyncpg", "structlog",
+                  "asyncio", "http.client", "email"):
         assert heavy not in modules, heavy

@@ -14,6 +14,7 @@ from claudemesh.daemon.ipc.http import errors_middleware, limit_middleware
 from claudemesh.daemon.ipc.routes_events import get_events
 from claudemesh.daemon.ipc.routes_inbox import get_inbox
 from claudemesh.daemon.ipc.routes_info import get_health, get_version
+from claudemesh.daemon.ipc.routes_metrics import get_metrics
 from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_requeue
 from claudemesh.daemon.ipc.routes_peers import get_peers, post_profile
 from claudemesh.daemon.ipc.routes_send import post_send
@@ -24,7 +25,7 @@ __all__ = ["build_app"]
 def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
     app = web.Application(
         middlewares=[
-            errors_middleware,
+            errors_middleware(ctx.state, str(transport)),
             guard_middleware(transport, ctx.token),
             limit_middleware(ctx.state, ctx.config.limits),
         ],
@@ -40,4 +41,5 @@ def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
     app.router.add_get("/v1/events", get_events, allow_head=False)
     app.router.add_get("/v1/peers", get_peers, allow_head=False)
     app.router.add_post("/v1/profile", post_profile)
+    app.router.add_get("/v1/metrics", get_metrics, allow_head=False)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,7 +19,15 @@ from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.errors import MeshRequired, NoMeshJoined, UnknownMesh
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["CONTEXT", "DaemonContext", "ServerState", "iso_ms", "now_ms"]
+__all__ = [
+    "CONTEXT",
+    "DURATION_BUCKETS_S",
+    "DaemonContext",
+    "RequestDurations",
+    "ServerState",
+    "iso_ms",
+    "now_ms",
+]
 
 
 def now_ms() -> int:
@@ -33,6 +42,25 @@ def iso_ms(epoch_ms: int | None) -> str | None:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)
+
+
+@dataclass(slots=True)
+class RequestDurations:
+    """A fixed-bucket histogram of request durations (Prometheus ``le`` buckets)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * len(DURATION_BUCKETS_S))
+    total: int = 0
+    sum_s: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.total += 1
+        self.sum_s += seconds
+        for i, bound in enumerate(DURATION_BUCKETS_S):
+            if seconds <= bound:
+                self.counts[i] += 1
+
+
 @dataclass(slots=True)
 class ServerState:
     """Mutable state of the API server, shared by the UDS and TCP apps."""
@@ -40,6 +68,9 @@ class ServerState:
     in_flight: int = 0
     shutting_down: bool = False
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    requests: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    durations: dict[str, RequestDurations] = field(default_factory=dict)
+    accepts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (mesh, outcome)
 
     def __post_init__(self) -> None:
         self.idle.set()
@@ -47,6 +78,10 @@ class ServerState:
     def enter(self) -> None:
         self.in_flight += 1
         self.idle.clear()
+
+    def record(self, route: str, status: int, transport: str, seconds: float) -> None:
+        self.requests[(route, status, transport)] += 1
+        self.durations.setdefault(route, RequestDurations()).observe(seconds)
 
     def leave(self) -> None:
         self.in_flight -= 1

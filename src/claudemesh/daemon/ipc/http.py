@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -60,8 +61,24 @@ _AIOHTTP_ERRORS: dict[type[web.HTTPException], type[ClaudemeshError]] = {
 }
 
 
-@web.middleware
-async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+def errors_middleware(
+    state: ServerState, transport: str
+) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Translate errors once, and count every answer for /v1/metrics."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        response = await _answer(request, handler)
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        state.record(route, response.status, transport, time.perf_counter() - started)
+        return response
+
+    return errors
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except ClaudemeshError as exc:

@@ -45,8 +45,8 @@ def outbox_item(row: OutboxRow) -> dict[str, Any]:
     }
 
 
-def _parse_query(query: Any) -> tuple[OutboxStatus | None, int]:
-    unknown = set(query) - {"status", "limit"}
+def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None]:
+    unknown = set(query) - {"status", "limit", "client_message_id"}
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     raw_status = query.get("status") or None
@@ -58,14 +58,14 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int]:
     raw_limit = query.get("limit", str(DEFAULT_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return status, int(raw_limit)
+    return status, int(raw_limit), query.get("client_message_id") or None
 
 
 async def get_outbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    status, limit = _parse_query(request.query)
-    rows = await ctx.outbox.run(
-        lambda conn: OutboxStore(conn).list_rows(status=status, limit=limit))
+    status, limit, cmid = _parse_query(request.query)
+    rows = await ctx.outbox.run(lambda conn: OutboxStore(conn).list_rows(
+        status=status, limit=limit, client_message_id=cmid))
     return json_reply({"items": [outbox_item(r) for r in rows]})
 
 

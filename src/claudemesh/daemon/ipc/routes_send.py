@@ -13,19 +13,13 @@ from typing import assert_never
 
 from aiohttp import web
 
-from claudemesh.crypto import CryptoFailure, box_encrypt
 from claudemesh.daemon.directory import PeerDirectory
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
-from claudemesh.errors import (
-    IdempotencyKeyReused,
-    InvalidRequest,
-    PayloadTooLarge,
-    UnknownDestination,
-)
+from claudemesh.errors import IdempotencyKeyReused, InvalidRequest, UnknownDestination
 from claudemesh.protocol.destination import (
     Destination,
     DestinationError,
@@ -33,19 +27,11 @@ from claudemesh.protocol.destination import (
     PeerName,
     parse_to,
 )
-from claudemesh.protocol.envelope import FrozenSend
-from claudemesh.protocol.fingerprint import (
-    MetaError,
-    body_hash,
-    canonical_meta,
-    fingerprint_prefix,
-    request_fingerprint,
-)
+from claudemesh.protocol.fingerprint import fingerprint_prefix
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
+from claudemesh.sending import prepare
 
 __all__ = ["post_send", "prepare_send"]
-
-BOX_OVERHEAD = 16  # crypto_box's MAC: the broker counts ciphertext bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,53 +86,16 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
     except DestinationError as exc:
         raise InvalidRequest(f"field 'to': {exc}") from None
     dest = resolve_destination(target, mesh.slug, ctx.directory)
-    try:
-        meta_canonical = canonical_meta(req.meta)
-    except MetaError as exc:
-        raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
-    digest = body_hash(req.message)
-    _check_size(ctx, mesh.slug, req.message, dest)
-    body = _wire_body(req.message, dest, mesh.secret_key)
-    fingerprint = request_fingerprint(
-        destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=req.reply_to,
-        priority=req.priority, meta_canonical=meta_canonical, body_hash_hex=digest,
-    )
-    frozen = FrozenSend(
-        mesh=mesh.slug, destination_kind=str(dest.kind), destination_ref=dest.ref,
-        priority=req.priority, reply_to=req.reply_to, meta=req.meta or None,
-        body=body, body_hash=digest,
-    )
+    negotiated = ctx.runtime(mesh.slug).link.negotiated
+    prepared = prepare(mesh, dest, req.message, priority=req.priority, reply_to=req.reply_to,
+                       meta=req.meta, inline_limit=None if negotiated is None
+                       else negotiated.inline_bytes)
     send = NewSend(
-        client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=fingerprint,
-        payload=frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
+        client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
+        payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
         destination_ref=dest.ref, priority=req.priority,
     )
-    return _Prepared(send, fingerprint)
-
-
-def _check_size(ctx: DaemonContext, slug: str, message: str, dest: Destination) -> None:
-    """A-47: refuse now what the broker would certainly refuse, so no id is consumed."""
-    negotiated = ctx.runtime(slug).link.negotiated
-    limit = None if negotiated is None else negotiated.inline_bytes
-    if limit is None:
-        return
-    size = len(message.encode("utf-8")) + (BOX_OVERHEAD if dest.kind is DestinationKind.DM else 0)
-    if size > limit:
-        raise PayloadTooLarge(f"message of {size} bytes exceeds the broker's max_payload"
-                              f" ({limit} bytes) for mesh {slug!r}", limit=limit)
-
-
-def _wire_body(message: str, dest: Destination, secret_key: str) -> dict[str, str]:
-    """DMs are encrypted once, here, to the recipient (DESIGN §5.2); the rest is plain."""
-    if dest.kind is not DestinationKind.DM:
-        return {"kind": "plain", "text": message}
-    try:
-        boxed = box_encrypt(message.encode("utf-8"), sender_secret_hex=secret_key,
-                            recipient_pubkey_hex=dest.ref)
-    except CryptoFailure:
-        raise UnknownDestination(f"{dest.ref[:16]}… is not a valid member public key",
-                                 to=dest.ref) from None
-    return {"kind": "crypto_box", "nonce": boxed.nonce, "ciphertext": boxed.ciphertext}
+    return _Prepared(send, prepared.fingerprint)
 
 
 async def post_send(request: web.Request) -> web.Response:
@@ -157,6 +106,8 @@ async def post_send(request: web.Request) -> web.Response:
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:
         ctx.on_enqueue(prepared.send.mesh)
+    kind = outcome.decision.conflict or outcome.decision.reply.value
+    ctx.state.accepts[(prepared.send.mesh, kind)] += 1
     return _reply(outcome, prepared.request_fingerprint)
 
 

@@ -247,9 +247,13 @@ class OutboxStore:
                                      (row_id,)).fetchone()
         return None if row is None else bytes(row[0])
 
-    def list_rows(self, *, status: OutboxStatus | None, limit: int) -> list[OutboxRow]:
+    def list_rows(self, *, status: OutboxStatus | None, limit: int,
+                  client_message_id: str | None = None) -> list[OutboxRow]:
         """Newest first (by insertion order, which is enqueue order)."""
-        where, args = ("WHERE status = ?", (str(status),)) if status else ("", ())
+        clauses = [c for c, v in (("status = ?", status), ("client_message_id = ?",
+                                                            client_message_id)) if v]
+        args = tuple(str(v) for v in (status, client_message_id) if v)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with store_errors("listing the outbox"):
             rows = self._conn.execute(
                 f"SELECT {_COLUMNS} FROM outbox {where} ORDER BY rowid DESC LIMIT ?",  # noqa: S608

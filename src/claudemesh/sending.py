@@ -1,0 +1,86 @@
+"""How a send becomes a wire envelope, in one place for every sender.
+
+The daemon's ``/v1/send`` (then its drain), and ``claudemesh send --no-daemon`` going
+straight to the broker, both use :func:`prepare` and :func:`wire_frame`. So a message has
+the same fingerprint and the same envelope whichever way it travels, and a retry with the
+same ``client_message_id`` is recognised by the broker either way (DESIGN §5.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final
+
+from claudemesh.config import MeshConfig
+from claudemesh.crypto import CryptoFailure, box_encrypt
+from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
+from claudemesh.protocol.destination import Destination, DestinationKind
+from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.protocol.fingerprint import (
+    MetaError,
+    body_hash,
+    canonical_meta,
+    request_fingerprint,
+)
+
+__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "wire_frame"]
+
+BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    fingerprint: bytes
+    frozen: FrozenSend
+
+
+def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
+            reply_to: str | None, meta: dict[str, Any] | None,
+            inline_limit: int | None) -> Prepared:
+    """Check size, encrypt a DM to its recipient, fingerprint, and freeze the envelope.
+
+    Raises:
+        PayloadTooLarge: larger than the broker's negotiated ``inline_bytes`` (A-47).
+        InvalidRequest: ``meta`` cannot be canonicalised (RFC 8785).
+        UnknownDestination: the DM pubkey is not a valid ed25519 key.
+    """
+    is_dm = dest.kind is DestinationKind.DM
+    raw = message.encode("utf-8")
+    size = len(raw) + (BOX_OVERHEAD if is_dm else 0)
+    if inline_limit is not None and size > inline_limit:
+        raise PayloadTooLarge(f"message of {size} bytes exceeds the broker's max_payload"
+                              f" ({inline_limit} bytes) for mesh {mesh.slug!r}",
+                              limit=inline_limit)
+    try:
+        meta_canonical = canonical_meta(meta)
+    except MetaError as exc:
+        raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
+    digest = body_hash(message)
+    fingerprint = request_fingerprint(
+        destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=reply_to,
+        priority=priority, meta_canonical=meta_canonical, body_hash_hex=digest)
+    body = _encrypt(raw, dest, mesh.secret_key) if is_dm else {"kind": "plain", "text": message}
+    frozen = FrozenSend(mesh=mesh.slug, destination_kind=str(dest.kind),
+                        destination_ref=dest.ref, priority=priority, reply_to=reply_to,
+                        meta=meta or None, body=body, body_hash=digest)
+    return Prepared(fingerprint, frozen)
+
+
+def _encrypt(raw: bytes, dest: Destination, secret_key: str) -> dict[str, str]:
+    """DMs are encrypted once, at accept, to the recipient (DESIGN §5.2)."""
+    try:
+        boxed = box_encrypt(raw, sender_secret_hex=secret_key, recipient_pubkey_hex=dest.ref)
+    except CryptoFailure:
+        raise UnknownDestination(f"{dest.ref[:16]}… is not a valid member public key",
+                                 to=dest.ref) from None
+    return {"kind": "crypto_box", "nonce": boxed.nonce, "ciphertext": boxed.ciphertext}
+
+
+def wire_frame(client_message_id: str, frozen: FrozenSend) -> dict[str, Any]:
+    """The broker ``send`` frame: the id plus the envelope frozen at accept."""
+    return {"type": "send", "client_message_id": client_message_id,
+            "envelope_version": frozen.envelope_version,
+            "destination_kind": frozen.destination_kind,
+            "destination_ref": frozen.destination_ref, "priority": frozen.priority,
+            "reply_to": frozen.reply_to, "meta": frozen.meta, "body_hash": frozen.body_hash,
+            "body": frozen.body}
