@@ -1,25 +1,53 @@
-"""``claudemesh`` entry point: the one place where errors become exit codes (DESIGN §4)."""
+"""``claudemesh`` entry point: the one place where errors become exit codes (DESIGN §4).
+
+Subcommands are imported only when invoked (click's lazy group pattern), so
+``claudemesh send`` loads the send path and nothing else: scripts and hooks call it
+constantly, and its start-up time is a measured target (bench/cli_send.py).
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
+from typing import Any, Final
 
 import click
 
 from claudemesh import __version__
-from claudemesh.cli.broker import broker
-from claudemesh.cli.daemon import daemon
-from claudemesh.cli.mesh import join, mesh
-from claudemesh.cli.messages import events, inbox, peers, profile
 from claudemesh.cli.output import PRINTER
-from claudemesh.cli.quickstart import down, up
-from claudemesh.cli.send import send
 from claudemesh.errors import ClaudemeshError
 
 __all__ = ["cli", "main"]
 
+LAZY_COMMANDS: Final = {
+    "send": "claudemesh.cli.send:send",
+    "inbox": "claudemesh.cli.messages:inbox",
+    "peers": "claudemesh.cli.messages:peers",
+    "profile": "claudemesh.cli.messages:profile",
+    "events": "claudemesh.cli.messages:events",
+    "daemon": "claudemesh.cli.daemon:daemon",
+    "broker": "claudemesh.cli.broker:broker",
+    "mesh": "claudemesh.cli.mesh:mesh",
+    "join": "claudemesh.cli.mesh:join",
+    "up": "claudemesh.cli.quickstart:up",
+    "down": "claudemesh.cli.quickstart:down",
+    "completion": "claudemesh.cli.completion:completion",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS:
+            module, _, attr = LAZY_COMMANDS[cmd_name].partition(":")
+            command: Any = getattr(importlib.import_module(module), attr)
+            return command  # type: ignore[no-any-return]
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="claudemesh")
 def cli() -> None:
     """Message peers on other machines through a broker, reliably.
@@ -27,26 +55,6 @@ def cli() -> None:
     Exit codes: 0 ok, 1 failure, 2 usage or config, 3 daemon unreachable,
     4 host fingerprint mismatch, 5 send conflict, 6 broker incompatible.
     """
-
-
-@cli.command()
-@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
-def completion(shell: str) -> int:
-    """Print the shell completion script, e.g. `eval "$(claudemesh completion bash)"`."""
-    from click.shell_completion import get_completion_class  # noqa: PLC0415
-
-    cls = get_completion_class(shell)
-    assert cls is not None
-    sys.stdout.write(cls(cli, {}, "claudemesh", "_CLAUDEMESH_COMPLETE").source() + "\n")
-    return 0
-
-
-cli.add_command(daemon)
-cli.add_command(broker)
-cli.add_command(mesh)
-cli.add_command(join)
-for command in (send, inbox, peers, profile, events, up, down):
-    cli.add_command(command)
 
 
 def main(argv: list[str] | None = None) -> None:
