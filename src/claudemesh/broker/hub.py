@@ -1,22 +1,29 @@
 """Who is connected, presence leases, and the delivery pump of each connection.
 
-Presence is a lease (DESIGN §5.8). When a member's connection closes, it stays "online"
-for ``presence_lease_s``; a new connection within that window re-attaches silently, and
-only when the lease runs out do the others get ``peer_left``. A member connecting with no
-lease gets ``peer_joined`` sent to the mesh. Two connections of one member follow the
-mesh's ``concurrent_connection_policy`` (R-ID-14): ``prefer_newest`` closes the older with
-4003, ``prefer_oldest`` refuses the newer with 4004.
+Presence is rows in the store, so several brokers on one store agree on it (issue 6).
+A member is ``online`` on one session of one broker, or ``leased`` until a time. When its
+connection closes, the member stays leased for ``presence_lease_s``; a new connection in
+that window, on any broker, re-attaches silently, and only when the lease runs out do the
+others get ``peer_left`` (DESIGN §5.8). Expired leases are deleted with ``RETURNING``, so
+exactly one broker announces each departure. A member connecting with no presence row is
+announced with ``peer_joined``. Two connections of one member follow the mesh's
+``concurrent_connection_policy`` (R-ID-14): ``prefer_newest`` closes the older with 4003
+(across brokers: a ``replace`` notification), ``prefer_oldest`` refuses the newer (4004).
+Brokers heartbeat; the members of a broker silent for ``broker_dead_after_s`` count as
+leased from its last heartbeat, so a crashed broker's members leave after their lease.
+
+Announcements travel as store notifications (in-process for SQLite, LISTEN/NOTIFY for
+PostgreSQL); each broker relays them to its own connections. The facts themselves are in
+the tables before anything is announced.
 
 Delivery (DESIGN §5.7). A delivery row stays pending until its recipient acks it. Each
 connection's :class:`DeliveryPump` pushes pending rows oldest first, at most
 ``delivery_window`` unacked at once; a push not acked within ``delivery_lease_s`` is pushed
 again. When the pump is caught up (its last read found nothing more), a fresh accept's
-pushes are handed to it directly, without reading them back from the store. Order: first
-pushes to one recipient follow accept order; a re-push after a lease may come later than
-newer messages, which receivers tolerate because they dedupe by ``client_message_id``.
-
-This state is per process. Issue 6 moves presence into the shared database so several
-brokers agree on it; the interface here (attach, detach, notify) stays.
+pushes are handed to it directly, without reading them back. Recipients connected to
+another broker get a ``deliver`` notification, and that broker's pump reads them. Order:
+first pushes to one recipient follow accept order; a re-push after a lease may come later
+than newer messages, which receivers tolerate because they dedupe by ``client_message_id``.
 """
 
 from __future__ import annotations
@@ -33,13 +40,17 @@ from claudemesh.broker.accept import push_frame
 from claudemesh.broker.ratelimit import TokenBucket
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
-from claudemesh.errors import MemberAlreadyConnected
+from claudemesh.errors import ClaudemeshError
 
 __all__ = ["DeliveryPump", "Hub", "MemberSession", "peer_view"]
 
 log = logging.getLogger(__name__)
 
 MemberKey = tuple[str, str]  # (mesh_id, member_id)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 class MemberSession(Protocol):
@@ -93,17 +104,25 @@ class DeliveryPump:
             while True:
                 await self.wake.wait()
                 self.wake.clear()
-                await self._fill()
+                try:
+                    await self._fill()
+                except ClaudemeshError:
+                    log.exception("delivery_read_failed", extra={
+                        "member_id": self.session.member.id})
+                    await asyncio.sleep(1.0)
+                    self.wake.set()
         finally:
             if self._timer is not None:
                 self._timer.cancel()
 
     async def _fill(self) -> None:
         self.fetching = True
+        lease_ms = int(self.settings.delivery_lease_s * 1000)
         try:
             while (room := self.settings.delivery_window - len(self.in_flight)) > 0:
                 batch = await self.store.pending_deliveries(
-                    self.session.member.id, after=self.cursor, limit=room)
+                    self.session.member.id, after=self.cursor, limit=room,
+                    session_id=self.session.session_id, now_ms=now_ms(), lease_ms=lease_ms)
                 self.caught_up = len(batch) < room
                 for delivery in batch:
                     if not await self._push(delivery):
@@ -156,89 +175,111 @@ class DeliveryPump:
 
 
 class Hub:
-    def __init__(self, store: BrokerStore, settings: BrokerSettings) -> None:
+    def __init__(self, store: BrokerStore, settings: BrokerSettings, broker_id: str) -> None:
         self._store = store
         self._settings = settings
+        self.broker_id = broker_id
+        self._notifier = store.notifier()
         self._attached: dict[MemberKey, _Attached] = {}
-        self._leases: dict[MemberKey, asyncio.TimerHandle] = {}
         self._buckets: dict[MemberKey, TokenBucket] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
+    async def start(self) -> None:
+        await self._notifier.start(self._on_notify)
+
+    @property
+    def _dead_after_ms(self) -> int:
+        return int(self._settings.broker_dead_after_s * 1000)
+
+    @property
+    def _lease_ms(self) -> int:
+        return int(self._settings.presence_lease_s * 1000)
+
     # -- connections -------------------------------------------------------------------
 
-    def is_online(self, mesh_id: str, member_id: str) -> bool:
-        key = (mesh_id, member_id)
-        return key in self._attached or key in self._leases
+    async def online_members(self, mesh_id: str) -> set[str]:
+        return await self._store.presence_online(mesh_id)
 
     def session_of(self, mesh_id: str, member_id: str) -> MemberSession | None:
         attached = self._attached.get((mesh_id, member_id))
         return None if attached is None else attached.session
 
     async def attach(self, session: MemberSession, policy: str) -> None:
-        """Make ``session`` the member's connection and start its pump.
+        """Make ``session`` the member's connection (cluster-wide) and start its pump.
 
         Raises:
             MemberAlreadyConnected: the mesh prefers the oldest connection (close 4004).
         """
         member = session.member
         key = (member.mesh_id, member.id)
-        old = self._attached.get(key)
-        if old is not None and policy == "prefer_oldest":
-            raise MemberAlreadyConnected()
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease.cancel()
+        change = await self._store.presence_attach(
+            member.mesh_id, member.id, broker_id=self.broker_id, session_id=session.session_id,
+            now_ms=now_ms(), prefer_oldest=policy == "prefer_oldest",
+            dead_after_ms=self._dead_after_ms)
+        old = self._attached.pop(key, None)
         pump = DeliveryPump(session, self._store, self._settings)
         self._attached[key] = _Attached(session, pump, asyncio.create_task(
             pump.run(), name=f"pump-{session.session_id}"))
         if old is not None:
-            log.info("connection_replaced", extra={"member_id": member.id,
-                                                   "old": old.session.session_id,
-                                                   "new": session.session_id})
             old.task.cancel()
-            self._spawn(old.session.close(4003, "replaced_by_newer_connection"))
-        elif lease is None:
-            self._broadcast(member, "peer_joined", online=True)
+            self._replace_local(old.session)
+        if change.previous_state == "online" and change.previous_session_id not in (
+                None, session.session_id) and (old is None or (
+                old.session.session_id != change.previous_session_id)):
+            await self._notifier.publish("replace", {
+                "mesh_id": member.mesh_id, "member_id": member.id,
+                "session_id": change.previous_session_id})
+        elif change.previous_state is None:
+            await self._announce(member, "peer_joined")
 
-    def detach(self, session: MemberSession, *, revoked: bool = False) -> None:
+    def _replace_local(self, session: MemberSession) -> None:
+        log.info("connection_replaced", extra={"member_id": session.member.id,
+                                               "old": session.session_id})
+        self._spawn(session.close(4003, "replaced_by_newer_connection"))
+
+    async def detach(self, session: MemberSession, *, revoked: bool = False) -> None:
         """The connection closed: start the presence lease (or leave at once if revoked)."""
         member = session.member
         key = (member.mesh_id, member.id)
         attached = self._attached.get(key)
-        if attached is None or attached.session is not session:
-            return  # replaced earlier: the newer connection owns presence
-        del self._attached[key]
-        attached.task.cancel()
+        if attached is not None and attached.session is session:
+            del self._attached[key]
+            attached.task.cancel()
         if revoked:
-            self._broadcast(member, "peer_left", online=False)
+            await self.revoked(member)
             return
-        loop = asyncio.get_running_loop()
-        self._leases[key] = loop.call_later(self._settings.presence_lease_s,
-                                            self._lease_expired, member)
+        await self._store.presence_detach(
+            member.mesh_id, member.id, session_id=session.session_id,
+            lease_until_ms=now_ms() + self._lease_ms)
 
-    def _lease_expired(self, member: Member) -> None:
-        self._leases.pop((member.mesh_id, member.id), None)
-        self._broadcast(member, "peer_left", online=False)
+    async def revoked(self, member: Member) -> MemberSession | None:
+        """A member was revoked: drop its presence now; returns its local session, if any."""
+        self._buckets.pop((member.mesh_id, member.id), None)
+        if await self._store.presence_drop(member.mesh_id, member.id):
+            await self._announce(member, "peer_left")
+        return self.session_of(member.mesh_id, member.id)
 
-    def revoked(self, member: Member) -> MemberSession | None:
-        """A member was revoked: drop a lease at once; return its live session, if any."""
-        key = (member.mesh_id, member.id)
-        lease = self._leases.pop(key, None)
-        if lease is not None:
-            lease.cancel()
-            self._broadcast(member, "peer_left", online=False)
-        self._buckets.pop(key, None)
-        attached = self._attached.get(key)
-        return None if attached is None else attached.session
+    async def expire_leases(self) -> None:
+        """Announce the members whose lease ran out (each exactly once, cluster-wide)."""
+        for mesh_id, member_id in await self._store.presence_expired(
+                now_ms(), dead_after_ms=self._dead_after_ms, lease_ms=self._lease_ms):
+            await self._notifier.publish("presence", {"event": "peer_left",
+                                                      "mesh_id": mesh_id,
+                                                      "member_id": member_id})
 
     # -- delivery ----------------------------------------------------------------------
 
     async def deliver(self, deliveries: Iterable[Delivery]) -> None:
-        """Hand fresh deliveries to the pumps of recipients that are connected here."""
+        """Hand fresh deliveries to local pumps; wake the brokers of the other recipients."""
+        remote: dict[str, list[str]] = {}
         for delivery in deliveries:
             attached = self._attached.get((delivery.mesh_id, delivery.recipient_member_id))
             if attached is not None:
                 await attached.pump.offer(delivery)
+            else:
+                remote.setdefault(delivery.mesh_id, []).append(delivery.recipient_member_id)
+        for mesh_id, members in remote.items():
+            await self._notifier.publish("deliver", {"mesh_id": mesh_id, "member_ids": members})
 
     def acked(self, member: Member, delivery_ids: list[int]) -> None:
         attached = self._attached.get((member.mesh_id, member.id))
@@ -254,18 +295,46 @@ class Hub:
                                                       self._settings.rate_burst)
         return bucket.take(time.monotonic())
 
-    # -- events ------------------------------------------------------------------------
+    # -- announcements -----------------------------------------------------------------
 
-    def event(self, member: Member, event: str, *, online: bool) -> None:
-        self._broadcast(member, event, online=online)
+    async def profile_changed(self, member: Member) -> None:
+        await self._notifier.publish("profile", {"mesh_id": member.mesh_id,
+                                                 "member_id": member.id})
 
-    def _broadcast(self, member: Member, event: str, *, online: bool) -> None:
-        if not member.visible and event != "profile_updated":
+    async def _announce(self, member: Member, event: str) -> None:
+        await self._notifier.publish("presence", {"event": event, "mesh_id": member.mesh_id,
+                                                  "member_id": member.id})
+
+    def _on_notify(self, kind: str, payload: dict[str, Any]) -> None:
+        mesh_id, member_id = payload.get("mesh_id"), payload.get("member_id")
+        if kind == "deliver":
+            for recipient in payload.get("member_ids", []):
+                attached = self._attached.get((str(mesh_id), str(recipient)))
+                if attached is not None:
+                    attached.pump.wake.set()
+        elif kind == "replace":
+            attached = self._attached.get((str(mesh_id), str(member_id)))
+            if attached is not None and attached.session.session_id == payload.get("session_id"):
+                del self._attached[(str(mesh_id), str(member_id))]
+                attached.task.cancel()
+                self._replace_local(attached.session)
+        elif kind == "presence":
+            event = str(payload.get("event"))
+            self._spawn(self._relay(str(mesh_id), str(member_id), event,
+                                    online=event != "peer_left"))
+        elif kind == "profile":
+            self._spawn(self._relay(str(mesh_id), str(member_id), "profile_updated",
+                                    online=True))
+
+    async def _relay(self, mesh_id: str, member_id: str, event: str, *, online: bool) -> None:
+        """Send an announcement to this broker's connections in the mesh, but the member's."""
+        member = await self._store.get_member_by_id(member_id)
+        if member is None or (not member.visible and event != "profile_updated"):
             return
-        frame = {"type": "event", "event": event, "mesh_id": member.mesh_id,
+        frame = {"type": "event", "event": event, "mesh_id": mesh_id,
                  "peer": peer_view(member, online=online)}
-        targets = [a.session for (mesh, member_id), a in self._attached.items()
-                   if mesh == member.mesh_id and member_id != member.id]
+        targets = [a.session for (mesh, other), a in self._attached.items()
+                   if mesh == mesh_id and other != member_id]
         for target in targets:
             self._spawn(target.send(frame))
 
@@ -275,14 +344,10 @@ class Hub:
         task.add_done_callback(self._tasks.discard)
 
     async def close(self) -> None:
-        """Cancel leases and pumps; pending tasks finish or are cancelled."""
-        for lease in self._leases.values():
-            lease.cancel()
-        self._leases.clear()
+        """Cancel pumps; pending tasks finish or are cancelled."""
         for attached in self._attached.values():
             attached.task.cancel()
         for task in list(self._tasks):
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.gather(*self._tasks, return_exceptions=True)
-

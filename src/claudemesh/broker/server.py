@@ -29,6 +29,7 @@ from claudemesh.broker.store import open_store
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.features import build_feature_map
+from claudemesh.protocol.ids import new_ulid
 
 __all__ = ["BrokerServer", "run_broker"]
 
@@ -39,7 +40,8 @@ class BrokerServer:
     def __init__(self, settings: BrokerSettings, store: BrokerStore) -> None:
         self.settings = settings
         self.store = store
-        self.hub = Hub(store, settings)
+        self.broker_id = new_ulid()
+        self.hub = Hub(store, settings, self.broker_id)
         self.ctx = BrokerContext(store, self.hub, settings, build_feature_map(
             inline_bytes=settings.inline_bytes, blob_bytes=settings.inline_bytes,
             omit=settings.omit_features))
@@ -48,6 +50,8 @@ class BrokerServer:
 
     async def start(self) -> int:
         s = self.settings
+        await self.store.broker_heartbeat(self.broker_id, now_ms=now_ms())  # before any attach
+        await self.hub.start()
         self._server = await serve(
             self._handle, s.host, s.port, process_request=_only_ws_path,
             max_size=s.frame_hard_limit_bytes, ping_interval=s.ping_interval_s,
@@ -55,9 +59,13 @@ class BrokerServer:
             server_header="claudemesh-broker",
             compression=None)
         port = int(self._server.sockets[0].getsockname()[1])
+        presence_every = min(s.presence_sweep_s, s.presence_lease_s / 4)
         self._jobs = [asyncio.create_task(self._every(s.sweep_interval_s, self._sweep)),
-                      asyncio.create_task(self._every(s.revocation_poll_s, self._revocations))]
-        log.info("broker_started", extra={"host": s.host, "port": port})
+                      asyncio.create_task(self._every(s.revocation_poll_s, self._revocations)),
+                      asyncio.create_task(self._every(s.heartbeat_interval_s, self._heartbeat)),
+                      asyncio.create_task(self._every(presence_every, self.hub.expire_leases))]
+        log.info("broker_started", extra={"host": s.host, "port": port,
+                                          "broker_id": self.broker_id})
         return port
 
     async def stop(self) -> None:
@@ -88,10 +96,13 @@ class BrokerServer:
             log.info("retention_sweep", extra={"dedupe_expired": result.dedupe_rows_expired,
                                                "messages_pruned": result.messages_pruned})
 
+    async def _heartbeat(self) -> None:
+        await self.store.broker_heartbeat(self.broker_id, now_ms=now_ms())
+
     async def _revocations(self) -> None:
         since = now_ms() - int(self.settings.revocation_poll_s * 1000) - 5_000
         for member in await self.store.revoked_since(since):
-            session = self.hub.revoked(member)
+            session = await self.hub.revoked(member)
             if isinstance(session, Session) and not session.revoked:
                 session.revoked = True
                 log.info("member_revoked_closing", extra={"member_id": member.id})

@@ -172,7 +172,10 @@ class Session:
                 task.cancel()
             await asyncio.gather(*self._tasks, return_exceptions=True)
             if self._member is not None:
-                self.ctx.hub.detach(self, revoked=self.revoked)
+                try:
+                    await self.ctx.hub.detach(self, revoked=self.revoked)
+                except ClaudemeshError:
+                    log.exception("presence_detach_failed", extra={"session": self.session_id})
 
     def _hello_timeout(self) -> None:
         if self.state is SessionState.AWAITING_HELLO:
@@ -385,9 +388,10 @@ class Session:
         await self._result(frame.req_id, group=frame.group, member=False, changed=changed)
 
     async def _list_peers(self, frame: ListPeers) -> None:
-        hub, me = self.ctx.hub, self.member
+        me = self.member
         members = await self.ctx.store.list_members(self.mesh.id)
-        peers = [peer_view(m, online=hub.is_online(m.mesh_id, m.id)) for m in members
+        online = await self.ctx.hub.online_members(self.mesh.id)
+        peers = [peer_view(m, online=m.id in online) for m in members
                  if m.visible or m.id == me.id]
         await self._result(frame.req_id, peers=peers)
 
@@ -395,7 +399,7 @@ class Session:
         fields = frame.model_dump(exclude={"type", "req_id"}, exclude_none=True)
         updated = await self.ctx.store.set_profile(self.member.id, fields)
         self._member = updated
-        self.ctx.hub.event(updated, "profile_updated", online=True)
+        await self.ctx.hub.profile_changed(updated)
         await self._result(frame.req_id, applied=sorted(fields),
                            peer=peer_view(updated, online=True))
 

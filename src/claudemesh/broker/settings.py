@@ -23,6 +23,9 @@ class BrokerSettings:
     ping_timeout_s: float = 45.0  # ping + timeout = 75 s of silence before the cut
     close_timeout_s: float = 2.0  # a peer that stopped answering will not answer close
     presence_lease_s: float = 90.0  # peer_left only after this long without reconnect
+    presence_sweep_s: float = 1.0  # how often leases are checked (at most lease / 4)
+    heartbeat_interval_s: float = 2.0  # brokers sharing a store prove they are alive
+    broker_dead_after_s: float = 10.0  # a silent broker's members count as leased
     delivery_lease_s: float = 30.0  # an unacked push is pushed again after this
     delivery_window: int = 256  # unacked pushes in flight per connection
     frames_in_flight: int = 256  # frames handled concurrently per connection

@@ -5,6 +5,11 @@ implements the same methods, and one parametrized suite runs against both. Recor
 frozen dataclasses with no database types in them. Errors are the typed errors of
 :mod:`claudemesh.errors`; no driver exception crosses this boundary (STYLE (b)7).
 
+Several brokers may share one store (PostgreSQL, issue 6); then the tables are the truth
+and a :class:`Notifier` only wakes brokers up. Presence is rows: a member is ``online``
+on one session of one broker, or ``leased`` until a time; brokers heartbeat, and the
+members of a broker that stopped heartbeating count as leased from its last heartbeat.
+
 Invariants every implementation keeps (daemon-spec §4.3-4.7):
 * ``accept`` is one transaction: the dedupe claim, the message, its history row and one
   delivery row per recipient commit together or not at all (R-DLV-5, R-BRK-8). A B2
@@ -18,21 +23,29 @@ Invariants every implementation keeps (daemon-spec §4.3-4.7):
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "NOTIFY_KINDS",
     "AcceptInput",
     "AcceptKind",
     "AcceptOutcome",
     "BrokerStore",
     "Delivery",
+    "LocalNotifier",
     "Member",
     "Mesh",
     "NewInvite",
+    "Notifier",
+    "PresenceChange",
     "SweepResult",
 ]
+
+NOTIFY_KINDS = ("deliver", "presence", "replace", "profile")
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +155,53 @@ class SweepResult:
     nonces_expired: int
 
 
+@dataclass(frozen=True, slots=True)
+class PresenceChange:
+    """What a member's presence was before this session attached."""
+
+    previous_session_id: str | None
+    previous_broker_id: str | None
+    previous_state: str | None  # "online" | "leased" | None (absent: a real join)
+
+
+Handler = Callable[[str, dict[str, Any]], None]
+
+
+class Notifier(abc.ABC):
+    """Cluster wake-ups: ``deliver`` (members with new deliveries), ``presence``
+    (peer_joined / peer_left), ``replace`` (close an older session), ``profile``.
+
+    Best effort by design: every fact they announce is already committed in the store,
+    so a lost notification delays, never loses (a reconnect or a lease re-reads).
+    """
+
+    @abc.abstractmethod
+    async def start(self, handler: Handler) -> None: ...
+
+    @abc.abstractmethod
+    async def publish(self, kind: str, payload: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class LocalNotifier(Notifier):
+    """One process: publishing calls the handler on the next loop iteration."""
+
+    def __init__(self) -> None:
+        self._handler: Handler | None = None
+
+    async def start(self, handler: Handler) -> None:
+        self._handler = handler
+
+    async def publish(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._handler is not None:
+            asyncio.get_running_loop().call_soon(self._handler, kind, payload)
+
+    async def close(self) -> None:
+        self._handler = None
+
+
 class BrokerStore(abc.ABC):
     """Everything the broker persists."""
 
@@ -226,14 +286,72 @@ class BrokerStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def pending_deliveries(self, member_id: str, *, after: int, limit: int) -> list[Delivery]:
-        """Unacked deliveries for ``member_id`` with ``delivery_id > after``, oldest first."""
+    async def pending_deliveries(self, member_id: str, *, after: int, limit: int,
+                                 session_id: str = "", now_ms: int = 0,
+                                 lease_ms: int = 0) -> list[Delivery]:
+        """Unacked deliveries for ``member_id`` with ``delivery_id > after``, oldest first.
+
+        With several brokers, the rows are claimed for ``session_id`` until
+        ``now_ms + lease_ms`` (``FOR UPDATE SKIP LOCKED``), and rows another live session
+        claimed are skipped: two sessions never push one row at once. A single-process
+        store may ignore the claim arguments.
+        """
 
     @abc.abstractmethod
     async def ack_deliveries(self, member_id: str, delivery_ids: list[int], now_ms: int) -> int:
         """Mark acked the given deliveries that belong to ``member_id``; returns how many."""
 
+    # -- presence, brokers, notifications (cluster-wide) -------------------------------
+
+    @abc.abstractmethod
+    def notifier(self) -> Notifier:
+        """The wake-up channel shared by every broker on this store."""
+
+    @abc.abstractmethod
+    async def broker_heartbeat(self, broker_id: str, *, now_ms: int) -> None:
+        """This broker is alive (registers it on first call)."""
+
+    @abc.abstractmethod
+    async def presence_attach(self, mesh_id: str, member_id: str, *, broker_id: str,
+                              session_id: str, now_ms: int, prefer_oldest: bool,
+                              dead_after_ms: int) -> PresenceChange:
+        """Make ``session_id`` the member's live session, atomically.
+
+        A session on a broker silent for ``dead_after_ms`` does not count as live.
+
+        Raises:
+            MemberAlreadyConnected: ``prefer_oldest`` and another live session holds it.
+        """
+
+    @abc.abstractmethod
+    async def presence_detach(self, mesh_id: str, member_id: str, *, session_id: str,
+                              lease_until_ms: int) -> bool:
+        """online -> leased, if ``session_id`` still holds the member; False otherwise."""
+
+    @abc.abstractmethod
+    async def presence_drop(self, mesh_id: str, member_id: str) -> bool:
+        """Remove the member's presence at once (revoked); True if there was one."""
+
+    @abc.abstractmethod
+    async def presence_expired(self, now_ms: int, *, dead_after_ms: int,
+                               lease_ms: int) -> list[tuple[str, str]]:
+        """Delete leases that ran out, returning (mesh_id, member_id): each exactly once
+        across all brokers. Members of dead brokers are leased from the last heartbeat."""
+
+    @abc.abstractmethod
+    async def presence_online(self, mesh_id: str) -> set[str]:
+        """Member ids that are online or inside their lease."""
+
+    @abc.abstractmethod
+    async def get_member_by_id(self, member_id: str) -> Member | None: ...
+
     # -- maintenance -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def orphan_check(self) -> list[dict[str, Any]]:
+        """§4.7.3: dedupe rows whose message is gone while ``history_available`` is true,
+        and delivery rows without a message. Each finding is a dict with its ids."""
+
 
     @abc.abstractmethod
     async def sweep(self, now_ms: int) -> SweepResult:

@@ -21,15 +21,19 @@ from claudemesh.broker.store.base import (
     AcceptOutcome,
     BrokerStore,
     Delivery,
+    LocalNotifier,
     Member,
     Mesh,
     NewInvite,
+    Notifier,
+    PresenceChange,
     SweepResult,
 )
 from claudemesh.errors import (
     DestinationNotFound,
     DisplayNameTaken,
     InviteRejected,
+    MemberAlreadyConnected,
     MemberRevoked,
     MeshExists,
 )
@@ -159,6 +163,25 @@ BROKER_MIGRATIONS: Final = (
     CREATE INDEX delivery_pending ON delivery_queue(recipient_member_id, seq)
       WHERE acked_at IS NULL;
     """,
+    # 2: presence and broker liveness live in the store (issue 6: several brokers)
+    """
+    CREATE TABLE broker (
+      id           TEXT PRIMARY KEY,
+      started_at   INTEGER NOT NULL,
+      last_seen_at INTEGER NOT NULL
+    );
+    CREATE TABLE presence (
+      mesh_id          TEXT NOT NULL,
+      member_id        TEXT NOT NULL,
+      session_id       TEXT NOT NULL,
+      broker_id        TEXT NOT NULL,
+      state            TEXT NOT NULL CHECK(state IN ('online','leased')),
+      since            INTEGER NOT NULL,
+      lease_expires_at INTEGER,
+      PRIMARY KEY (mesh_id, member_id)
+    );
+    CREATE INDEX presence_lease ON presence(state, lease_expires_at);
+    """,
 )
 
 _MEMBER_COLUMNS: Final = ("id, mesh_id, pubkey, display_name, joined_at, revoked_at, summary,"
@@ -181,13 +204,21 @@ def _groups(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
 
 
 class SqliteBrokerStore(BrokerStore):
+    """One process owns the file: notifications stay in-process, and delivery claims are
+    not needed (one live session per member), so ``pending_deliveries`` ignores them."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._worker = DbWorker(open_database(path, BROKER_MIGRATIONS), name="broker")
         self._worker.start()
+        self._notifier = LocalNotifier()
 
     async def close(self) -> None:
+        await self._notifier.close()
         self._worker.stop()
+
+    def notifier(self) -> Notifier:
+        return self._notifier
 
     # -- meshes, invites, members ------------------------------------------------------
 
@@ -381,7 +412,9 @@ class SqliteBrokerStore(BrokerStore):
     async def accept(self, request: AcceptInput) -> AcceptOutcome:
         return await self._worker.run(lambda conn: _accept(conn, request))
 
-    async def pending_deliveries(self, member_id: str, *, after: int, limit: int) -> list[Delivery]:
+    async def pending_deliveries(self, member_id: str, *, after: int, limit: int,
+                                 session_id: str = "", now_ms: int = 0,
+                                 lease_ms: int = 0) -> list[Delivery]:
         def op(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
                 "SELECT d.seq, d.recipient_member_id, m.mesh_id, m.id, m.client_message_id,"
@@ -406,6 +439,94 @@ class SqliteBrokerStore(BrokerStore):
             return cur.rowcount
         return await self._worker.run(op)
 
+    # -- presence and brokers ----------------------------------------------------------
+
+    async def broker_heartbeat(self, broker_id: str, *, now_ms: int) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO broker (id, started_at, last_seen_at) VALUES (?, ?, ?)"
+                         " ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                         (broker_id, now_ms, now_ms))
+        await self._worker.run(op)
+
+    async def presence_attach(self, mesh_id: str, member_id: str, *, broker_id: str,
+                              session_id: str, now_ms: int, prefer_oldest: bool,
+                              dead_after_ms: int) -> PresenceChange:
+        def op(conn: sqlite3.Connection) -> PresenceChange:
+            with immediate(conn):
+                row = conn.execute(
+                    "SELECT p.session_id, p.broker_id, p.state, b.last_seen_at FROM presence p"
+                    " LEFT JOIN broker b ON b.id = p.broker_id"
+                    " WHERE p.mesh_id = ? AND p.member_id = ?", (mesh_id, member_id)).fetchone()
+                change = _change(row, now_ms, dead_after_ms)
+                if prefer_oldest and change.previous_state == "online":
+                    raise MemberAlreadyConnected()
+                conn.execute(
+                    "INSERT INTO presence (mesh_id, member_id, session_id, broker_id, state,"
+                    " since, lease_expires_at) VALUES (?, ?, ?, ?, 'online', ?, NULL)"
+                    " ON CONFLICT (mesh_id, member_id) DO UPDATE SET"
+                    " session_id = excluded.session_id, broker_id = excluded.broker_id,"
+                    " state = 'online', since = excluded.since, lease_expires_at = NULL",
+                    (mesh_id, member_id, session_id, broker_id, now_ms))
+            return change
+        return await self._worker.run(op)
+
+    async def presence_detach(self, mesh_id: str, member_id: str, *, session_id: str,
+                              lease_until_ms: int) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute(
+                "UPDATE presence SET state = 'leased', lease_expires_at = ?"
+                " WHERE mesh_id = ? AND member_id = ? AND session_id = ? AND state = 'online'",
+                (lease_until_ms, mesh_id, member_id, session_id)).rowcount == 1
+        return await self._worker.run(op)
+
+    async def presence_drop(self, mesh_id: str, member_id: str) -> bool:
+        def op(conn: sqlite3.Connection) -> bool:
+            return conn.execute("DELETE FROM presence WHERE mesh_id = ? AND member_id = ?",
+                                (mesh_id, member_id)).rowcount == 1
+        return await self._worker.run(op)
+
+    async def presence_expired(self, now_ms: int, *, dead_after_ms: int,
+                               lease_ms: int) -> list[tuple[str, str]]:
+        def op(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            with immediate(conn):
+                conn.execute(
+                    "UPDATE presence SET state = 'leased', lease_expires_at = coalesce("
+                    " (SELECT b.last_seen_at FROM broker b WHERE b.id = presence.broker_id),"
+                    " presence.since) + ? WHERE state = 'online' AND NOT EXISTS (SELECT 1 FROM"
+                    " broker b WHERE b.id = presence.broker_id AND b.last_seen_at >= ?)",
+                    (lease_ms, now_ms - dead_after_ms))
+                return [(r[0], r[1]) for r in conn.execute(
+                    "DELETE FROM presence WHERE state = 'leased' AND lease_expires_at <= ?"
+                    " RETURNING mesh_id, member_id", (now_ms,))]
+        return await self._worker.run(op)
+
+    async def presence_online(self, mesh_id: str) -> set[str]:
+        def op(conn: sqlite3.Connection) -> set[str]:
+            return {r[0] for r in conn.execute(
+                "SELECT member_id FROM presence WHERE mesh_id = ?", (mesh_id,))}
+        return await self._worker.run(op)
+
+    async def get_member_by_id(self, member_id: str) -> Member | None:
+        def op(conn: sqlite3.Connection) -> Member | None:
+            row = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member WHERE id = ?",  # noqa: S608
+                               (member_id,)).fetchone()
+            return None if row is None else _member(row, _groups(conn, row[0]))
+        return await self._worker.run(op)
+
+    async def orphan_check(self) -> list[dict[str, Any]]:
+        def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            found = [{"kind": "dedupe_without_message", "mesh_id": m, "client_message_id": c,
+                      "broker_message_id": b} for m, c, b in conn.execute(
+                "SELECT d.mesh_id, d.client_message_id, d.broker_message_id"
+                " FROM client_message_dedupe d LEFT JOIN message m ON m.id = d.broker_message_id"
+                " WHERE m.id IS NULL AND d.history_available = 1")]
+            found += [{"kind": "delivery_without_message", "delivery_id": seq,
+                       "broker_message_id": msg} for seq, msg in conn.execute(
+                "SELECT q.seq, q.message_id FROM delivery_queue q"
+                " LEFT JOIN message m ON m.id = q.message_id WHERE m.id IS NULL")]
+            return found
+        return await self._worker.run(op)
+
     async def sweep(self, now_ms: int) -> SweepResult:
         def op(conn: sqlite3.Connection) -> SweepResult:
             expired = conn.execute("DELETE FROM client_message_dedupe WHERE expires_at IS NOT NULL"
@@ -423,6 +544,16 @@ class SqliteBrokerStore(BrokerStore):
                 conn.execute(f"DELETE FROM message WHERE id IN ({marks})", chunk)  # noqa: S608
             return SweepResult(expired, len(old), nonces)
         return await self._worker.run(op)
+
+
+def _change(row: tuple[Any, ...] | None, now_ms: int, dead_after_ms: int) -> PresenceChange:
+    """The presence before an attach; an online row of a silent broker counts as leased."""
+    if row is None:
+        return PresenceChange(None, None, None)
+    session, broker, state, last_seen = row
+    if state == "online" and (last_seen is None or last_seen < now_ms - dead_after_ms):
+        state = "leased"
+    return PresenceChange(session, broker, state)
 
 
 def _accept(conn: sqlite3.Connection, req: AcceptInput) -> AcceptOutcome:
