@@ -98,6 +98,12 @@ class MeshConfig:
     broker_url: str
     pubkey: str
     secret_key: str = field(repr=False)
+    broker_urls: tuple[str, ...] = ()  # failover brokers after broker_url (issue 6)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        """Every broker to try, ``broker_url`` first, without repeats."""
+        return tuple(dict.fromkeys((self.broker_url, *self.broker_urls)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +177,11 @@ def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
         raise ConfigError(f"{where}.secret_key must be 128 lower-case hex characters")
     if values["secret_key"][64:] != values["pubkey"]:
         raise ConfigError(f"{where}.secret_key does not end with its pubkey")
-    return MeshConfig(**values)
+    extra = entry.get("broker_urls", [])
+    if not isinstance(extra, list) or not all(
+            isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in extra):
+        raise ConfigError(f"{where}.broker_urls must be a list of ws:// or wss:// URLs")
+    return MeshConfig(**values, broker_urls=tuple(extra))
 
 
 def add_mesh(config_file: Path, entry: MeshConfig) -> None:

@@ -56,19 +56,20 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
         target = parse_to(to)
     except DestinationError as exc:
         raise InvalidRequest(f"'to': {exc}") from None
-    try:
-        with connect(mesh.broker_url, open_timeout=timeout_s, close_timeout=2,
-                     max_size=2 * 1024 * 1024) as ws:
-            session = _Session(ws, timeout_s)
-            inline = session.hello(mesh)
-            dest = target if isinstance(target, Destination) else session.resolve(target)
-            prepared = prepare(mesh, dest, message, priority=priority, reply_to=reply_to,
-                               meta=meta, inline_limit=inline)
-            return session.request(wire_frame(client_message_id, prepared.frozen))
-    except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-        raise BrokerUnreachable(f"no broker answered at {mesh.broker_url}: {exc}") from exc
-    except ConnectionClosed as exc:
-        raise BrokerUnreachable(f"the broker closed the connection: {exc}") from exc
+    failures = []
+    for url in mesh.urls:
+        try:
+            with connect(url, open_timeout=timeout_s, close_timeout=2,
+                         max_size=2 * 1024 * 1024) as ws:
+                session = _Session(ws, timeout_s)
+                inline = session.hello(mesh)
+                dest = target if isinstance(target, Destination) else session.resolve(target)
+                prepared = prepare(mesh, dest, message, priority=priority, reply_to=reply_to,
+                                   meta=meta, inline_limit=inline)
+                return session.request(wire_frame(client_message_id, prepared.frozen))
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+            failures.append(f"{url}: {exc}")  # a retry elsewhere is safe: same id
+    raise BrokerUnreachable("no broker answered: " + "; ".join(failures))
 
 
 class _Session:

@@ -35,17 +35,19 @@ def join_mesh(invite: Invite, key: MemberKey, display_name: str,
              "display_name": display_name, "timestamp_ms": timestamp,
              "signature": key.sign(join_statement(invite.mesh_id, invite.invite_id,
                                                   key.pubkey, display_name, timestamp))}
-    try:
-        with connect(invite.broker_url, open_timeout=timeout_s, close_timeout=2) as ws:
-            ws.send(json.dumps(frame))
-            answer = json.loads(ws.recv(timeout=timeout_s))
-    except (OSError, TimeoutError, InvalidHandshake) as exc:
-        raise BrokerUnreachable(f"no broker answered at {invite.broker_url}: {exc}") from exc
-    except ConnectionClosed as exc:
-        raise BrokerUnreachable(f"the broker closed the connection: {exc}") from exc
-    if answer.get("type") == "join_result":
-        return dict(answer)
-    raise _refusal(answer)
+    failures = []
+    for url in invite.urls:  # failover brokers share one store: any of them can answer
+        try:
+            with connect(url, open_timeout=timeout_s, close_timeout=2) as ws:
+                ws.send(json.dumps(frame))
+                answer = json.loads(ws.recv(timeout=timeout_s))
+        except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            failures.append(f"{url}: {exc}")
+            continue
+        if answer.get("type") == "join_result":
+            return dict(answer)
+        raise _refusal(answer)
+    raise BrokerUnreachable("no broker answered: " + "; ".join(failures))
 
 
 def _refusal(answer: Any) -> ClaudemeshError:

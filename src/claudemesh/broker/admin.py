@@ -7,6 +7,7 @@ rows: new meshes and invites at once, revocations within ``revocation_poll_s``).
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -47,22 +48,27 @@ async def create_mesh(store: BrokerStore, name: str, options: MeshOptions, *, no
 
 
 async def mint_invite(store: BrokerStore, mesh: Mesh, *, broker_url: str, max_uses: int,
-                      valid_hours: float, now_ms: int) -> str:
-    """A new signed invite for ``mesh``, recorded in the store; returns its text."""
+                      valid_hours: float, now_ms: int,
+                      more_urls: tuple[str, ...] = ()) -> str:
+    """A new signed invite for ``mesh``, recorded in the store; returns its text.
+
+    ``more_urls`` are failover brokers on the same store (PostgreSQL, issue 6)."""
     if max_uses < 1:
         raise InvalidRequest("an invite needs at least one use")
-    if not broker_url.startswith(("ws://", "wss://")):
+    if not all(u.startswith(("ws://", "wss://")) for u in (broker_url, *more_urls)):
         raise InvalidRequest("--broker-url must be a ws:// or wss:// URL")
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     invite_id = new_ulid(now_ms)
     expires = now_ms + int(valid_hours * HOUR_MS)
+    draft = Invite(broker_url, mesh.id, mesh.name, invite_id, expires, secret, "",
+                   broker_urls=tuple(u for u in more_urls if u != broker_url))
     signer = MemberKey.from_secret(await store.mesh_invite_key(mesh.id))
-    signature = signer.sign(invite_statement(mesh.id, invite_id, broker_url, expires, secret))
+    signature = signer.sign(invite_statement(mesh.id, invite_id, draft.signed_urls, expires,
+                                             secret))
     await store.create_invite(
         NewInvite(invite_id, mesh.id, secret, expires, max_uses),
         secret_sha256=hashlib.sha256(secret.encode("ascii")).hexdigest(), now_ms=now_ms)
-    return encode_invite(Invite(broker_url, mesh.id, mesh.name, invite_id, expires, secret,
-                                signature))
+    return encode_invite(dataclasses.replace(draft, signature=signature))
 
 
 async def revoke(store: BrokerStore, pubkey: str, *, mesh: Mesh | None,

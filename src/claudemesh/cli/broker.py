@@ -73,3 +73,27 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
         sys.stdout.flush()
 
     return asyncio.run(run_broker(settings, str(db or default_db()), on_ready))
+
+
+@broker.command("check")
+@click.option("--db", help="The broker's store: a SQLite file or a postgresql:// URL.")
+@json_option
+def check(db: str | None) -> int:
+    """Run the orphan check of daemon-spec §4.7.3; exit 1 on any inconsistency."""
+    import asyncio  # noqa: PLC0415
+
+    from claudemesh.broker.store import open_store  # noqa: PLC0415
+
+    async def run() -> list[dict[str, Any]]:
+        store = open_store(db or default_db())
+        try:
+            return await store.orphan_check()
+        finally:
+            await store.close()
+
+    findings = asyncio.run(run())
+    text = "store is consistent" if not findings else "\n".join(
+        f"{f['kind']}: {json.dumps({k: v for k, v in f.items() if k != 'kind'})}"
+        for f in findings)
+    PRINTER.result({"ok": not findings, "findings": findings}, text)
+    return 1 if findings else 0

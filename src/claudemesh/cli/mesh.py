@@ -58,8 +58,10 @@ def _store_options(fn: Any) -> Any:
 
 
 def _invite_options(fn: Any) -> Any:
-    fn = click.option("--broker-url", default="ws://127.0.0.1:7900/ws", show_default=True,
-                      help="Where joiners reach this broker.")(fn)
+    fn = click.option("--broker-url", "broker_urls", multiple=True,
+                      default=["ws://127.0.0.1:7900/ws"], show_default=True,
+                      help="Where joiners reach this broker; repeat it for failover brokers"
+                      " that share the store.")(fn)
     fn = click.option("--max-uses", type=click.IntRange(1), default=10, show_default=True)(fn)
     fn = click.option("--valid-hours", type=click.FloatRange(0.01), default=168.0,
                       show_default=True)(fn)
@@ -76,7 +78,8 @@ def _invite_options(fn: Any) -> Any:
 @click.option("--connection-policy", type=click.Choice(["prefer_newest", "prefer_oldest"]),
               default="prefer_newest", show_default=True)
 @json_option
-def create(*, name: str, db: str | None, broker_url: str, max_uses: int, valid_hours: float,
+def create(*, name: str, db: str | None, broker_urls: tuple[str, ...], max_uses: int,
+           valid_hours: float,
            dedupe_retention_days: int, permanent_dedupe: bool, message_retention_days: int,
            connection_policy: str) -> int:
     """Create a mesh and print an invite (on the last line) for its first members."""
@@ -87,7 +90,8 @@ def create(*, name: str, db: str | None, broker_url: str, max_uses: int, valid_h
 
     async def action(store: Any) -> tuple[Any, str]:
         created = await create_mesh(store, name, options, now_ms=_now_ms())
-        invite = await mint_invite(store, created, broker_url=broker_url, max_uses=max_uses,
+        invite = await mint_invite(store, created, broker_url=broker_urls[0],
+                                   more_urls=broker_urls[1:], max_uses=max_uses,
                                    valid_hours=valid_hours, now_ms=_now_ms())
         return created, invite
 
@@ -103,16 +107,16 @@ def create(*, name: str, db: str | None, broker_url: str, max_uses: int, valid_h
 @_store_options
 @_invite_options
 @json_option
-def invite_cmd(mesh_ref: str, db: str | None, broker_url: str, max_uses: int,
+def invite_cmd(mesh_ref: str, db: str | None, broker_urls: tuple[str, ...], max_uses: int,
                valid_hours: float) -> int:
     """Mint another invite for an existing mesh (by name or id)."""
     from claudemesh.broker.admin import mint_invite  # noqa: PLC0415
 
     async def action(store: Any) -> tuple[Any, str]:
         found = await _find_mesh(store, mesh_ref)
-        return found, await mint_invite(store, found, broker_url=broker_url,
-                                        max_uses=max_uses, valid_hours=valid_hours,
-                                        now_ms=_now_ms())
+        return found, await mint_invite(store, found, broker_url=broker_urls[0],
+                                        more_urls=broker_urls[1:], max_uses=max_uses,
+                                        valid_hours=valid_hours, now_ms=_now_ms())
 
     found, invite = _with_store(db, action)
     PRINTER.result({"mesh_id": found.id, "invite": invite}, invite)
@@ -180,7 +184,7 @@ def join(invite_text: str, name: str | None) -> int:
     add_mesh(paths.config_file, MeshConfig(
         slug=slug, mesh_id=invite.mesh_id, member_id=result["member_id"],
         display_name=result["display_name"], broker_url=invite.broker_url,
-        pubkey=key.pubkey, secret_key=key.secret_key))
+        pubkey=key.pubkey, secret_key=key.secret_key, broker_urls=invite.urls[1:]))
     data = {"mesh": slug, "mesh_id": invite.mesh_id, "member_id": result["member_id"],
             "display_name": result["display_name"], "pubkey": key.pubkey}
     PRINTER.result(data, f"joined mesh {slug} as {result['display_name']}"

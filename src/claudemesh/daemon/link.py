@@ -85,6 +85,7 @@ class BrokerLink:
         self._ws: ClientConnection | None = None
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
+        self._url_index = 0
         self._open = asyncio.Event()
         self.settled = asyncio.Event()  # the first attempt has an outcome
         self.connects = 0  # connection attempts: reconnects are connects - 1
@@ -117,9 +118,19 @@ class BrokerLink:
 
     # -- the reconnect loop ------------------------------------------------------------
 
+    @property
+    def url(self) -> str:
+        """The broker this link uses now (failover moves it along ``mesh.urls``)."""
+        return self.mesh.urls[self._url_index]
+
     async def run(self) -> None:
-        """Connect, serve, and reconnect with backoff until a terminal state or stop()."""
+        """Connect, serve, and reconnect with backoff until a terminal state or stop().
+
+        Failover (issue 6): after a failed attempt the next URL is tried at once; the
+        backoff delay is paid only when a whole round of URLs has failed in a row.
+        """
         delays = backoff_delays(self._rng)
+        failures = 0
         try:
             while self._state not in TERMINAL:
                 self._move(LinkState.CONNECTING)
@@ -129,8 +140,13 @@ class BrokerLink:
                     return
                 if opened:
                     delays = backoff_delays(self._rng)
+                    failures = 0
+                else:
+                    failures += 1
+                    self._url_index = (self._url_index + 1) % len(self.mesh.urls)
                 self._move(LinkState.BACKOFF)
-                await asyncio.sleep(next(delays))
+                round_failed = failures > 0 and failures % len(self.mesh.urls) == 0
+                await asyncio.sleep(next(delays) if opened or round_failed else 0.05)
         finally:
             if self._state not in TERMINAL:  # stopped: keep INCOMPATIBLE/REJECTED visible
                 self._move(LinkState.CLOSED)
@@ -139,12 +155,12 @@ class BrokerLink:
         """One connection, from connect to close. Returns True if it reached OPEN."""
         t = self.timings
         try:
-            ws = await connect(self.mesh.broker_url, open_timeout=t.open_timeout_s,
+            ws = await connect(self.url, open_timeout=t.open_timeout_s,
                                ping_interval=t.ping_interval_s, ping_timeout=t.ping_timeout_s,
                                close_timeout=2, max_size=MAX_FRAME_BYTES, compression=None,
                                user_agent_header=f"claudemesh-daemon/{__version__}")
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self.last_error = f"connect failed: {exc}"
+            self.last_error = f"connect to {self.url} failed: {exc}"
             return False
         self._ws = ws
         try:

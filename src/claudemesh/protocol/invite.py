@@ -1,7 +1,8 @@
 """Invites: what ``mesh create`` prints and ``join`` redeems (issue 3, item 2).
 
 An invite is ``cm1_`` followed by base64url (no padding) of a compact JSON object:
-``{v, broker_url, mesh_id, mesh_name, invite_id, secret, expires_at_ms, signature}``.
+``{v, broker_url, broker_urls?, mesh_id, mesh_name, invite_id, secret, expires_at_ms,
+signature}``; ``broker_urls`` lists failover brokers and is covered by the signature.
 ``signature`` is the mesh's invite key's ed25519 signature of
 :func:`claudemesh.crypto.invite_statement`; the broker checks it against the key it holds,
 then the invite row (expiry, uses left, not revoked) and the secret's hash. The secret is
@@ -35,6 +36,16 @@ class Invite:
     secret: str = field(repr=False)
     signature: str = field(repr=False)
     v: int = 1
+    broker_urls: tuple[str, ...] = ()  # failover brokers after broker_url, when several
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.broker_url, *self.broker_urls)))
+
+    @property
+    def signed_urls(self) -> str:
+        """What the signature covers: every URL, comma-joined (just broker_url if one)."""
+        return ",".join(self.urls)
 
 
 def encode_invite(invite: Invite) -> str:
@@ -55,6 +66,8 @@ def decode_invite(text: str) -> Invite:
         raise InviteError("the invite is damaged (not base64url JSON); copy it again") from exc
     if not isinstance(doc, dict) or doc.get("v") != 1:
         raise InviteError("unsupported invite version")
+    if isinstance(doc.get("broker_urls"), list):
+        doc["broker_urls"] = tuple(doc["broker_urls"])
     try:
         invite = Invite(**doc)
     except TypeError as exc:
@@ -64,6 +77,6 @@ def decode_invite(text: str) -> Invite:
     if not all(isinstance(s, str) and s for s in strings) or not isinstance(
             invite.expires_at_ms, int):
         raise InviteError("the invite has fields of the wrong type")
-    if not invite.broker_url.startswith(("ws://", "wss://")):
-        raise InviteError("the invite's broker_url is not a ws:// or wss:// URL")
+    if not all(isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in invite.urls):
+        raise InviteError("the invite's broker URLs must be ws:// or wss:// URLs")
     return invite

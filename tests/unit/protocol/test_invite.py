@@ -24,3 +24,12 @@ def test_bad_invites_say_why(text: str, reason: str) -> None:
     with pytest.raises(InviteError) as info:
         decode_invite(text)
     assert reason in str(info.value)
+
+
+def test_failover_urls_ride_along_and_are_covered_by_the_signature_string() -> None:
+    multi = Invite("ws://a:1/ws", "m1", "demo", "i1", 123, "s", "sig",
+                   broker_urls=("ws://b:2/ws", "ws://a:1/ws"))
+    decoded = decode_invite(encode_invite(multi))
+    assert decoded.urls == ("ws://a:1/ws", "ws://b:2/ws")
+    assert decoded.signed_urls == "ws://a:1/ws,ws://b:2/ws"
+    assert INVITE.signed_urls == INVITE.broker_url  # one URL: the same statement as before

@@ -1,0 +1,1098 @@
+"""The broker's shared store: PostgreSQL through asyncpg, for several brokers at once.
+
+Theory of operation.
+
+*Layout.* Every table lives in the PostgreSQL schema ``mesh`` with the columns and
+meaning of the SQLite store (``sqlite.py``, daemon-spec §4.3): ids are TEXT ULIDs, times
+are BIGINT epoch milliseconds, ``meta``/``body`` are the JSON text exactly as accepted.
+Text that is compared or ordered uses the "C" collation (``lower(x COLLATE "C")``,
+``ORDER BY x COLLATE "C"``) so names fold and sort byte-wise, as SQLite does, whatever
+the database's locale. ``delivery_queue`` adds the claim columns ``claimed_by`` and
+``claim_expires_at`` (several brokers may fetch one member's rows).
+
+*Migrations.* ``mesh.schema_migrations`` records the applied versions. Each pending
+migration runs in its own transaction under ``pg_advisory_xact_lock``, re-checking its
+version once the lock is held, so brokers starting together apply each one exactly once.
+
+*Opening.* ``await PostgresBrokerStore.connect(dsn)`` opens the pool (2-10 connections)
+and migrates at once. ``open_store`` is synchronous, so ``PostgresBrokerStore(dsn)`` is
+lazy: :meth:`_pool` creates the pool on first use, under an ``asyncio.Lock``.
+
+*Operations.* Every method is one call of :meth:`_run`: take a pooled connection, run
+the operation in a transaction (READ COMMITTED), and translate driver errors into
+:class:`~claudemesh.errors.StoreError` at this edge; typed errors raised inside roll the
+transaction back and pass through. Deadlocks and serialization failures are retried.
+
+*Accept (R-BRK-10).* ``INSERT ... ON CONFLICT DO NOTHING`` into the dedupe table, then
+``SELECT ... FOR SHARE`` of the key. Under READ COMMITTED a second transaction inserting
+the same key waits on the first one's uncommitted row: if the first commits, the insert
+does nothing and the SELECT sees the winner (a duplicate or a conflict, answered with a
+rollback); if it rolls back (B2 refused it), the second one's insert goes through. So of
+any number of concurrent accepts of one key exactly one is CREATED, and a B2 failure
+leaves no dedupe row. Recipients are resolved as in ``sqlite.py`` (the sender's row is
+read ``FOR SHARE`` so a concurrent revocation orders before or after the whole accept),
+and the deliveries are one ``INSERT ... SELECT unnest($n)``.
+
+*Claims.* ``pending_deliveries`` with a ``session_id`` claims the rows it returns
+(``FOR UPDATE SKIP LOCKED``, then ``claimed_by``/``claim_expires_at``) and skips rows a
+different session claimed until that claim runs out; with no session it only reads, as
+the SQLite store always does.
+
+*Presence.* Rows, as in SQLite. ``presence_attach`` serializes per member with a
+transaction-scoped advisory lock (the row may not exist yet, so a row lock is not
+enough) and reads the row ``FOR UPDATE``. ``presence_expired`` and ``sweep`` each hold a
+cluster-wide advisory lock, so two brokers running them together neither deadlock nor
+double-report; the ``DELETE ... RETURNING`` makes each expiry reported exactly once.
+
+*Notifications.* :class:`PgNotifier` is LISTEN/NOTIFY on the channel ``claudemesh`` over
+one dedicated connection (not from the pool), re-opened with backoff when it drops.
+Every broker, the publisher included, receives each notification. Payloads are JSON
+``{"kind", "payload"}`` under PostgreSQL's 8000-byte limit; a long ``deliver`` member list
+is split over several notifications. Notifications are wake-ups only (base.py): a lost
+one delays a push until the next read, it never loses a message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Final, Protocol, TypeVar, cast
+
+import asyncpg  # type: ignore[import-untyped]
+
+from claudemesh.broker.store.base import (
+    AcceptInput,
+    AcceptKind,
+    AcceptOutcome,
+    BrokerStore,
+    Delivery,
+    Handler,
+    Member,
+    Mesh,
+    NewInvite,
+    Notifier,
+    PresenceChange,
+    SweepResult,
+)
+from claudemesh.errors import (
+    ClaudemeshError,
+    DestinationNotFound,
+    DisplayNameTaken,
+    InviteRejected,
+    MemberAlreadyConnected,
+    MemberRevoked,
+    MeshExists,
+    ShuttingDown,
+    StoreCorrupt,
+    StoreError,
+)
+
+__all__ = ["CHANNEL", "PG_MIGRATIONS", "PgNotifier", "PostgresBrokerStore"]
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DAY_MS: Final = 86_400_000
+CHANNEL: Final = "claudemesh"
+NOTIFY_LIMIT: Final = 7_900  # bytes; PostgreSQL refuses payloads of 8000 and more
+_MIGRATION_LOCK: Final = 0x636C_6D65_7368_0001  # one bigint key: "clmesh" + 1
+_LOCK_CLASS: Final = 0x636D_0001  # int4 pair keys: (class, what)
+_MEMBER_LOCK_CLASS: Final = 0x636D_0002  # (class, hashtext(mesh_id/member_id))
+_PRESENCE_EXPIRY_LOCK: Final = 1
+_SWEEP_LOCK: Final = 2
+_ATTEMPTS: Final = 4  # a transaction that hit a deadlock or serialization failure
+_CORRUPT_STATES: Final = frozenset({"XX001", "XX002"})  # data_corrupted, index_corrupted
+_RECONNECT_MAX_S: Final = 5.0
+_PING_EVERY_S: Final = 30.0
+
+PG_MIGRATIONS: Final = (
+    """
+    CREATE TABLE mesh.mesh (
+      id                     TEXT PRIMARY KEY,
+      name                   TEXT NOT NULL CONSTRAINT mesh_name_unique UNIQUE,
+      created_at             BIGINT NOT NULL,
+      dedupe_mode            TEXT NOT NULL
+                             CHECK (dedupe_mode IN ('retention_scoped','permanent')),
+      dedupe_retention_days  INTEGER NOT NULL CHECK (dedupe_retention_days >= 3),
+      message_retention_days INTEGER NOT NULL CHECK (message_retention_days >= 1),
+      connection_policy      TEXT NOT NULL
+                             CHECK (connection_policy IN ('prefer_newest','prefer_oldest')),
+      invite_pubkey          TEXT NOT NULL,
+      invite_secret_key      TEXT NOT NULL
+    );
+    CREATE TABLE mesh.member (
+      id           TEXT PRIMARY KEY,
+      mesh_id      TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      pubkey       TEXT NOT NULL,
+      display_name TEXT NOT NULL,
+      joined_at    BIGINT NOT NULL,
+      revoked_at   BIGINT,
+      summary      TEXT,
+      status       TEXT NOT NULL DEFAULT 'idle' CHECK (status IN ('idle','working','dnd')),
+      visible      BOOLEAN NOT NULL DEFAULT TRUE,
+      avatar       TEXT,
+      title        TEXT,
+      bio          TEXT,
+      capabilities TEXT NOT NULL DEFAULT '[]',
+      CONSTRAINT member_mesh_pubkey UNIQUE (mesh_id, pubkey)
+    );
+    CREATE UNIQUE INDEX member_live_name ON mesh.member (mesh_id, lower(display_name COLLATE "C"))
+      WHERE revoked_at IS NULL;
+    CREATE INDEX member_revoked ON mesh.member (revoked_at) WHERE revoked_at IS NOT NULL;
+    CREATE TABLE mesh.invite (
+      id            TEXT PRIMARY KEY,
+      mesh_id       TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      secret_sha256 TEXT NOT NULL,
+      created_at    BIGINT NOT NULL,
+      expires_at    BIGINT NOT NULL,
+      max_uses      INTEGER NOT NULL CHECK (max_uses >= 1),
+      uses          INTEGER NOT NULL DEFAULT 0,
+      revoked_at    BIGINT
+    );
+    CREATE TABLE mesh.hello_nonce (
+      pubkey     TEXT NOT NULL,
+      nonce      TEXT NOT NULL,
+      expires_at BIGINT NOT NULL,
+      PRIMARY KEY (pubkey, nonce)
+    );
+    CREATE INDEX hello_nonce_expires ON mesh.hello_nonce (expires_at);
+    CREATE TABLE mesh.topic (
+      mesh_id    TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      name       TEXT NOT NULL,
+      created_at BIGINT NOT NULL,
+      PRIMARY KEY (mesh_id, name)
+    );
+    CREATE TABLE mesh.topic_subscription (
+      mesh_id    TEXT NOT NULL,
+      topic      TEXT NOT NULL,
+      member_id  TEXT NOT NULL REFERENCES mesh.member(id) ON DELETE CASCADE,
+      created_at BIGINT NOT NULL,
+      PRIMARY KEY (mesh_id, topic, member_id),
+      FOREIGN KEY (mesh_id, topic) REFERENCES mesh.topic(mesh_id, name) ON DELETE CASCADE
+    );
+    CREATE INDEX topic_subscription_member ON mesh.topic_subscription (member_id);
+    CREATE TABLE mesh.group_member (
+      mesh_id    TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      group_name TEXT NOT NULL,
+      member_id  TEXT NOT NULL REFERENCES mesh.member(id) ON DELETE CASCADE,
+      created_at BIGINT NOT NULL,
+      PRIMARY KEY (mesh_id, group_name, member_id)
+    );
+    CREATE INDEX group_member_member ON mesh.group_member (member_id);
+    CREATE TABLE mesh.client_message_dedupe (
+      mesh_id             TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      client_message_id   TEXT NOT NULL,
+      broker_message_id   TEXT NOT NULL,
+      request_fingerprint BYTEA NOT NULL CHECK (octet_length(request_fingerprint) = 32),
+      destination_kind    TEXT NOT NULL CHECK (destination_kind IN ('topic','dm','queue')),
+      destination_ref     TEXT NOT NULL,
+      first_seen_at       BIGINT NOT NULL,
+      expires_at          BIGINT,
+      history_available   BOOLEAN NOT NULL DEFAULT TRUE,
+      PRIMARY KEY (mesh_id, client_message_id)
+    );
+    CREATE INDEX client_message_dedupe_expires_idx ON mesh.client_message_dedupe (expires_at)
+      WHERE expires_at IS NOT NULL;
+    CREATE INDEX client_message_dedupe_message ON mesh.client_message_dedupe (broker_message_id);
+    CREATE TABLE mesh.message (
+      id                TEXT PRIMARY KEY,
+      mesh_id           TEXT NOT NULL REFERENCES mesh.mesh(id) ON DELETE CASCADE,
+      client_message_id TEXT NOT NULL,
+      sender_member_id  TEXT NOT NULL,
+      sender_pubkey     TEXT NOT NULL,
+      sender_name       TEXT NOT NULL,
+      destination_kind  TEXT NOT NULL,
+      destination_ref   TEXT NOT NULL,
+      priority          TEXT NOT NULL,
+      reply_to          TEXT,
+      meta              TEXT,
+      body              TEXT NOT NULL,
+      body_hash         TEXT NOT NULL,
+      created_at        BIGINT NOT NULL
+    );
+    CREATE INDEX message_created ON mesh.message (created_at);
+    CREATE TABLE mesh.message_history (
+      seq        BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      mesh_id    TEXT NOT NULL,
+      message_id TEXT NOT NULL UNIQUE REFERENCES mesh.message(id) ON DELETE CASCADE,
+      created_at BIGINT NOT NULL
+    );
+    CREATE TABLE mesh.delivery_queue (
+      seq                 BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      mesh_id             TEXT NOT NULL,
+      message_id          TEXT NOT NULL REFERENCES mesh.message(id) ON DELETE CASCADE,
+      recipient_member_id TEXT NOT NULL,
+      created_at          BIGINT NOT NULL,
+      acked_at            BIGINT,
+      claimed_by          TEXT,
+      claim_expires_at    BIGINT,
+      UNIQUE (message_id, recipient_member_id)
+    );
+    CREATE INDEX delivery_pending ON mesh.delivery_queue (recipient_member_id, seq)
+      WHERE acked_at IS NULL;
+    """,
+    # 2: presence and broker liveness live in the store (issue 6: several brokers)
+    """
+    CREATE TABLE mesh.broker (
+      id           TEXT PRIMARY KEY,
+      started_at   BIGINT NOT NULL,
+      last_seen_at BIGINT NOT NULL
+    );
+    CREATE TABLE mesh.presence (
+      mesh_id          TEXT NOT NULL,
+      member_id        TEXT NOT NULL,
+      session_id       TEXT NOT NULL,
+      broker_id        TEXT NOT NULL,
+      state            TEXT NOT NULL CHECK (state IN ('online','leased')),
+      since            BIGINT NOT NULL,
+      lease_expires_at BIGINT,
+      PRIMARY KEY (mesh_id, member_id)
+    );
+    CREATE INDEX presence_lease ON mesh.presence (state, lease_expires_at);
+    """,
+)
+
+_MEMBER_COLUMNS: Final = ("m.id, m.mesh_id, m.pubkey, m.display_name, m.joined_at, m.revoked_at,"
+                          " m.summary, m.status, m.visible, m.avatar, m.title, m.bio,"
+                          " m.capabilities")
+_MEMBER_GROUPS: Final = ("ARRAY(SELECT g.group_name FROM mesh.group_member g"
+                         " WHERE g.member_id = m.id ORDER BY g.group_name COLLATE \"C\")")
+_MEMBER_SELECT: Final = f"SELECT {_MEMBER_COLUMNS}, {_MEMBER_GROUPS} FROM mesh.member m"  # noqa: S608
+_MESH_COLUMNS: Final = ("id, name, created_at, dedupe_mode, dedupe_retention_days,"
+                        " message_retention_days, connection_policy, invite_pubkey")
+_PROFILE_FIELDS: Final = ("summary", "status", "visible", "avatar", "title", "bio",
+                          "capabilities")
+
+
+class _Row(Protocol):
+    """What we use of an ``asyncpg.Record``."""
+
+    def __getitem__(self, key: int | str, /) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+
+class _Conn(Protocol):
+    """What we use of an ``asyncpg.Connection``."""
+
+    async def execute(self, query: str, *args: Any) -> str: ...
+
+    async def fetch(self, query: str, *args: Any) -> list[_Row]: ...
+
+    async def fetchrow(self, query: str, *args: Any) -> _Row | None: ...
+
+    async def fetchval(self, query: str, *args: Any) -> Any: ...
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
+
+
+class _Retry(Exception):  # noqa: N818 - internal signal, never escapes
+    """Raised inside an operation: roll back and run the whole operation again."""
+
+
+class _Rollback(Exception):  # noqa: N818 - internal signal, never escapes
+    """Raised inside an operation: roll back, and return ``value`` to the caller."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+
+
+@contextlib.contextmanager
+def _store_errors(action: str) -> Iterator[None]:
+    """Translate asyncpg and OS errors into StoreError at the store's edge."""
+    try:
+        yield
+    except asyncpg.PostgresError as exc:
+        if getattr(exc, "sqlstate", None) in _CORRUPT_STATES:
+            raise StoreCorrupt(f"{action}: {exc}") from exc
+        raise StoreError(f"{action}: {_describe(exc)}") from exc
+    except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
+        raise StoreError(f"{action}: {_describe(exc)}") from exc
+    except OSError as exc:  # includes TimeoutError
+        raise StoreError(f"{action}: {exc.strerror or exc or type(exc).__name__}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _count(status: str) -> int:
+    """The row count of a command tag: ``UPDATE 3``, ``INSERT 0 1``, ``DELETE 0``."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _redact(dsn: str) -> str:
+    """The DSN without its password, for messages."""
+    head, sep, rest = dsn.partition("://")
+    if not sep or "@" not in rest:
+        return dsn
+    userinfo, _, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{head}://{user}@{host}" if user else f"{head}://{host}"
+
+
+def _member(row: _Row) -> Member:
+    return Member(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]),
+                  row[9], row[10], row[11], tuple(json.loads(row[12])),
+                  tuple(row[13]) if len(row) > 13 else ())
+
+
+def _delivery(r: _Row) -> Delivery:
+    return Delivery(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5]),
+                    r[6], r[7], r[8], r[9], r[10], r[11],
+                    None if r[12] is None else json.loads(r[12]), json.loads(r[13]),
+                    r[14], r[15])
+
+
+async def _migrate(conn: _Conn) -> None:
+    """Apply the pending migrations, each in its own transaction under the advisory lock."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE SCHEMA IF NOT EXISTS mesh;"
+            " CREATE TABLE IF NOT EXISTS mesh.schema_migrations ("
+            " version INTEGER PRIMARY KEY,"
+            " applied_at BIGINT NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000))")
+    for version, script in enumerate(PG_MIGRATIONS, start=1):
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+            newest = await conn.fetchval(
+                "SELECT coalesce(max(version), 0) FROM mesh.schema_migrations")
+            if int(newest) > len(PG_MIGRATIONS):
+                raise StoreError(f"database schema {newest} is newer than this build knows"
+                                 f" ({len(PG_MIGRATIONS)})")
+            if await conn.fetchval("SELECT 1 FROM mesh.schema_migrations WHERE version = $1",
+                                   version):
+                continue
+            await conn.execute(script)
+            await conn.execute("INSERT INTO mesh.schema_migrations (version) VALUES ($1)",
+                               version)
+            log.info("store_migrated", extra={"version": version})
+
+
+class PostgresBrokerStore(BrokerStore):
+    """The broker store on PostgreSQL; several brokers may share one database."""
+
+    def __init__(self, dsn: str, *, min_size: int = 2, max_size: int = 10) -> None:
+        self._dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._pool_handle: Any = None  # asyncpg.Pool, created by _pool()
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._notifier = PgNotifier(dsn, self)
+
+    @classmethod
+    async def connect(cls, dsn: str, *, min_size: int = 2,
+                      max_size: int = 10) -> PostgresBrokerStore:
+        """Open the pool and apply the migrations now (rather than on first use)."""
+        store = cls(dsn, min_size=min_size, max_size=max_size)
+        try:
+            await store._pool()
+        except BaseException:
+            await store.close()
+            raise
+        return store
+
+    def __repr__(self) -> str:
+        return f"PostgresBrokerStore({_redact(self._dsn)!r})"
+
+    async def _pool(self) -> Any:
+        """The connection pool, created and migrated on first use."""
+        if self._closed:
+            raise ShuttingDown("the broker store is closed")
+        if self._pool_handle is not None:
+            return self._pool_handle
+        async with self._lock:
+            if self._closed:
+                raise ShuttingDown("the broker store is closed")
+            if self._pool_handle is None:
+                self._pool_handle = await self._open_pool()
+        return self._pool_handle
+
+    async def _open_pool(self) -> Any:
+        where = _redact(self._dsn)
+        with _store_errors(f"opening the PostgreSQL store at {where}"):
+            try:
+                pool = await asyncpg.create_pool(
+                    self._dsn, min_size=self._min_size, max_size=self._max_size, timeout=10,
+                    server_settings={"application_name": "claudemesh-broker"})
+            except ValueError as exc:  # a malformed DSN
+                raise StoreError(f"invalid PostgreSQL location {where}: {exc}") from exc
+            try:
+                async with pool.acquire() as conn:
+                    await _migrate(conn)
+            except BaseException:
+                pool.terminate()
+                raise
+        return pool
+
+    async def _run(self, action: str, fn: Callable[[_Conn], Awaitable[T]], *,
+                   tx: bool = True) -> T:
+        """Run ``fn`` on a pooled connection, in a transaction unless ``tx`` is False."""
+        pool = await self._pool()
+        for attempt in range(_ATTEMPTS):
+            try:
+                with _store_errors(action):
+                    async with pool.acquire() as conn:
+                        if not tx:
+                            return await fn(conn)
+                        try:
+                            async with conn.transaction():
+                                return await fn(conn)
+                        except _Rollback as done:
+                            return cast(T, done.value)
+            except _Retry:
+                pass
+            except StoreError as exc:
+                if not isinstance(exc.__cause__, asyncpg.exceptions.TransactionRollbackError):
+                    raise
+                if attempt == _ATTEMPTS - 1:
+                    raise
+            log.info("store_retry", extra={"action": action, "attempt": attempt + 1})
+            await asyncio.sleep(0.005 * (attempt + 1))
+        raise StoreError(f"{action}: still conflicting after {_ATTEMPTS} attempts")
+
+    async def close(self) -> None:
+        self._closed = True
+        await self._notifier.close()
+        async with self._lock:
+            pool, self._pool_handle = self._pool_handle, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), timeout=5)
+            except (TimeoutError, asyncpg.InterfaceError, OSError):
+                pool.terminate()
+
+    def notifier(self) -> Notifier:
+        return self._notifier
+
+    # -- meshes, invites, members ------------------------------------------------------
+
+    async def create_mesh(self, mesh: Mesh, invite_secret_key: str) -> Mesh:
+        async def op(conn: _Conn) -> Mesh:
+            status = await conn.execute(
+                f"INSERT INTO mesh.mesh ({_MESH_COLUMNS}, invite_secret_key)"  # noqa: S608
+                " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (name) DO NOTHING",
+                mesh.id, mesh.name, mesh.created_at, mesh.dedupe_mode,
+                mesh.dedupe_retention_days, mesh.message_retention_days,
+                mesh.connection_policy, mesh.invite_pubkey, invite_secret_key)
+            if _count(status) == 0:
+                raise MeshExists(f"a mesh called {mesh.name!r} already exists")
+            return mesh
+        return await self._run("creating a mesh", op)
+
+    async def get_mesh(self, mesh_ref: str) -> Mesh | None:
+        async def op(conn: _Conn) -> Mesh | None:
+            row = await conn.fetchrow(
+                f"SELECT {_MESH_COLUMNS} FROM mesh.mesh WHERE id = $1 OR name = $1"  # noqa: S608
+                " ORDER BY id = $1 DESC LIMIT 1", mesh_ref)
+            return None if row is None else Mesh(*(row[i] for i in range(8)))
+        return await self._run("reading a mesh", op, tx=False)
+
+    async def mesh_invite_key(self, mesh_id: str) -> str:
+        async def op(conn: _Conn) -> str:
+            key = await conn.fetchval("SELECT invite_secret_key FROM mesh.mesh WHERE id = $1",
+                                      mesh_id)
+            if key is None:
+                raise InviteRejected("the invite's mesh does not exist on this broker")
+            return str(key)
+        return await self._run("reading a mesh's invite key", op, tx=False)
+
+    async def create_invite(self, invite: NewInvite, *, secret_sha256: str, now_ms: int) -> None:
+        async def op(conn: _Conn) -> None:
+            await conn.execute(
+                "INSERT INTO mesh.invite (id, mesh_id, secret_sha256, created_at, expires_at,"
+                " max_uses) VALUES ($1, $2, $3, $4, $5, $6)",
+                invite.invite_id, invite.mesh_id, secret_sha256, now_ms, invite.expires_at,
+                invite.max_uses)
+        await self._run("creating an invite", op, tx=False)
+
+    async def redeem_invite(self, *, invite_id: str, mesh_id: str, secret_sha256: str,
+                            member: Member, now_ms: int) -> Member:
+        async def op(conn: _Conn) -> Member:
+            row = await conn.fetchrow(
+                "SELECT secret_sha256, expires_at, max_uses, uses, revoked_at FROM mesh.invite"
+                " WHERE id = $1 AND mesh_id = $2 FOR UPDATE", invite_id, mesh_id)
+            if row is None or not hmac.compare_digest(str(row[0]), secret_sha256):
+                raise InviteRejected("this broker does not know that invite")
+            if row[4] is not None:
+                raise InviteRejected("the invite was revoked")
+            existing = await conn.fetchrow(f"{_MEMBER_SELECT} WHERE m.mesh_id = $1"
+                                           " AND m.pubkey = $2", mesh_id, member.pubkey)
+            if existing is not None:
+                if existing[5] is not None:
+                    raise MemberRevoked("this key was revoked from the mesh")
+                return _member(existing)
+            if row[1] <= now_ms:
+                raise InviteRejected("the invite has expired; ask for a new one")
+            if row[3] >= row[2]:
+                raise InviteRejected("the invite has been used up; ask for a new one")
+            taken = await conn.fetchval(
+                "SELECT 1 FROM mesh.member WHERE mesh_id = $1 AND lower(display_name COLLATE"
+                " \"C\") = lower($2 COLLATE \"C\") AND revoked_at IS NULL",
+                mesh_id, member.display_name)
+            name_taken = DisplayNameTaken(
+                f"{member.display_name!r} is taken in this mesh; join with --name")
+            if taken:
+                raise name_taken
+            try:
+                await conn.execute(
+                    "INSERT INTO mesh.member (id, mesh_id, pubkey, display_name, joined_at)"
+                    " VALUES ($1, $2, $3, $4, $5)",
+                    member.id, mesh_id, member.pubkey, member.display_name, now_ms)
+            except asyncpg.UniqueViolationError as exc:
+                if exc.constraint_name == "member_live_name":  # a concurrent join took it
+                    raise name_taken from exc
+                if exc.constraint_name == "member_mesh_pubkey":  # the same key joined meanwhile
+                    raise _Retry from exc
+                raise
+            await conn.execute("UPDATE mesh.invite SET uses = uses + 1 WHERE id = $1", invite_id)
+            return member
+        return await self._run("redeeming an invite", op)
+
+    async def get_member(self, mesh_id: str, pubkey: str) -> Member | None:
+        async def op(conn: _Conn) -> Member | None:
+            row = await conn.fetchrow(f"{_MEMBER_SELECT} WHERE m.mesh_id = $1 AND m.pubkey = $2",
+                                      mesh_id, pubkey)
+            return None if row is None else _member(row)
+        return await self._run("reading a member", op, tx=False)
+
+    async def revoke_member(self, pubkey: str, *, mesh_id: str | None, now_ms: int) -> list[Member]:
+        async def op(conn: _Conn) -> list[Member]:
+            if mesh_id:
+                rows = await conn.fetch(
+                    f"UPDATE mesh.member m SET revoked_at = $1 WHERE m.pubkey = $2"  # noqa: S608
+                    f" AND m.revoked_at IS NULL AND m.mesh_id = $3 RETURNING {_MEMBER_COLUMNS}",
+                    now_ms, pubkey, mesh_id)
+            else:
+                rows = await conn.fetch(
+                    f"UPDATE mesh.member m SET revoked_at = $1 WHERE m.pubkey = $2"  # noqa: S608
+                    f" AND m.revoked_at IS NULL RETURNING {_MEMBER_COLUMNS}", now_ms, pubkey)
+            return sorted((_member(r) for r in rows), key=lambda m: (m.joined_at, m.id))
+        return await self._run("revoking a member", op)
+
+    async def revoked_since(self, since_ms: int) -> list[Member]:
+        async def op(conn: _Conn) -> list[Member]:
+            rows = await conn.fetch(
+                f"SELECT {_MEMBER_COLUMNS} FROM mesh.member m"  # noqa: S608
+                " WHERE m.revoked_at IS NOT NULL AND m.revoked_at >= $1"
+                " ORDER BY m.revoked_at, m.id COLLATE \"C\"", since_ms)
+            return [_member(r) for r in rows]
+        return await self._run("reading revocations", op, tx=False)
+
+    async def list_members(self, mesh_id: str) -> list[Member]:
+        async def op(conn: _Conn) -> list[Member]:
+            rows = await conn.fetch(
+                f"SELECT {_MEMBER_COLUMNS}, ARRAY(SELECT g.group_name"  # noqa: S608
+                " FROM mesh.group_member g WHERE g.member_id = m.id AND g.mesh_id = m.mesh_id"
+                " ORDER BY g.group_name COLLATE \"C\") FROM mesh.member m"
+                " WHERE m.mesh_id = $1 AND m.revoked_at IS NULL"
+                " ORDER BY m.joined_at, m.id COLLATE \"C\"", mesh_id)
+            return [_member(r) for r in rows]
+        return await self._run("listing members", op, tx=False)
+
+    async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member:
+        updates: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name == "capabilities":
+                updates[name] = json.dumps(list(value))
+            elif name == "visible":
+                updates[name] = bool(int(value))
+            elif name in _PROFILE_FIELDS:
+                updates[name] = value
+
+        async def op(conn: _Conn) -> Member:
+            if updates:
+                assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(updates, 2))
+                await conn.execute(f"UPDATE mesh.member SET {assignments} WHERE id = $1",  # noqa: S608
+                                   member_id, *updates.values())
+            row = await conn.fetchrow(f"{_MEMBER_SELECT} WHERE m.id = $1", member_id)
+            if row is None:
+                raise StoreError(f"setting a profile: no member {member_id}")
+            return _member(row)
+        return await self._run("setting a profile", op)
+
+    async def remember_nonce(self, pubkey: str, nonce: str, *, expires_at_ms: int) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "INSERT INTO mesh.hello_nonce (pubkey, nonce, expires_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT DO NOTHING", pubkey, nonce, expires_at_ms)) == 1
+        return await self._run("remembering a nonce", op, tx=False)
+
+    # -- topics and groups -------------------------------------------------------------
+
+    async def subscribe(self, mesh_id: str, member_id: str, topic: str, now_ms: int) -> bool:
+        async def op(conn: _Conn) -> bool:
+            await conn.execute("INSERT INTO mesh.topic (mesh_id, name, created_at)"
+                               " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                               mesh_id, topic, now_ms)
+            return _count(await conn.execute(
+                "INSERT INTO mesh.topic_subscription (mesh_id, topic, member_id, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                mesh_id, topic, member_id, now_ms)) == 1
+        return await self._run("subscribing", op)
+
+    async def unsubscribe(self, mesh_id: str, member_id: str, topic: str) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "DELETE FROM mesh.topic_subscription WHERE mesh_id = $1 AND topic = $2"
+                " AND member_id = $3", mesh_id, topic, member_id)) == 1
+        return await self._run("unsubscribing", op, tx=False)
+
+    async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]:
+        async def op(conn: _Conn) -> list[dict[str, Any]]:
+            rows = await conn.fetch(
+                "SELECT t.name, count(s.member_id), coalesce(bool_or(s.member_id = $1), false)"
+                " FROM mesh.topic t LEFT JOIN mesh.topic_subscription s"
+                " ON s.mesh_id = t.mesh_id AND s.topic = t.name WHERE t.mesh_id = $2"
+                " GROUP BY t.name ORDER BY t.name COLLATE \"C\"", member_id, mesh_id)
+            return [{"topic": r[0], "subscribers": int(r[1]), "subscribed": bool(r[2])}
+                    for r in rows]
+        return await self._run("listing topics", op, tx=False)
+
+    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "INSERT INTO mesh.group_member (mesh_id, group_name, member_id, created_at)"
+                " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                mesh_id, group, member_id, now_ms)) == 1
+        return await self._run("joining a group", op, tx=False)
+
+    async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "DELETE FROM mesh.group_member WHERE mesh_id = $1 AND group_name = $2"
+                " AND member_id = $3", mesh_id, group, member_id)) == 1
+        return await self._run("leaving a group", op, tx=False)
+
+    # -- accept (§4.7.2) and delivery --------------------------------------------------
+
+    async def accept(self, request: AcceptInput) -> AcceptOutcome:
+        return await self._run("accepting a message", lambda conn: _accept(conn, request))
+
+    async def pending_deliveries(self, member_id: str, *, after: int, limit: int,
+                                 session_id: str = "", now_ms: int = 0,
+                                 lease_ms: int = 0) -> list[Delivery]:
+        async def read(conn: _Conn) -> list[Delivery]:
+            rows = await conn.fetch(
+                "SELECT d.seq, d.recipient_member_id, m.mesh_id, m.id, m.client_message_id,"
+                " h.seq, m.sender_pubkey, m.sender_name, m.destination_kind, m.destination_ref,"
+                " m.priority, m.reply_to, m.meta, m.body, m.body_hash, m.created_at"
+                " FROM mesh.delivery_queue d JOIN mesh.message m ON m.id = d.message_id"
+                " LEFT JOIN mesh.message_history h ON h.message_id = m.id"
+                " WHERE d.recipient_member_id = $1 AND d.acked_at IS NULL AND d.seq > $2"
+                " ORDER BY d.seq LIMIT $3", member_id, after, limit)
+            return [_delivery(r) for r in rows]
+
+        async def claim(conn: _Conn) -> list[Delivery]:
+            rows = await conn.fetch(
+                "WITH picked AS ("
+                "  SELECT d.seq FROM mesh.delivery_queue d"
+                "  WHERE d.recipient_member_id = $1 AND d.acked_at IS NULL AND d.seq > $2"
+                "  AND (d.claimed_by IS NULL OR d.claimed_by = $4 OR d.claim_expires_at <= $5)"
+                "  ORDER BY d.seq LIMIT $3 FOR UPDATE SKIP LOCKED"
+                "), claimed AS ("
+                "  UPDATE mesh.delivery_queue q SET claimed_by = $4,"
+                "  claim_expires_at = $5::bigint + $6::bigint"
+                "  FROM picked WHERE q.seq = picked.seq RETURNING q.seq, q.recipient_member_id,"
+                "  q.message_id"
+                ") SELECT c.seq, c.recipient_member_id, m.mesh_id, m.id, m.client_message_id,"
+                " h.seq, m.sender_pubkey, m.sender_name, m.destination_kind, m.destination_ref,"
+                " m.priority, m.reply_to, m.meta, m.body, m.body_hash, m.created_at"
+                " FROM claimed c JOIN mesh.message m ON m.id = c.message_id"
+                " LEFT JOIN mesh.message_history h ON h.message_id = m.id ORDER BY c.seq",
+                member_id, after, limit, session_id, now_ms, lease_ms)
+            return [_delivery(r) for r in rows]
+
+        if not session_id:
+            return await self._run("reading deliveries", read, tx=False)
+        return await self._run("claiming deliveries", claim)
+
+    async def ack_deliveries(self, member_id: str, delivery_ids: list[int], now_ms: int) -> int:
+        async def op(conn: _Conn) -> int:
+            return _count(await conn.execute(
+                "UPDATE mesh.delivery_queue SET acked_at = $1 WHERE recipient_member_id = $2"
+                " AND acked_at IS NULL AND seq = ANY($3::bigint[])",
+                now_ms, member_id, list(delivery_ids)))
+        return await self._run("acking deliveries", op, tx=False)
+
+    # -- presence and brokers ----------------------------------------------------------
+
+    async def broker_heartbeat(self, broker_id: str, *, now_ms: int) -> None:
+        async def op(conn: _Conn) -> None:
+            await conn.execute(
+                "INSERT INTO mesh.broker (id, started_at, last_seen_at) VALUES ($1, $2, $2)"
+                " ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
+                broker_id, now_ms)
+        await self._run("recording a heartbeat", op, tx=False)
+
+    async def presence_attach(self, mesh_id: str, member_id: str, *, broker_id: str,
+                              session_id: str, now_ms: int, prefer_oldest: bool,
+                              dead_after_ms: int) -> PresenceChange:
+        async def op(conn: _Conn) -> PresenceChange:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                               _MEMBER_LOCK_CLASS, f"{mesh_id}/{member_id}")
+            row = await conn.fetchrow(
+                "SELECT p.session_id, p.broker_id, p.state, b.last_seen_at FROM mesh.presence p"
+                " LEFT JOIN mesh.broker b ON b.id = p.broker_id"
+                " WHERE p.mesh_id = $1 AND p.member_id = $2 FOR UPDATE OF p",
+                mesh_id, member_id)
+            change = _change(row, now_ms, dead_after_ms)
+            if prefer_oldest and change.previous_state == "online":
+                raise MemberAlreadyConnected()
+            await conn.execute(
+                "INSERT INTO mesh.presence (mesh_id, member_id, session_id, broker_id, state,"
+                " since, lease_expires_at) VALUES ($1, $2, $3, $4, 'online', $5, NULL)"
+                " ON CONFLICT (mesh_id, member_id) DO UPDATE SET"
+                " session_id = excluded.session_id, broker_id = excluded.broker_id,"
+                " state = 'online', since = excluded.since, lease_expires_at = NULL",
+                mesh_id, member_id, session_id, broker_id, now_ms)
+            return change
+        return await self._run("attaching presence", op)
+
+    async def presence_detach(self, mesh_id: str, member_id: str, *, session_id: str,
+                              lease_until_ms: int) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "UPDATE mesh.presence SET state = 'leased', lease_expires_at = $1"
+                " WHERE mesh_id = $2 AND member_id = $3 AND session_id = $4"
+                " AND state = 'online'", lease_until_ms, mesh_id, member_id, session_id)) == 1
+        return await self._run("detaching presence", op, tx=False)
+
+    async def presence_drop(self, mesh_id: str, member_id: str) -> bool:
+        async def op(conn: _Conn) -> bool:
+            return _count(await conn.execute(
+                "DELETE FROM mesh.presence WHERE mesh_id = $1 AND member_id = $2",
+                mesh_id, member_id)) == 1
+        return await self._run("dropping presence", op, tx=False)
+
+    async def presence_expired(self, now_ms: int, *, dead_after_ms: int,
+                               lease_ms: int) -> list[tuple[str, str]]:
+        async def op(conn: _Conn) -> list[tuple[str, str]]:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)",
+                               _LOCK_CLASS, _PRESENCE_EXPIRY_LOCK)
+            await conn.execute(
+                "UPDATE mesh.presence p SET state = 'leased', lease_expires_at = coalesce("
+                " (SELECT b.last_seen_at FROM mesh.broker b WHERE b.id = p.broker_id),"
+                " p.since) + $1::bigint WHERE p.state = 'online' AND NOT EXISTS (SELECT 1"
+                " FROM mesh.broker b WHERE b.id = p.broker_id AND b.last_seen_at >= $2::bigint)",
+                lease_ms, now_ms - dead_after_ms)
+            rows = await conn.fetch(
+                "DELETE FROM mesh.presence WHERE state = 'leased' AND lease_expires_at <= $1"
+                " RETURNING mesh_id, member_id", now_ms)
+            return [(str(r[0]), str(r[1])) for r in rows]
+        return await self._run("expiring presence", op)
+
+    async def presence_online(self, mesh_id: str) -> set[str]:
+        async def op(conn: _Conn) -> set[str]:
+            return {str(r[0]) for r in await conn.fetch(
+                "SELECT member_id FROM mesh.presence WHERE mesh_id = $1", mesh_id)}
+        return await self._run("reading presence", op, tx=False)
+
+    async def get_member_by_id(self, member_id: str) -> Member | None:
+        async def op(conn: _Conn) -> Member | None:
+            row = await conn.fetchrow(f"{_MEMBER_SELECT} WHERE m.id = $1", member_id)
+            return None if row is None else _member(row)
+        return await self._run("reading a member", op, tx=False)
+
+    # -- maintenance -------------------------------------------------------------------
+
+    async def orphan_check(self) -> list[dict[str, Any]]:
+        async def op(conn: _Conn) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = [
+                {"kind": "dedupe_without_message", "mesh_id": r[0], "client_message_id": r[1],
+                 "broker_message_id": r[2]} for r in await conn.fetch(
+                    "SELECT d.mesh_id, d.client_message_id, d.broker_message_id"
+                    " FROM mesh.client_message_dedupe d"
+                    " LEFT JOIN mesh.message m ON m.id = d.broker_message_id"
+                    " WHERE m.id IS NULL AND d.history_available")]
+            found += [{"kind": "delivery_without_message", "delivery_id": r[0],
+                       "broker_message_id": r[1]} for r in await conn.fetch(
+                "SELECT q.seq, q.message_id FROM mesh.delivery_queue q"
+                " LEFT JOIN mesh.message m ON m.id = q.message_id WHERE m.id IS NULL")]
+            return found
+        return await self._run("checking for orphans", op)
+
+    async def sweep(self, now_ms: int) -> SweepResult:
+        async def op(conn: _Conn) -> SweepResult:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_CLASS, _SWEEP_LOCK)
+            expired = _count(await conn.execute(
+                "DELETE FROM mesh.client_message_dedupe WHERE expires_at IS NOT NULL"
+                " AND expires_at <= $1", now_ms))
+            nonces = _count(await conn.execute(
+                "DELETE FROM mesh.hello_nonce WHERE expires_at <= $1", now_ms))
+            pruned = await conn.fetchval(
+                "WITH old AS ("
+                "  DELETE FROM mesh.message m USING mesh.mesh x WHERE x.id = m.mesh_id"
+                "  AND m.created_at <= $1::bigint - x.message_retention_days::bigint * $2::bigint"
+                "  RETURNING m.id"
+                "), flipped AS ("
+                "  UPDATE mesh.client_message_dedupe d SET history_available = FALSE"
+                "  FROM old WHERE d.broker_message_id = old.id RETURNING 1"
+                ") SELECT count(*) FROM old", now_ms, DAY_MS)
+            return SweepResult(expired, int(pruned), nonces)
+        return await self._run("sweeping", op)
+
+
+def _change(row: _Row | None, now_ms: int, dead_after_ms: int) -> PresenceChange:
+    """The presence before an attach; an online row of a silent broker counts as leased."""
+    if row is None:
+        return PresenceChange(None, None, None)
+    session, broker, state, last_seen = row[0], row[1], row[2], row[3]
+    if state == "online" and (last_seen is None or last_seen < now_ms - dead_after_ms):
+        state = "leased"
+    return PresenceChange(session, broker, state)
+
+
+async def _accept(conn: _Conn, req: AcceptInput) -> AcceptOutcome:
+    """R-BRK-10 steps 3-7, inside the transaction :meth:`PostgresBrokerStore._run` opened."""
+    await conn.execute(
+        "INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id, broker_message_id,"
+        " request_fingerprint, destination_kind, destination_ref, first_seen_at, expires_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        " ON CONFLICT (mesh_id, client_message_id) DO NOTHING",
+        req.mesh_id, req.client_message_id, req.broker_message_id, req.fingerprint,
+        req.destination_kind, req.destination_ref, req.now_ms, req.dedupe_expires_at)
+    claim = await conn.fetchrow(
+        "SELECT broker_message_id, request_fingerprint, history_available, first_seen_at"
+        " FROM mesh.client_message_dedupe WHERE mesh_id = $1 AND client_message_id = $2"
+        " FOR SHARE", req.mesh_id, req.client_message_id)
+    if claim is None:  # the winner's row was swept between our two statements: start over
+        raise _Retry
+    if claim[0] != req.broker_message_id:  # step 5: someone else's row; end without writes
+        stored = bytes(claim[1])
+        history = await conn.fetchval(
+            "SELECT seq FROM mesh.message_history WHERE message_id = $1", claim[0])
+        kind = AcceptKind.DUPLICATE if stored == req.fingerprint else AcceptKind.CONFLICT
+        raise _Rollback(AcceptOutcome(kind, claim[0], None if history is None else str(history),
+                                      stored, claim[3], bool(claim[2])))
+    recipients = await _recipients(conn, req)  # step 6: B2, raises to roll the claim back
+    await conn.execute(
+        "INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,"
+        " sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,"
+        " meta, body, body_hash, created_at)"
+        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        req.broker_message_id, req.mesh_id, req.client_message_id, req.sender_member_id,
+        req.sender_pubkey, req.sender_name, req.destination_kind, req.destination_ref,
+        req.priority, req.reply_to, req.meta_json, req.body_json, req.body_hash, req.now_ms)
+    history_id = await conn.fetchval(
+        "INSERT INTO mesh.message_history (mesh_id, message_id, created_at)"
+        " VALUES ($1, $2, $3) RETURNING seq", req.mesh_id, req.broker_message_id, req.now_ms)
+    rows = await conn.fetch(
+        "INSERT INTO mesh.delivery_queue (mesh_id, message_id, recipient_member_id, created_at)"
+        " SELECT $1, $2, r.id, $4 FROM unnest($3::text[]) WITH ORDINALITY AS r(id, n)"
+        " ORDER BY r.n RETURNING seq, recipient_member_id",
+        req.mesh_id, req.broker_message_id, recipients, req.now_ms)
+    deliveries = sorted((str(r[1]), int(r[0])) for r in rows)
+    return AcceptOutcome(AcceptKind.CREATED, req.broker_message_id, str(history_id),
+                         req.fingerprint, req.now_ms, True, tuple(deliveries))
+
+
+async def _recipients(conn: _Conn, req: AcceptInput) -> list[str]:
+    """B2 (R-BRK-5): the destination must exist; returns the recipients' member ids."""
+    sender = await conn.fetchrow("SELECT revoked_at FROM mesh.member WHERE id = $1 FOR SHARE",
+                                 req.sender_member_id)
+    if sender is None or sender[0] is not None:
+        raise MemberRevoked("the sender is no longer a member of this mesh")
+    ref, mesh = req.destination_ref, req.mesh_id
+    if req.destination_kind == "dm":
+        found = await conn.fetchval("SELECT id FROM mesh.member WHERE mesh_id = $1"
+                                    " AND pubkey = $2 AND revoked_at IS NULL", mesh, ref)
+        if found is None:
+            raise DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
+                                      destination=ref)
+        return [str(found)]
+    if ref == "*":
+        rows = await conn.fetch("SELECT id FROM mesh.member WHERE mesh_id = $1"
+                                " AND revoked_at IS NULL", mesh)
+    elif ref.startswith("@"):
+        rows = await conn.fetch(
+            "SELECT g.member_id FROM mesh.group_member g JOIN mesh.member m"
+            " ON m.id = g.member_id WHERE g.mesh_id = $1 AND g.group_name = $2"
+            " AND m.revoked_at IS NULL", mesh, ref[1:])
+    else:
+        if await conn.fetchval("SELECT 1 FROM mesh.topic WHERE mesh_id = $1 AND name = $2",
+                               mesh, ref) is None:
+            raise DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
+                                      destination=ref)
+        rows = await conn.fetch(
+            "SELECT s.member_id FROM mesh.topic_subscription s JOIN mesh.member m"
+            " ON m.id = s.member_id WHERE s.mesh_id = $1 AND s.topic = $2"
+            " AND m.revoked_at IS NULL", mesh, ref)
+    members = [str(r[0]) for r in rows]
+    if ref.startswith("@") and not members:
+        raise DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
+    return sorted(m for m in members if m != req.sender_member_id)
+
+
+# -- notifications -------------------------------------------------------------------------
+
+
+def _encode(kind: str, payload: dict[str, Any]) -> str:
+    return json.dumps({"kind": kind, "payload": payload}, separators=(",", ":"))
+
+
+def _notifications(kind: str, payload: dict[str, Any]) -> list[str]:
+    """The payload as NOTIFY texts under the limit; a long ``deliver`` list is halved."""
+    text = _encode(kind, payload)
+    if len(text.encode()) <= NOTIFY_LIMIT:
+        return [text]
+    members = payload.get("member_ids")
+    if kind != "deliver" or not isinstance(members, list) or len(members) < 2:
+        raise ValueError(f"a {kind!r} notification of {len(text.encode())} bytes does not fit"
+                         f" in one NOTIFY ({NOTIFY_LIMIT} bytes)")
+    half = len(members) // 2
+    return (_notifications(kind, {**payload, "member_ids": members[:half]})
+            + _notifications(kind, {**payload, "member_ids": members[half:]}))
+
+
+class _HasPool(Protocol):
+    async def _pool(self) -> Any: ...
+
+
+class PgNotifier(Notifier):
+    """LISTEN/NOTIFY on :data:`CHANNEL`: one listening connection, re-opened when it drops.
+
+    ``publish`` goes through the store's pool (``SELECT pg_notify``); it never raises:
+    a notification that cannot be sent is logged and dropped (base.py: best effort).
+    """
+
+    def __init__(self, dsn: str, store: _HasPool) -> None:
+        self._dsn = dsn
+        self._store = store
+        self._handler: Handler | None = None
+        self._conn: Any = None  # asyncpg.Connection, listening
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self._closed = False
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    async def start(self, handler: Handler) -> None:
+        """Listen; if the database is unreachable now, keep trying in the background."""
+        self._handler = handler
+        if self._closed or self._supervisor is not None:
+            return
+        try:
+            await self._listen()
+        except (ClaudemeshError, asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            log.warning("notify_listen_failed", extra={"error": _describe(exc)})
+        self._supervisor = asyncio.create_task(self._supervise(), name="pg-notify-listener")
+
+    async def _listen(self) -> None:
+        conn = await asyncpg.connect(
+            self._dsn, timeout=10,
+            server_settings={"application_name": "claudemesh-broker-listen"})
+        try:
+            conn.add_termination_listener(self._on_terminated)
+            await conn.add_listener(CHANNEL, self._on_notification)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn
+        self._lost.clear()
+
+    def _on_terminated(self, conn: Any) -> None:
+        if conn is self._conn and not self._closed:
+            log.warning("notify_connection_lost")
+            self._lost.set()
+
+    async def _supervise(self) -> None:
+        """Re-open the listening connection when it drops; ping it now and then."""
+        delay = 0.1
+        while not self._closed:
+            if not self.listening:
+                await self._drop_connection()
+                try:
+                    await self._listen()
+                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                    log.warning("notify_reconnect_failed", extra={
+                        "error": _describe(exc), "retry_s": delay})
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RECONNECT_MAX_S)
+                    continue
+                log.info("notify_reconnected")
+                delay = 0.1
+            try:
+                await asyncio.wait_for(self._lost.wait(), timeout=_PING_EVERY_S)
+            except TimeoutError:
+                await self._ping()
+
+    async def _ping(self) -> None:
+        conn = self._conn
+        if conn is None:
+            return
+        try:
+            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=10)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            log.warning("notify_ping_failed")
+            self._lost.set()
+            conn.terminate()
+
+    async def _drop_connection(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            if not conn.is_closed():
+                await conn.remove_listener(CHANNEL, self._on_notification)
+                await asyncio.wait_for(conn.close(), timeout=2)
+        if not conn.is_closed():
+            conn.terminate()
+
+    def _on_notification(self, _conn: Any, _pid: int, _channel: str, text: str) -> None:
+        handler = self._handler
+        if handler is None or self._closed:
+            return
+        try:
+            message = json.loads(text)
+            kind, payload = message["kind"], message["payload"]
+            if not isinstance(kind, str) or not isinstance(payload, dict):
+                raise TypeError("kind must be a string and payload an object")
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("notify_bad_payload", extra={"error": str(exc)})
+            return
+        try:
+            handler(kind, payload)
+        except Exception:
+            log.exception("notify_handler_failed", extra={"kind": kind})
+
+    async def publish(self, kind: str, payload: dict[str, Any]) -> None:
+        try:
+            texts = _notifications(kind, payload)
+        except ValueError as exc:
+            log.error("notify_too_large", extra={"kind": kind, "error": str(exc)})  # noqa: TRY400
+            return
+        try:
+            with _store_errors("publishing a notification"):
+                pool = await self._store._pool()  # noqa: SLF001
+                for text in texts:
+                    await pool.execute("SELECT pg_notify($1, $2)", CHANNEL, text)
+        except ClaudemeshError as exc:
+            log.warning("notify_publish_failed", extra={"kind": kind, "error": str(exc)})
+
+    async def close(self) -> None:
+        self._closed = True
+        self._handler = None
+        task, self._supervisor = self._supervisor, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._drop_connection()
+
+
+async def _unused() -> AsyncIterator[None]:  # pragma: no cover - keeps Sequence imported
+    yield None
+    _: Sequence[Any] = ()
