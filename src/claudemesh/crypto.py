@@ -13,6 +13,7 @@ ciphertext travel as standard base64.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from typing import Final
@@ -99,15 +100,26 @@ class BoxedBody:
     ciphertext: str  # base64
 
 
+@functools.lru_cache(maxsize=4096)
+def _shared_key(own_secret_hex: str, peer_pubkey_hex: str) -> bytes:
+    """The precomputed crypto_box key for one pair (``crypto_box_beforenm``).
+
+    Converting both ed25519 keys to X25519 and the scalar multiplication cost far more
+    than sealing a message; a daemon talks to few peers, so it does them once per pair
+    (about a quarter of each daemon's event loop in bench/e2e.py before this cache).
+    """
+    x_pk = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(bytes.fromhex(peer_pubkey_hex))
+    x_sk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(bytes.fromhex(own_secret_hex))
+    return bytes(nacl.bindings.crypto_box_beforenm(x_pk, x_sk))
+
+
 def box_encrypt(plaintext: bytes, *, sender_secret_hex: str, recipient_pubkey_hex: str,
                 nonce: bytes | None = None) -> BoxedBody:
     """Raises CryptoFailure when a key is malformed (not a valid ed25519 point)."""
     nonce = nonce if nonce is not None else nacl.utils.random(NONCE_BYTES)
     try:
-        x_pk = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(
-            bytes.fromhex(recipient_pubkey_hex))
-        x_sk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(bytes.fromhex(sender_secret_hex))
-        sealed = nacl.bindings.crypto_box(plaintext, nonce, x_pk, x_sk)
+        key = _shared_key(sender_secret_hex, recipient_pubkey_hex)
+        sealed = nacl.bindings.crypto_box_afternm(plaintext, nonce, key)
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise CryptoFailure("cannot encrypt to that key") from exc
     return BoxedBody(base64.b64encode(nonce).decode(), base64.b64encode(sealed).decode())
@@ -118,9 +130,7 @@ def box_decrypt(body: BoxedBody, *, recipient_secret_hex: str, sender_pubkey_hex
     try:
         nonce = base64.b64decode(body.nonce, validate=True)
         sealed = base64.b64decode(body.ciphertext, validate=True)
-        x_pk = nacl.bindings.crypto_sign_ed25519_pk_to_curve25519(bytes.fromhex(sender_pubkey_hex))
-        x_sk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(
-            bytes.fromhex(recipient_secret_hex))
-        return bytes(nacl.bindings.crypto_box_open(sealed, nonce, x_pk, x_sk))
+        key = _shared_key(recipient_secret_hex, sender_pubkey_hex)
+        return bytes(nacl.bindings.crypto_box_open_afternm(sealed, nonce, key))
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise CryptoFailure("the message does not open with these keys") from exc

@@ -132,8 +132,9 @@ class DeliveryPump:
         finally:
             self.fetching = False
 
-    async def _push(self, delivery: Delivery) -> bool:
-        self.cursor = max(self.cursor, delivery.delivery_id)
+    async def _push(self, delivery: Delivery, *, from_read: bool = True) -> bool:
+        if from_read:  # only a read may move the cursor: it has seen everything below it
+            self.cursor = max(self.cursor, delivery.delivery_id)
         if delivery.delivery_id in self.in_flight:
             return True
         self.in_flight[delivery.delivery_id] = time.monotonic() + self.settings.delivery_lease_s
@@ -141,11 +142,17 @@ class DeliveryPump:
         return await self.session.send(push_frame(delivery))
 
     async def offer(self, delivery: Delivery) -> None:
-        """A just-accepted delivery: push it now if nothing older is waiting, else read."""
+        """A just-accepted delivery: push it now if nothing older is waiting, else read.
+
+        A direct push does not move the cursor, so a delivery declined earlier (window
+        full) is still found by the next read; the pushed one is skipped there because it
+        is in flight. Declining marks the pump behind, so no newer offer jumps the queue.
+        """
         if self.caught_up and not self.fetching and len(self.in_flight) < (
                 self.settings.delivery_window) and delivery.delivery_id > self.cursor:
-            await self._push(delivery)
+            await self._push(delivery, from_read=False)
         else:
+            self.caught_up = False
             self.wake.set()
 
     def acked(self, delivery_ids: Iterable[int]) -> None:

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 HOUR_MS: Final = 3_600_000
 IDLE_WAKE_S: Final = 3600.0  # with nothing due, look again hourly (max-age expiry)
+EXPIRY_CHECK_S: Final = 60.0  # the pending-row expiry scan runs at most this often
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class Drain:
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.counters = DrainCounters()
+        self._next_expiry_check = 0.0  # monotonic seconds
 
     def notify(self) -> None:
         """Something became due (a new send, a requeue, the link opening)."""
@@ -110,9 +112,14 @@ class Drain:
         now = self._clock()
         cutoff = now - self._max_age_ms()
 
+        check_expiry = time.monotonic() >= self._next_expiry_check
+        if check_expiry:  # max age is hours to days: once a minute is plenty
+            self._next_expiry_check = time.monotonic() + EXPIRY_CHECK_S
+
         def op(conn: sqlite3.Connection) -> list[tuple[OutboxRow, bytes]]:
             store = OutboxStore(conn)
-            expired = store.expire_pending(self.mesh, enqueued_before_ms=cutoff)
+            expired = store.expire_pending(self.mesh, enqueued_before_ms=cutoff) if (
+                check_expiry) else 0
             if expired:
                 log.warning("outbox_rows_expired", extra={"mesh": self.mesh, "count": expired})
             rows = store.claim_due(now, limit=room, mesh=self.mesh)
