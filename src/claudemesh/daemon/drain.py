@@ -62,7 +62,7 @@ class DrainCounters:
 
 class Drain:
     def __init__(self, link: BrokerLink, outbox: DbWorker, *, clock: Callable[[], int],
-                 window: int = 64, rng: random.Random | None = None) -> None:
+                 window: int = 256, rng: random.Random | None = None) -> None:
         self.link = link
         self.mesh = link.mesh.slug
         self._outbox = outbox
@@ -72,6 +72,8 @@ class Drain:
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.counters = DrainCounters()
+        self._answered: list[tuple[OutboxRow, Verdict]] = []
+        self._flushing = False
         self._next_expiry_check = 0.0  # monotonic seconds
 
     def notify(self) -> None:
@@ -123,9 +125,11 @@ class Drain:
             if expired:
                 log.warning("outbox_rows_expired", extra={"mesh": self.mesh, "count": expired})
             rows = store.claim_due(now, limit=room, mesh=self.mesh)
-            return [(row, store.get_payload(row.id) or b"") for row in rows]
+            payloads = store.payloads([row.id for row in rows])
+            return [(row, payloads.get(row.id, b"")) for row in rows]
 
-        claimed = await self._outbox.run(op)
+        # Not fsynced: a claim lost in a power cut leaves the row pending, as recovery would.
+        claimed = await self._outbox.run(op, durable=False)
         for row, payload in claimed:
             task = asyncio.create_task(self._deliver(row, FrozenSend.from_bytes(payload)))
             self._sending.add(task)
@@ -162,42 +166,61 @@ class Drain:
         await self._apply(row, verdict)
 
     async def _apply(self, row: OutboxRow, verdict: Verdict) -> None:
-        now = self._clock()
-        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < now - self._max_age_ms():
+        """Queue the row's transition; one flusher writes them in batches."""
+        self._answered.append((row, self._final(row, verdict)))
+        if self._flushing:
+            return
+        self._flushing = True
+        try:
+            while self._answered:
+                batch, self._answered = self._answered, []
+                await self._write(batch)
+        finally:
+            self._flushing = False
+
+    def _final(self, row: OutboxRow, verdict: Verdict) -> Verdict:
+        """Count the answer; a retry past the max age becomes dead (R-AGE-5)."""
+        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < (
+                self._clock() - self._max_age_ms()):
             verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
-            event = OutboxEvent.EXPIRED
-        else:
-            event = OutboxEvent.PERMANENT_FAILURE
         counters = self.counters
         counters.delivered += verdict.kind is VerdictKind.DONE
         counters.retries += verdict.kind is VerdictKind.RETRY
         counters.dead += verdict.kind is VerdictKind.DEAD
-        if verdict.kind is VerdictKind.DONE:
-            if not verdict.history_available:
-                counters.history_pruned += 1
-                log.warning("dedupe_history_pruned", extra={"mesh": self.mesh,
-                                                            "client_message_id":
-                                                            row.client_message_id})
+        if verdict.kind is VerdictKind.DONE and not verdict.history_available:
+            counters.history_pruned += 1
+            log.warning("dedupe_history_pruned", extra={
+                "mesh": self.mesh, "client_message_id": row.client_message_id})
         elif verdict.kind is VerdictKind.DEAD:
             log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
                                                 "client_message_id": row.client_message_id,
                                                 "error": verdict.error})
-        delay = verdict.retry_after_ms if verdict.retry_after_ms is not None else (
-            retry_delay_ms(row.attempts, self._rng))
+        return verdict
 
-        def op(conn: sqlite3.Connection) -> bool:
+    async def _write(self, batch: list[tuple[OutboxRow, Verdict]]) -> None:
+        now = self._clock()
+        delays = {row.id: verdict.retry_after_ms if verdict.retry_after_ms is not None
+                  else retry_delay_ms(row.attempts, self._rng) for row, verdict in batch}
+
+        def op(conn: sqlite3.Connection) -> None:
             store = OutboxStore(conn)
-            match verdict.kind:
-                case VerdictKind.DONE:
-                    return store.mark_done(row.id, broker_message_id=str(
-                        verdict.broker_message_id), history_id=verdict.history_id, now_ms=now)
-                case VerdictKind.RETRY:
-                    return store.mark_retry(row.id, error=str(verdict.error),
-                                            next_attempt_at=now + delay)
-                case VerdictKind.DEAD:
-                    return store.mark_dead(row.id, error=str(verdict.error), event=event)
+            for row, verdict in batch:
+                match verdict.kind:
+                    case VerdictKind.DONE:
+                        store.mark_done(row.id, broker_message_id=str(verdict.broker_message_id),
+                                        history_id=verdict.history_id, now_ms=now)
+                    case VerdictKind.RETRY:
+                        store.mark_retry(row.id, error=str(verdict.error),
+                                         next_attempt_at=now + delays[row.id])
+                    case VerdictKind.DEAD:
+                        event = (OutboxEvent.EXPIRED if str(verdict.error).startswith(
+                            "max_age_exceeded") else OutboxEvent.PERMANENT_FAILURE)
+                        store.mark_dead(row.id, error=str(verdict.error), event=event)
 
         try:
-            await self._outbox.run(op)
+            # Not fsynced: a transition lost in a power cut only means the row is sent
+            # again after the restart, and the broker answers 200 duplicate (R-REC-1).
+            await self._outbox.run(op, durable=False)
         except ClaudemeshError:
-            log.exception("outbox_update_failed", extra={"mesh": self.mesh, "row": row.id})
+            log.exception("outbox_update_failed", extra={"mesh": self.mesh,
+                                                         "rows": len(batch)})

@@ -116,7 +116,7 @@ class MeshRuntime:
         now = self._clock()
         try:
             await self._inbox.run(lambda conn: InboxStore(conn).replace_peers(
-                self.mesh.slug, valid, now))
+                self.mesh.slug, valid, now), durable=False)  # refreshed on every connect
         except ClaudemeshError:
             log.exception("peer_directory_save_failed", extra={"mesh": self.mesh.slug})
         return valid
@@ -125,7 +125,7 @@ class MeshRuntime:
         now = self._clock()
         with contextlib.suppress(ClaudemeshError):
             await self._inbox.run(lambda conn: InboxStore(conn).upsert_peer(
-                self.mesh.slug, peer, now))
+                self.mesh.slug, peer, now), durable=False)
 
     def _spawn(self, coro: Any) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(self._quiet(coro))

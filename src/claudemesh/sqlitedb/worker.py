@@ -7,6 +7,12 @@ only then resolves the futures. With ``synchronous=FULL`` that COMMIT is an fsyn
 answer never goes out before its row is on disk, and the fsync is paid once per group
 rather than once per send. Under light load a group is a single operation.
 
+Durability per group. An operation says whether its result must survive power loss
+(``durable``, the default). A group holding at least one durable operation commits with
+``synchronous=FULL`` (an fsync); a group of only non-durable ones (bookkeeping whose loss
+a restart repairs, e.g. marking a row done: the row is just sent again and deduplicated)
+commits with ``synchronous=NORMAL``, which is still crash-safe for the process.
+
 The thread is the only writer of its database: sqlite3 objects never cross threads, and
 SQLite's own lock is never contended inside the process.
 """
@@ -38,6 +44,7 @@ class _Op(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    durable: bool = True
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -52,17 +59,21 @@ class DbWorker:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=f"db-{name}", daemon=True)
         self._accepting = False
+        self._durable = True  # open_database sets synchronous=FULL
 
     def start(self) -> None:
         self._accepting = True
         self._thread.start()
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in the writer thread inside a transaction; its errors are re-raised."""
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
+        """Run ``fn`` in the writer thread inside a transaction; its errors are re-raised.
+
+        ``durable=False``: the answer may come before an fsync (see the module docstring).
+        """
         if not self._accepting:
             raise ShuttingDown(f"the {self._name} store is closed")
         loop = asyncio.get_running_loop()
-        op: _Op[T] = _Op(fn, loop, loop.create_future())
+        op: _Op[T] = _Op(fn, loop, loop.create_future(), durable)
         self._queue.put(op)
         return await op.future
 
@@ -105,6 +116,10 @@ class DbWorker:
         return batch, False
 
     def _execute(self, batch: list[_Op[Any]]) -> None:
+        durable = any(op.durable for op in batch)
+        if durable is not self._durable:
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+            self._durable = durable
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for op in batch:

@@ -205,7 +205,11 @@ def _groups(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
 
 class SqliteBrokerStore(BrokerStore):
     """One process owns the file: notifications stay in-process, and delivery claims are
-    not needed (one live session per member), so ``pending_deliveries`` ignores them."""
+    not needed (one live session per member), so ``pending_deliveries`` ignores them.
+
+    Writes a restart repairs are not fsynced (``durable=False``): acks (a lost ack is one
+    redelivery, deduplicated by the receiver), heartbeats, presence and sweeps. Accepts,
+    joins, revocations and subscriptions are."""
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -437,7 +441,7 @@ class SqliteBrokerStore(BrokerStore):
                 f"UPDATE delivery_queue SET acked_at = ? WHERE recipient_member_id = ?"  # noqa: S608
                 f" AND acked_at IS NULL AND seq IN ({marks})", (now_ms, member_id, *delivery_ids))
             return cur.rowcount
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
     # -- presence and brokers ----------------------------------------------------------
 
@@ -446,7 +450,7 @@ class SqliteBrokerStore(BrokerStore):
             conn.execute("INSERT INTO broker (id, started_at, last_seen_at) VALUES (?, ?, ?)"
                          " ON CONFLICT (id) DO UPDATE SET last_seen_at = excluded.last_seen_at",
                          (broker_id, now_ms, now_ms))
-        await self._worker.run(op)
+        await self._worker.run(op, durable=False)
 
     async def presence_attach(self, mesh_id: str, member_id: str, *, broker_id: str,
                               session_id: str, now_ms: int, prefer_oldest: bool,
@@ -468,7 +472,7 @@ class SqliteBrokerStore(BrokerStore):
                     " state = 'online', since = excluded.since, lease_expires_at = NULL",
                     (mesh_id, member_id, session_id, broker_id, now_ms))
             return change
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
     async def presence_detach(self, mesh_id: str, member_id: str, *, session_id: str,
                               lease_until_ms: int) -> bool:
@@ -477,13 +481,13 @@ class SqliteBrokerStore(BrokerStore):
                 "UPDATE presence SET state = 'leased', lease_expires_at = ?"
                 " WHERE mesh_id = ? AND member_id = ? AND session_id = ? AND state = 'online'",
                 (lease_until_ms, mesh_id, member_id, session_id)).rowcount == 1
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
     async def presence_drop(self, mesh_id: str, member_id: str) -> bool:
         def op(conn: sqlite3.Connection) -> bool:
             return conn.execute("DELETE FROM presence WHERE mesh_id = ? AND member_id = ?",
                                 (mesh_id, member_id)).rowcount == 1
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
     async def presence_expired(self, now_ms: int, *, dead_after_ms: int,
                                lease_ms: int) -> list[tuple[str, str]]:
@@ -498,7 +502,7 @@ class SqliteBrokerStore(BrokerStore):
                 return [(r[0], r[1]) for r in conn.execute(
                     "DELETE FROM presence WHERE state = 'leased' AND lease_expires_at <= ?"
                     " RETURNING mesh_id, member_id", (now_ms,))]
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
     async def presence_online(self, mesh_id: str) -> set[str]:
         def op(conn: sqlite3.Connection) -> set[str]:
@@ -543,7 +547,7 @@ class SqliteBrokerStore(BrokerStore):
                              f" WHERE broker_message_id IN ({marks})", chunk)
                 conn.execute(f"DELETE FROM message WHERE id IN ({marks})", chunk)  # noqa: S608
             return SweepResult(expired, len(old), nonces)
-        return await self._worker.run(op)
+        return await self._worker.run(op, durable=False)
 
 
 def _change(row: tuple[Any, ...] | None, now_ms: int, dead_after_ms: int) -> PresenceChange:
