@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -14,11 +16,12 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -27,6 +30,23 @@ from claudemesh.joining import join_mesh
 from claudemesh.protocol.fingerprint import body_hash
 from claudemesh.protocol.invite import decode_invite
 from helpers import short_tmpdir
+from pgkit import fresh_dsn, shared_cluster
+
+# Which store ``new_broker`` gives a broker: "sqlite" (a file in the broker's directory)
+# or "postgres" (a fresh database on the shared test cluster). The broker suite's
+# conftest flips it per parametrization, so every broker test runs on both.
+_store_kind = "sqlite"
+
+
+@contextlib.contextmanager
+def using_store(kind: str) -> Iterator[None]:
+    """Within the block, ``new_broker`` puts brokers on ``kind`` ("sqlite" or "postgres")."""
+    global _store_kind  # noqa: PLW0603
+    before, _store_kind = _store_kind, kind
+    try:
+        yield
+    finally:
+        _store_kind = before
 
 
 @dataclass
@@ -35,10 +55,12 @@ class BrokerProcess:
     extra: tuple[str, ...] = ()
     port: int = 0
     proc: subprocess.Popen[str] | None = None
+    dsn: str | None = None  # a PostgreSQL DSN; None means the SQLite file under root
 
     @property
-    def db(self) -> Path:
-        return self.root / "broker.db"
+    def db(self) -> str:
+        """What ``--db`` gets: the SQLite path or the PostgreSQL DSN."""
+        return self.dsn if self.dsn is not None else str(self.root / "broker.db")
 
     @property
     def url(self) -> str:
@@ -82,8 +104,11 @@ class BrokerProcess:
         return Mesh(self, data["mesh_id"], data["invite"])
 
     def query(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
-            return conn.execute(sql, args).fetchall()
+        """Read the broker's store directly, written in SQLite's dialect for both stores."""
+        if self.dsn is None:
+            with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as c:
+                return c.execute(sql, args).fetchall()
+        return pg_query(self.dsn, sql, *args)
 
     def cleanup(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -253,8 +278,33 @@ async def clients(*pairs: tuple[str, Identity]) -> AsyncIterator[list[Client]]:
             await client.close()
 
 
-def new_broker(*extra: str) -> BrokerProcess:
-    return BrokerProcess(short_tmpdir("cmk"), extra).start()
+def new_broker(*extra: str, dsn: str | None = None) -> BrokerProcess:
+    """A started broker on the store ``STORE_KIND`` selects (or on ``dsn`` when given)."""
+    if dsn is None and _store_kind == "postgres":
+        dsn = fresh_dsn(shared_cluster())
+    return BrokerProcess(short_tmpdir("cmk"), extra, dsn=dsn).start()
+
+
+def pg_query(dsn: str, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    """Run a SQLite-dialect test query on PostgreSQL (schema ``mesh``), synchronously.
+
+    Tests call this from inside their own event loop, so asyncpg runs on a private loop in
+    a worker thread. Only the dialect the tests use is translated: ``?`` placeholders and
+    ``hex(x)``.
+    """
+    counter = iter(range(1, len(args) + 1))
+    text = re.sub(r"\?", lambda _m: f"${next(counter)}", sql)
+    text = re.sub(r"\bhex\((\w+)\)", r"upper(encode(\1, 'hex'))", text)
+
+    async def run() -> list[tuple[Any, ...]]:
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": "mesh"})
+        try:
+            return [tuple(row) for row in await conn.fetch(text, *args)]
+        finally:
+            await conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, run()).result(timeout=30)
 
 
 def sha(text: str) -> str:

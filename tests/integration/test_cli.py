@@ -30,7 +30,7 @@ def test_status_reports_queue_and_meshes(daemon: DaemonHandle) -> None:
     assert mesh["slug"] == "demo"
     assert mesh["link"] in ("connecting", "backoff")  # no broker listens there
     assert mesh["connected"] is False
-    assert "connect failed" in mesh["last_error"]
+    assert "connect to ws://127.0.0.1:9/ws failed" in mesh["last_error"]
     assert mesh["queue_depth"] == 1
     assert mesh["member_pubkey"] == daemon.meshes[0]["pubkey"]
     text = cli(daemon.env, "daemon", "status")

@@ -62,7 +62,9 @@ class MemberSession(Protocol):
     @property
     def member(self) -> Member: ...
 
-    async def send(self, frame: dict[str, Any]) -> bool: ...
+    async def send_unsolicited(self, frame: dict[str, Any]) -> bool:
+        """Send a push or event, never ahead of the connection's hello_ack."""
+        ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
@@ -139,7 +141,7 @@ class DeliveryPump:
             return True
         self.in_flight[delivery.delivery_id] = time.monotonic() + self.settings.delivery_lease_s
         self._arm_timer()
-        return await self.session.send(push_frame(delivery))
+        return await self.session.send_unsolicited(push_frame(delivery))
 
     async def offer(self, delivery: Delivery) -> None:
         """A just-accepted delivery: push it now if nothing older is waiting, else read.
@@ -343,7 +345,7 @@ class Hub:
         targets = [a.session for (mesh, other), a in self._attached.items()
                    if mesh == mesh_id and other != member_id]
         for target in targets:
-            self._spawn(target.send(frame))
+            self._spawn(target.send_unsolicited(frame))
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)

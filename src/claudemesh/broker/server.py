@@ -16,6 +16,7 @@ import asyncio
 import http
 import logging
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,7 +26,7 @@ from websockets.http11 import Request, Response
 from claudemesh.broker.hub import Hub
 from claudemesh.broker.session import BrokerContext, Session, now_ms
 from claudemesh.broker.settings import BrokerSettings
-from claudemesh.broker.store import open_store
+from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.features import build_feature_map
@@ -119,6 +120,7 @@ def _only_ws_path(connection: ServerConnection, request: Request) -> Response | 
 async def run_broker(settings: BrokerSettings, location: str,
                      on_ready: Callable[[dict[str, Any]], None]) -> int:
     """Run until SIGTERM/SIGINT; returns 0 after a clean stop."""
+    sys.setswitchinterval(0.0005)  # see daemon.run.GIL_SWITCH_S: loop <-> writer hand-offs
     server = BrokerServer(settings, open_store(location))
     stop = asyncio.Event()
     try:
@@ -127,7 +129,7 @@ async def run_broker(settings: BrokerSettings, location: str,
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         on_ready({"ok": True, "url": f"ws://{settings.host}:{port}/ws", "port": port,
-                  "db": location})
+                  "db": redact_location(location)})
         await stop.wait()
     finally:
         try:

@@ -118,6 +118,9 @@ class Session:
         self._mesh: Mesh | None = None
         self._slots = asyncio.Semaphore(ctx.settings.frames_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Set once hello_ack is out (or the connection is over): pushes and events that
+        # another broker's notification triggers early must not overtake hello_ack.
+        self._greeted = asyncio.Event()
 
     @property
     def member(self) -> Member:
@@ -138,6 +141,11 @@ class Session:
         except ConnectionClosed:
             return False
         return True
+
+    async def send_unsolicited(self, frame: dict[str, Any]) -> bool:
+        """A push or event: sent only after hello_ack, whatever woke it up first."""
+        await self._greeted.wait()
+        return await self.send(frame)
 
     async def close(self, code: int, reason: str) -> None:
         with contextlib.suppress(ConnectionClosed):
@@ -163,6 +171,7 @@ class Session:
         finally:
             timer.cancel()
             self.state = SessionState.CLOSED
+            self._greeted.set()  # waiting senders now fail fast on the closed connection
             if self.ws.close_code not in (None, 1000, 1001):
                 log.info("connection_closed", extra={
                     "session": self.session_id, "close_code": self.ws.close_code,
@@ -289,6 +298,7 @@ class Session:
             "limits": {"frame_bytes": settings.frame_soft_limit_bytes,
                        "inline_bytes": settings.inline_bytes},
         })
+        self._greeted.set()
 
     async def _join(self, frame: Join) -> None:
         ctx = self.ctx

@@ -32,7 +32,10 @@ def broker() -> None:
               help="Address to listen on (plain ws://; put TLS in front for other networks).")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="0 lets the OS pick; the bound port is printed.")
-@click.option("--db", help="SQLite file [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")
+@click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
+              help="The store: a SQLite file, or a postgresql:// URL shared by several brokers"
+              " (env CLAUDEMESH_BROKER_DB keeps a password off the command line)"
+              " [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")
 @click.option("--ping-interval", type=float, default=30.0, hidden=True)
 @click.option("--ping-timeout", type=float, default=45.0, hidden=True)
 @click.option("--presence-lease", type=float, default=90.0, hidden=True)
@@ -43,13 +46,16 @@ def broker() -> None:
 @click.option("--inline-bytes", type=click.IntRange(1024), default=65536, hidden=True)
 @click.option("--revocation-poll", type=float, default=1.0, hidden=True)
 @click.option("--sweep-interval", type=float, default=60.0, hidden=True)
+@click.option("--heartbeat-interval", type=float, default=2.0, hidden=True)
+@click.option("--dead-after", type=float, default=10.0, hidden=True,
+              help="A broker silent this long loses its members' presence leases.")
 @click.option("--omit-feature", multiple=True, hidden=True,
               help="Tests only: leave a feature out of hello_ack.")
 @json_option
 def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeout: float,
        presence_lease: float, delivery_lease: float, hello_timeout: float, rate_per_s: float,
        rate_burst: int, inline_bytes: int, revocation_poll: float, sweep_interval: float,
-       omit_feature: tuple[str, ...]) -> int:
+       heartbeat_interval: float, dead_after: float, omit_feature: tuple[str, ...]) -> int:
     """Serve meshes over WebSocket at ws://HOST:PORT/ws until SIGTERM or Ctrl-C."""
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
@@ -63,7 +69,8 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
         presence_lease_s=presence_lease, delivery_lease_s=delivery_lease,
         hello_timeout_s=hello_timeout, rate_per_s=rate_per_s, rate_burst=rate_burst,
         inline_bytes=inline_bytes, revocation_poll_s=revocation_poll,
-        sweep_interval_s=sweep_interval, omit_features=frozenset(omit_feature))
+        sweep_interval_s=sweep_interval, heartbeat_interval_s=heartbeat_interval,
+        broker_dead_after_s=dead_after, omit_features=frozenset(omit_feature))
 
     def on_ready(info: dict[str, Any]) -> None:
         if PRINTER.json:
@@ -76,7 +83,8 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
 
 
 @broker.command("check")
-@click.option("--db", help="The broker's store: a SQLite file or a postgresql:// URL.")
+@click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
+              help="The broker's store: a SQLite file or a postgresql:// URL.")
 @json_option
 def check(db: str | None) -> int:
     """Run the orphan check of daemon-spec §4.7.3; exit 1 on any inconsistency."""

@@ -52,7 +52,8 @@ def mesh() -> None:
 
 
 def _store_options(fn: Any) -> Any:
-    fn = click.option("--db", help="The broker's SQLite file"
+    fn = click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
+                      help="The broker's store: a SQLite file or a postgresql:// URL"
                       " [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")(fn)
     return fn
 

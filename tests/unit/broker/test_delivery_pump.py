@@ -41,7 +41,7 @@ class FakeSession:
     member: Member = MEMBER
     pushed: list[int] = field(default_factory=list)
 
-    async def send(self, frame: dict[str, Any]) -> bool:
+    async def send_unsolicited(self, frame: dict[str, Any]) -> bool:
         self.pushed.append(int(frame["delivery_id"]))
         return True
 

@@ -35,8 +35,21 @@ and the deliveries are one ``INSERT ... SELECT unnest($n)``.
 
 *Claims.* ``pending_deliveries`` with a ``session_id`` claims the rows it returns
 (``FOR UPDATE SKIP LOCKED``, then ``claimed_by``/``claim_expires_at``) and skips rows a
-different session claimed until that claim runs out; with no session it only reads, as
-the SQLite store always does.
+different session claimed, until that claim runs out or its session is superseded: the
+member's presence row names another session, or that session detached. So a member who
+reconnects (to any broker) gets its unacked rows pushed again at once instead of after
+the delivery lease, and a replaced session still pumping cannot hide rows from the new
+one. With no session it only reads, as the SQLite store always does.
+
+*Ordering.* Sequence numbers (``history_id``, ``delivery_id``) are drawn at INSERT but
+become visible at COMMIT; a per-mesh advisory lock, taken after B2 and held to COMMIT,
+makes a mesh's accepts draw and commit in the same order, so a reader paging with
+``seq > after`` never misses a row that commits late with a smaller seq. Within one
+store instance, the accepts of one sender also take that lock in call order (an
+in-process FIFO turn per sender, handed on once the lock is held), so a client that
+pipelines sends sees them accepted, and pushed, in the order it sent them, as with
+SQLite's single writer; the next accept's first statements still overlap the previous
+one's commit.
 
 *Presence.* Rows, as in SQLite. ``presence_attach`` serializes per member with a
 transaction-scoped advisory lock (the row may not exist yet, so a row lock is not
@@ -59,11 +72,13 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar, cast
 
 import asyncpg  # type: ignore[import-untyped]
 
+from claudemesh.broker.store import redact_location
 from claudemesh.broker.store.base import (
     AcceptInput,
     AcceptKind,
@@ -102,6 +117,7 @@ NOTIFY_LIMIT: Final = 7_900  # bytes; PostgreSQL refuses payloads of 8000 and mo
 _MIGRATION_LOCK: Final = 0x636C_6D65_7368_0001  # one bigint key: "clmesh" + 1
 _LOCK_CLASS: Final = 0x636D_0001  # int4 pair keys: (class, what)
 _MEMBER_LOCK_CLASS: Final = 0x636D_0002  # (class, hashtext(mesh_id/member_id))
+_MESH_LOCK_CLASS: Final = 0x636D_0003  # (class, hashtext(mesh_id)): accept commit order
 _PRESENCE_EXPIRY_LOCK: Final = 1
 _SWEEP_LOCK: Final = 2
 _ATTEMPTS: Final = 4  # a transaction that hit a deadlock or serialization failure
@@ -290,11 +306,19 @@ class _Conn(Protocol):
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Any]: ...
 
 
-class _Retry(Exception):  # noqa: N818 - internal signal, never escapes
+@dataclass(slots=True)
+class _Gate:
+    """One sender's turn: a FIFO lock and how many accepts use it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
+
+
+class _Retry(Exception):
     """Raised inside an operation: roll back and run the whole operation again."""
 
 
-class _Rollback(Exception):  # noqa: N818 - internal signal, never escapes
+class _Rollback(Exception):
     """Raised inside an operation: roll back, and return ``value`` to the caller."""
 
     def __init__(self, value: object) -> None:
@@ -329,16 +353,6 @@ def _count(status: str) -> int:
         return 0
 
 
-def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    head, sep, rest = dsn.partition("://")
-    if not sep or "@" not in rest:
-        return dsn
-    userinfo, _, host = rest.rpartition("@")
-    user = userinfo.split(":", 1)[0]
-    return f"{head}://{user}@{host}" if user else f"{head}://{host}"
-
-
 def _member(row: _Row) -> Member:
     return Member(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]),
                   row[9], row[10], row[11], tuple(json.loads(row[12])),
@@ -360,7 +374,8 @@ async def _migrate(conn: _Conn) -> None:
             "CREATE SCHEMA IF NOT EXISTS mesh;"
             " CREATE TABLE IF NOT EXISTS mesh.schema_migrations ("
             " version INTEGER PRIMARY KEY,"
-            " applied_at BIGINT NOT NULL DEFAULT (extract(epoch FROM clock_timestamp()) * 1000))")
+            " applied_at BIGINT NOT NULL"
+            " DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)")
     for version, script in enumerate(PG_MIGRATIONS, start=1):
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
@@ -389,6 +404,7 @@ class PostgresBrokerStore(BrokerStore):
         self._lock = asyncio.Lock()
         self._closed = False
         self._notifier = PgNotifier(dsn, self)
+        self._gates: dict[tuple[str, str], _Gate] = {}
 
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 2,
@@ -403,7 +419,7 @@ class PostgresBrokerStore(BrokerStore):
         return store
 
     def __repr__(self) -> str:
-        return f"PostgresBrokerStore({_redact(self._dsn)!r})"
+        return f"PostgresBrokerStore({redact_location(self._dsn)!r})"
 
     async def _pool(self) -> Any:
         """The connection pool, created and migrated on first use."""
@@ -419,7 +435,7 @@ class PostgresBrokerStore(BrokerStore):
         return self._pool_handle
 
     async def _open_pool(self) -> Any:
-        where = _redact(self._dsn)
+        where = redact_location(self._dsn)
         with _store_errors(f"opening the PostgreSQL store at {where}"):
             try:
                 pool = await asyncpg.create_pool(
@@ -469,7 +485,7 @@ class PostgresBrokerStore(BrokerStore):
         if pool is not None:
             try:
                 await asyncio.wait_for(pool.close(), timeout=5)
-            except (TimeoutError, asyncpg.InterfaceError, OSError):
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # incl. timeout
                 pool.terminate()
 
     def notifier(self) -> Notifier:
@@ -522,7 +538,8 @@ class PostgresBrokerStore(BrokerStore):
             row = await conn.fetchrow(
                 "SELECT secret_sha256, expires_at, max_uses, uses, revoked_at FROM mesh.invite"
                 " WHERE id = $1 AND mesh_id = $2 FOR UPDATE", invite_id, mesh_id)
-            if row is None or not hmac.compare_digest(str(row[0]), secret_sha256):
+            if row is None or not hmac.compare_digest(str(row[0]).encode(),
+                                                   secret_sha256.encode()):
                 raise InviteRejected("this broker does not know that invite")
             if row[4] is not None:
                 raise InviteRejected("the invite was revoked")
@@ -677,7 +694,42 @@ class PostgresBrokerStore(BrokerStore):
     # -- accept (§4.7.2) and delivery --------------------------------------------------
 
     async def accept(self, request: AcceptInput) -> AcceptOutcome:
-        return await self._run("accepting a message", lambda conn: _accept(conn, request))
+        async with self._sender_turn(request.mesh_id, request.sender_member_id) as ordered:
+            return await self._run("accepting a message",
+                                   lambda conn: _accept(conn, request, ordered))
+
+    @contextlib.asynccontextmanager
+    async def _sender_turn(self, mesh_id: str,
+                           sender_id: str) -> AsyncIterator[Callable[[], None]]:
+        """Accepts of one sender reach the mesh lock in call order (see *Ordering*).
+
+        Yields a callback that hands the turn to the sender's next accept; it runs once the
+        mesh lock is held (or when the accept ends). A waiter holds no database resource,
+        so waiting here cannot close a deadlock cycle with PostgreSQL's locks.
+        """
+        key = (mesh_id, sender_id)
+        gate = self._gates.get(key)
+        if gate is None:
+            gate = self._gates[key] = _Gate()
+        gate.users += 1
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                gate.lock.release()
+
+        try:
+            await gate.lock.acquire()
+            try:
+                yield release
+            finally:
+                release()
+        finally:
+            gate.users -= 1
+            if gate.users == 0:
+                del self._gates[key]
 
     async def pending_deliveries(self, member_id: str, *, after: int, limit: int,
                                  session_id: str = "", now_ms: int = 0,
@@ -698,7 +750,10 @@ class PostgresBrokerStore(BrokerStore):
                 "WITH picked AS ("
                 "  SELECT d.seq FROM mesh.delivery_queue d"
                 "  WHERE d.recipient_member_id = $1 AND d.acked_at IS NULL AND d.seq > $2"
-                "  AND (d.claimed_by IS NULL OR d.claimed_by = $4 OR d.claim_expires_at <= $5)"
+                "  AND (d.claimed_by IS NULL OR d.claimed_by = $4 OR d.claim_expires_at <= $5"
+                "  OR EXISTS (SELECT 1 FROM mesh.presence p WHERE p.mesh_id = d.mesh_id"
+                "  AND p.member_id = d.recipient_member_id"
+                "  AND (p.session_id <> d.claimed_by OR p.state <> 'online')))"
                 "  ORDER BY d.seq LIMIT $3 FOR UPDATE SKIP LOCKED"
                 "), claimed AS ("
                 "  UPDATE mesh.delivery_queue q SET claimed_by = $4,"
@@ -853,8 +908,9 @@ def _change(row: _Row | None, now_ms: int, dead_after_ms: int) -> PresenceChange
     return PresenceChange(session, broker, state)
 
 
-async def _accept(conn: _Conn, req: AcceptInput) -> AcceptOutcome:
-    """R-BRK-10 steps 3-7, inside the transaction :meth:`PostgresBrokerStore._run` opened."""
+async def _accept(conn: _Conn, req: AcceptInput, ordered: Callable[[], None]) -> AcceptOutcome:
+    """R-BRK-10 steps 3-7, inside the transaction :meth:`PostgresBrokerStore._run` opened;
+    ``ordered()`` once this accept's place in the mesh's commit order is fixed."""
     await conn.execute(
         "INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id, broker_message_id,"
         " request_fingerprint, destination_kind, destination_ref, first_seen_at, expires_at)"
@@ -876,6 +932,13 @@ async def _accept(conn: _Conn, req: AcceptInput) -> AcceptOutcome:
         raise _Rollback(AcceptOutcome(kind, claim[0], None if history is None else str(history),
                                       stored, claim[3], bool(claim[2])))
     recipients = await _recipients(conn, req)  # step 6: B2, raises to roll the claim back
+    # Sequence numbers are drawn at INSERT but become visible at COMMIT. Held to the end of
+    # the transaction, this lock makes the mesh's accepts draw and commit in one order, so
+    # no history or delivery seq ever appears behind a larger one already read (a reader
+    # paging with ``seq > after`` would skip it).
+    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                       _MESH_LOCK_CLASS, req.mesh_id)
+    ordered()
     await conn.execute(
         "INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,"
         " sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,"
@@ -955,6 +1018,21 @@ def _notifications(kind: str, payload: dict[str, Any]) -> list[str]:
             + _notifications(kind, {**payload, "member_ids": members[half:]}))
 
 
+def _decode(text: str) -> tuple[str, dict[str, Any]] | None:
+    """``(kind, payload)`` from a notification's JSON, or None (logged) when malformed."""
+    try:
+        message = json.loads(text)
+    except ValueError as exc:
+        log.warning("notify_bad_payload", extra={"error": str(exc)})
+        return None
+    kind = message.get("kind") if isinstance(message, dict) else None
+    payload = message.get("payload") if isinstance(message, dict) else None
+    if not isinstance(kind, str) or not isinstance(payload, dict):
+        log.warning("notify_bad_payload", extra={"error": "no kind or no payload object"})
+        return None
+    return kind, payload
+
+
 class _HasPool(Protocol):
     async def _pool(self) -> Any: ...
 
@@ -974,6 +1052,7 @@ class PgNotifier(Notifier):
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
+        self.reconnects = 0  # how often the listening connection was re-opened
 
     @property
     def listening(self) -> bool:
@@ -1012,17 +1091,18 @@ class PgNotifier(Notifier):
         """Re-open the listening connection when it drops; ping it now and then."""
         delay = 0.1
         while not self._closed:
-            if not self.listening:
+            if self._lost.is_set() or not self.listening:
                 await self._drop_connection()
                 try:
                     await self._listen()
-                except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+                except Exception as exc:  # never let the listener die
                     log.warning("notify_reconnect_failed", extra={
                         "error": _describe(exc), "retry_s": delay})
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _RECONNECT_MAX_S)
                     continue
-                log.info("notify_reconnected")
+                self.reconnects += 1
+                log.info("notify_reconnected", extra={"reconnects": self.reconnects})
                 delay = 0.1
             try:
                 await asyncio.wait_for(self._lost.wait(), timeout=_PING_EVERY_S)
@@ -1055,14 +1135,10 @@ class PgNotifier(Notifier):
         handler = self._handler
         if handler is None or self._closed:
             return
-        try:
-            message = json.loads(text)
-            kind, payload = message["kind"], message["payload"]
-            if not isinstance(kind, str) or not isinstance(payload, dict):
-                raise TypeError("kind must be a string and payload an object")
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("notify_bad_payload", extra={"error": str(exc)})
+        decoded = _decode(text)
+        if decoded is None:
             return
+        kind, payload = decoded
         try:
             handler(kind, payload)
         except Exception:
@@ -1076,7 +1152,7 @@ class PgNotifier(Notifier):
             return
         try:
             with _store_errors("publishing a notification"):
-                pool = await self._store._pool()  # noqa: SLF001
+                pool = await self._store._pool()
                 for text in texts:
                     await pool.execute("SELECT pg_notify($1, $2)", CHANNEL, text)
         except ClaudemeshError as exc:
@@ -1092,7 +1168,3 @@ class PgNotifier(Notifier):
                 await task
         await self._drop_connection()
 
-
-async def _unused() -> AsyncIterator[None]:  # pragma: no cover - keeps Sequence imported
-    yield None
-    _: Sequence[Any] = ()
