@@ -82,7 +82,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -149,16 +149,17 @@ class CpuSample:
 
 @dataclass(slots=True)
 class Broker:
-    """One ``claudemesh broker up`` process on a SQLite file inside ``root``."""
+    """One ``claudemesh broker up`` process on a SQLite file inside ``root`` (or ``store``)."""
 
     root: Path
     cli: str = field(default_factory=_claudemesh_cli)
     proc: subprocess.Popen[str] | None = None
     url: str = ""
+    store: str = ""  # a postgresql:// DSN several brokers share (bench/cluster.py)
 
     @property
-    def db(self) -> Path:
-        return self.root / "broker.db"
+    def db(self) -> str:
+        return self.store or str(self.root / "broker.db")
 
     @property
     def pid(self) -> int:
@@ -173,7 +174,7 @@ class Broker:
         log = (self.root / "broker.log").open("a")
         try:
             self.proc = subprocess.Popen(
-                [self.cli, "broker", "up", "--port", "0", "--db", str(self.db), "--json",
+                [self.cli, "broker", "up", "--port", "0", "--db", self.db, "--json",
                  "--rate-per-s", "1000000", "--rate-burst", "1000000"],
                 env=self.env, stdout=subprocess.PIPE, stderr=log, text=True)
         finally:
@@ -203,11 +204,12 @@ class Broker:
             return (self.root / "broker.log").read_text()[-2000:]
         return ""
 
-    def create_mesh(self, max_uses: int) -> str:
-        """``claudemesh mesh create``; returns the invite."""
+    def create_mesh(self, max_uses: int, urls: list[str] | None = None) -> str:
+        """``claudemesh mesh create``; returns the invite (listing ``urls``, default ours)."""
+        listed = [arg for url in (urls or [self.url]) for arg in ("--broker-url", url)]
         out = subprocess.run(
-            [self.cli, "mesh", "create", "bench", "--db", str(self.db), "--broker-url",
-             self.url, "--max-uses", str(max_uses), "--json"],
+            [self.cli, "mesh", "create", "bench", "--db", self.db, *listed,
+             "--max-uses", str(max_uses), "--json"],
             env=self.env, capture_output=True, text=True, timeout=120, check=False)
         if out.returncode != 0:
             raise SystemExit(f"mesh create failed: {out.stdout}{out.stderr}")
@@ -234,6 +236,14 @@ class Broker:
                 else:
                     other += seconds
         return CpuSample(loop, other)
+
+
+def sum_cpu(samples: Iterable[CpuSample]) -> CpuSample:
+    """CPU of several brokers together (their loops, and their other threads)."""
+    total = CpuSample(0.0, 0.0)
+    for sample in samples:
+        total = CpuSample(total.loop_s + sample.loop_s, total.other_s + sample.other_s)
+    return total
 
 
 # -- members and a minimal client ------------------------------------------------------
@@ -636,19 +646,22 @@ async def idle_memory(broker: Broker, members: list[dict[str, str]]) -> IdleResu
 
 
 def accept_run(broker: Broker, senders: list[dict[str, str]], *, sends: int, pipeline: int,
-               procs: int, tag: str) -> AcceptRun:
+               procs: int, tag: str, others: tuple[Broker, ...] = ()) -> AcceptRun:
+    """Scenario A; with ``others``, client process i talks to broker i mod (1 + others)."""
+    brokers = (broker, *others)
     groups = split(senders, procs)
     shares = [sends * len(g) // len(senders) for g in groups]
     shares[0] += sends - sum(shares)
-    jobs = [{"url": broker.url, "members": g, "sends": s, "pipeline": pipeline,
+    jobs = [{"url": brokers[i % len(brokers)].url, "members": g, "sends": s,
+             "pipeline": pipeline,
              "tag": f"{tag}p{i}"} for i, (g, s) in enumerate(zip(groups, shares, strict=True))]
     children = Children("sender", jobs)
     try:
         children.meet()  # every process connected and warmed up
-        cpu0 = broker.cpu()
+        cpu0 = [b.cpu() for b in brokers]
         children.meet()  # go
         results = children.results()
-        cpu = broker.cpu() - cpu0
+        cpu = sum_cpu(b.cpu() - c for b, c in zip(brokers, cpu0, strict=True))
     finally:
         children.close()
     latencies = sorted(x for r in results for x in r["latencies"])
@@ -665,8 +678,11 @@ def accept_run(broker: Broker, senders: list[dict[str, str]], *, sends: int, pip
 
 
 async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[str, str]], *,
-                 messages: int, pipeline: int, procs: int) -> FanoutResult:
-    jobs = [{"url": broker.url, "members": g, "expected": messages}
+                 messages: int, pipeline: int, procs: int,
+                 receivers_on: Broker | None = None) -> FanoutResult:
+    """Scenario B; the receivers connect to ``receivers_on`` (default: the sender's broker)."""
+    target = receivers_on or broker
+    jobs = [{"url": target.url, "members": g, "expected": messages}
             for g in split(receivers, procs)]
     children = Children("receiver", jobs)
     send_times: dict[str, float] = {}
@@ -674,7 +690,8 @@ async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[st
         ws = await open_session(broker.url, sender)
         try:
             await asyncio.to_thread(children.meet)  # receivers connected and subscribed
-            cpu0 = broker.cpu()
+            brokers = [broker] if target is broker else [broker, target]
+            cpu0 = [b.cpu() for b in brokers]
             await asyncio.to_thread(children.meet)  # go
             client0 = time.process_time()
             sent = await drive([ws], messages, pipeline=pipeline, tag="f" + secrets.token_hex(3),
@@ -683,7 +700,7 @@ async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[st
         finally:
             await ws.close()
         results = await asyncio.to_thread(children.results)
-        cpu = broker.cpu() - cpu0
+        cpu = sum_cpu(b.cpu() - c for b, c in zip(brokers, cpu0, strict=True))
     finally:
         children.close()
     arrivals = [a for r in results for a in r["arrivals"]]
