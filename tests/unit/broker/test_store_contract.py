@@ -831,7 +831,7 @@ async def test_pg_open_store_is_lazy_and_migrations_race_safely(pg: PostgresBack
     other = PostgresBackend(dsn)
     try:
         assert await other.fetchval(
-            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [1, 2]
+            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [1, 2, 3]
     finally:
         await other.close()
 
@@ -884,3 +884,24 @@ async def test_pg_the_listener_reconnects_after_its_connection_drops(
     await wait_for(lambda: notifier.reconnects == 1 and notifier.listening)
     await pg.store.notifier().publish("profile", {"n": 1})
     await wait_for(lambda: got == ["1"])
+
+
+async def test_pg_concurrent_publishes_share_a_batch_and_deliver_merges(
+        pg: PostgresBackend) -> None:
+    listener = pg.another()
+    got: list[tuple[str, dict[str, Any]]] = []
+    await listener.notifier().start(lambda kind, payload: got.append((kind, payload)))
+    notifier = pg.store.notifier()
+    await asyncio.gather(
+        *(notifier.publish("deliver", {"mesh_id": "m", "member_ids": [f"a{i % 5}"]})
+          for i in range(50)),
+        notifier.publish("deliver", {"mesh_id": "n", "member_ids": ["b"]}),
+        notifier.publish("presence", {"event": "peer_left", "mesh_id": "m", "member_id": "x"}))
+    await wait_for(lambda: {p["mesh_id"] for _, p in got} == {"m", "n"}
+                   and any(k == "presence" for k, _ in got))
+    woken = {m for k, p in got if k == "deliver" and p["mesh_id"] == "m"
+             for m in p["member_ids"]}
+    assert woken == {f"a{i}" for i in range(5)}
+    # the first publish goes alone; the other 51 arrive while it is on the wire and go
+    # out together, each mesh's wake-ups merged into one notification
+    assert len(got) <= 4, got

@@ -23,15 +23,18 @@ the operation in a transaction (READ COMMITTED), and translate driver errors int
 :class:`~claudemesh.errors.StoreError` at this edge; typed errors raised inside roll the
 transaction back and pass through. Deadlocks and serialization failures are retried.
 
-*Accept (R-BRK-10).* ``INSERT ... ON CONFLICT DO NOTHING`` into the dedupe table, then
+*Accept (R-BRK-10).* One call of the SQL function ``mesh.accept_message`` (migration 3):
+one round trip and one statement, hence one transaction. Inside it,
+``INSERT ... ON CONFLICT DO NOTHING`` into the dedupe table, then
 ``SELECT ... FOR SHARE`` of the key. Under READ COMMITTED a second transaction inserting
 the same key waits on the first one's uncommitted row: if the first commits, the insert
 does nothing and the SELECT sees the winner (a duplicate or a conflict, answered with a
 rollback); if it rolls back (B2 refused it), the second one's insert goes through. So of
 any number of concurrent accepts of one key exactly one is CREATED, and a B2 failure
-leaves no dedupe row. Recipients are resolved as in ``sqlite.py`` (the sender's row is
-read ``FOR SHARE`` so a concurrent revocation orders before or after the whole accept),
-and the deliveries are one ``INSERT ... SELECT unnest($n)``.
+(raised as SQLSTATE CM403/CM404, translated back into our errors) leaves no dedupe row.
+Recipients are resolved as in ``sqlite.py`` (the sender's row is read ``FOR SHARE`` so a
+concurrent revocation orders before or after the whole accept), and the deliveries are
+one ``INSERT ... SELECT unnest(members)``.
 
 *Claims.* ``pending_deliveries`` with a ``session_id`` claims the rows it returns
 (``FOR UPDATE SKIP LOCKED``, then ``claimed_by``/``claim_expires_at``) and skips rows a
@@ -45,11 +48,9 @@ one. With no session it only reads, as the SQLite store always does.
 become visible at COMMIT; a per-mesh advisory lock, taken after B2 and held to COMMIT,
 makes a mesh's accepts draw and commit in the same order, so a reader paging with
 ``seq > after`` never misses a row that commits late with a smaller seq. Within one
-store instance, the accepts of one sender also take that lock in call order (an
-in-process FIFO turn per sender, handed on once the lock is held), so a client that
-pipelines sends sees them accepted, and pushed, in the order it sent them, as with
-SQLite's single writer; the next accept's first statements still overlap the previous
-one's commit.
+store instance, the accepts of one sender also run one at a time in call order (an
+in-process FIFO turn per sender), so a client that pipelines sends sees them accepted,
+and pushed, in the order it sent them, as with SQLite's single writer.
 
 *Presence.* Rows, as in SQLite. ``presence_attach`` serializes per member with a
 transaction-scoped advisory lock (the row may not exist yet, so a row lock is not
@@ -269,6 +270,103 @@ PG_MIGRATIONS: Final = (
       PRIMARY KEY (mesh_id, member_id)
     );
     CREATE INDEX presence_lease ON mesh.presence (state, lease_expires_at);
+    """,
+    # 3: the accept (R-BRK-10, §4.7.2) as one server-side call: one round trip, not ten
+    """
+    CREATE FUNCTION mesh.accept_message(
+      p_mesh_id TEXT, p_cmid TEXT, p_bmid TEXT, p_fp BYTEA, p_kind TEXT, p_ref TEXT,
+      p_now BIGINT, p_expires BIGINT, p_sender TEXT, p_sender_pubkey TEXT,
+      p_sender_name TEXT, p_priority TEXT, p_reply_to TEXT, p_meta TEXT, p_body TEXT,
+      p_body_hash TEXT, p_lock_class INTEGER)
+    RETURNS TABLE (o_kind TEXT, o_bmid TEXT, o_history BIGINT, o_fp BYTEA, o_first_seen BIGINT,
+                   o_history_available BOOLEAN, o_members TEXT[], o_seqs BIGINT[])
+    LANGUAGE plpgsql AS $$
+    DECLARE
+      claim RECORD;
+      hist BIGINT;
+      members TEXT[];
+      sender_revoked BIGINT;
+      target TEXT;
+    BEGIN
+      LOOP  -- steps 3-4: claim the key, then read whoever holds it
+        INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id,
+          broker_message_id, request_fingerprint, destination_kind, destination_ref,
+          first_seen_at, expires_at)
+        VALUES (p_mesh_id, p_cmid, p_bmid, p_fp, p_kind, p_ref, p_now, p_expires)
+        ON CONFLICT (mesh_id, client_message_id) DO NOTHING;
+        SELECT d.broker_message_id AS bmid, d.request_fingerprint AS fp,
+               d.history_available AS available, d.first_seen_at AS first_seen
+          INTO claim FROM mesh.client_message_dedupe d
+         WHERE d.mesh_id = p_mesh_id AND d.client_message_id = p_cmid FOR SHARE;
+        EXIT WHEN FOUND;  -- else the winner's row was swept in between: claim again
+      END LOOP;
+      IF claim.bmid <> p_bmid THEN  -- step 5: someone else's row; end without writes
+        SELECT h.seq INTO hist FROM mesh.message_history h WHERE h.message_id = claim.bmid;
+        RETURN QUERY SELECT CASE WHEN claim.fp = p_fp THEN 'duplicate' ELSE 'conflict' END,
+          claim.bmid, hist, claim.fp, claim.first_seen, claim.available,
+          NULL::TEXT[], NULL::BIGINT[];
+        RETURN;
+      END IF;
+      -- step 6, B2: raising rolls the claim back with everything else
+      SELECT m.revoked_at INTO sender_revoked FROM mesh.member m WHERE m.id = p_sender
+         FOR SHARE;
+      IF NOT FOUND OR sender_revoked IS NOT NULL THEN
+        RAISE EXCEPTION 'sender' USING ERRCODE = 'CM403';
+      END IF;
+      IF p_kind = 'dm' THEN
+        SELECT m.id INTO target FROM mesh.member m
+         WHERE m.mesh_id = p_mesh_id AND m.pubkey = p_ref AND m.revoked_at IS NULL;
+        IF target IS NULL THEN
+          RAISE EXCEPTION 'dm' USING ERRCODE = 'CM404';
+        END IF;
+        members := ARRAY[target];
+      ELSIF p_ref = '*' THEN
+        SELECT coalesce(array_agg(m.id ORDER BY m.id COLLATE "C"), '{}') INTO members
+          FROM mesh.member m WHERE m.mesh_id = p_mesh_id AND m.revoked_at IS NULL;
+        members := array_remove(members, p_sender);
+      ELSIF left(p_ref, 1) = '@' THEN
+        SELECT coalesce(array_agg(g.member_id ORDER BY g.member_id COLLATE "C"), '{}')
+          INTO members FROM mesh.group_member g JOIN mesh.member m ON m.id = g.member_id
+         WHERE g.mesh_id = p_mesh_id AND g.group_name = substr(p_ref, 2)
+           AND m.revoked_at IS NULL;
+        IF cardinality(members) = 0 THEN
+          RAISE EXCEPTION 'group' USING ERRCODE = 'CM404';
+        END IF;
+        members := array_remove(members, p_sender);
+      ELSE
+        PERFORM 1 FROM mesh.topic t WHERE t.mesh_id = p_mesh_id AND t.name = p_ref;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'topic' USING ERRCODE = 'CM404';
+        END IF;
+        SELECT coalesce(array_agg(s.member_id ORDER BY s.member_id COLLATE "C"), '{}')
+          INTO members FROM mesh.topic_subscription s JOIN mesh.member m
+            ON m.id = s.member_id
+         WHERE s.mesh_id = p_mesh_id AND s.topic = p_ref AND m.revoked_at IS NULL;
+        members := array_remove(members, p_sender);
+      END IF;
+      -- the mesh's commit order (see Ordering), held to the end of the transaction
+      PERFORM pg_advisory_xact_lock(p_lock_class, hashtext(p_mesh_id));
+      -- step 7: the side effects
+      INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,
+        sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,
+        meta, body, body_hash, created_at)
+      VALUES (p_bmid, p_mesh_id, p_cmid, p_sender, p_sender_pubkey, p_sender_name, p_kind,
+        p_ref, p_priority, p_reply_to, p_meta, p_body, p_body_hash, p_now);
+      INSERT INTO mesh.message_history (mesh_id, message_id, created_at)
+      VALUES (p_mesh_id, p_bmid, p_now) RETURNING seq INTO hist;
+      RETURN QUERY
+        WITH queued AS (
+          INSERT INTO mesh.delivery_queue (mesh_id, message_id, recipient_member_id,
+                                           created_at)
+          SELECT p_mesh_id, p_bmid, r.id, p_now
+            FROM unnest(members) WITH ORDINALITY AS r(id, n) ORDER BY r.n
+          RETURNING seq, recipient_member_id)
+        SELECT 'created', p_bmid, hist, p_fp, p_now, TRUE,
+          (SELECT array_agg(q.recipient_member_id ORDER BY q.recipient_member_id COLLATE "C")
+             FROM queued q),
+          (SELECT array_agg(q.seq ORDER BY q.recipient_member_id COLLATE "C") FROM queued q);
+    END
+    $$;
     """,
 )
 
@@ -694,38 +792,25 @@ class PostgresBrokerStore(BrokerStore):
     # -- accept (§4.7.2) and delivery --------------------------------------------------
 
     async def accept(self, request: AcceptInput) -> AcceptOutcome:
-        async with self._sender_turn(request.mesh_id, request.sender_member_id) as ordered:
+        async with self._sender_turn(request.mesh_id, request.sender_member_id):
             return await self._run("accepting a message",
-                                   lambda conn: _accept(conn, request, ordered))
+                                   lambda conn: _accept(conn, request), tx=False)
 
     @contextlib.asynccontextmanager
-    async def _sender_turn(self, mesh_id: str,
-                           sender_id: str) -> AsyncIterator[Callable[[], None]]:
-        """Accepts of one sender reach the mesh lock in call order (see *Ordering*).
+    async def _sender_turn(self, mesh_id: str, sender_id: str) -> AsyncIterator[None]:
+        """Accepts of one sender run one at a time, in call order (see *Ordering*).
 
-        Yields a callback that hands the turn to the sender's next accept; it runs once the
-        mesh lock is held (or when the accept ends). A waiter holds no database resource,
-        so waiting here cannot close a deadlock cycle with PostgreSQL's locks.
+        A waiter holds no database resource, so waiting here cannot close a deadlock cycle
+        with PostgreSQL's locks.
         """
         key = (mesh_id, sender_id)
         gate = self._gates.get(key)
         if gate is None:
             gate = self._gates[key] = _Gate()
         gate.users += 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                gate.lock.release()
-
         try:
-            await gate.lock.acquire()
-            try:
-                yield release
-            finally:
-                release()
+            async with gate.lock:
+                yield
         finally:
             gate.users -= 1
             if gate.users == 0:
@@ -908,93 +993,45 @@ def _change(row: _Row | None, now_ms: int, dead_after_ms: int) -> PresenceChange
     return PresenceChange(session, broker, state)
 
 
-async def _accept(conn: _Conn, req: AcceptInput, ordered: Callable[[], None]) -> AcceptOutcome:
-    """R-BRK-10 steps 3-7, inside the transaction :meth:`PostgresBrokerStore._run` opened;
-    ``ordered()`` once this accept's place in the mesh's commit order is fixed."""
-    await conn.execute(
-        "INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id, broker_message_id,"
-        " request_fingerprint, destination_kind, destination_ref, first_seen_at, expires_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        " ON CONFLICT (mesh_id, client_message_id) DO NOTHING",
-        req.mesh_id, req.client_message_id, req.broker_message_id, req.fingerprint,
-        req.destination_kind, req.destination_ref, req.now_ms, req.dedupe_expires_at)
-    claim = await conn.fetchrow(
-        "SELECT broker_message_id, request_fingerprint, history_available, first_seen_at"
-        " FROM mesh.client_message_dedupe WHERE mesh_id = $1 AND client_message_id = $2"
-        " FOR SHARE", req.mesh_id, req.client_message_id)
-    if claim is None:  # the winner's row was swept between our two statements: start over
-        raise _Retry
-    if claim[0] != req.broker_message_id:  # step 5: someone else's row; end without writes
-        stored = bytes(claim[1])
-        history = await conn.fetchval(
-            "SELECT seq FROM mesh.message_history WHERE message_id = $1", claim[0])
-        kind = AcceptKind.DUPLICATE if stored == req.fingerprint else AcceptKind.CONFLICT
-        raise _Rollback(AcceptOutcome(kind, claim[0], None if history is None else str(history),
-                                      stored, claim[3], bool(claim[2])))
-    recipients = await _recipients(conn, req)  # step 6: B2, raises to roll the claim back
-    # Sequence numbers are drawn at INSERT but become visible at COMMIT. Held to the end of
-    # the transaction, this lock makes the mesh's accepts draw and commit in one order, so
-    # no history or delivery seq ever appears behind a larger one already read (a reader
-    # paging with ``seq > after`` would skip it).
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
-                       _MESH_LOCK_CLASS, req.mesh_id)
-    ordered()
-    await conn.execute(
-        "INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,"
-        " sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,"
-        " meta, body, body_hash, created_at)"
-        " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        req.broker_message_id, req.mesh_id, req.client_message_id, req.sender_member_id,
-        req.sender_pubkey, req.sender_name, req.destination_kind, req.destination_ref,
-        req.priority, req.reply_to, req.meta_json, req.body_json, req.body_hash, req.now_ms)
-    history_id = await conn.fetchval(
-        "INSERT INTO mesh.message_history (mesh_id, message_id, created_at)"
-        " VALUES ($1, $2, $3) RETURNING seq", req.mesh_id, req.broker_message_id, req.now_ms)
-    rows = await conn.fetch(
-        "INSERT INTO mesh.delivery_queue (mesh_id, message_id, recipient_member_id, created_at)"
-        " SELECT $1, $2, r.id, $4 FROM unnest($3::text[]) WITH ORDINALITY AS r(id, n)"
-        " ORDER BY r.n RETURNING seq, recipient_member_id",
-        req.mesh_id, req.broker_message_id, recipients, req.now_ms)
-    deliveries = sorted((str(r[1]), int(r[0])) for r in rows)
-    return AcceptOutcome(AcceptKind.CREATED, req.broker_message_id, str(history_id),
-                         req.fingerprint, req.now_ms, True, tuple(deliveries))
+async def _accept(conn: _Conn, req: AcceptInput) -> AcceptOutcome:
+    """R-BRK-10 steps 3-7 in one call of ``mesh.accept_message`` (migration 3), which is
+    one statement and so one transaction; B2 refusals come back as SQLSTATE CM403/CM404."""
+    try:
+        row = await conn.fetchrow(
+            "SELECT * FROM mesh.accept_message($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+            " $12, $13, $14, $15, $16, $17)",
+            req.mesh_id, req.client_message_id, req.broker_message_id, req.fingerprint,
+            req.destination_kind, req.destination_ref, req.now_ms, req.dedupe_expires_at,
+            req.sender_member_id, req.sender_pubkey, req.sender_name, req.priority,
+            req.reply_to, req.meta_json, req.body_json, req.body_hash, _MESH_LOCK_CLASS)
+    except asyncpg.PostgresError as exc:
+        refused = _b2_refusal(exc, req.destination_ref)
+        if refused is None:
+            raise
+        raise refused from None
+    assert row is not None, "accept_message returns one row"
+    kind = AcceptKind(row[0])
+    history = None if row[2] is None else str(row[2])
+    recipients = tuple(zip((str(m) for m in row[6] or ()), (int(s) for s in row[7] or ()),
+                           strict=True))
+    return AcceptOutcome(kind, str(row[1]), history, bytes(row[3]), int(row[4]), bool(row[5]),
+                         recipients)
 
 
-async def _recipients(conn: _Conn, req: AcceptInput) -> list[str]:
-    """B2 (R-BRK-5): the destination must exist; returns the recipients' member ids."""
-    sender = await conn.fetchrow("SELECT revoked_at FROM mesh.member WHERE id = $1 FOR SHARE",
-                                 req.sender_member_id)
-    if sender is None or sender[0] is not None:
-        raise MemberRevoked("the sender is no longer a member of this mesh")
-    ref, mesh = req.destination_ref, req.mesh_id
-    if req.destination_kind == "dm":
-        found = await conn.fetchval("SELECT id FROM mesh.member WHERE mesh_id = $1"
-                                    " AND pubkey = $2 AND revoked_at IS NULL", mesh, ref)
-        if found is None:
-            raise DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
-                                      destination=ref)
-        return [str(found)]
-    if ref == "*":
-        rows = await conn.fetch("SELECT id FROM mesh.member WHERE mesh_id = $1"
-                                " AND revoked_at IS NULL", mesh)
-    elif ref.startswith("@"):
-        rows = await conn.fetch(
-            "SELECT g.member_id FROM mesh.group_member g JOIN mesh.member m"
-            " ON m.id = g.member_id WHERE g.mesh_id = $1 AND g.group_name = $2"
-            " AND m.revoked_at IS NULL", mesh, ref[1:])
-    else:
-        if await conn.fetchval("SELECT 1 FROM mesh.topic WHERE mesh_id = $1 AND name = $2",
-                               mesh, ref) is None:
-            raise DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
-                                      destination=ref)
-        rows = await conn.fetch(
-            "SELECT s.member_id FROM mesh.topic_subscription s JOIN mesh.member m"
-            " ON m.id = s.member_id WHERE s.mesh_id = $1 AND s.topic = $2"
-            " AND m.revoked_at IS NULL", mesh, ref)
-    members = [str(r[0]) for r in rows]
-    if ref.startswith("@") and not members:
-        raise DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
-    return sorted(m for m in members if m != req.sender_member_id)
+def _b2_refusal(exc: asyncpg.PostgresError, ref: str) -> Exception | None:
+    """The B2 error (R-BRK-5) that ``mesh.accept_message`` raised, or None for others."""
+    state, what = getattr(exc, "sqlstate", None), getattr(exc, "message", "")
+    if state == "CM403":
+        return MemberRevoked("the sender is no longer a member of this mesh")
+    if state != "CM404":
+        return None
+    if what == "dm":
+        return DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
+                                   destination=ref)
+    if what == "group":
+        return DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
+    return DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
+                               destination=ref)
 
 
 # -- notifications -------------------------------------------------------------------------
@@ -1016,6 +1053,28 @@ def _notifications(kind: str, payload: dict[str, Any]) -> list[str]:
     half = len(members) // 2
     return (_notifications(kind, {**payload, "member_ids": members[:half]})
             + _notifications(kind, {**payload, "member_ids": members[half:]}))
+
+
+def _merged(batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+    """The batch in order, with every ``deliver`` of one mesh folded into its first one."""
+    out: list[tuple[str, dict[str, Any]]] = []
+    delivers: dict[Any, tuple[list[Any], set[Any]]] = {}
+    for kind, payload in batch:
+        members = payload.get("member_ids")
+        if kind != "deliver" or not isinstance(members, list):
+            out.append((kind, payload))
+            continue
+        mesh_id = payload.get("mesh_id")
+        if mesh_id not in delivers:
+            merged: list[Any] = []
+            delivers[mesh_id] = (merged, set())
+            out.append((kind, {**payload, "member_ids": merged}))
+        listed, seen = delivers[mesh_id]
+        for member in members:
+            if member not in seen:
+                seen.add(member)
+                listed.append(member)
+    return out
 
 
 def _decode(text: str) -> tuple[str, dict[str, Any]] | None:
@@ -1052,6 +1111,8 @@ class PgNotifier(Notifier):
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
         self._closed = False
+        self._outgoing: list[tuple[str, dict[str, Any]]] = []
+        self._flusher: asyncio.Future[None] | None = None
         self.reconnects = 0  # how often the listening connection was re-opened
 
     @property
@@ -1145,22 +1206,44 @@ class PgNotifier(Notifier):
             log.exception("notify_handler_failed", extra={"kind": kind})
 
     async def publish(self, kind: str, payload: dict[str, Any]) -> None:
-        try:
-            texts = _notifications(kind, payload)
-        except ValueError as exc:
-            log.error("notify_too_large", extra={"kind": kind, "error": str(exc)})  # noqa: TRY400
-            return
-        try:
-            with _store_errors("publishing a notification"):
-                pool = await self._store._pool()
-                for text in texts:
-                    await pool.execute("SELECT pg_notify($1, $2)", CHANNEL, text)
-        except ClaudemeshError as exc:
-            log.warning("notify_publish_failed", extra={"kind": kind, "error": str(exc)})
+        """Queue the notification and wait until its batch went out (or failed, logged).
+
+        Publishes that arrive while a batch is on the wire form the next batch, which goes
+        out as one statement with the ``deliver`` wake-ups of one mesh merged: under load,
+        one round trip carries many accepts' wake-ups.
+        """
+        self._outgoing.append((kind, payload))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush())
+        await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._outgoing:
+            batch, self._outgoing = self._outgoing, []
+            texts: list[str] = []
+            for kind, payload in _merged(batch):
+                try:
+                    texts += _notifications(kind, payload)
+                except ValueError as exc:
+                    log.error("notify_too_large", extra={"kind": kind,  # noqa: TRY400
+                                                         "error": str(exc)})
+            if not texts:
+                continue
+            try:
+                with _store_errors("publishing notifications"):
+                    pool = await self._store._pool()
+                    await pool.execute("SELECT pg_notify($1, t) FROM unnest($2::text[]) AS t",
+                                       CHANNEL, texts)
+            except ClaudemeshError as exc:
+                log.warning("notify_publish_failed", extra={"count": len(texts),
+                                                            "error": str(exc)})
 
     async def close(self) -> None:
         self._closed = True
         self._handler = None
+        if self._flusher is not None and not self._flusher.done():  # let the last batch out
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._flusher), 5.0)
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()
