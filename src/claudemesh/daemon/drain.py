@@ -72,7 +72,7 @@ class Drain:
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.counters = DrainCounters()
-        self._answered: list[tuple[OutboxRow, Verdict]] = []
+        self._answered: list[tuple[OutboxRow, Verdict, OutboxEvent]] = []
         self._flushing = False
         self._next_expiry_check = 0.0  # monotonic seconds
 
@@ -167,7 +167,7 @@ class Drain:
 
     async def _apply(self, row: OutboxRow, verdict: Verdict) -> None:
         """Queue the row's transition; one flusher writes them in batches."""
-        self._answered.append((row, self._final(row, verdict)))
+        self._answered.append((row, *self._final(row, verdict)))
         if self._flushing:
             return
         self._flushing = True
@@ -178,11 +178,17 @@ class Drain:
         finally:
             self._flushing = False
 
-    def _final(self, row: OutboxRow, verdict: Verdict) -> Verdict:
-        """Count the answer; a retry past the max age becomes dead (R-AGE-5)."""
+    def _final(self, row: OutboxRow, verdict: Verdict) -> tuple[Verdict, OutboxEvent]:
+        """Count the answer; a retry past the max age becomes dead (R-AGE-5).
+
+        The event is what a DEAD verdict records: EXPIRED for that case, else a permanent
+        failure (the broker refused the row).
+        """
+        event = OutboxEvent.PERMANENT_FAILURE
         if verdict.kind is VerdictKind.RETRY and row.enqueued_at < (
                 self._clock() - self._max_age_ms()):
             verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
+            event = OutboxEvent.EXPIRED
         counters = self.counters
         counters.delivered += verdict.kind is VerdictKind.DONE
         counters.retries += verdict.kind is VerdictKind.RETRY
@@ -195,16 +201,16 @@ class Drain:
             log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
                                                 "client_message_id": row.client_message_id,
                                                 "error": verdict.error})
-        return verdict
+        return verdict, event
 
-    async def _write(self, batch: list[tuple[OutboxRow, Verdict]]) -> None:
+    async def _write(self, batch: list[tuple[OutboxRow, Verdict, OutboxEvent]]) -> None:
         now = self._clock()
         delays = {row.id: verdict.retry_after_ms if verdict.retry_after_ms is not None
-                  else retry_delay_ms(row.attempts, self._rng) for row, verdict in batch}
+                  else retry_delay_ms(row.attempts, self._rng) for row, verdict, _ in batch}
 
         def op(conn: sqlite3.Connection) -> None:
             store = OutboxStore(conn)
-            for row, verdict in batch:
+            for row, verdict, event in batch:
                 match verdict.kind:
                     case VerdictKind.DONE:
                         store.mark_done(row.id, broker_message_id=str(verdict.broker_message_id),
@@ -213,8 +219,6 @@ class Drain:
                         store.mark_retry(row.id, error=str(verdict.error),
                                          next_attempt_at=now + delays[row.id])
                     case VerdictKind.DEAD:
-                        event = (OutboxEvent.EXPIRED if str(verdict.error).startswith(
-                            "max_age_exceeded") else OutboxEvent.PERMANENT_FAILURE)
                         store.mark_dead(row.id, error=str(verdict.error), event=event)
 
         try:
