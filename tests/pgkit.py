@@ -165,17 +165,27 @@ class PgCluster:
         error: Exception | None = None
         for _ in range(_START_ATTEMPTS):
             self.port = _free_port()
-            options = (f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
-                       " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-                       " -c max_connections=200")
             try:
-                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
-                          "-l", str(self.root / "log"), "start", "-w", "-t", "60")
+                self.start_server()
                 return self
             except RuntimeError as exc:
                 error = exc
         self.stop()
         raise RuntimeError(f"the PostgreSQL test cluster did not start: {error}")
+
+    def start_server(self) -> None:
+        """Start the server on the initdb'd directory and ``self.port`` (again, after
+        :meth:`stop_server`: an outage in a test)."""
+        options = (f"-k {self.root} -p {self.port} -c listen_addresses=127.0.0.1"
+                   " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+                   " -c max_connections=200")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "-o", options,
+                  "-l", str(self.root / "log"), "start", "-w", "-t", "60")
+
+    def stop_server(self) -> None:
+        """Stop the server (fast shutdown) and keep its data, for :meth:`start_server`."""
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.datadir), "stop", "-m", "fast",
+                  "-w")
 
     def dsn(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"

@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from brokerkit import BrokerProcess, Client, Identity, Mesh, new_broker
 from helpers import DaemonHandle
 from meshkit import SseReader, inbox, joined_daemon, link_state, wait_for
-from pgkit import fresh_dsn, needs_pg, shared_cluster, skip_without_pg
+from pgkit import PgCluster, fresh_dsn, needs_pg, shared_cluster, skip_without_pg
 
 pytestmark = needs_pg
 
@@ -241,3 +241,42 @@ def test_broker_check_on_postgresql_finds_planted_orphans(cluster: Cluster) -> N
     assert bad.returncode == 1, bad.stdout + bad.stderr
     kinds = {f["kind"] for f in json.loads(bad.stdout)["findings"]}
     assert kinds == {"dedupe_without_message", "delivery_without_message"}
+
+
+def test_a_database_outage_is_retried_and_nothing_is_lost() -> None:
+    """The broker keeps running while PostgreSQL is down: accepts answer 500 store_error,
+    alice's outbox retries them, and once the server is back every message reaches bob
+    once. Its own cluster, since this one is stopped mid-test."""
+    skip_without_pg()
+    own = PgCluster().start()
+    try:
+        broker = new_broker(dsn=own.create_database("outage"))
+        made = invite(broker, "create", "demo", "--broker-url", broker.url)
+        alice = joined_daemon(made["invite"], "alice")
+        bob = joined_daemon(made["invite"], "bob")
+        try:
+            wait_for(lambda: link_state(alice) == "open" and link_state(bob) == "open")
+            wait_for(lambda: peers(alice).get("bob") is True)
+            sent = alice.send({"to": "bob", "message": "before", "client_message_id": "p-0"})
+            assert sent.status == 202
+            wait_for(lambda: len(inbox(bob)) == 1)
+            own.stop_server()
+            for i in range(1, 6):
+                answer = alice.send({"to": "bob", "message": f"during {i}",
+                                     "client_message_id": f"p-{i}"})
+                assert answer.status == 202, answer.body  # durable in alice's outbox
+            wait_for(lambda: any("store_error" in str(r.get("last_error"))
+                                 for r in alice.outbox()), timeout=20)
+            assert broker.proc is not None and broker.proc.poll() is None
+            own.start_server()
+            wait_for(lambda: len(inbox(bob)) >= 6, timeout=60)
+            wait_for(lambda: {r["status"] for r in alice.outbox()} == {"done"}, timeout=30)
+            received = [i["client_message_id"] for i in inbox(bob)]
+            assert sorted(received) == [f"p-{i}" for i in range(6)]
+            assert broker.query("SELECT count(*) FROM message") == [(6,)]
+        finally:
+            alice.cleanup()
+            bob.cleanup()
+            broker.cleanup()
+    finally:
+        own.stop()
