@@ -27,7 +27,6 @@ import logging
 import os
 import signal
 import sqlite3
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +60,6 @@ log = logging.getLogger(__name__)
 MIN_BACKOFF_MS: Final = 500  # R-OBX-7: [reconnect] initial_backoff_ms, used as min_backoff
 LOOPBACK: Final = "127.0.0.1"  # R-AUTH-8: never anything else
 EXIT_INCOMPATIBLE: Final = 6
-# The event loop and the store's writer thread hand the GIL back and forth for every
-# request; at CPython's default 5 ms switch interval each hand-off can wait that long.
-GIL_SWITCH_S: Final = 0.0005
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +89,6 @@ async def run_daemon(config: Config, options: DaemonOptions,
         taken is released.
     """
     os.umask(0o077)
-    sys.setswitchinterval(GIL_SWITCH_S)
     paths = config.paths
     ensure_private_dir(paths.config_dir)
     ensure_private_dir(paths.daemon_dir)
