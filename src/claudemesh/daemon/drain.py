@@ -35,7 +35,7 @@ from claudemesh.daemon.drain_rules import (
     retry_delay_ms,
 )
 from claudemesh.daemon.link import BrokerLink
-from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
+from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore, Transition
 from claudemesh.daemon.store.outbox_rules import OutboxEvent
 from claudemesh.errors import BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.envelope import FrozenSend
@@ -178,6 +178,20 @@ class Drain:
         finally:
             self._flushing = False
 
+    def _transition(self, row: OutboxRow, verdict: Verdict, event: OutboxEvent,
+                    now: int) -> Transition:
+        match verdict.kind:
+            case VerdictKind.DONE:
+                return Transition.done(row.id, broker_message_id=str(verdict.broker_message_id),
+                                       history_id=verdict.history_id, now_ms=now)
+            case VerdictKind.RETRY:
+                delay = verdict.retry_after_ms if verdict.retry_after_ms is not None else (
+                    retry_delay_ms(row.attempts, self._rng))
+                return Transition.retry(row.id, error=str(verdict.error),
+                                        next_attempt_at=now + delay)
+            case VerdictKind.DEAD:
+                return Transition.dead(row.id, error=str(verdict.error), event=event)
+
     def _final(self, row: OutboxRow, verdict: Verdict) -> tuple[Verdict, OutboxEvent]:
         """Count the answer; a retry past the max age becomes dead (R-AGE-5).
 
@@ -205,21 +219,11 @@ class Drain:
 
     async def _write(self, batch: list[tuple[OutboxRow, Verdict, OutboxEvent]]) -> None:
         now = self._clock()
-        delays = {row.id: verdict.retry_after_ms if verdict.retry_after_ms is not None
-                  else retry_delay_ms(row.attempts, self._rng) for row, verdict, _ in batch}
+        transitions = [self._transition(row, verdict, event, now)
+                       for row, verdict, event in batch]
 
         def op(conn: sqlite3.Connection) -> None:
-            store = OutboxStore(conn)
-            for row, verdict, event in batch:
-                match verdict.kind:
-                    case VerdictKind.DONE:
-                        store.mark_done(row.id, broker_message_id=str(verdict.broker_message_id),
-                                        history_id=verdict.history_id, now_ms=now)
-                    case VerdictKind.RETRY:
-                        store.mark_retry(row.id, error=str(verdict.error),
-                                         next_attempt_at=now + delays[row.id])
-                    case VerdictKind.DEAD:
-                        store.mark_dead(row.id, error=str(verdict.error), event=event)
+            OutboxStore(conn).apply(transitions)
 
         try:
             # Not fsynced: a transition lost in a power cut only means the row is sent

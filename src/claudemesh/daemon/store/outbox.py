@@ -146,6 +146,34 @@ class RequeueOutcome:
     mesh: str
 
 
+@dataclass(frozen=True, slots=True)
+class Transition:
+    """One drain answer for one row: the table's event and the columns it sets."""
+
+    row_id: str
+    event: OutboxEvent
+    assignments: str  # SQL "col = ?, ..." for the values in ``args``
+    args: tuple[Any, ...]
+
+    @classmethod
+    def done(cls, row_id: str, *, broker_message_id: str, history_id: str | None,
+             now_ms: int) -> Transition:
+        return cls(row_id, OutboxEvent.ACKED,
+                   "delivered_at = coalesce(delivered_at, ?), broker_message_id = ?,"
+                   " history_id = ?, last_error = NULL",
+                   (now_ms, broker_message_id, history_id))
+
+    @classmethod
+    def retry(cls, row_id: str, *, error: str, next_attempt_at: int) -> Transition:
+        return cls(row_id, OutboxEvent.TRANSIENT_FAILURE, "last_error = ?, next_attempt_at = ?",
+                   (error, next_attempt_at))
+
+    @classmethod
+    def dead(cls, row_id: str, *, error: str,
+             event: OutboxEvent = OutboxEvent.PERMANENT_FAILURE) -> Transition:
+        return cls(row_id, event, "last_error = ?", (error,))
+
+
 class OutboxStore:
     """Operations on one ``outbox.db`` connection; not thread-safe (the worker owns it)."""
 
@@ -316,12 +344,15 @@ class OutboxStore:
                 f" {mesh_clause} ORDER BY next_attempt_at, rowid LIMIT ?",
                 (now_ms, *args, limit),
             )]
-            for row_id in ids:
-                self._conn.execute(
-                    "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"
-                    " WHERE id = ? AND status = 'pending'", (row_id,))
-            rows = [self.get(i) for i in ids]
-        return [r for r in rows if r is not None]
+            if not ids:
+                return []
+            marks = ",".join("?" * len(ids))
+            self._conn.execute(
+                "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"  # noqa: S608
+                f" WHERE status = 'pending' AND id IN ({marks})", ids)
+            rows = {r.id: r for r in (OutboxRow.from_sql(x) for x in self._conn.execute(
+                f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", ids))}  # noqa: S608
+        return [rows[i] for i in ids if i in rows]
 
     def expire_pending(self, mesh: str, *, enqueued_before_ms: int) -> int:
         """pending -> dead for rows older than max age (R-AGE-5); returns how many."""
@@ -350,35 +381,39 @@ class OutboxStore:
 
     def mark_done(self, row_id: str, *, broker_message_id: str, history_id: str | None,
                   now_ms: int) -> bool:
-        return self._transition(
-            row_id, OutboxEvent.ACKED,
-            "delivered_at = coalesce(delivered_at, ?), broker_message_id = ?, history_id = ?,"
-            " last_error = NULL",
-            (now_ms, broker_message_id, history_id),
-        )
+        return self.apply([Transition.done(row_id, broker_message_id=broker_message_id,
+                                           history_id=history_id, now_ms=now_ms)]) == 1
 
     def mark_retry(self, row_id: str, *, error: str, next_attempt_at: int) -> bool:
-        return self._transition(row_id, OutboxEvent.TRANSIENT_FAILURE,
-                                "last_error = ?, next_attempt_at = ?", (error, next_attempt_at))
+        return self.apply([Transition.retry(row_id, error=error,
+                                            next_attempt_at=next_attempt_at)]) == 1
 
     def mark_dead(self, row_id: str, *, error: str,
                   event: OutboxEvent = OutboxEvent.PERMANENT_FAILURE) -> bool:
-        return self._transition(row_id, event, "last_error = ?", (error,))
+        return self.apply([Transition.dead(row_id, error=error, event=event)]) == 1
 
-    def _transition(self, row_id: str, event: OutboxEvent, assignments: str,
-                    args: tuple[Any, ...]) -> bool:
-        """Apply ``event`` when the table allows it from the row's status; else False."""
-        with store_errors(f"applying {event}"), immediate(self._conn):
-            found = self._conn.execute("SELECT status FROM outbox WHERE id = ?",
-                                       (row_id,)).fetchone()
-            if found is None:
-                return False
-            try:
-                target = next_status(OutboxStatus(found[0]), event)
-            except IllegalTransition:
-                return False
-            self._conn.execute(
-                f"UPDATE outbox SET status = ?, {assignments} WHERE id = ?",  # noqa: S608
-                (str(target), *args, row_id),
-            )
-        return True
+    def apply(self, transitions: list[Transition]) -> int:
+        """Apply each transition the table allows from its row's status, in one unit (the
+        drain's answers come in batches); returns how many were applied."""
+        if not transitions:
+            return 0
+        ids = list({t.row_id: None for t in transitions})
+        marks = ",".join("?" * len(ids))
+        applied = 0
+        with store_errors("applying outbox transitions"), immediate(self._conn):
+            statuses: dict[str, str] = dict(self._conn.execute(
+                f"SELECT id, status FROM outbox WHERE id IN ({marks})", ids).fetchall())  # noqa: S608
+            for t in transitions:
+                found = statuses.get(t.row_id)
+                if found is None:
+                    continue
+                try:
+                    target = next_status(OutboxStatus(found), t.event)
+                except IllegalTransition:
+                    continue
+                self._conn.execute(
+                    f"UPDATE outbox SET status = ?, {t.assignments} WHERE id = ?",  # noqa: S608
+                    (str(target), *t.args, t.row_id))
+                statuses[t.row_id] = str(target)
+                applied += 1
+        return applied
