@@ -29,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from claudemesh.errors import ClaudemeshError, DestinationNotFound, MemberRevoked
+
 __all__ = [
     "NOTIFY_KINDS",
     "AcceptInput",
@@ -43,9 +45,24 @@ __all__ = [
     "Notifier",
     "PresenceChange",
     "SweepResult",
+    "b2_refusal",
 ]
 
 NOTIFY_KINDS = ("deliver", "presence", "replace", "profile")
+
+
+def b2_refusal(what: str, ref: str) -> ClaudemeshError:
+    """The B2 error (R-BRK-5) of an accept, worded alike by every store. ``what`` names
+    the check that failed: "sender" (revoked), "dm", "group" or "topic" (not found)."""
+    if what == "sender":
+        return MemberRevoked("the sender is no longer a member of this mesh")
+    if what == "dm":
+        return DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
+                                   destination=ref)
+    if what == "group":
+        return DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
+    return DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
+                               destination=ref)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar, cast
+from typing import Any, Final, Protocol, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
@@ -93,10 +93,10 @@ from claudemesh.broker.store.base import (
     Notifier,
     PresenceChange,
     SweepResult,
+    b2_refusal,
 )
 from claudemesh.errors import (
     ClaudemeshError,
-    DestinationNotFound,
     DisplayNameTaken,
     InviteRejected,
     MemberAlreadyConnected,
@@ -416,14 +416,6 @@ class _Retry(Exception):
     """Raised inside an operation: roll back and run the whole operation again."""
 
 
-class _Rollback(Exception):
-    """Raised inside an operation: roll back, and return ``value`` to the caller."""
-
-    def __init__(self, value: object) -> None:
-        super().__init__()
-        self.value = value
-
-
 @contextlib.contextmanager
 def _store_errors(action: str) -> Iterator[None]:
     """Translate asyncpg and OS errors into StoreError at the store's edge."""
@@ -559,11 +551,8 @@ class PostgresBrokerStore(BrokerStore):
                     async with pool.acquire() as conn:
                         if not tx:
                             return await fn(conn)
-                        try:
-                            async with conn.transaction():
-                                return await fn(conn)
-                        except _Rollback as done:
-                            return cast(T, done.value)
+                        async with conn.transaction():
+                            return await fn(conn)
             except _Retry:
                 pass
             except StoreError as exc:
@@ -1019,19 +1008,14 @@ async def _accept(conn: _Conn, req: AcceptInput) -> AcceptOutcome:
 
 
 def _b2_refusal(exc: asyncpg.PostgresError, ref: str) -> Exception | None:
-    """The B2 error (R-BRK-5) that ``mesh.accept_message`` raised, or None for others."""
-    state, what = getattr(exc, "sqlstate", None), getattr(exc, "message", "")
+    """The B2 error (R-BRK-5) that ``mesh.accept_message`` raised, or None for others: its
+    SQLSTATE is CM403 (sender revoked) or CM404, whose message names the missing kind."""
+    state = getattr(exc, "sqlstate", None)
     if state == "CM403":
-        return MemberRevoked("the sender is no longer a member of this mesh")
-    if state != "CM404":
-        return None
-    if what == "dm":
-        return DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
-                                   destination=ref)
-    if what == "group":
-        return DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
-    return DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
-                               destination=ref)
+        return b2_refusal("sender", ref)
+    if state == "CM404":
+        return b2_refusal(str(getattr(exc, "message", "")), ref)
+    return None
 
 
 # -- notifications -------------------------------------------------------------------------

@@ -28,9 +28,9 @@ from claudemesh.broker.store.base import (
     Notifier,
     PresenceChange,
     SweepResult,
+    b2_refusal,
 )
 from claudemesh.errors import (
-    DestinationNotFound,
     DisplayNameTaken,
     InviteRejected,
     MemberAlreadyConnected,
@@ -608,14 +608,13 @@ def _recipients(conn: sqlite3.Connection, req: AcceptInput) -> list[str]:
     sender = conn.execute("SELECT revoked_at FROM member WHERE id = ?",
                           (req.sender_member_id,)).fetchone()
     if sender is None or sender[0] is not None:
-        raise MemberRevoked("the sender is no longer a member of this mesh")
+        raise b2_refusal("sender", req.destination_ref)
     ref, mesh = req.destination_ref, req.mesh_id
     if req.destination_kind == "dm":
         row = conn.execute("SELECT id FROM member WHERE mesh_id = ? AND pubkey = ?"
                            " AND revoked_at IS NULL", (mesh, ref)).fetchone()
         if row is None:
-            raise DestinationNotFound(f"no member of this mesh has pubkey {ref[:16]}…",
-                                      destination=ref)
+            raise b2_refusal("dm", ref)
         return [row[0]]
     args: tuple[str, ...]
     if ref == "*":
@@ -627,12 +626,11 @@ def _recipients(conn: sqlite3.Connection, req: AcceptInput) -> list[str]:
     else:
         if conn.execute("SELECT 1 FROM topic WHERE mesh_id = ? AND name = ?",
                         (mesh, ref)).fetchone() is None:
-            raise DestinationNotFound(f"no topic #{ref} in this mesh; subscribe to create it",
-                                      destination=ref)
+            raise b2_refusal("topic", ref)
         sql, args = ("SELECT s.member_id FROM topic_subscription s JOIN member m"
                      " ON m.id = s.member_id WHERE s.mesh_id = ? AND s.topic = ?"
                      " AND m.revoked_at IS NULL", (mesh, ref))
     members = [r[0] for r in conn.execute(sql, args)]
     if ref.startswith("@") and not members:
-        raise DestinationNotFound(f"no group {ref} in this mesh", destination=ref)
+        raise b2_refusal("group", ref)
     return sorted(m for m in members if m != req.sender_member_id)
