@@ -72,7 +72,7 @@ class Drain:
         self._wake = asyncio.Event()
         self._sending: set[asyncio.Task[None]] = set()
         self.counters = DrainCounters()
-        self._answered: list[tuple[OutboxRow, Verdict, OutboxEvent]] = []
+        self._answered: list[Transition] = []
         self._flushing = False
         self._next_expiry_check = 0.0  # monotonic seconds
 
@@ -167,7 +167,7 @@ class Drain:
 
     async def _apply(self, row: OutboxRow, verdict: Verdict) -> None:
         """Queue the row's transition; one flusher writes them in batches."""
-        self._answered.append((row, *self._final(row, verdict)))
+        self._answered.append(self._final(row, verdict))
         if self._flushing:
             return
         self._flushing = True
@@ -178,50 +178,38 @@ class Drain:
         finally:
             self._flushing = False
 
-    def _transition(self, row: OutboxRow, verdict: Verdict, event: OutboxEvent,
-                    now: int) -> Transition:
+    def _final(self, row: OutboxRow, verdict: Verdict) -> Transition:
+        """Count and log the answer, and turn it into the row's transition; a retry past
+        the max age becomes dead (R-AGE-5, recorded as EXPIRED)."""
+        now = self._clock()
+        counters = self.counters
+        event = OutboxEvent.PERMANENT_FAILURE  # what a DEAD verdict records
+        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < now - self._max_age_ms():
+            verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
+            event = OutboxEvent.EXPIRED
         match verdict.kind:
             case VerdictKind.DONE:
+                counters.delivered += 1
+                if not verdict.history_available:
+                    counters.history_pruned += 1
+                    log.warning("dedupe_history_pruned", extra={
+                        "mesh": self.mesh, "client_message_id": row.client_message_id})
                 return Transition.done(row.id, broker_message_id=str(verdict.broker_message_id),
                                        history_id=verdict.history_id, now_ms=now)
             case VerdictKind.RETRY:
+                counters.retries += 1
                 delay = verdict.retry_after_ms if verdict.retry_after_ms is not None else (
                     retry_delay_ms(row.attempts, self._rng))
                 return Transition.retry(row.id, error=str(verdict.error),
                                         next_attempt_at=now + delay)
             case VerdictKind.DEAD:
+                counters.dead += 1
+                log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
+                                                    "client_message_id": row.client_message_id,
+                                                    "error": verdict.error})
                 return Transition.dead(row.id, error=str(verdict.error), event=event)
 
-    def _final(self, row: OutboxRow, verdict: Verdict) -> tuple[Verdict, OutboxEvent]:
-        """Count the answer; a retry past the max age becomes dead (R-AGE-5).
-
-        The event is what a DEAD verdict records: EXPIRED for that case, else a permanent
-        failure (the broker refused the row).
-        """
-        event = OutboxEvent.PERMANENT_FAILURE
-        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < (
-                self._clock() - self._max_age_ms()):
-            verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
-            event = OutboxEvent.EXPIRED
-        counters = self.counters
-        counters.delivered += verdict.kind is VerdictKind.DONE
-        counters.retries += verdict.kind is VerdictKind.RETRY
-        counters.dead += verdict.kind is VerdictKind.DEAD
-        if verdict.kind is VerdictKind.DONE and not verdict.history_available:
-            counters.history_pruned += 1
-            log.warning("dedupe_history_pruned", extra={
-                "mesh": self.mesh, "client_message_id": row.client_message_id})
-        elif verdict.kind is VerdictKind.DEAD:
-            log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
-                                                "client_message_id": row.client_message_id,
-                                                "error": verdict.error})
-        return verdict, event
-
-    async def _write(self, batch: list[tuple[OutboxRow, Verdict, OutboxEvent]]) -> None:
-        now = self._clock()
-        transitions = [self._transition(row, verdict, event, now)
-                       for row, verdict, event in batch]
-
+    async def _write(self, transitions: list[Transition]) -> None:
         def op(conn: sqlite3.Connection) -> None:
             OutboxStore(conn).apply(transitions)
 
@@ -231,4 +219,4 @@ class Drain:
             await self._outbox.run(op, durable=False)
         except ClaudemeshError:
             log.exception("outbox_update_failed", extra={"mesh": self.mesh,
-                                                         "rows": len(batch)})
+                                                         "rows": len(transitions)})
