@@ -12,7 +12,7 @@ import click
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
 
-__all__ = ["broker", "default_db"]
+__all__ = ["broker", "db_option", "default_db"]
 
 DEFAULT_PORT = 7900  # the same as broker.settings.DEFAULT_PORT, without importing it
 
@@ -20,6 +20,15 @@ DEFAULT_PORT = 7900  # the same as broker.settings.DEFAULT_PORT, without importi
 def default_db() -> Path:
     """``$CLAUDEMESH_CONFIG_DIR/broker/broker.db`` (default ``~/.claudemesh/broker/broker.db``)."""
     return current_paths().config_dir / "broker" / "broker.db"
+
+
+def db_option(fn: Any) -> Any:
+    """``--db``: the broker's store, for every command that opens it."""
+    return click.option(
+        "--db", envvar="CLAUDEMESH_BROKER_DB",
+        help="The broker's store: a SQLite file, or a postgresql:// URL that several brokers"
+        " share (env CLAUDEMESH_BROKER_DB keeps a password off the command line)"
+        " [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")(fn)
 
 
 @click.group()
@@ -32,10 +41,7 @@ def broker() -> None:
               help="Address to listen on (plain ws://; put TLS in front for other networks).")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="0 lets the OS pick; the bound port is printed.")
-@click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
-              help="The store: a SQLite file, or a postgresql:// URL shared by several brokers"
-              " (env CLAUDEMESH_BROKER_DB keeps a password off the command line)"
-              " [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")
+@db_option
 @click.option("--ping-interval", type=float, default=30.0, hidden=True)
 @click.option("--ping-timeout", type=float, default=45.0, hidden=True)
 @click.option("--presence-lease", type=float, default=90.0, hidden=True)
@@ -83,8 +89,7 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
 
 
 @broker.command("check")
-@click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
-              help="The broker's store: a SQLite file or a postgresql:// URL.")
+@db_option
 @json_option
 def check(db: str | None) -> int:
     """Run the orphan check of daemon-spec §4.7.3; exit 1 on any inconsistency."""

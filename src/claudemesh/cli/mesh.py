@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
-from claudemesh.cli.broker import default_db
+from claudemesh.cli.broker import db_option, default_db
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
 from claudemesh.errors import AlreadyJoined, InvalidRequest
@@ -51,13 +51,6 @@ def mesh() -> None:
     """Create meshes, mint invites and revoke members (run by the broker's operator)."""
 
 
-def _store_options(fn: Any) -> Any:
-    fn = click.option("--db", envvar="CLAUDEMESH_BROKER_DB",
-                      help="The broker's store: a SQLite file or a postgresql:// URL"
-                      " [default: $CLAUDEMESH_CONFIG_DIR/broker/broker.db].")(fn)
-    return fn
-
-
 def _invite_options(fn: Any) -> Any:
     fn = click.option("--broker-url", "broker_urls", multiple=True,
                       default=["ws://127.0.0.1:7900/ws"], show_default=True,
@@ -71,7 +64,7 @@ def _invite_options(fn: Any) -> Any:
 
 @mesh.command("create")
 @click.argument("name")
-@_store_options
+@db_option
 @_invite_options
 @click.option("--dedupe-retention-days", type=click.IntRange(3), default=365, show_default=True)
 @click.option("--permanent-dedupe", is_flag=True, help="Keep dedupe rows forever.")
@@ -105,7 +98,7 @@ def create(*, name: str, db: str | None, broker_urls: tuple[str, ...], max_uses:
 
 @mesh.command("invite")
 @click.argument("mesh_ref", metavar="MESH")
-@_store_options
+@db_option
 @_invite_options
 @json_option
 def invite_cmd(mesh_ref: str, db: str | None, broker_urls: tuple[str, ...], max_uses: int,
@@ -126,7 +119,7 @@ def invite_cmd(mesh_ref: str, db: str | None, broker_urls: tuple[str, ...], max_
 
 @mesh.command("revoke")
 @click.argument("pubkey")
-@_store_options
+@db_option
 @click.option("--mesh", "mesh_ref", help="Only in this mesh (default: every mesh).")
 @json_option
 def revoke_cmd(pubkey: str, db: str | None, mesh_ref: str | None) -> int:
