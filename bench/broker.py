@@ -142,6 +142,9 @@ class CpuSample:
     def __sub__(self, before: CpuSample) -> CpuSample:
         return CpuSample(self.loop_s - before.loop_s, self.other_s - before.other_s)
 
+    def __add__(self, other: CpuSample) -> CpuSample:
+        return CpuSample(self.loop_s + other.loop_s, self.other_s + other.other_s)
+
     @property
     def total_s(self) -> float:
         return self.loop_s + self.other_s
@@ -240,10 +243,7 @@ class Broker:
 
 def sum_cpu(samples: Iterable[CpuSample]) -> CpuSample:
     """CPU of several brokers together (their loops, and their other threads)."""
-    total = CpuSample(0.0, 0.0)
-    for sample in samples:
-        total = CpuSample(total.loop_s + sample.loop_s, total.other_s + sample.other_s)
-    return total
+    return sum(samples, CpuSample(0.0, 0.0))
 
 
 # -- members and a minimal client ------------------------------------------------------
