@@ -1168,7 +1168,7 @@ class Bench:
         self.say(f"py-spy: sampling {target} (pid {pid}) during scenario {scenario}"
                  f" into {path}")
         return subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid",
-                                 str(pid), "--format", "raw", "--threads", "--rate", "200",
+                                 str(pid), "--format", "raw", "--threads", "--gil", "--rate", "200",
                                  "-o", path],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 

@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import enum
 import hashlib
-import json
 import logging
 import math
 import time
@@ -77,6 +76,7 @@ from claudemesh.protocol.frames import (
 )
 from claudemesh.protocol.ids import new_ulid
 from claudemesh.protocol.invite import InviteError, decode_invite
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["BrokerContext", "Session", "SessionState"]
 
@@ -137,7 +137,7 @@ class Session:
     async def send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False when the connection is already closed."""
         try:
-            await self.ws.send(json.dumps(frame, ensure_ascii=False, separators=(",", ":")))
+            await self.ws.send(dumps(frame), text=True)
         except ConnectionClosed:
             return False
         return True

@@ -44,7 +44,7 @@ from claudemesh.protocol.features import (
     NegotiationFailure,
     validate_features,
 )
-from claudemesh.protocol.strictjson import JsonError, loads_object
+from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
 
 __all__ = ["BrokerLink", "LinkTimings"]
 
@@ -289,7 +289,7 @@ class BrokerLink:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
-            await ws.send(json.dumps({**frame, "req_id": req_id}, ensure_ascii=False))
+            await ws.send(dumps({**frame, "req_id": req_id}), text=True)
             return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
         except ConnectionClosed:
             raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped") from None
@@ -302,7 +302,7 @@ class BrokerLink:
         if ws is None:
             return False
         try:
-            await ws.send(json.dumps(frame))
+            await ws.send(dumps(frame), text=True)
         except ConnectionClosed:
             return False
         return True

@@ -12,11 +12,13 @@ plaintext the caller sent, which is what the fingerprint covers.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from claudemesh.protocol.fingerprint import ENVELOPE_VERSION
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["FrozenSend"]
 
@@ -37,8 +39,8 @@ class FrozenSend:
         # Built by hand: dataclasses.asdict deep-copies every field, about 7 % of an
         # accept's event-loop time in bench/accept.py's profile.
         fields = {name: getattr(self, name) for name in self.__slots__}
-        return json.dumps(fields, ensure_ascii=False, separators=(",", ":")).encode()
+        return dumps(fields)
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FrozenSend:
-        return cls(**json.loads(raw))
+        return cls(**orjson.loads(raw))

@@ -4,14 +4,31 @@ Stricter than ``json.loads``: duplicate keys are refused (a fingerprint would de
 which copy won), ``NaN``/``Infinity`` are refused (they are not JSON), the input must be
 UTF-8, and nesting deep enough to exhaust the recursion limit is an error, not a crash.
 Lone surrogates in ``\\u`` escapes still decode; callers validate strings before hashing.
+
+Writing goes through :func:`dumps`: orjson, about twenty times faster than ``json.dumps``
+on our frames (encoding was 6-8 % of each process in bench/e2e.py's profiles), with
+``json.dumps`` as the fallback for what orjson refuses (integers past 64 bits, lone
+surrogates): ASCII-escaped, so even a lone surrogate comes out as valid UTF-8.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["JsonError", "loads_object"]
+import orjson
+
+__all__ = ["JsonError", "dumps", "loads_object"]
+
+_FALLBACK: Final = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps(value: Any) -> bytes:
+    """Compact UTF-8 JSON (no spaces, non-ASCII kept as is)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _FALLBACK.encode(value).encode("ascii")
 
 
 class JsonError(ValueError):
@@ -31,6 +48,11 @@ def _reject_constant(name: str) -> Any:
     raise JsonError(f"{name} is not valid JSON")
 
 
+# Built once: json.loads with hooks builds a new decoder (and scanner) on every call.
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates,
+                                   parse_constant=_reject_constant)
+
+
 def loads_object(raw: bytes | str) -> dict[str, Any]:
     """Decode text that must hold exactly one JSON object.
 
@@ -45,8 +67,7 @@ def loads_object(raw: bytes | str) -> dict[str, Any]:
     if not raw.strip():
         raise JsonError("empty; expected a JSON object")
     try:
-        doc = json.loads(raw, object_pairs_hook=_reject_duplicates,
-                         parse_constant=_reject_constant)
+        doc = _DECODER.decode(raw)
     except JsonError:
         raise
     except ValueError as exc:

@@ -35,5 +35,5 @@ def test_sse_framing_round_trips_through_the_cli_parser() -> None:
     raw = format_event(Event("message", {"body": "a\nb", "é": 1}, id=42)).decode()
     raw += ": keepalive\n\n" + format_event(Event("peer_leave", {"pubkey": "p"})).decode()
     parsed = list(parse_sse(raw.split("\n")))
-    assert parsed == [("message", "42", '{"body": "a\\nb", "é": 1}'),
-                      ("peer_leave", None, '{"pubkey": "p"}')]
+    assert parsed == [("message", "42", '{"body":"a\\nb","é":1}'),
+                      ("peer_leave", None, '{"pubkey":"p"}')]

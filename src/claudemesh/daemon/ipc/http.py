@@ -9,7 +9,6 @@ log only.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -29,6 +28,7 @@ from claudemesh.errors import (
     RouteNotFound,
     ShuttingDown,
 )
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["errors_middleware", "json_reply", "limit_middleware", "read_body"]
 
@@ -39,12 +39,9 @@ UNCOUNTED_PATHS = frozenset({"/v1/events"})
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _dumps(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-
-
 def json_reply(data: Any, status: int = 200) -> web.Response:
-    return web.json_response(data, status=status, dumps=_dumps)
+    return web.Response(body=dumps(data), status=status, content_type="application/json",
+                        charset="utf-8")
 
 
 def error_reply(exc: ClaudemeshError) -> web.Response:

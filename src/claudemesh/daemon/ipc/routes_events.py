@@ -12,29 +12,30 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 from typing import Final
 
 from aiohttp import web
 
-from claudemesh.daemon.events import Event
+from claudemesh.daemon.events import Event, Subscription
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT, iso_ms
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore
 from claudemesh.errors import InvalidRequest
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["KEEPALIVE_S", "format_event", "get_events"]
 
 KEEPALIVE_S: Final = 15.0
 GONE_CHECK_S: Final = 1.0  # how soon a departed client's stream is noticed
 REPLAY_PAGE: Final = 500
+WRITE_BATCH: Final = 256  # events per write when a burst is queued
 
 
 def format_event(event: Event) -> bytes:
-    lines = [] if event.id is None else [f"id: {event.id}"]
-    lines += [f"event: {event.kind}", "data: " + json.dumps(event.data, ensure_ascii=False)]
-    return ("\n".join(lines) + "\n\n").encode("utf-8")
+    head = f"event: {event.kind}\ndata: " if event.id is None else (
+        f"id: {event.id}\nevent: {event.kind}\ndata: ")
+    return head.encode() + dumps(event.data) + b"\n\n"
 
 
 def _last_event_id(request: web.Request) -> int | None:
@@ -44,6 +45,17 @@ def _last_event_id(request: web.Request) -> int | None:
     if not text.isdigit() or len(text) > 18:
         raise InvalidRequest("Last-Event-ID must be a message event id (an integer)")
     return int(text)
+
+
+async def _next_burst(subscription: Subscription) -> list[Event | None]:
+    """The events already queued (up to ``WRITE_BATCH``), so a burst goes out in one write;
+    waits up to ``GONE_CHECK_S`` for the first one (TimeoutError if none came)."""
+    queue = subscription.queue
+    burst = [queue.get_nowait() if not queue.empty() else await asyncio.wait_for(
+        queue.get(), GONE_CHECK_S)]
+    while burst[-1] is not None and len(burst) < WRITE_BATCH and not queue.empty():
+        burst.append(queue.get_nowait())
+    return burst
 
 
 def _replay(conn: sqlite3.Connection, *, after: int) -> list[InboxItem]:
@@ -72,7 +84,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         quiet_s = 0.0
         while True:
             try:
-                event = await asyncio.wait_for(subscription.queue.get(), GONE_CHECK_S)
+                burst = await _next_burst(subscription)
             except TimeoutError:
                 if request.transport is None or request.transport.is_closing():
                     break  # the client left: free its slot now, not at the next write
@@ -82,11 +94,12 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                     quiet_s = 0.0
                 continue
             quiet_s = 0.0
-            if event is None:
+            chunk = b"".join(format_event(e) for e in burst if e is not None and not (
+                e.kind == "message" and replayed is not None and (e.id or 0) <= replayed))
+            if chunk:
+                await response.write(chunk)
+            if burst[-1] is None:
                 break
-            if event.kind == "message" and replayed is not None and (event.id or 0) <= replayed:
-                continue
-            await response.write(format_event(event))
     except (ConnectionError, RuntimeError):
         pass  # the client went away
     finally:
