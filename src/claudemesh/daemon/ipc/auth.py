@@ -9,6 +9,7 @@ needs no token: its 0600 mode inside a 0700 directory is the control (R-AUTH-1, 
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import logging
 import re
@@ -40,6 +41,7 @@ class Transport(enum.StrEnum):
     TCP = "tcp"
 
 
+@functools.lru_cache(maxsize=64)  # clients send the same Host on every request
 def host_allowed(host: str | None) -> bool:
     """R-AUTH-9 with A-38: absent/empty, or a loopback name with an optional port."""
     if host is None or host == "":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -34,6 +35,7 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+@functools.lru_cache(maxsize=256)  # a batch of pushes shares one received_at
 def iso_ms(epoch_ms: int | None) -> str | None:
     """Epoch milliseconds as ISO 8601 UTC with milliseconds, or None."""
     if epoch_ms is None:

@@ -128,6 +128,8 @@ async def read_body(request: web.Request, limits: IpcLimits) -> bytes:
         raise PayloadTooLarge(f"body of {declared} bytes exceeds the"
                               f" {limits.max_body_bytes}-byte limit")
     try:
+        if request.content.is_eof():  # all of it came with the headers: no timer needed
+            return await request.read()
         async with asyncio.timeout(limits.body_timeout_s):
             return await request.read()
     except TimeoutError:
