@@ -15,8 +15,9 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 from claudemesh.broker.store.base import AcceptInput, AcceptKind, AcceptOutcome, Delivery, Member
 from claudemesh.errors import ClaudemeshError, InvalidEnvelope, PayloadTooLarge
@@ -41,6 +42,9 @@ def iso(epoch_ms: int) -> str:
         timespec="milliseconds").replace("+00:00", "Z")
 
 
+HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")  # a DM's pubkey, lower-case as stored
+
+
 def check_send(frame: Send, *, inline_bytes: int) -> bytes:
     """B1 schema and size checks; returns the fingerprint. Raises 400/413 errors."""
     if frame.envelope_version != ENVELOPE_VERSION:
@@ -50,7 +54,7 @@ def check_send(frame: Send, *, inline_bytes: int) -> bytes:
     if frame.destination_kind == "queue":
         raise InvalidEnvelope("queue destinations are reserved (A-42)")
     if frame.destination_kind == "dm":
-        if len(ref) != 64 or any(c not in "0123456789abcdef" for c in ref):
+        if not HEX64_RE.fullmatch(ref):
             raise InvalidEnvelope("a dm destination_ref is a 64-hex lower-case pubkey")
         if not isinstance(frame.body, BoxBody):
             raise InvalidEnvelope("a dm body must be crypto_box: DMs are end-to-end encrypted")

@@ -36,11 +36,13 @@ class JsonError(ValueError):
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in obj:
-            raise JsonError(f"duplicate key {key!r} in JSON object")
-        obj[key] = value
+    obj = dict(pairs)  # built in C; a repeated key shows as a shorter dict
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise JsonError(f"duplicate key {key!r} in JSON object")
+            seen.add(key)
     return obj
 
 
