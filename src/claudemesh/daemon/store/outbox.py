@@ -269,16 +269,6 @@ class OutboxStore:
             ).fetchone()
         return None if row is None else OutboxRow.from_sql(row)
 
-    def payloads(self, row_ids: list[str]) -> dict[str, bytes]:
-        """The frozen envelopes of several rows in one query (the drain's claim)."""
-        if not row_ids:
-            return {}
-        marks = ",".join("?" * len(row_ids))
-        with store_errors("reading payloads"):
-            rows = self._conn.execute(
-                f"SELECT id, payload FROM outbox WHERE id IN ({marks})", row_ids).fetchall()  # noqa: S608
-        return {row_id: bytes(payload) for row_id, payload in rows}
-
     def get_payload(self, row_id: str) -> bytes | None:
         with store_errors("reading a payload"):
             row = self._conn.execute("SELECT payload FROM outbox WHERE id = ?",
@@ -337,6 +327,11 @@ class OutboxStore:
 
     def claim_due(self, now_ms: int, *, limit: int, mesh: str | None = None) -> list[OutboxRow]:
         """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5)."""
+        return [row for row, _ in self.claim_due_payloads(now_ms, limit=limit, mesh=mesh)]
+
+    def claim_due_payloads(self, now_ms: int, *, limit: int,
+                           mesh: str | None = None) -> list[tuple[OutboxRow, bytes]]:
+        """:meth:`claim_due` with each row's frozen envelope, read by the same UPDATE."""
         mesh_clause, args = ("AND mesh = ?", (mesh,)) if mesh else ("", ())
         with store_errors("claiming due rows"), immediate(self._conn):
             ids = [r[0] for r in self._conn.execute(
@@ -347,12 +342,12 @@ class OutboxStore:
             if not ids:
                 return []
             marks = ",".join("?" * len(ids))
-            self._conn.execute(
-                "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"  # noqa: S608
-                f" WHERE status = 'pending' AND id IN ({marks})", ids)
-            rows = {r.id: r for r in (OutboxRow.from_sql(x) for x in self._conn.execute(
-                f"SELECT {_COLUMNS} FROM outbox WHERE id IN ({marks})", ids))}  # noqa: S608
-        return [rows[i] for i in ids if i in rows]
+            claimed = {row[0]: (OutboxRow.from_sql(row[:-1]), bytes(row[-1])) for row in (
+                self._conn.execute(
+                    "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"  # noqa: S608
+                    f" WHERE status = 'pending' AND id IN ({marks})"
+                    f" RETURNING {_COLUMNS}, payload", ids).fetchall())}
+        return [claimed[i] for i in ids if i in claimed]
 
     def expire_pending(self, mesh: str, *, enqueued_before_ms: int) -> int:
         """pending -> dead for rows older than max age (R-AGE-5); returns how many."""
