@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from claudemesh.errors import ConfigError
+from claudemesh.protocol.destination import HEX64_RE
 
 __all__ = [
     "CONFIG_VERSION",
@@ -29,7 +30,6 @@ __all__ = [
 ]
 
 CONFIG_VERSION: Final = 1
-_HEX64: Final = re.compile(r"[0-9a-f]{64}")
 _HEX128: Final = re.compile(r"[0-9a-f]{128}")
 _SLUG: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -171,7 +171,7 @@ def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
         values[name] = value
     if not _SLUG.fullmatch(values["slug"]):
         raise ConfigError(f"{where}.slug must be 1-64 letters, digits, '.', '_' or '-'")
-    if not _HEX64.fullmatch(values["pubkey"]):
+    if not HEX64_RE.fullmatch(values["pubkey"]):
         raise ConfigError(f"{where}.pubkey must be 64 lower-case hex characters")
     if not _HEX128.fullmatch(values["secret_key"]):
         raise ConfigError(f"{where}.secret_key must be 128 lower-case hex characters")

@@ -15,13 +15,12 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any
 
 from claudemesh.broker.store.base import AcceptInput, AcceptKind, AcceptOutcome, Delivery, Member
 from claudemesh.errors import ClaudemeshError, InvalidEnvelope, PayloadTooLarge
-from claudemesh.protocol.destination import NAME_RE
+from claudemesh.protocol.destination import HEX64_RE, NAME_RE
 from claudemesh.protocol.fingerprint import (
     ENVELOPE_VERSION,
     MetaError,
@@ -40,9 +39,6 @@ DAY_MS = 86_400_000
 def iso(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(
         timespec="milliseconds").replace("+00:00", "Z")
-
-
-HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")  # a DM's pubkey, lower-case as stored
 
 
 def check_send(frame: Send, *, inline_bytes: int) -> bytes:

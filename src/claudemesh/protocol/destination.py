@@ -24,6 +24,7 @@ from typing import Final
 
 __all__ = [
     "DISPLAY_NAME_RE",
+    "HEX64_RE",
     "NAME_RE",
     "PUBKEY_RE",
     "Destination",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 PUBKEY_RE: Final = re.compile(r"[0-9a-fA-F]{64}")  # any case; stored lower-case
+HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")  # a pubkey as stored and sent on the wire
 NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # A display name: 1-64 characters, no control characters, no surrounding spaces, and not
 # starting with a character that marks another kind of destination.

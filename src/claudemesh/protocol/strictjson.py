@@ -24,7 +24,7 @@ _FALLBACK: Final = json.JSONEncoder(separators=(",", ":"))
 
 
 def dumps(value: Any) -> bytes:
-    """Compact UTF-8 JSON (no spaces, non-ASCII kept as is)."""
+    """Compact UTF-8 JSON (no spaces; non-ASCII kept as is, escaped only in the fallback)."""
     try:
         return orjson.dumps(value)
     except TypeError:  # orjson.JSONEncodeError is a TypeError

@@ -15,6 +15,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
 
+from claudemesh.protocol.destination import HEX64_RE
 from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = ["INBOX_MIGRATIONS", "InboxFilter", "InboxItem", "InboxStore", "NewInboxItem"]
@@ -152,7 +153,7 @@ class InboxStore:
             clauses.append("mesh = ?")
             args.append(f.mesh)
         if f.sender is not None:
-            is_key = len(f.sender) == 64 and all(c in "0123456789abcdef" for c in f.sender)
+            is_key = HEX64_RE.fullmatch(f.sender) is not None
             clauses.append("sender_pubkey = ?" if is_key else "sender_name = ?")
             args.append(f.sender)
         if f.topic is not None:
