@@ -157,7 +157,9 @@ class Client:
     ws: ClientConnection
     ident: Identity | None = None
     inbox: list[dict[str, Any]] = field(default_factory=list)
+    batches: int = 0  # batch frames received (recv hands out their frames one by one)
     _n: int = 0
+    _unread: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     async def open(cls, url: str, ident: Identity | None = None) -> Client:
@@ -173,7 +175,14 @@ class Client:
         await self.ws.send(json.dumps(frame))
 
     async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
-        return dict(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+        if not self._unread:
+            frame = dict(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+            if frame["type"] == "batch":
+                self.batches += 1
+                self._unread = list(frame["frames"])
+            else:
+                self._unread = [frame]
+        return self._unread.pop(0)
 
     async def next(self, kind: str, timeout: float = 5.0, **match: Any) -> dict[str, Any]:
         """The next frame of ``kind`` (matching ``match``), keeping others in ``inbox``."""

@@ -29,7 +29,7 @@ from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.errors import ClaudemeshError
-from claudemesh.protocol.features import build_feature_map
+from claudemesh.protocol.features import DEFAULT_BATCH, FRAME_BATCH, build_feature_map
 from claudemesh.protocol.ids import new_ulid
 
 __all__ = ["BrokerServer", "run_broker"]
@@ -43,9 +43,10 @@ class BrokerServer:
         self.store = store
         self.broker_id = new_ulid()
         self.hub = Hub(store, settings, self.broker_id)
+        batch = None if FRAME_BATCH in settings.omit_features else DEFAULT_BATCH
         self.ctx = BrokerContext(store, self.hub, settings, build_feature_map(
             inline_bytes=settings.inline_bytes, blob_bytes=settings.inline_bytes,
-            omit=settings.omit_features))
+            batch=batch, omit=settings.omit_features), batch=batch)
         self._server: Server | None = None
         self._jobs: list[asyncio.Task[None]] = []
 

@@ -37,6 +37,7 @@ from claudemesh.broker.accept import (
 from claudemesh.broker.hub import Hub, peer_view
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh
+from claudemesh.cork import FrameCork
 from claudemesh.crypto import (
     CryptoFailure,
     hello_statement,
@@ -57,6 +58,8 @@ from claudemesh.errors import (
     StaleTimestamp,
     UnknownMember,
 )
+from claudemesh.protocol.batch import BATCH_TYPE, batch_members
+from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
     ClientAck,
     ClientFrame,
@@ -72,7 +75,8 @@ from claudemesh.protocol.frames import (
     SetProfile,
     Subscribe,
     Unsubscribe,
-    parse_client_frame,
+    decode_frame,
+    validate_client_frame,
 )
 from claudemesh.protocol.ids import new_ulid
 from claudemesh.protocol.invite import InviteError, decode_invite
@@ -103,6 +107,7 @@ class BrokerContext:
     hub: Hub
     settings: BrokerSettings
     features: dict[str, Any]
+    batch: BatchParams | None = None  # frame_batch, when this broker advertises it
     clock: Callable[[], int] = now_ms
 
 
@@ -117,6 +122,7 @@ class Session:
         self._member: Member | None = None
         self._mesh: Mesh | None = None
         self._slots = asyncio.Semaphore(ctx.settings.frames_in_flight)
+        self._cork: FrameCork | None = None  # once the client asked for frame_batch
         self._tasks: set[asyncio.Task[None]] = set()
         # Set once hello_ack is out (or the connection is over): pushes and events that
         # another broker's notification triggers early must not overtake hello_ack.
@@ -136,6 +142,8 @@ class Session:
 
     async def send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False when the connection is already closed."""
+        if self._cork is not None:
+            return self._cork.put(dumps(frame))
         try:
             await self.ws.send(dumps(frame), text=True)
         except ConnectionClosed:
@@ -148,6 +156,8 @@ class Session:
         return await self.send(frame)
 
     async def close(self, code: int, reason: str) -> None:
+        if self._cork is not None:
+            await self._cork.flush()  # an error frame queued just before must go first
         with contextlib.suppress(ConnectionClosed):
             await self.ws.close(code, reason[:120])
 
@@ -202,7 +212,22 @@ class Session:
                              limit=limit)
             return
         try:
-            frame = parse_client_frame(message)
+            doc = decode_frame(message)
+            batch = self.ctx.batch
+            if (batch is None or doc.get("type") != BATCH_TYPE
+                    or self.state is not SessionState.OPEN):
+                await self._dispatch(doc)
+                return
+            members = batch_members(doc, batch.max_frames)
+        except FrameError as exc:
+            await self._frame_error(exc)
+            return
+        for member in members:  # each as if it had come alone, in order
+            await self._dispatch(member)
+
+    async def _dispatch(self, doc: dict[str, Any]) -> None:
+        try:
+            frame = validate_client_frame(doc)
         except FrameError as exc:
             await self._frame_error(exc)
             return
@@ -364,6 +389,8 @@ class Session:
         self.ctx.hub.acked(self.member, ids)
 
     async def _negotiate(self, frame: FeatureNegotiationRequest) -> None:
+        """Answers with the feature map; a client listing ``frame_batch`` (and so able to
+        read batches) gets its frames batched from then on."""
         features = self.ctx.features
         answer: dict[str, Any] = {
             "type": "feature_negotiation_response", "supported": features,
@@ -371,6 +398,10 @@ class Session:
         if frame.req_id is not None:
             answer["req_id"] = frame.req_id
         await self.send(answer)
+        batch = self.ctx.batch
+        if batch is not None and self._cork is None and FRAME_BATCH in (
+                *frame.require, *frame.optional):
+            self._cork = FrameCork(self.ws, batch)
 
     async def _result(self, req_id: str, **data: Any) -> None:
         await self.send({"type": "result", "req_id": req_id, **data})

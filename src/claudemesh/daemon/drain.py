@@ -9,10 +9,10 @@ the earliest retry falls due. When the link drops, the answers still awaited fai
 those rows go back to ``pending``, due at once; the reconnect's own backoff paces them.
 
 Ordering. Rows of one mesh go out in enqueue order, and the broker accepts frames of one
-connection in arrival order, so the first attempts of sends to one destination reach
-their recipient in the order they were accepted here. A row that had to be retried can
-land after rows queued later; nothing stronger is promised (recipients dedupe and sort
-by time if they need to).
+connection in arrival order (a batch's frames too), so the first attempts of sends to one
+destination reach their recipient in the order they were accepted here. A row that had to
+be retried can land after rows queued later; nothing stronger is promised (recipients
+dedupe and sort by time if they need to).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ table, logs ``= <mesh> old -> new`` and reports the change (a ``broker_status`` 
 Requests (``send``, ``list_peers``, ``set_profile``) are matched to answers by ``req_id``;
 when the connection drops, every request waiting on it fails with BrokerUnavailable, so
 callers never hang. Pushes and presence events go to the callbacks the mesh runtime gives.
+When the broker offers ``frame_batch``, the link asks for it (so the broker may batch what
+it sends) and writes its own frames through a :class:`~claudemesh.cork.FrameCork`.
 Heartbeats are websockets' own: a ping every 30 s, and 45 s more without a pong (75 s of
 silence) cuts the connection, which then reconnects (DESIGN §5.8).
 """
@@ -28,6 +30,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from claudemesh import __version__
 from claudemesh.config import MeshConfig
+from claudemesh.cork import FrameCork
 from claudemesh.crypto import MemberKey, hello_statement
 from claudemesh.daemon.link_rules import (
     TERMINAL,
@@ -38,12 +41,15 @@ from claudemesh.daemon.link_rules import (
     classify_close,
 )
 from claudemesh.errors import BrokerUnavailable
+from claudemesh.protocol.batch import BATCH_TYPE, batch_members
 from claudemesh.protocol.features import (
     CLOSE_FEATURE_UNAVAILABLE,
+    FRAME_BATCH,
     Negotiated,
     NegotiationFailure,
     validate_features,
 )
+from claudemesh.protocol.frames import FrameError
 from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
 
 __all__ = ["BrokerLink", "LinkTimings"]
@@ -51,6 +57,7 @@ __all__ = ["BrokerLink", "LinkTimings"]
 log = logging.getLogger(__name__)
 
 MAX_FRAME_BYTES: Final = 2 * 1024 * 1024
+MAX_BATCH_FRAMES: Final = 1024  # what this daemon reads in one batch frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,7 @@ class BrokerLink:
         self.last_error: str | None = None
         self.opened_at: float | None = None
         self._ws: ClientConnection | None = None
+        self._cork: FrameCork | None = None  # this connection's, when frame_batch is on
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._url_index = 0
@@ -214,6 +222,12 @@ class BrokerLink:
         log.info("features_negotiated", extra={"mesh": m.slug, "features": result.features,
                                                "dedupe_mode": result.dedupe.mode,
                                                "retention_days": result.dedupe.retention_days})
+        if result.batch is not None:
+            # Asking for frame_batch tells the broker this daemon reads batches; the
+            # answer needs no wait (the read loop ignores it).
+            await ws.send(dumps({"type": "feature_negotiation_request", "require": [],
+                                 "optional": [FRAME_BATCH]}), text=True)
+            self._cork = FrameCork(ws, result.batch)
         self.last_error = None
         self.opened_at = time.monotonic()
         self._move(LinkState.OPEN)
@@ -243,23 +257,36 @@ class BrokerLink:
             except JsonError:
                 log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug})
                 continue
-            kind = frame.get("type")
-            req_id = frame.get("req_id")
-            if kind == "push":
-                await self._on_push(frame)
-            elif isinstance(req_id, str) and req_id in self._pending:
-                future = self._pending.pop(req_id)
-                if not future.done():
-                    future.set_result(frame)
-            elif kind == "event":
-                self._on_event(frame)
-            elif kind == "error":
-                log.warning("broker_error_frame", extra={"mesh": self.mesh.slug,
-                                                         "code": frame.get("code")})
+            if frame.get("type") != BATCH_TYPE:
+                await self._dispatch(frame)
+                continue
+            try:
+                members = batch_members(frame, MAX_BATCH_FRAMES)
+            except FrameError as exc:
+                log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug,
+                                                           "detail": exc.detail})
+                continue
+            for member in members:  # each as if it had come alone, in order
+                await self._dispatch(member)
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        req_id = frame.get("req_id")
+        if kind == "push":
+            await self._on_push(frame)
+        elif isinstance(req_id, str) and req_id in self._pending:
+            future = self._pending.pop(req_id)
+            if not future.done():
+                future.set_result(frame)
+        elif kind == "event":
+            self._on_event(frame)
+        elif kind == "error":
+            log.warning("broker_error_frame", extra={"mesh": self.mesh.slug,
+                                                     "code": frame.get("code")})
 
     async def _after_close(self, ws: ClientConnection) -> None:
         self._open.clear()
-        self._ws = None
+        self._ws = self._cork = None
         self.opened_at = None
         for future in self._pending.values():
             if not future.done():
@@ -289,7 +316,7 @@ class BrokerLink:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
-            await ws.send(dumps({**frame, "req_id": req_id}), text=True)
+            await self._transmit(ws, dumps({**frame, "req_id": req_id}))
             return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
         except ConnectionClosed:
             raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped") from None
@@ -302,13 +329,23 @@ class BrokerLink:
         if ws is None:
             return False
         try:
-            await ws.send(dumps(frame), text=True)
-        except ConnectionClosed:
+            await self._transmit(ws, dumps(frame))
+        except (ConnectionClosed, BrokerUnavailable):
             return False
         return True
 
+    async def _transmit(self, ws: ClientConnection, data: bytes) -> None:
+        """Through the cork when there is one (then frames only queue), else at once."""
+        cork = self._cork
+        if cork is None:
+            await ws.send(data, text=True)
+        elif not cork.put(data):
+            raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped")
+
     async def close(self) -> None:
         """Close the connection with 1001 (going away); run() then ends in CLOSED."""
+        if self._cork is not None:
+            await self._cork.flush()  # acks queued just before the stop still leave
         if self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
                 await self._ws.close(1001, "daemon_stopping")

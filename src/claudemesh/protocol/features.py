@@ -17,8 +17,11 @@ from typing import Any, Final
 
 __all__ = [
     "CLOSE_FEATURE_UNAVAILABLE",
+    "DEFAULT_BATCH",
+    "FRAME_BATCH",
     "OPTIONAL_FEATURES",
     "REQUIRED_FEATURES",
+    "BatchParams",
     "DedupeParams",
     "FailureKind",
     "Negotiated",
@@ -29,9 +32,12 @@ __all__ = [
 
 CLOSE_FEATURE_UNAVAILABLE: Final = 4010
 REQUIRED_FEATURES: Final = ("client_message_id_dedupe", "concurrent_connection_policy")
-OPTIONAL_FEATURES: Final = ("max_payload", "key_epoch", "member_keypair_rotated_event")
+FRAME_BATCH: Final = "frame_batch"
+OPTIONAL_FEATURES: Final = ("max_payload", "key_epoch", "member_keypair_rotated_event",
+                            FRAME_BATCH)
 MIN_DEDUPE_RETENTION_DAYS: Final = 3  # R-AGE-1: the daemon's hard floor
 MIN_PAYLOAD_BYTES: Final = 1024
+MIN_BATCH_BYTES: Final = 4096  # below this a batch would rarely hold two frames
 DEDUPE_MODES: Final = ("retention_scoped", "permanent")
 CONNECTION_POLICIES: Final = ("prefer_newest", "prefer_oldest", "allow_concurrent")
 
@@ -61,17 +67,30 @@ class DedupeParams:
 
 
 @dataclass(frozen=True, slots=True)
+class BatchParams:
+    """``frame_batch``: how many frames, and how many bytes of them, one ``batch`` holds."""
+
+    max_frames: int
+    max_bytes: int
+
+
+DEFAULT_BATCH: Final = BatchParams(max_frames=256, max_bytes=128 * 1024)
+
+
+@dataclass(frozen=True, slots=True)
 class Negotiated:
     dedupe: DedupeParams
     connection_policy: str
     inline_bytes: int | None  # from max_payload, when advertised and valid
     features: tuple[str, ...]
     warnings: tuple[str, ...] = field(default=())
+    batch: BatchParams | None = None  # from frame_batch, when advertised and valid
 
 
 def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: int = 365,
                       tombstone_days: int = 30, connection_policy: str = "prefer_newest",
                       inline_bytes: int = 65536, blob_bytes: int = 65536,
+                      batch: BatchParams | None = DEFAULT_BATCH,
                       omit: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """What a broker advertises in ``hello_ack.features`` (R-NEG-1)."""
     dedupe: dict[str, Any] = {"version": 1, "mode": dedupe_mode, "request_fingerprint": True,
@@ -87,6 +106,9 @@ def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: 
         "max_payload": {"params": {"version": 1, "inline_bytes": inline_bytes,
                                    "blob_bytes": blob_bytes}},
     }
+    if batch is not None:
+        features[FRAME_BATCH] = {"params": {"version": 1, "max_frames": batch.max_frames,
+                                            "max_bytes": batch.max_bytes}}
     return {name: value for name, value in features.items() if name not in omit}
 
 
@@ -148,6 +170,22 @@ def _inline_bytes(features: Mapping[str, Any], warnings: list[str]) -> int | Non
     return inline
 
 
+def _batch(features: Mapping[str, Any], warnings: list[str]) -> BatchParams | None:
+    if FRAME_BATCH not in features:
+        return None
+    params = _params(features, FRAME_BATCH)
+    if isinstance(params, NegotiationFailure):
+        warnings.append(f"{FRAME_BATCH} ignored: {params.detail}")
+        return None
+    frames, size = params.get("max_frames"), params.get("max_bytes")
+    if not (isinstance(frames, int) and isinstance(size, int) and _is_int(frames)
+            and _is_int(size) and frames >= 2 and size >= MIN_BATCH_BYTES):
+        warnings.append(f"{FRAME_BATCH} ignored: max_frames/max_bytes missing or below"
+                        f" 2/{MIN_BATCH_BYTES}")
+        return None
+    return BatchParams(frames, size)
+
+
 def validate_features(features: Any) -> Negotiated | NegotiationFailure:
     """Check a broker's feature map against R-NEG-1..4; pure."""
     if not isinstance(features, Mapping):
@@ -168,6 +206,6 @@ def validate_features(features: Any) -> Negotiated | NegotiationFailure:
         warnings.append(f"concurrent_connection_policy.default_policy {policy!r} unknown;"
                         " assuming prefer_newest")
         policy = "prefer_newest"
-    return Negotiated(dedupe=dedupe, connection_policy=policy,
-                      inline_bytes=_inline_bytes(features, warnings),
-                      features=tuple(sorted(features)), warnings=tuple(warnings))
+    inline_bytes, batch = _inline_bytes(features, warnings), _batch(features, warnings)
+    return Negotiated(dedupe=dedupe, connection_policy=policy, inline_bytes=inline_bytes,
+                      features=tuple(sorted(features)), warnings=tuple(warnings), batch=batch)

@@ -33,8 +33,10 @@ __all__ = [
     "SetProfile",
     "Subscribe",
     "Unsubscribe",
+    "decode_frame",
     "parse_client_frame",
     "parse_push",
+    "validate_client_frame",
 ]
 
 Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -227,10 +229,19 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
             the frame's type, ``req_id`` and ``client_message_id`` when they were usable,
             so the answer can be matched (a bad ``send`` still gets its ``send_result``).
     """
+    return validate_client_frame(decode_frame(raw))
+
+
+def decode_frame(raw: str | bytes) -> dict[str, Any]:
+    """The frame's JSON object. Raises FrameError ``malformed_frame``."""
     try:
-        doc = loads_object(raw)
+        return loads_object(raw)
     except JsonError as exc:
         raise FrameError("malformed_frame", f"frame is {exc}") from None
+
+
+def validate_client_frame(doc: dict[str, Any]) -> ClientFrame:
+    """A decoded frame as its model (see :func:`parse_client_frame` for the errors)."""
     kind = doc.get("type")
     if not isinstance(kind, str):
         raise FrameError("malformed_frame", "frame has no string 'type'", doc)

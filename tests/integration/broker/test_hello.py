@@ -20,6 +20,7 @@ EXPECTED_FEATURES = {
     "member_keypair_rotated_event": {"params": {"version": 1}},
     "key_epoch": {"params": {"version": 1, "max_concurrent_epochs": 1}},
     "max_payload": {"params": {"version": 1, "inline_bytes": 65536, "blob_bytes": 65536}},
+    "frame_batch": {"params": {"version": 1, "max_frames": 256, "max_bytes": 131072}},
 }
 
 

@@ -7,6 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -215,3 +216,34 @@ def test_a_second_mesh_joined_later_works_after_a_restart(pair: Mesh2) -> None:
         wait_for(lambda: any(i["client_message_id"] == "c-1" for i in inbox(pair.alice)))
     finally:
         carol.cleanup()
+
+
+@pytest.mark.parametrize("flags", [(), ("--omit-feature", "frame_batch")],
+                         ids=["batch_frames", "single_frames"])
+def test_a_concurrent_burst_reaches_bob_once_with_and_without_frame_batch(
+        flags: tuple[str, ...]) -> None:
+    m = mesh2(*flags)
+    try:
+        features = m.alice.uds().call("GET", "/v1/health")["meshes"][0]["features"]
+        assert ("frame_batch" in features) is (not flags)
+        events = SseReader(m.bob).start()
+        try:
+            def burst(worker: int) -> list[int]:
+                return [m.alice.send({"to": "bob", "message": f"{worker}-{i}",
+                                      "client_message_id": f"burst-{worker}-{i}"}).status
+                        for i in range(60)]
+
+            with ThreadPoolExecutor(4) as pool:
+                statuses = [s for batch in pool.map(burst, range(4)) for s in batch]
+            assert statuses == [202] * 240
+            got = [data["client_message_id"] for _, data in events.messages(240)]
+        finally:
+            events.close()
+        assert sorted(got) == sorted(f"burst-{w}-{i}" for w in range(4) for i in range(60))
+        for worker in range(4):  # one sender's messages keep their order (one drain)
+            mine = [g for g in got if g.startswith(f"burst-{worker}-")]
+            assert mine == [f"burst-{worker}-{i}" for i in range(60)]
+        assert len(inbox(m.bob)) == 240
+        assert {r["status"] for r in m.alice.outbox()} == {"done"}
+    finally:
+        m.cleanup()

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from claudemesh.protocol.features import (
+    BatchParams,
     FailureKind,
     Negotiated,
     NegotiationFailure,
@@ -34,6 +35,13 @@ def test_the_default_map_negotiates() -> None:
     assert (result.dedupe.mode, result.dedupe.retention_days) == ("retention_scoped", 365)
     assert (result.connection_policy, result.inline_bytes, result.warnings) == (
         "prefer_newest", 65536, ())
+    assert result.batch == BatchParams(max_frames=256, max_bytes=131072)
+
+
+def test_a_map_without_frame_batch_means_single_frames() -> None:
+    result = validate_features(build_feature_map(batch=None))
+    assert isinstance(result, Negotiated)
+    assert (result.batch, result.warnings) == (None, ())
 
 
 def test_permanent_mode_has_no_retention_days() -> None:
@@ -89,11 +97,25 @@ def test_three_days_is_exactly_enough() -> None:
     (["max_payload", "params", "version"], 7),
     (["concurrent_connection_policy", "params", "default_policy"], "chaos"),
     ([*DEDUPE, "tombstone_history_pruned_window_days"], -1),
+    (["frame_batch", "params", "version"], 2),
+    (["frame_batch", "params", "max_frames"], 1),
+    (["frame_batch", "params", "max_frames"], True),
+    (["frame_batch", "params", "max_bytes"], 4095),
+    (["frame_batch", "params", "max_bytes"], KeyError),
+    (["frame_batch"], {"params": None}),
 ])
 def test_optional_params_fall_back_with_a_warning(change: tuple[list[str], Any]) -> None:
     result = validate_features(with_change(*change))
     assert isinstance(result, Negotiated)
     assert len(result.warnings) == 1
+    if change[0][0] == "frame_batch":
+        assert result.batch is None and "frame_batch ignored" in result.warnings[0]
+
+
+def test_the_smallest_batch_params_are_taken() -> None:
+    result = validate_features(with_change(["frame_batch", "params"], {
+        "version": 1, "max_frames": 2, "max_bytes": 4096}))
+    assert isinstance(result, Negotiated) and result.batch == BatchParams(2, 4096)
 
 
 def test_no_map_at_all_is_unavailable() -> None:
