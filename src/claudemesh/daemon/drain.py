@@ -7,6 +7,8 @@ envelopes, keeping up to ``window`` sends awaiting answers. Each answer moves it
 polls: it sleeps until a send is queued (``notify``), the link opens, a send finishes, or
 the earliest retry falls due. When the link drops, the answers still awaited fail, and
 those rows go back to ``pending``, due at once; the reconnect's own backoff paces them.
+Each answer settles its row from a future's callback, with no task per send; one timer
+per claimed batch turns what is still unanswered after ``request_timeout_s`` into retries.
 
 Ordering. Rows of one mesh go out in enqueue order, and the broker accepts frames of one
 connection in arrival order (a batch's frames too), so the first attempts of sends to one
@@ -19,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 from claudemesh.daemon.drain_rules import (
     Verdict,
@@ -60,6 +63,15 @@ class DrainCounters:
     last_rtt_ms: float | None = None  # the last send -> send_result round trip
 
 
+@dataclass(slots=True)
+class _Awaited:
+    """A claimed batch's sends still awaiting answers, and the one timer for them all."""
+
+    started: float  # perf_counter when the batch was sent
+    futures: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    timer: asyncio.TimerHandle | None = None
+
+
 class Drain:
     def __init__(self, link: BrokerLink, outbox: DbWorker, *, clock: Callable[[], int],
                  window: int = 256, rng: random.Random | None = None) -> None:
@@ -70,10 +82,11 @@ class Drain:
         self._window = window
         self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
         self._wake = asyncio.Event()
-        self._sending: set[asyncio.Task[None]] = set()
+        self._in_flight = 0  # rows sent and not answered yet
+        self._stopped = False
         self.counters = DrainCounters()
         self._answered: list[Transition] = []
-        self._flushing = False
+        self._writer: asyncio.Task[None] | None = None
         self._next_expiry_check = 0.0  # monotonic seconds
 
     def notify(self) -> None:
@@ -82,21 +95,27 @@ class Drain:
 
     @property
     def in_flight(self) -> int:
-        return len(self._sending)
+        return self._in_flight
 
     async def run(self) -> None:
         try:
             while True:
                 await self.link.wait_open()
                 self._wake.clear()
+                if self._in_flight >= self._window:
+                    await self._wake.wait()  # only an answer can make room
+                    continue
                 claimed, room = await self._claim()
                 if claimed and claimed == room:
                     continue  # the window filled: there may be more due rows
                 await self._sleep(await self._next_due_s())
         finally:
-            for task in list(self._sending):
-                task.cancel()
-            await asyncio.gather(*self._sending, return_exceptions=True)
+            # Rows still awaiting answers stay inflight; the next start puts them back
+            # to pending (R-REC-1), so a late answer must not write anything now.
+            self._stopped = True
+            if self._writer is not None:
+                self._writer.cancel()
+                await asyncio.gather(self._writer, return_exceptions=True)
 
     async def _sleep(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -107,10 +126,9 @@ class Drain:
         return max_age_hours(None if negotiated is None else negotiated.dedupe) * HOUR_MS
 
     async def _claim(self) -> tuple[int, int]:
-        """Claim up to the free room; returns (rows claimed, room)."""
-        room = self._window - len(self._sending)
-        if room <= 0:
-            return 0, 0
+        """Claim up to the free room and send what was claimed; returns (rows claimed,
+        room)."""
+        room = self._window - self._in_flight
         now = self._clock()
         cutoff = now - self._max_age_ms()
 
@@ -128,18 +146,58 @@ class Drain:
 
         # Not fsynced: a claim lost in a power cut leaves the row pending, as recovery would.
         claimed = await self._outbox.run(op, durable=False)
-        for row, payload in claimed:
-            task = asyncio.create_task(self._deliver(row, FrozenSend.from_bytes(payload)))
-            self._sending.add(task)
-            task.add_done_callback(self._finished)
+        await self._send(claimed)
         return len(claimed), room
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._sending.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("drain_send_failed", exc_info=task.exception(),
-                      extra={"mesh": self.mesh})
+    async def _send(self, claimed: list[tuple[OutboxRow, bytes]]) -> None:
+        """Send the claimed rows in order; each answer settles its row as it comes, and
+        one timer gives up on whatever the batch still awaits."""
+        batch = _Awaited(time.perf_counter())
+        for row, payload in claimed:
+            self._in_flight += 1
+            frame = wire_frame(row.client_message_id, FrozenSend.from_bytes(payload))
+            try:
+                req_id, future = await self.link.submit(frame)
+            except BrokerUnavailable:
+                self._settle(row, Verdict(VerdictKind.RETRY, error="link dropped before"
+                                          " the answer", retry_after_ms=0))
+                continue
+            batch.futures[req_id] = future
+            future.add_done_callback(functools.partial(self._on_answer, batch, req_id, row))
+        if batch.futures:
+            batch.timer = asyncio.get_running_loop().call_later(
+                self.link.timings.request_timeout_s, self._give_up, batch)
+
+    def _give_up(self, batch: _Awaited) -> None:
+        for req_id, future in list(batch.futures.items()):
+            self.link.forget(req_id)
+            future.set_exception(TimeoutError())
+
+    def _on_answer(self, batch: _Awaited, req_id: str, row: OutboxRow,
+                   future: asyncio.Future[dict[str, Any]]) -> None:
+        del batch.futures[req_id]
+        if not batch.futures and batch.timer is not None:
+            batch.timer.cancel()
+        exc = BrokerUnavailable("cancelled") if future.cancelled() else future.exception()
+        if exc is None:
+            self.counters.last_rtt_ms = (time.perf_counter() - batch.started) * 1000
+            verdict = classify_result(future.result())
+        elif isinstance(exc, TimeoutError):
+            verdict = Verdict(VerdictKind.RETRY, error="no answer from the broker in time")
+        else:  # BrokerUnavailable: the link dropped before the answer
+            verdict = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
+                              retry_after_ms=0)
+        self._settle(row, verdict)
+
+    def _settle(self, row: OutboxRow, verdict: Verdict) -> None:
+        """Queue the row's transition; one writer task writes them in batches."""
+        self._in_flight -= 1
         self._wake.set()
+        if self._stopped:
+            return
+        self._answered.append(self._final(row, verdict))
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_answered())
 
     async def _next_due_s(self) -> float:
         def op(conn: sqlite3.Connection) -> int | None:
@@ -150,31 +208,13 @@ class Drain:
             return IDLE_WAKE_S
         return max(0.0, (due - self._clock()) / 1000)
 
-    async def _deliver(self, row: OutboxRow, frozen: FrozenSend) -> None:
-        try:
-            started = time.perf_counter()
-            answer = await self.link.request(wire_frame(row.client_message_id, frozen))
-            self.counters.last_rtt_ms = (time.perf_counter() - started) * 1000
-            verdict = classify_result(answer)
-        except BrokerUnavailable:
-            verdict = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
-                              retry_after_ms=0)
-        except TimeoutError:
-            verdict = Verdict(VerdictKind.RETRY, error="no answer from the broker in time")
-        await self._apply(row, verdict)
-
-    async def _apply(self, row: OutboxRow, verdict: Verdict) -> None:
-        """Queue the row's transition; one flusher writes them in batches."""
-        self._answered.append(self._final(row, verdict))
-        if self._flushing:
-            return
-        self._flushing = True
+    async def _write_answered(self) -> None:
         try:
             while self._answered:
                 batch, self._answered = self._answered, []
                 await self._write(batch)
         finally:
-            self._flushing = False
+            self._writer = None
 
     def _final(self, row: OutboxRow, verdict: Verdict) -> Transition:
         """Count and log the answer, and turn it into the row's transition; a retry past

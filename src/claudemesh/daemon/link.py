@@ -309,6 +309,20 @@ class BrokerLink:
             BrokerUnavailable: the link is not open, or dropped before the answer.
             TimeoutError: no answer within the timeout (the request may have been applied).
         """
+        req_id, future = await self.submit(frame)
+        try:
+            return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
+        finally:
+            self._pending.pop(req_id, None)
+
+    async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+        """Send a frame with a fresh ``req_id``; its future gets the answer, or
+        BrokerUnavailable if the link drops first. No timeout: a caller that stops waiting
+        calls :meth:`forget` (the drain times a whole batch with one timer).
+
+        Raises:
+            BrokerUnavailable: the link is not open, or dropped while sending.
+        """
         ws = self._ws
         if ws is None or not self.is_open:
             raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} is {self._state}")
@@ -317,11 +331,16 @@ class BrokerLink:
         self._pending[req_id] = future
         try:
             await self._transmit(ws, dumps({**frame, "req_id": req_id}))
-            return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
-        except ConnectionClosed:
-            raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped") from None
-        finally:
+        except (ConnectionClosed, BrokerUnavailable):
             self._pending.pop(req_id, None)
+            if future.done():  # the close already failed it: nobody else will look
+                future.exception()
+            raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped") from None
+        return req_id, future
+
+    def forget(self, req_id: str) -> None:
+        """Stop matching answers to ``req_id`` (its caller gave up waiting)."""
+        self._pending.pop(req_id, None)
 
     async def send(self, frame: dict[str, Any]) -> bool:
         """Send a frame that has no answer (``client_ack``); False if the link is down."""

@@ -8,11 +8,22 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
 from helpers import cli
-from meshkit import Mesh2, SseReader, inbox, joined_daemon, link_state, mesh2, wait_for
+from meshkit import (
+    Mesh2,
+    SseReader,
+    freeze,
+    inbox,
+    joined_daemon,
+    link_state,
+    mesh2,
+    thaw,
+    wait_for,
+)
 
 
 @pytest.fixture
@@ -245,5 +256,32 @@ def test_a_concurrent_burst_reaches_bob_once_with_and_without_frame_batch(
             assert mine == [f"burst-{worker}-{i}" for i in range(60)]
         assert len(inbox(m.bob)) == 240
         assert {r["status"] for r in m.alice.outbox()} == {"done"}
+    finally:
+        m.cleanup()
+
+
+def test_an_unanswered_send_times_out_goes_back_to_pending_and_lands_once() -> None:
+    m = mesh2(start=False)
+    try:
+        m.alice.start("--request-timeout", "0.5")
+        m.bob.start()
+        assert m.broker.proc is not None
+        freeze(m.broker.proc.pid)
+        try:
+            assert m.alice.send({"to": "bob", "message": "late",
+                                 "client_message_id": "slow-1"}).status == 202
+
+            def timed_out() -> dict[str, Any] | None:
+                rows = m.alice.outbox()
+                return rows[0] if rows and rows[0]["attempts"] >= 1 and rows[0][
+                    "last_error"] == "no answer from the broker in time" else None
+
+            row = wait_for(timed_out, timeout=10)
+            assert row["status"] in ("pending", "inflight")  # a retry may be out already
+        finally:
+            thaw(m.broker.proc.pid)
+        wait_for(lambda: [r["status"] for r in m.alice.outbox()] == ["done"], timeout=20)
+        assert [i["client_message_id"] for i in inbox(m.bob)] == ["slow-1"]
+        assert m.broker.query("SELECT count(*) FROM message") == [(1,)]
     finally:
         m.cleanup()
