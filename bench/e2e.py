@@ -86,6 +86,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import itertools
 import json
 import math
@@ -118,6 +119,7 @@ SATURATED: Final = 0.85
 TARGET_P50_MS: Final = 5.0
 TARGET_P99_MS: Final = 25.0
 TARGET_DELIVERED_PER_S: Final = 2000.0
+REFERENCE_ROUNDS: Final = 20_000
 RATE_FLAGS: Final = ("--rate-per-s", "1000000", "--rate-burst", "1000000")
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
@@ -525,6 +527,23 @@ async def wait_watch(reader: SseReader, w: Watch, *, since: float, stall_s: floa
 # -- load --------------------------------------------------------------------------------
 
 
+def reference_loop_us() -> float:
+    """How fast this machine runs Python right now: microseconds per round of a fixed,
+    single-threaded mix of what the system does per message (JSON both ways, sha256, dict
+    and str work). The shared machine's speed drifts by tens of percent within an hour;
+    this figure, taken with the system idle just before and after scenario 2, says which
+    kind of hour a run had."""
+    frame = {"type": "send", "req_id": "17", "client_message_id": "bench-0001",
+             "destination_ref": "ab" * 32, "body": {"nonce": "n" * 32, "ciphertext": "c" * 200}}
+    started = time.process_time()
+    for n in range(REFERENCE_ROUNDS):
+        raw = json.dumps({**frame, "req_id": str(n)})
+        doc = json.loads(raw)
+        digest = hashlib.sha256(raw.encode()).hexdigest()
+        doc["fingerprint"] = digest[:16] + doc["client_message_id"].upper()
+    return (time.process_time() - started) * 1e6 / REFERENCE_ROUNDS
+
+
 def percentile(ordered: list[float], q: float) -> float:
     """Nearest-rank percentile of an ascending list (0 for an empty one)."""
     if not ordered:
@@ -685,6 +704,7 @@ class ThroughputResult:
     cpu: dict[str, CpuShare]
     bottleneck: str
     error_samples: list[str]
+    reference_us: tuple[float, float] = (0.0, 0.0)  # reference_loop_us before, after
 
 
 @dataclass(slots=True)
@@ -902,6 +922,7 @@ class Bench:
         total, senders = self.report.messages, self.report.senders
         tag = f"t{self.tag}"
         w = reader.watch(f"{tag}-{n}" for n in range(total))
+        reference_before = reference_loop_us()
         spy = self.start_spy(2)
         cpu0 = self.procs.sample()
         batch = await send_many(self.alice.sock, self.bob.pubkey, total=total,
@@ -929,7 +950,8 @@ class Bench:
             accepts_per_s=len(batch.accepted) / accept_wall if accept_wall > 0 else 0.0,
             wall_s=round(wall, 3), delivered_per_s=delivered / wall if wall > 0 else 0.0,
             end_to_end=Percentiles.of(e2e), accept=Percentiles.of(batch.accept_latency),
-            cpu=shares, bottleneck=bottleneck(shares), error_samples=batch.errors)
+            cpu=shares, bottleneck=bottleneck(shares), error_samples=batch.errors,
+            reference_us=(round(reference_before, 2), round(reference_loop_us(), 2)))
         self.say(f"scenario 2, throughput: {total} messages from {senders} senders,"
                  f" {result.accepted} accepted, {result.delivered} delivered,"
                  f" {result.missing} missing, {result.duplicates} duplicates\n"
@@ -939,7 +961,9 @@ class Bench:
                  f" {wall:.2f} s)\n"
                  f"  send -> SSE event: {result.end_to_end}\n"
                  f"  CPU: {format_cpu(shares)}\n"
-                 f"  bottleneck: {result.bottleneck}")
+                 f"  bottleneck: {result.bottleneck}\n"
+                 f"  machine speed: reference loop {result.reference_us[0]:.2f} us before,"
+                 f" {result.reference_us[1]:.2f} us after (idle system; lower is faster)")
         for sample in batch.errors:
             self.say(f"  error: {sample}")
         if result.errors:
