@@ -4,8 +4,9 @@
 runs after the turn's other callbacks and writes everything queued by then, in order, as
 few frames as the negotiated limits allow (``protocol.batch``). While the socket pushes
 back, frames keep queueing and the next write carries them all, so batches grow exactly
-when the connection is busy. The queue is bounded by its producers' own windows (the
-drain's and the delivery pump's in-flight limits), so ``put`` never waits.
+when the connection is busy. ``send`` waits while more than ``HIGH_WATER`` bytes are
+queued, so a peer that stops reading stalls its producers (and, at the broker, the read
+loop behind them) instead of growing the queue: the back-pressure a direct write gives.
 
 Once a connection uses a cork, every frame after that goes through it: a frame written
 directly could overtake queued ones.
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from typing import Final
 
 from websockets.asyncio.connection import Connection
 from websockets.exceptions import ConnectionClosed
@@ -23,9 +25,11 @@ from websockets.exceptions import ConnectionClosed
 from claudemesh.protocol.batch import encode_batch, take_chunk
 from claudemesh.protocol.features import BatchParams
 
-__all__ = ["FrameCork"]
+__all__ = ["HIGH_WATER", "FrameCork"]
 
 log = logging.getLogger(__name__)
+
+HIGH_WATER: Final = 1024 * 1024  # queued bytes beyond which send() waits
 
 
 class FrameCork:
@@ -33,15 +37,28 @@ class FrameCork:
         self._ws = ws
         self._params = params
         self._queue: deque[bytes] = deque()
+        self._queued = 0  # bytes in _queue
+        self._room = asyncio.Event()  # set while _queued <= HIGH_WATER (or closed)
+        self._room.set()
         self._writer: asyncio.Task[None] | None = None
         self.closed = False
         self.frames_written = 0  # WebSocket frames, for tests and benchmarks
 
+    async def send(self, data: bytes) -> bool:
+        """Queue one encoded frame, waiting first while the queue is over its high water
+        mark; False once the connection is known to be closed."""
+        while self._queued > HIGH_WATER and not self.closed:
+            await self._room.wait()
+        return self.put(data)
+
     def put(self, data: bytes) -> bool:
-        """Queue one encoded frame; False once the connection is known to be closed."""
+        """Queue one encoded frame without waiting (see ``send``)."""
         if self.closed:
             return False
         self._queue.append(data)
+        self._queued += len(data)
+        if self._queued > HIGH_WATER:
+            self._room.clear()
         if self._writer is None:
             self._writer = asyncio.create_task(self._write())
         return True
@@ -58,6 +75,9 @@ class FrameCork:
                 chunk = take_chunk(self._queue, self._params)
                 await self._ws.send(encode_batch(chunk), text=True)
                 self.frames_written += 1
+                self._queued -= sum(map(len, chunk))
+                if self._queued <= HIGH_WATER:
+                    self._room.set()
         except ConnectionClosed:
             self._close()
         except Exception:
@@ -69,3 +89,5 @@ class FrameCork:
     def _close(self) -> None:
         self.closed = True
         self._queue.clear()
+        self._queued = 0
+        self._room.set()

@@ -143,7 +143,7 @@ class Session:
     async def send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False when the connection is already closed."""
         if self._cork is not None:
-            return self._cork.put(dumps(frame))
+            return await self._cork.send(dumps(frame))
         try:
             await self.ws.send(dumps(frame), text=True)
         except ConnectionClosed:

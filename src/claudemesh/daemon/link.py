@@ -358,7 +358,7 @@ class BrokerLink:
         cork = self._cork
         if cork is None:
             await ws.send(data, text=True)
-        elif not cork.put(data):
+        elif not await cork.send(data):
             raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} dropped")
 
     async def close(self) -> None:
