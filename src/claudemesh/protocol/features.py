@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 __all__ = [
     "CLOSE_FEATURE_UNAVAILABLE",
@@ -112,7 +112,7 @@ def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: 
     return {name: value for name, value in features.items() if name not in omit}
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -163,8 +163,7 @@ def _inline_bytes(features: Mapping[str, Any], warnings: list[str]) -> int | Non
         warnings.append(f"max_payload ignored: {params.detail}")
         return None
     inline, blob = params.get("inline_bytes"), params.get("blob_bytes")
-    if not (isinstance(inline, int) and isinstance(blob, int) and _is_int(inline)
-            and _is_int(blob) and min(inline, blob) >= MIN_PAYLOAD_BYTES):
+    if not (_is_int(inline) and _is_int(blob) and min(inline, blob) >= MIN_PAYLOAD_BYTES):
         warnings.append("max_payload ignored: inline_bytes/blob_bytes missing or below 1024")
         return None
     return inline
@@ -178,8 +177,7 @@ def _batch(features: Mapping[str, Any], warnings: list[str]) -> BatchParams | No
         warnings.append(f"{FRAME_BATCH} ignored: {params.detail}")
         return None
     frames, size = params.get("max_frames"), params.get("max_bytes")
-    if not (isinstance(frames, int) and isinstance(size, int) and _is_int(frames)
-            and _is_int(size) and frames >= 2 and size >= MIN_BATCH_BYTES):
+    if not (_is_int(frames) and _is_int(size) and frames >= 2 and size >= MIN_BATCH_BYTES):
         warnings.append(f"{FRAME_BATCH} ignored: max_frames/max_bytes missing or below"
                         f" 2/{MIN_BATCH_BYTES}")
         return None
