@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 HOUR_MS: Final = 3_600_000
 IDLE_WAKE_S: Final = 3600.0  # with nothing due, look again hourly (max-age expiry)
 EXPIRY_CHECK_S: Final = 60.0  # the pending-row expiry scan runs at most this often
+# The link dropped before the answer: due again at once; the reconnect's backoff paces it.
+LINK_DROPPED: Final = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
+                              retry_after_ms=0)
 
 
 @dataclass(slots=True)
@@ -159,8 +162,7 @@ class Drain:
             try:
                 req_id, future = await self.link.submit(frame)
             except BrokerUnavailable:
-                self._settle(row, Verdict(VerdictKind.RETRY, error="link dropped before"
-                                          " the answer", retry_after_ms=0))
+                self._settle(row, LINK_DROPPED)
                 continue
             batch.futures[req_id] = future
             future.add_done_callback(functools.partial(self._on_answer, batch, req_id, row))
@@ -185,8 +187,7 @@ class Drain:
         elif isinstance(exc, TimeoutError):
             verdict = Verdict(VerdictKind.RETRY, error="no answer from the broker in time")
         else:  # BrokerUnavailable: the link dropped before the answer
-            verdict = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
-                              retry_after_ms=0)
+            verdict = LINK_DROPPED
         self._settle(row, verdict)
 
     def _settle(self, row: OutboxRow, verdict: Verdict) -> None:

@@ -313,7 +313,7 @@ class BrokerLink:
         try:
             return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
         finally:
-            self._pending.pop(req_id, None)
+            self.forget(req_id)
 
     async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[dict[str, Any]]]:
         """Send a frame with a fresh ``req_id``; its future gets the answer, or
