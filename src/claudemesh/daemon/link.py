@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import random
 import secrets
@@ -188,11 +187,11 @@ class BrokerLink:
         now = time.time_ns() // 1_000_000
         nonce = secrets.token_hex(16)
         m = self.mesh
-        await ws.send(json.dumps({
+        await ws.send(dumps({
             "type": "hello", "mesh_id": m.mesh_id, "member_id": m.member_id,
             "pubkey": m.pubkey, "timestamp_ms": now, "nonce": nonce,
             "signature": key.sign(hello_statement(m.mesh_id, m.member_id, m.pubkey, now, nonce)),
-            "client": f"claudemesh-daemon/{__version__}"}))
+            "client": f"claudemesh-daemon/{__version__}"}), text=True)
         try:
             ack = loads_object(await asyncio.wait_for(ws.recv(), self.timings.hello_timeout_s))
         except (TimeoutError, JsonError) as exc:
@@ -242,8 +241,8 @@ class BrokerLink:
                                                          "close_reason": reason,
                                                          "features": features})
         with contextlib.suppress(ConnectionClosed):
-            await ws.send(json.dumps({"type": "error", "code": "feature_negotiation_failed",
-                                      "close_reason": reason}))
+            await ws.send(dumps({"type": "error", "code": "feature_negotiation_failed",
+                                 "close_reason": reason}), text=True)
             await ws.close(CLOSE_FEATURE_UNAVAILABLE, str(failure.kind))
         self.failure = failure
         self.last_error = f"{failure.kind}: {failure.feature}: {failure.detail}"
