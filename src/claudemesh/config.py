@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from claudemesh.errors import ConfigError
-from claudemesh.protocol.destination import HEX64_RE
+from claudemesh.protocol.destination import HEX64_RE, NAME_RE
 
 __all__ = [
     "CONFIG_VERSION",
@@ -31,7 +31,6 @@ __all__ = [
 
 CONFIG_VERSION: Final = 1
 _HEX128: Final = re.compile(r"[0-9a-f]{128}")
-_SLUG: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +168,7 @@ def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}.{name} must be a non-empty string")
         values[name] = value
-    if not _SLUG.fullmatch(values["slug"]):
+    if not NAME_RE.fullmatch(values["slug"]):
         raise ConfigError(f"{where}.slug must be 1-64 letters, digits, '.', '_' or '-'")
     if not HEX64_RE.fullmatch(values["pubkey"]):
         raise ConfigError(f"{where}.pubkey must be 64 lower-case hex characters")
