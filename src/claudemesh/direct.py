@@ -15,6 +15,7 @@ import secrets
 import time
 from typing import Any, Final
 
+from claudemesh.clock import now_ms
 from claudemesh.config import MeshConfig
 from claudemesh.crypto import MemberKey, hello_statement
 from claudemesh.errors import (
@@ -83,7 +84,7 @@ class _Session:
 
     def hello(self, mesh: MeshConfig) -> int | None:
         """Say hello; returns the negotiated ``inline_bytes`` (or None)."""
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         nonce = secrets.token_hex(16)
         key = MemberKey.from_secret(mesh.secret_key)
         self._ws.send(json.dumps({

@@ -7,9 +7,9 @@ A short synchronous exchange: connect to the invite's ``broker_url``, send one s
 from __future__ import annotations
 
 import json
-import time
 from typing import Any, Final
 
+from claudemesh.clock import now_ms
 from claudemesh.crypto import MemberKey, join_statement
 from claudemesh.errors import BrokerUnreachable, ClaudemeshError, RemoteError, error_classes
 from claudemesh.protocol.invite import Invite, encode_invite
@@ -30,7 +30,7 @@ def join_mesh(invite: Invite, key: MemberKey, display_name: str,
     from websockets.exceptions import ConnectionClosed, InvalidHandshake  # noqa: PLC0415
     from websockets.sync.client import connect  # noqa: PLC0415
 
-    timestamp = time.time_ns() // 1_000_000
+    timestamp = now_ms()
     frame = {"type": "join", "invite": encode_invite(invite), "pubkey": key.pubkey,
              "display_name": display_name, "timestamp_ms": timestamp,
              "signature": key.sign(join_statement(invite.mesh_id, invite.invite_id,

@@ -15,10 +15,10 @@ import base64
 import binascii
 import hashlib
 import json
-from datetime import UTC, datetime
 from typing import Any
 
 from claudemesh.broker.store.base import AcceptInput, AcceptKind, AcceptOutcome, Delivery, Member
+from claudemesh.clock import iso_ms
 from claudemesh.errors import ClaudemeshError, InvalidEnvelope, PayloadTooLarge
 from claudemesh.protocol.destination import HEX64_RE, NAME_RE
 from claudemesh.protocol.fingerprint import (
@@ -34,11 +34,6 @@ __all__ = ["accept_input", "check_send", "deliveries_for", "error_result", "push
            "send_result"]
 
 DAY_MS = 86_400_000
-
-
-def iso(epoch_ms: int) -> str:
-    return datetime.fromtimestamp(epoch_ms / 1000, tz=UTC).isoformat(
-        timespec="milliseconds").replace("+00:00", "Z")
 
 
 def check_send(frame: Send, *, inline_bytes: int) -> bytes:
@@ -135,7 +130,7 @@ def send_result(req_id: str, client_message_id: str, outcome: AcceptOutcome) -> 
              "history_id": outcome.history_id, "duplicate": duplicate}
     if duplicate:
         frame["history_available"] = outcome.history_available
-        frame["first_seen_at"] = iso(outcome.first_seen_at)
+        frame["first_seen_at"] = iso_ms(outcome.first_seen_at)
     return frame
 
 
@@ -151,5 +146,6 @@ def push_frame(d: Delivery) -> dict[str, Any]:
         "history_id": d.history_id, "sender_pubkey": d.sender_pubkey,
         "sender_name": d.sender_name, "destination_kind": d.destination_kind,
         "destination_ref": d.destination_ref, "priority": d.priority, "reply_to": d.reply_to,
-        "meta": d.meta, "body": d.body, "body_hash": d.body_hash, "created_at": iso(d.created_at),
+        "meta": d.meta, "body": d.body, "body_hash": d.body_hash,
+        "created_at": iso_ms(d.created_at),
     }

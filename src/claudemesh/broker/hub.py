@@ -40,6 +40,7 @@ from claudemesh.broker.accept import push_frame
 from claudemesh.broker.ratelimit import TokenBucket
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
+from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
 
 __all__ = ["DeliveryPump", "Hub", "MemberSession", "peer_view"]
@@ -47,10 +48,6 @@ __all__ = ["DeliveryPump", "Hub", "MemberSession", "peer_view"]
 log = logging.getLogger(__name__)
 
 MemberKey = tuple[str, str]  # (mesh_id, member_id)
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class MemberSession(Protocol):

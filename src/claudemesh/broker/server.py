@@ -24,10 +24,11 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from claudemesh.broker.hub import Hub
-from claudemesh.broker.session import BrokerContext, Session, now_ms
+from claudemesh.broker.session import BrokerContext, Session
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
+from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.features import DEFAULT_BATCH, FRAME_BATCH, build_feature_map
 from claudemesh.protocol.ids import new_ulid

@@ -18,7 +18,6 @@ import enum
 import hashlib
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -37,6 +36,7 @@ from claudemesh.broker.accept import (
 from claudemesh.broker.hub import Hub, peer_view
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh
+from claudemesh.clock import now_ms
 from claudemesh.cork import FrameCork
 from claudemesh.crypto import (
     CryptoFailure,
@@ -89,10 +89,6 @@ log = logging.getLogger(__name__)
 CLOSE_NORMAL: Final = 1000
 CLOSE_POLICY: Final = 1008
 CLOSE_HELLO_TIMEOUT: Final = 4008
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class SessionState(enum.StrEnum):

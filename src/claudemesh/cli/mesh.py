@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -13,15 +12,12 @@ import click
 from claudemesh.cli.broker import db_option, default_db
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
+from claudemesh.clock import now_ms
 from claudemesh.errors import AlreadyJoined, InvalidRequest
 
 __all__ = ["join", "mesh"]
 
 T = TypeVar("T")
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _with_store(db: str | None, action: Callable[[Any], Awaitable[T]]) -> T:
@@ -83,10 +79,10 @@ def create(*, name: str, db: str | None, broker_urls: tuple[str, ...], max_uses:
                           dedupe_retention_days, message_retention_days, connection_policy)
 
     async def action(store: Any) -> tuple[Any, str]:
-        created = await create_mesh(store, name, options, now_ms=_now_ms())
+        created = await create_mesh(store, name, options, now_ms=now_ms())
         invite = await mint_invite(store, created, broker_url=broker_urls[0],
                                    more_urls=broker_urls[1:], max_uses=max_uses,
-                                   valid_hours=valid_hours, now_ms=_now_ms())
+                                   valid_hours=valid_hours, now_ms=now_ms())
         return created, invite
 
     created, invite = _with_store(db, action)
@@ -110,7 +106,7 @@ def invite_cmd(mesh_ref: str, db: str | None, broker_urls: tuple[str, ...], max_
         found = await _find_mesh(store, mesh_ref)
         return found, await mint_invite(store, found, broker_url=broker_urls[0],
                                         more_urls=broker_urls[1:], max_uses=max_uses,
-                                        valid_hours=valid_hours, now_ms=_now_ms())
+                                        valid_hours=valid_hours, now_ms=now_ms())
 
     found, invite = _with_store(db, action)
     PRINTER.result({"mesh_id": found.id, "invite": invite}, invite)
@@ -128,7 +124,7 @@ def revoke_cmd(pubkey: str, db: str | None, mesh_ref: str | None) -> int:
 
     async def action(store: Any) -> list[Any]:
         found = await _find_mesh(store, mesh_ref) if mesh_ref else None
-        return await revoke(store, pubkey, mesh=found, now_ms=_now_ms())
+        return await revoke(store, pubkey, mesh=found, now_ms=now_ms())
 
     revoked = _with_store(db, action)
     PRINTER.result({"revoked": [{"mesh_id": m.mesh_id, "member_id": m.id,

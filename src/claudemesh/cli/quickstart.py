@@ -25,6 +25,7 @@ import click
 from claudemesh.cli.broker import default_db
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
+from claudemesh.clock import now_ms
 from claudemesh.config import Paths
 from claudemesh.errors import BrokerUnreachable, InvalidRequest
 
@@ -89,7 +90,7 @@ def ensure_membership(paths: Paths, url: str, mesh_name: str, name: str) -> str 
     async def invite() -> str:
         store = open_store(default_db())
         try:
-            now = time.time_ns() // 1_000_000
+            now = now_ms()
             mesh = await store.get_mesh(mesh_name) or await create_mesh(
                 store, mesh_name, MeshOptions(), now_ms=now)
             return await mint_invite(store, mesh, broker_url=url, max_uses=1, valid_hours=1,

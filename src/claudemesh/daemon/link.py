@@ -28,6 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from claudemesh import __version__
+from claudemesh.clock import now_ms
 from claudemesh.config import MeshConfig
 from claudemesh.cork import FrameCork
 from claudemesh.crypto import MemberKey, hello_statement
@@ -184,7 +185,7 @@ class BrokerLink:
 
     async def _hello(self, ws: ClientConnection) -> bool:
         key = MemberKey.from_secret(self.mesh.secret_key)
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         nonce = secrets.token_hex(16)
         m = self.mesh
         await ws.send(dumps({

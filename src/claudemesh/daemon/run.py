@@ -34,6 +34,7 @@ from typing import Final
 
 from aiohttp import web
 
+from claudemesh.clock import iso_ms, now_ms
 from claudemesh.config import Config
 from claudemesh.daemon.directory import Peer, PeerDirectory
 from claudemesh.daemon.events import EventBus
@@ -41,7 +42,7 @@ from claudemesh.daemon.files import bind_unix_socket, load_or_create_token
 from claudemesh.daemon.identity import DEFAULT_ROOTS, HostCheck, HostRoots, check_host
 from claudemesh.daemon.ipc.app import build_app
 from claudemesh.daemon.ipc.auth import Transport
-from claudemesh.daemon.ipc.context import DaemonContext, iso_ms, now_ms
+from claudemesh.daemon.ipc.context import DaemonContext
 from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.meshes import Meshes, MeshRuntime

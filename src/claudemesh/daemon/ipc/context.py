@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 from aiohttp import web
 
 from claudemesh import __version__
+from claudemesh.clock import now_ms
 from claudemesh.config import Config, MeshConfig
 from claudemesh.daemon.directory import PeerDirectory
 from claudemesh.daemon.events import EventBus
@@ -26,22 +25,8 @@ __all__ = [
     "DaemonContext",
     "RequestDurations",
     "ServerState",
-    "iso_ms",
-    "now_ms",
 ]
 
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
-
-
-@functools.lru_cache(maxsize=256)  # a batch of pushes shares one received_at
-def iso_ms(epoch_ms: int | None) -> str | None:
-    """Epoch milliseconds as ISO 8601 UTC with milliseconds, or None."""
-    if epoch_ms is None:
-        return None
-    moment = datetime.fromtimestamp(epoch_ms / 1000, tz=UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 DURATION_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0)

@@ -17,9 +17,10 @@ from typing import Final
 
 from aiohttp import web
 
+from claudemesh.clock import iso_ms
 from claudemesh.daemon.events import Event, Subscription
 from claudemesh.daemon.inbound import inbox_item_view
-from claudemesh.daemon.ipc.context import CONTEXT, iso_ms
+from claudemesh.daemon.ipc.context import CONTEXT
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.strictjson import dumps

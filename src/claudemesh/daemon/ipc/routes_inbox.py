@@ -12,8 +12,9 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from claudemesh.clock import iso_ms
 from claudemesh.daemon.inbound import inbox_item_view
-from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext, iso_ms
+from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply
 from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.errors import InvalidRequest

@@ -6,7 +6,8 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from claudemesh.daemon.ipc.context import CONTEXT, iso_ms
+from claudemesh.clock import iso_ms, iso_ms_or_none
+from claudemesh.daemon.ipc.context import CONTEXT
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
@@ -30,11 +31,11 @@ def outbox_item(row: OutboxRow) -> dict[str, Any]:
         "attempts": row.attempts,
         "enqueued_at": iso_ms(row.enqueued_at),
         "next_attempt_at": iso_ms(row.next_attempt_at),
-        "delivered_at": iso_ms(row.delivered_at),
+        "delivered_at": iso_ms_or_none(row.delivered_at),
         "broker_message_id": row.broker_message_id,
         "history_id": row.history_id,
         "last_error": row.last_error,
-        "aborted_at": iso_ms(row.aborted_at),
+        "aborted_at": iso_ms_or_none(row.aborted_at),
         "aborted_by": row.aborted_by,
         "superseded_by": row.superseded_by,
         "mesh": row.mesh,
