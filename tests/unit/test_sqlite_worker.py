@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from claudemesh.errors import InvalidRequest, ShuttingDown
-from claudemesh.sqlitedb.db import open_database
+from claudemesh.sqlitedb.db import immediate, open_database
 from claudemesh.sqlitedb.worker import DbWorker
 
 SCHEMA = ("CREATE TABLE t (k TEXT PRIMARY KEY)",)
@@ -61,3 +61,22 @@ async def test_a_stopped_worker_refuses_new_work_and_finished_the_queued_ones(
     with pytest.raises(ShuttingDown):
         await worker.run(lambda c: None)
     assert count(path) == 50
+
+
+def test_nested_units_roll_back_only_the_inner_one_that_failed(tmp_path: Path) -> None:
+    """``immediate`` nests by reusing one savepoint name; each level must still be its own."""
+    conn = open_database(tmp_path / "n.db", SCHEMA)
+    with immediate(conn):  # BEGIN IMMEDIATE
+        conn.execute("INSERT INTO t VALUES ('outer')")
+        with immediate(conn):  # savepoint, kept
+            conn.execute("INSERT INTO t VALUES ('kept')")
+            with pytest.raises(InvalidRequest), immediate(conn):  # savepoint inside it, undone
+                conn.execute("INSERT INTO t VALUES ('undone')")
+                raise InvalidRequest("inner unit fails")
+            conn.execute("INSERT INTO t VALUES ('after')")
+        with pytest.raises(InvalidRequest), immediate(conn):  # a sibling, undone
+            conn.execute("INSERT INTO t VALUES ('sibling')")
+            raise InvalidRequest("second unit fails")
+    conn.close()
+    with contextlib.closing(sqlite3.connect(tmp_path / "n.db")) as c:
+        assert sorted(r[0] for r in c.execute("SELECT k FROM t")) == ["after", "kept", "outer"]

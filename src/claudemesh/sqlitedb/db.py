@@ -12,7 +12,6 @@ transaction and answers each of them only after that COMMIT, which keeps the pro
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -23,7 +22,6 @@ from claudemesh.errors import StoreCorrupt, StoreError
 
 __all__ = ["immediate", "integrity_check", "open_database", "store_errors"]
 
-_SAVEPOINTS: Final = itertools.count()
 _DB_FILE_MODE: Final = 0o600
 _CORRUPT_CODES: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 
@@ -92,15 +90,17 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     savepoint lets one failing operation roll back alone.
     """
     if conn.in_transaction:
-        name = f"sp{next(_SAVEPOINTS)}"
-        conn.execute(f"SAVEPOINT {name}")
+        # One name for every level: RELEASE and ROLLBACK TO act on the innermost savepoint
+        # of that name, and a constant statement stays in sqlite3's statement cache (a new
+        # name per call was compiled anew each time, about 3 us per unit).
+        conn.execute("SAVEPOINT unit")
         try:
             yield
         except BaseException:
-            conn.execute(f"ROLLBACK TO {name}")
-            conn.execute(f"RELEASE {name}")
+            conn.execute("ROLLBACK TO unit")
+            conn.execute("RELEASE unit")
             raise
-        conn.execute(f"RELEASE {name}")
+        conn.execute("RELEASE unit")
         return
     conn.execute("BEGIN IMMEDIATE")
     try:

@@ -563,17 +563,21 @@ def _change(row: tuple[Any, ...] | None, now_ms: int, dead_after_ms: int) -> Pre
 def _accept(conn: sqlite3.Connection, req: AcceptInput) -> AcceptOutcome:
     """R-BRK-10 steps 2-8, inside the worker's transaction (a savepoint here)."""
     with store_errors("accepting a message"), immediate(conn):
-        conn.execute(
+        # RETURNING yields a row only when ours went in; a conflict yields none, and only
+        # then is the row that was there first read (step 5).
+        ours = conn.execute(
             "INSERT INTO client_message_dedupe (mesh_id, client_message_id, broker_message_id,"
             " request_fingerprint, destination_kind, destination_ref, first_seen_at, expires_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mesh_id, client_message_id) DO NOTHING",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (mesh_id, client_message_id) DO NOTHING"
+            " RETURNING 1",
             (req.mesh_id, req.client_message_id, req.broker_message_id, req.fingerprint,
-             req.destination_kind, req.destination_ref, req.now_ms, req.dedupe_expires_at))
-        claim = conn.execute(
-            "SELECT broker_message_id, request_fingerprint, history_available, first_seen_at"
-            " FROM client_message_dedupe WHERE mesh_id = ? AND client_message_id = ?",
-            (req.mesh_id, req.client_message_id)).fetchone()
-        if claim[0] != req.broker_message_id:  # step 5: someone else's row
+             req.destination_kind, req.destination_ref, req.now_ms, req.dedupe_expires_at),
+        ).fetchone()
+        if ours is None:  # step 5: someone else's row
+            claim = conn.execute(
+                "SELECT broker_message_id, request_fingerprint, history_available, first_seen_at"
+                " FROM client_message_dedupe WHERE mesh_id = ? AND client_message_id = ?",
+                (req.mesh_id, req.client_message_id)).fetchone()
             stored = bytes(claim[1])
             history = conn.execute("SELECT seq FROM message_history WHERE message_id = ?",
                                    (claim[0],)).fetchone()
