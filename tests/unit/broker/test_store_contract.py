@@ -350,6 +350,8 @@ async def test_profiles_groups_and_topics(backend: Backend) -> None:
     with pytest.raises(StoreError):
         await store.set_profile(alice.id, {"status": "asleep"})  # a CHECK constraint
     assert (await store.set_profile(alice.id, {"visible": 1})).visible is True
+    with pytest.raises(StoreError, match="no member nobody"):
+        await store.set_profile("nobody", {"status": "working"})
     assert await store.join_group(mesh.id, alice.id, "zeta", NOW)
     assert await store.join_group(mesh.id, alice.id, "Zeta", NOW)
     assert await store.join_group(mesh.id, alice.id, "alpha", NOW)

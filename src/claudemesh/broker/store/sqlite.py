@@ -36,6 +36,7 @@ from claudemesh.errors import (
     MemberAlreadyConnected,
     MemberRevoked,
     MeshExists,
+    StoreError,
 )
 from claudemesh.sqlitedb.db import immediate, open_database, store_errors
 from claudemesh.sqlitedb.worker import DbWorker
@@ -355,6 +356,8 @@ class SqliteBrokerStore(BrokerStore):
                                  (stored, member_id))
                 row = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member WHERE id = ?",  # noqa: S608
                                    (member_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"setting a profile: no member {member_id}")
             return _member(row, _groups(conn, member_id))
         return await self._worker.run(op)
 
