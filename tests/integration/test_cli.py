@@ -111,7 +111,7 @@ def test_requeue_of_a_done_row_refuses_with_the_reason(daemon: DaemonHandle) -> 
     daemon.stop()
     with contextlib.closing(open_database(daemon.paths.outbox_db, OUTBOX_MIGRATIONS)) as conn:
         store = OutboxStore(conn)
-        [row] = store.claim_due(2**62, limit=1)
+        [(row, _)] = store.claim_due(2**62, limit=1)
         store.mark_done(row.id, broker_message_id="bm", history_id="h", now_ms=1)
     daemon.start()
     result = cli(daemon.env, "daemon", "outbox", "requeue", row.id, "--json")

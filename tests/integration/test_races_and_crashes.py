@@ -111,7 +111,7 @@ def test_rows_left_inflight_are_pending_after_restart(daemon: DaemonHandle) -> N
     daemon.stop()
     conn = open_database(daemon.paths.outbox_db, OUTBOX_MIGRATIONS)
     with contextlib.closing(conn):
-        [claimed] = OutboxStore(conn).claim_due(2**62, limit=1)
+        [(claimed, _)] = OutboxStore(conn).claim_due(2**62, limit=1)
     assert claimed.client_message_id == "r-0"
     assert dict((r[0], r[1]) for r in daemon.db_rows()) == {"r-0": "inflight", "r-1": "pending"}
     info = daemon.start()

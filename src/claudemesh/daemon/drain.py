@@ -145,7 +145,7 @@ class Drain:
                 check_expiry) else 0
             if expired:
                 log.warning("outbox_rows_expired", extra={"mesh": self.mesh, "count": expired})
-            return store.claim_due_payloads(now, limit=room, mesh=self.mesh)
+            return store.claim_due(now, limit=room, mesh=self.mesh)
 
         # Not fsynced: a claim lost in a power cut leaves the row pending, as recovery would.
         claimed = await self._outbox.run(op, durable=False)

@@ -44,7 +44,7 @@ def put(store: OutboxStore, status: OutboxStatus, cmid: str = "key-A") -> str:
     if status is OutboxStatus.ABORTED:
         store.requeue(row_id, new_client_message_id=None, now_ms=NOW)
         return row_id
-    [claimed] = store.claim_due(NOW, limit=10)
+    [(claimed, _)] = store.claim_due(NOW, limit=10)
     assert claimed.id == row_id
     if status is OutboxStatus.DONE:
         assert store.mark_done(row_id, broker_message_id="bm-1", history_id="h-1", now_ms=NOW)
@@ -164,7 +164,7 @@ def test_recover_inflight_returns_rows_to_pending_due_after_the_minimum_backoff(
 def test_claim_due_takes_only_due_pending_rows_oldest_first(conn: sqlite3.Connection) -> None:
     store = OutboxStore(conn)
     ids = [store.accept(send(f"k{i}"), NOW + i).row_id for i in range(3)]
-    assert [r.id for r in store.claim_due(NOW + 1, limit=10)] == ids[:2]
+    assert [r.id for r, _ in store.claim_due(NOW + 1, limit=10)] == ids[:2]
     assert store.claim_due(NOW + 1, limit=10) == []
     assert [r.status for r in store.list_rows(status=None, limit=10)] == [
         OutboxStatus.PENDING, OutboxStatus.INFLIGHT, OutboxStatus.INFLIGHT]

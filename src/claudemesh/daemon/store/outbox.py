@@ -325,13 +325,10 @@ class OutboxStore:
             )
         return cur.rowcount
 
-    def claim_due(self, now_ms: int, *, limit: int, mesh: str | None = None) -> list[OutboxRow]:
-        """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5)."""
-        return [row for row, _ in self.claim_due_payloads(now_ms, limit=limit, mesh=mesh)]
-
-    def claim_due_payloads(self, now_ms: int, *, limit: int,
-                           mesh: str | None = None) -> list[tuple[OutboxRow, bytes]]:
-        """:meth:`claim_due` with each row's frozen envelope, read by the same UPDATE."""
+    def claim_due(self, now_ms: int, *, limit: int,
+                  mesh: str | None = None) -> list[tuple[OutboxRow, bytes]]:
+        """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5).
+        Each row comes with its frozen envelope, read by the same UPDATE."""
         mesh_clause, args = ("AND mesh = ?", (mesh,)) if mesh else ("", ())
         with store_errors("claiming due rows"), immediate(self._conn):
             ids = [r[0] for r in self._conn.execute(
