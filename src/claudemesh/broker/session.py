@@ -58,7 +58,7 @@ from claudemesh.errors import (
     StaleTimestamp,
     UnknownMember,
 )
-from claudemesh.protocol.batch import BATCH_TYPE, batch_members
+from claudemesh.protocol.batch import unbatch
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
     ClientAck,
@@ -210,11 +210,9 @@ class Session:
         try:
             doc = decode_frame(message)
             batch = self.ctx.batch
-            if (batch is None or doc.get("type") != BATCH_TYPE
-                    or self.state is not SessionState.OPEN):
-                await self._dispatch(doc)
-                return
-            members = batch_members(doc, batch.max_frames)
+            # Without the feature, or before hello, a batch is left whole: unknown_type.
+            members = [doc] if batch is None or self.state is not SessionState.OPEN else (
+                unbatch(doc, batch.max_frames))
         except FrameError as exc:
             await self._frame_error(exc)
             return

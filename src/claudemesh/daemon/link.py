@@ -41,7 +41,7 @@ from claudemesh.daemon.link_rules import (
     classify_close,
 )
 from claudemesh.errors import BrokerUnavailable
-from claudemesh.protocol.batch import BATCH_TYPE, batch_members
+from claudemesh.protocol.batch import unbatch
 from claudemesh.protocol.features import (
     CLOSE_FEATURE_UNAVAILABLE,
     FRAME_BATCH,
@@ -257,11 +257,8 @@ class BrokerLink:
             except JsonError:
                 log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug})
                 continue
-            if frame.get("type") != BATCH_TYPE:
-                await self._dispatch(frame)
-                continue
             try:
-                members = batch_members(frame, MAX_BATCH_FRAMES)
+                members = unbatch(frame, MAX_BATCH_FRAMES)
             except FrameError as exc:
                 log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug,
                                                            "detail": exc.detail})

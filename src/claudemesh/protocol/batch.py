@@ -15,7 +15,7 @@ from typing import Any, Final
 from claudemesh.protocol.features import BatchParams
 from claudemesh.protocol.frames import FrameError
 
-__all__ = ["BATCH_TYPE", "batch_members", "encode_batch", "take_chunk"]
+__all__ = ["BATCH_TYPE", "encode_batch", "take_chunk", "unbatch"]
 
 BATCH_TYPE: Final = "batch"
 _HEAD: Final = b'{"type":"batch","frames":['
@@ -43,13 +43,16 @@ def take_chunk(queue: deque[bytes], params: BatchParams) -> list[bytes]:
     return chunk
 
 
-def batch_members(doc: dict[str, Any], max_frames: int) -> list[dict[str, Any]]:
-    """The inner frames of a decoded batch.
+def unbatch(doc: dict[str, Any], max_frames: int) -> list[dict[str, Any]]:
+    """The frames a received frame stands for, to handle in order: a batch's inner frames,
+    or any other frame alone.
 
     Raises:
         FrameError: ``invalid_frame`` when ``frames`` is not a list of 1..max_frames
             objects, or holds another batch (batches do not nest).
     """
+    if doc.get("type") != BATCH_TYPE:
+        return [doc]
     frames = doc.get("frames")
     if set(doc) != {"type", "frames"} or not isinstance(frames, list):
         raise FrameError("invalid_frame", "a batch is exactly {type, frames: [...]}", doc)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from claudemesh.protocol.batch import OVERHEAD, batch_members, encode_batch, take_chunk
+from claudemesh.protocol.batch import OVERHEAD, encode_batch, take_chunk, unbatch
 from claudemesh.protocol.features import BatchParams
 from claudemesh.protocol.frames import FrameError
 
@@ -45,7 +45,13 @@ def test_a_frame_too_big_to_share_still_leaves_alone() -> None:
 
 def test_members_come_back_in_order() -> None:
     frames = [{"type": "client_ack", "delivery_ids": [str(i)]} for i in range(5)]
-    assert batch_members({"type": "batch", "frames": frames}, 5) == frames
+    assert unbatch({"type": "batch", "frames": frames}, 5) == frames
+
+
+def test_any_other_frame_stands_alone() -> None:
+    ack = {"type": "client_ack", "delivery_ids": ["1"]}
+    assert unbatch(ack, 5) == [ack]
+    assert unbatch({"frames": [ack]}, 5) == [{"frames": [ack]}]  # no type: not a batch
 
 
 @pytest.mark.parametrize(("doc", "detail"), [
@@ -59,6 +65,6 @@ def test_members_come_back_in_order() -> None:
 ])
 def test_bad_batches_are_refused(doc: dict[str, Any], detail: str) -> None:
     with pytest.raises(FrameError) as info:
-        batch_members(doc, 4)
+        unbatch(doc, 4)
     assert info.value.code == "invalid_frame" and detail in info.value.detail
     assert info.value.frame_type == "batch"
