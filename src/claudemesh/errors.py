@@ -12,6 +12,8 @@
     │   ├── PreflightRefused         403 cors_preflight_refused  (R-AUTH-11)
     │   ├── RouteNotFound            404 not_found
     │   ├── OutboxRowNotFound        404 outbox_row_not_found
+    │   ├── SessionNotFound          404 session_not_found
+    │   ├── MessageNotFound          404 message_not_found
     │   ├── MethodNotAllowed         405 method_not_allowed
     │   ├── RequestTimeout           408 request_timeout
     │   ├── PayloadTooLarge          413 payload_too_large       (R-LIM-1)
@@ -19,6 +21,9 @@
     │   ├── MeshRequired             422 mesh_required
     │   ├── UnknownMesh              422 unknown_mesh
     │   ├── UnknownDestination       422 unknown_destination     (A-14f)
+    │   ├── UnknownSession           422 unknown_session
+    │   ├── ProcessNotFound          422 process_not_found
+    │   ├── SessionNameTaken         409 session_name_taken
     │   ├── IdempotencyKeyReused     409 idempotency_key_reused  (R-ACC-2/3), exit 5
     │   ├── RequeueNotAllowed        409 requeue_not_allowed     (R-RQ-3)
     │   ├── ClientMessageIdInUse     409 client_message_id_in_use (R-DLV-3), exit 5
@@ -58,6 +63,7 @@
         ├── DaemonUnreachable        exit 3 daemon_unreachable
         │   └── DaemonTimeout        exit 3 daemon_timeout
         ├── BrokerUnreachable        exit 1 broker_unreachable
+        ├── WaitTimedOut             exit 1 wait_timed_out
         ├── AlreadyJoined            exit 1 already_joined
         └── RemoteError              exit 1: an answer whose code this build does not know
 
@@ -106,11 +112,13 @@ __all__ = [
     "MemberRevoked",
     "MeshExists",
     "MeshRequired",
+    "MessageNotFound",
     "MethodNotAllowed",
     "NoMeshJoined",
     "OutboxRowNotFound",
     "PayloadTooLarge",
     "PreflightRefused",
+    "ProcessNotFound",
     "RateLimited",
     "RemoteError",
     "ReplayedNonce",
@@ -119,6 +127,8 @@ __all__ = [
     "RequeueNotAllowed",
     "RouteNotFound",
     "ServiceError",
+    "SessionNameTaken",
+    "SessionNotFound",
     "ShuttingDown",
     "SocketPathTooLong",
     "StaleTimestamp",
@@ -130,6 +140,8 @@ __all__ = [
     "UnknownDestination",
     "UnknownMember",
     "UnknownMesh",
+    "UnknownSession",
+    "WaitTimedOut",
     "error_classes",
     "error_from_wire",
 ]
@@ -226,6 +238,18 @@ class OutboxRowNotFound(RequestError):
     default_detail = "no outbox row has that id"
 
 
+class SessionNotFound(RequestError):
+    code = "session_not_found"
+    http_status = 404
+    default_detail = "no live session has that id; register one with POST /v1/sessions"
+
+
+class MessageNotFound(RequestError):
+    code = "message_not_found"
+    http_status = 404
+    default_detail = "this daemon sent no message with that client_message_id"
+
+
 class MethodNotAllowed(RequestError):
     code = "method_not_allowed"
     http_status = 405
@@ -270,6 +294,26 @@ class UnknownDestination(RequestError):
     http_status = 422
     exit_code = EXIT_USAGE
     default_detail = "no known peer has that display name"
+
+
+class UnknownSession(RequestError):
+    code = "unknown_session"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "the sending session is not a live session of this daemon"
+
+
+class ProcessNotFound(RequestError):
+    code = "process_not_found"
+    http_status = 422
+    exit_code = EXIT_USAGE
+    default_detail = "no running process of this user has that pid"
+
+
+class SessionNameTaken(RequestError):
+    code = "session_name_taken"
+    http_status = 409
+    default_detail = "a live session of another process holds that name"
 
 
 class IdempotencyKeyReused(RequestError):
@@ -505,6 +549,11 @@ class DaemonTimeout(DaemonUnreachable):
 class BrokerUnreachable(LocalError):
     code = "broker_unreachable"
     default_detail = "the broker did not answer"
+
+
+class WaitTimedOut(LocalError):
+    code = "wait_timed_out"
+    default_detail = "the awaited state was not reached in time"
 
 
 class AlreadyJoined(LocalError):

@@ -8,22 +8,20 @@ same ``client_message_id`` is recognised by the broker either way (DESIGN §5.2)
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import CryptoFailure, box_encrypt
+from claudemesh.crypto import CryptoFailure, MemberKey, box_encrypt
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import FrozenSend
-from claudemesh.protocol.fingerprint import (
-    MetaError,
-    body_hash,
-    canonical_meta,
-    request_fingerprint,
-)
+from claudemesh.protocol.fingerprint import MetaError, canonical_meta, request_fingerprint
+from claudemesh.protocol.sealed import Receipt, seal_message, seal_receipt
 
-__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "wire_frame"]
+__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_receipt", "sign_receipt",
+           "wire_frame"]
 
 BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
 
@@ -36,8 +34,12 @@ class Prepared:
 
 def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
             reply_to: str | None, meta: dict[str, Any] | None,
-            inline_limit: int | None) -> Prepared:
+            inline_limit: int | None, to_session: str | None = None,
+            from_session: str | None = None) -> Prepared:
     """Check size, encrypt a DM to its recipient, fingerprint, and freeze the envelope.
+
+    A DM with a session on either end carries a sealed plaintext (protocol.sealed), and
+    its ``body_hash`` covers the sessions too; topics carry no sessions (in the clear).
 
     Raises:
         PayloadTooLarge: larger than the broker's negotiated ``inline_bytes`` (A-47).
@@ -45,7 +47,37 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
         UnknownDestination: the DM pubkey is not a valid ed25519 key.
     """
     is_dm = dest.kind is DestinationKind.DM
-    raw = message.encode("utf-8")
+    raw = seal_message(message, to_session=to_session, from_session=from_session) if (
+        is_dm and (to_session or from_session)) else message.encode("utf-8")
+    return _prepare_raw(mesh, dest, raw, message, priority=priority, reply_to=reply_to,
+                        meta=meta, inline_limit=inline_limit)
+
+
+def sign_receipt(mesh: MeshConfig, receipt: Receipt) -> Receipt:
+    """The receipt with this member's signature over its statement."""
+    signature = MemberKey.from_secret(mesh.secret_key).sign(receipt.statement())
+    return Receipt(receipt.state, receipt.mesh_id, receipt.client_message_id,
+                   receipt.broker_message_id, receipt.recipient, receipt.sender,
+                   receipt.session, receipt.path, receipt.at, signature)
+
+
+def prepare_receipt(mesh: MeshConfig, receipt: Receipt) -> Prepared:
+    """A signed receipt as a sealed DM back to the message's sender. Deterministic in
+    everything the fingerprint covers, so a resend is the same message.
+
+    Raises:
+        UnknownDestination: the sender's key is not a valid ed25519 key.
+    """
+    signed = sign_receipt(mesh, receipt)
+    return _prepare_raw(mesh, Destination(DestinationKind.DM, receipt.sender),
+                        seal_receipt(signed), "", priority="next", reply_to=None, meta=None,
+                        inline_limit=None)
+
+
+def _prepare_raw(mesh: MeshConfig, dest: Destination, raw: bytes, text: str, *,
+                 priority: str, reply_to: str | None, meta: dict[str, Any] | None,
+                 inline_limit: int | None) -> Prepared:
+    is_dm = dest.kind is DestinationKind.DM
     size = len(raw) + (BOX_OVERHEAD if is_dm else 0)
     if inline_limit is not None and size > inline_limit:
         raise PayloadTooLarge(f"message of {size} bytes exceeds the broker's max_payload"
@@ -55,11 +87,11 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
         meta_canonical = canonical_meta(meta)
     except MetaError as exc:
         raise InvalidRequest(f"field 'meta' cannot be canonicalised (RFC 8785): {exc}") from None
-    digest = body_hash(message)
+    digest = hashlib.sha256(raw).hexdigest()
     fingerprint = request_fingerprint(
         destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=reply_to,
         priority=priority, meta_canonical=meta_canonical, body_hash_hex=digest)
-    body = _encrypt(raw, dest, mesh.secret_key) if is_dm else {"kind": "plain", "text": message}
+    body = _encrypt(raw, dest, mesh.secret_key) if is_dm else {"kind": "plain", "text": text}
     frozen = FrozenSend(mesh=mesh.slug, destination_kind=str(dest.kind),
                         destination_ref=dest.ref, priority=priority, reply_to=reply_to,
                         meta=meta or None, body=body, body_hash=digest)

@@ -67,12 +67,16 @@ class MemberSession(Protocol):
 
 
 def peer_view(member: Member, *, online: bool) -> dict[str, Any]:
+    """A peer as ``list_peers``, ``set_profile`` and presence events show it. Each session
+    entry has all four keys, null when not set, like the member's own profile fields."""
     return {
         "pubkey": member.pubkey, "member_id": member.id, "display_name": member.display_name,
         "online": online, "status": member.status, "summary": member.summary,
         "visible": member.visible, "avatar": member.avatar, "title": member.title,
         "bio": member.bio, "capabilities": list(member.capabilities),
         "groups": list(member.groups),
+        "sessions": [{"name": s.name, "summary": s.summary, "status": s.status,
+                      "harness": s.harness} for s in member.sessions],
     }
 
 

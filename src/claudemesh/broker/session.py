@@ -35,7 +35,7 @@ from claudemesh.broker.accept import (
 )
 from claudemesh.broker.hub import Hub, peer_view
 from claudemesh.broker.settings import BrokerSettings
-from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh
+from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh, SessionProfile
 from claudemesh.clock import now_ms
 from claudemesh.cork import FrameCork
 from claudemesh.crypto import (
@@ -221,7 +221,8 @@ class Session:
 
     async def _dispatch(self, doc: dict[str, Any]) -> None:
         try:
-            frame = validate_client_frame(doc)
+            # Fields of features this broker leaves out are unknown fields here.
+            frame = validate_client_frame(doc, features=self.ctx.features)
         except FrameError as exc:
             await self._frame_error(exc)
             return
@@ -431,7 +432,10 @@ class Session:
         await self._result(frame.req_id, peers=peers)
 
     async def _set_profile(self, frame: SetProfile) -> None:
-        fields = frame.model_dump(exclude={"type", "req_id"}, exclude_none=True)
+        fields = frame.model_dump(exclude={"type", "req_id", "sessions"}, exclude_none=True)
+        if frame.sessions is not None:  # the whole list: [] clears it
+            fields["sessions"] = tuple(SessionProfile(e.name, e.summary, e.status, e.harness)
+                                       for e in frame.sessions)
         updated = await self.ctx.store.set_profile(self.member.id, fields)
         self._member = updated
         await self.ctx.hub.profile_changed(updated)

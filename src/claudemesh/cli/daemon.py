@@ -60,20 +60,28 @@ def daemon() -> None:
 @click.option("--host-root", hidden=True, help="Tests only: read host ids under this root.")
 @click.option("--request-timeout", type=click.FloatRange(0.1, 300), hidden=True,
               help="Tests only: seconds to wait for the broker's answer to a frame.")
+@click.option("--receipt-delay", type=click.FloatRange(0, 600), hidden=True,
+              help="Tests only: seconds to hold receipts back before sending them.")
+@click.option("--session-check", type=click.FloatRange(0.1, 60), hidden=True,
+              help="Tests only: seconds between checks that session owners are alive.")
 @json_option
 def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
-       log_file: bool, host_root: str | None, request_timeout: float | None) -> int:
+       log_file: bool, host_root: str | None, request_timeout: float | None,
+       receipt_delay: float | None, session_check: float | None) -> int:
     """Start the daemon (detached unless --foreground)."""
     paths = current_paths()
     if foreground:
         return _run_foreground(paths, tcp=not no_tcp, tcp_port=tcp_port, ready_fd=ready_fd,
                                log_file=log_file, host_root=host_root,
-                               request_timeout=request_timeout)
+                               request_timeout=request_timeout, receipt_delay=receipt_delay,
+                               session_check=session_check)
     extra = ["--no-tcp"] if no_tcp else ["--tcp-port", str(tcp_port)]
     if host_root:
         extra += ["--host-root", host_root]
-    if request_timeout:
-        extra += ["--request-timeout", str(request_timeout)]
+    for flag, value in (("--request-timeout", request_timeout),
+                        ("--receipt-delay", receipt_delay), ("--session-check", session_check)):
+        if value:
+            extra += [flag, str(value)]
     info = spawn_daemon(paths, extra)
     PRINTER.result(info, _ready_text(info))
     return 0
@@ -91,13 +99,15 @@ def _ready_text(info: dict[str, Any]) -> str:
 
 def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | None,
                     log_file: bool, host_root: str | None,
-                    request_timeout: float | None = None) -> int:
+                    request_timeout: float | None = None, receipt_delay: float | None = None,
+                    session_check: float | None = None) -> int:
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
     from claudemesh.config import load_config  # noqa: PLC0415
     from claudemesh.daemon.link import LinkTimings  # noqa: PLC0415
     from claudemesh.daemon.notify import notify_ready  # noqa: PLC0415
     from claudemesh.daemon.run import DaemonOptions, ReadyInfo, run_daemon  # noqa: PLC0415
+    from claudemesh.daemon.sessions import CHECK_INTERVAL_S  # noqa: PLC0415
     from claudemesh.logs import configure_logging  # noqa: PLC0415
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
@@ -118,7 +128,8 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         timings = LinkTimings() if request_timeout is None else LinkTimings(
             request_timeout_s=request_timeout)
         options = DaemonOptions(tcp=tcp, tcp_port=tcp_port, host_roots=_roots(host_root),
-                                link_timings=timings)
+                                link_timings=timings, receipt_delay_s=receipt_delay or 0.0,
+                                session_check_s=session_check or CHECK_INTERVAL_S)
         return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:
         if ready_fd is not None:

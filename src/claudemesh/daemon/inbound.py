@@ -1,4 +1,4 @@
-"""Push -> inbox -> client_ack -> events, for one mesh (daemon-spec §5, DESIGN §5.7).
+"""Push -> inbox (and receipts) -> client_ack -> events, for one mesh (daemon-spec §5).
 
 Persist, then react (R-IN-1). Pushes are validated (R-IN-5: a strict model, unknown
 fields refused, counted), DMs decrypted with this member's key, and written to
@@ -8,6 +8,13 @@ only rows that were new raise a ``message`` event; a repeat delivery just counts
 dedupe hit. A DM that does not open is still stored (body empty, with the reason), still
 acked, and still raises its event, so it is visible and never redelivered (R-IN-8). A push
 that fails validation is acked and dropped: left unacked it would come back forever.
+
+A DM's plaintext may be sealed (:mod:`claudemesh.protocol.sealed`): a message naming
+sessions is filed for its ``to_session``; a receipt for one of our messages is checked
+(signature by the member who sent it, about our DM to that member) and recorded in
+``outbox.db`` beside the message, never stored in the inbox. Each new DM from another
+member queues its ``stored`` receipt in the inbox transaction; ``on_stored`` then wakes
+the receipt pump.
 """
 
 from __future__ import annotations
@@ -21,16 +28,18 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt
+from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt, verify
 from claudemesh.daemon.events import Event, EventBus
 from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore, NewInboxItem
+from claudemesh.daemon.store.receipts import ReceiptStore
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.frames import BoxBody, FrameError, Push, parse_push
 from claudemesh.protocol.ids import new_ulid
+from claudemesh.protocol.sealed import Plain, Receipt, SealedError, SealedMessage, open_plaintext
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["Inbound", "InboundCounters", "inbox_item_view"]
+__all__ = ["Inbound", "InboundCounters", "inbox_item_view", "reply_address"]
 
 log = logging.getLogger(__name__)
 
@@ -46,30 +55,52 @@ class InboundCounters:
     dedupe_hits: int = 0
     invalid: int = 0
     undecryptable: int = 0
+    receipts: int = 0
+    receipts_invalid: int = 0
+
+
+def _destination(item: InboxItem) -> str:
+    if item.topic is None:
+        return item.recipient_pubkey
+    return item.topic if item.topic[0] in "@*" else f"#{item.topic}"
+
+
+def reply_address(item: InboxItem) -> str:
+    """Where a reply goes: the topic or group it came through, else its sender (and the
+    session that sent it). A name holding ``/`` is given as its pubkey, which parses."""
+    if item.topic is not None and item.topic != "*":
+        return _destination(item)
+    who = item.sender_pubkey if "/" in item.sender_name else item.sender_name
+    return who if item.from_session is None else f"{who}/{item.from_session}"
 
 
 def inbox_item_view(item: InboxItem, iso: Callable[[int], str | None]) -> dict[str, Any]:
     """An inbox row as the API and SSE ``message`` events show it (DESIGN §4)."""
-    destination = item.recipient_pubkey if item.topic is None else (
-        item.topic if item.topic[0] in "@*" else f"#{item.topic}")
     return {
         "seq": item.seq, "id": item.id, "client_message_id": item.client_message_id,
         "broker_message_id": item.broker_message_id, "mesh": item.mesh,
         "sender_pubkey": item.sender_pubkey, "sender_name": item.sender_name,
-        "destination": destination, "topic": item.topic,
+        "destination": _destination(item), "topic": item.topic,
         "recipient_pubkey": item.recipient_pubkey, "body": item.body,
         "undecryptable": item.undecryptable, "meta": item.meta, "priority": item.priority,
         "reply_to": item.reply_to_id, "history_id": item.history_id,
         "created_at": item.created_at, "received_at": iso(item.received_at),
+        "session": item.session, "from_session": item.from_session,
+        "reply_to_address": reply_address(item),
+        "seen_at": None if item.seen_at is None else iso(item.seen_at),
     }
 
 
 class Inbound:
     def __init__(self, mesh: MeshConfig, link: BrokerLink, inbox: DbWorker, bus: EventBus, *,
-                 clock: Callable[[], int], iso: Callable[[int], str | None]) -> None:
+                 clock: Callable[[], int], iso: Callable[[int], str | None],
+                 outbox: DbWorker | None = None,
+                 on_stored: Callable[[], None] = lambda: None) -> None:
         self.mesh = mesh
         self.link = link
         self._inbox = inbox
+        self._outbox = outbox
+        self._on_stored = on_stored
         self._bus = bus
         self._clock = clock
         self._iso = iso
@@ -89,6 +120,7 @@ class Inbound:
 
     async def _process(self, frames: list[dict[str, Any]]) -> None:
         items: list[NewInboxItem] = []
+        receipts: list[Receipt] = []
         acks: list[str] = []
         for frame in frames:
             self.counters.received += 1
@@ -102,11 +134,17 @@ class Inbound:
                 if isinstance(delivery, str) and delivery.isdigit() and len(delivery) <= 20:
                     acks.append(delivery)
                 continue
-            items.append(self._item(push))
             acks.append(push.delivery_id)
+            opened = self._item(push)
+            if isinstance(opened, NewInboxItem):
+                items.append(opened)
+            elif self._valid_receipt(opened, push):
+                receipts.append(opened)
         now = self._clock()
         try:
-            created = await self._inbox.run(lambda conn: _insert(conn, items, now))
+            created = await self._inbox.run(lambda conn: _insert(conn, items, now)) if (
+                items) else []
+            new_receipts = await self._record(receipts, now)
         except ClaudemeshError:
             log.exception("inbox_write_failed; the broker will push these again",
                           extra={"mesh": self.mesh.slug, "count": len(items)})
@@ -118,6 +156,44 @@ class Inbound:
                                   "delivery_ids": acks[start:start + ACK_MAX]})
         for item in created:
             self._bus.publish(Event("message", inbox_item_view(item, self._iso), id=item.seq))
+        for receipt in new_receipts:
+            self._bus.publish(Event("receipt", {
+                "mesh": self.mesh.slug, "client_message_id": receipt.client_message_id,
+                "state": str(receipt.state), "recipient_pubkey": receipt.recipient,
+                "at": self._iso(receipt.at), "session": receipt.session,
+                "path": None if receipt.path is None else str(receipt.path)}))
+        if any(i.wants_receipts for i in created):
+            self._on_stored()
+
+    def _valid_receipt(self, receipt: Receipt, push: Push) -> bool:
+        """Signed by the member who sent it, about a message of ours in this mesh."""
+        ok = (receipt.recipient == push.sender_pubkey and receipt.sender == self.mesh.pubkey
+              and receipt.mesh_id == self.mesh.mesh_id)
+        if ok:
+            try:
+                verify(receipt.recipient, receipt.statement(), receipt.signature)
+            except CryptoFailure:
+                ok = False
+        if not ok:
+            self._refused_receipt(receipt, "its signature or parties do not check out")
+        return ok
+
+    def _refused_receipt(self, receipt: Receipt, why: str) -> None:
+        self.counters.receipts_invalid += 1
+        log.warning("receipt_ignored", extra={
+            "mesh": self.mesh.slug, "client_message_id": receipt.client_message_id,
+            "recipient": receipt.recipient, "reason": why})
+
+    async def _record(self, receipts: list[Receipt], now: int) -> list[Receipt]:
+        if not receipts or self._outbox is None:
+            return []
+        slug = self.mesh.slug
+        new, refused = await self._outbox.run(
+            lambda conn: ReceiptStore(conn).record(slug, receipts, now))
+        for receipt in refused:
+            self._refused_receipt(receipt, "no DM of ours to that member has that id")
+        self.counters.receipts += len(new)
+        return new
 
     def _validate(self, frame: dict[str, Any]) -> Push:
         push = parse_push(frame)
@@ -125,8 +201,25 @@ class Inbound:
             raise FrameError("invalid_frame", "a push for another mesh", frame)
         return push
 
-    def _item(self, push: Push) -> NewInboxItem:
+    def _item(self, push: Push) -> NewInboxItem | Receipt:
+        """The inbox row a push becomes, or the receipt it carries."""
         body, reason = self._open(push)
+        to_session = from_session = None
+        if body is not None:
+            try:
+                opened = open_plaintext(body) if push.destination_kind == "dm" else Plain(
+                    body.decode("utf-8"))
+            except SealedError as exc:
+                opened, reason = None, str(exc)
+            except UnicodeDecodeError:
+                opened, reason = None, "the content is not UTF-8 text"
+            if isinstance(opened, Receipt):
+                return opened
+            if isinstance(opened, SealedMessage):
+                to_session, from_session = opened.to_session, opened.from_session
+            text = None if opened is None else opened.text
+        else:
+            text = None
         if reason is not None:
             self.counters.undecryptable += 1
         return NewInboxItem(
@@ -134,21 +227,19 @@ class Inbound:
             broker_message_id=push.broker_message_id, mesh=self.mesh.slug,
             recipient_pubkey=self.mesh.pubkey,
             topic=None if push.destination_kind == "dm" else push.destination_ref,
-            sender_pubkey=push.sender_pubkey, sender_name=push.sender_name, body=body,
+            sender_pubkey=push.sender_pubkey, sender_name=push.sender_name, body=text,
             undecryptable=reason, meta=push.meta, priority=push.priority,
-            reply_to_id=push.reply_to, history_id=push.history_id, created_at=push.created_at)
+            reply_to_id=push.reply_to, history_id=push.history_id, created_at=push.created_at,
+            session=to_session, from_session=from_session)
 
-    def _open(self, push: Push) -> tuple[str | None, str | None]:
-        """The plaintext, or None and why not (R-IN-8)."""
+    def _open(self, push: Push) -> tuple[bytes | None, str | None]:
+        """The plaintext bytes, checked against ``body_hash``, or None and why not."""
         raw, reason = self._raw(push)
         if raw is None:
             return None, reason
         if hashlib.sha256(raw).hexdigest() != push.body_hash:
             return None, "body_hash does not match the content"
-        try:
-            return raw.decode("utf-8"), None
-        except UnicodeDecodeError:
-            return None, "the content is not UTF-8 text"
+        return raw, None
 
 
     def _raw(self, push: Push) -> tuple[bytes | None, str | None]:

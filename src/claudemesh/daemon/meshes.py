@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
@@ -36,21 +36,34 @@ SETTLE_TIMEOUT_S: Final = 5.0
 _PRESENCE: Final = {"peer_joined": "peer_join", "peer_left": "peer_leave"}
 
 
+SessionsSource = Callable[[], Awaitable[list[dict[str, Any]]]]
+
+
+async def _no_sessions() -> list[dict[str, Any]]:
+    return []
+
+
 class MeshRuntime:
     def __init__(self, mesh: MeshConfig, *, outbox: DbWorker, inbox: DbWorker, bus: EventBus,
                  directory: PeerDirectory, clock: Callable[[], int],
                  iso: Callable[[int], str | None], timings: LinkTimings | None = None,
-                 on_state: Callable[[MeshRuntime], None] | None = None) -> None:
+                 on_state: Callable[[MeshRuntime], None] | None = None,
+                 on_stored: Callable[[], None] = lambda: None,
+                 sessions: SessionsSource = _no_sessions) -> None:
         self.mesh = mesh
         self._inbox = inbox
         self._bus = bus
         self._directory = directory
         self._clock = clock
         self._on_state = on_state
+        self._sessions = sessions
+        self._publish = asyncio.Event()  # the session list changed, or the link opened
+        self._publishing = asyncio.Lock()  # one set_profile of the list at a time
         self.link = BrokerLink(mesh, on_push=self._push, on_event=self._event,
                                on_state=self._state_changed, timings=timings)
         self.drain = Drain(self.link, outbox, clock=clock)
-        self.inbound = Inbound(mesh, self.link, inbox, bus, clock=clock, iso=iso)
+        self.inbound = Inbound(mesh, self.link, inbox, bus, clock=clock, iso=iso,
+                               outbox=outbox, on_stored=on_stored)
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
 
@@ -58,7 +71,47 @@ class MeshRuntime:
         slug = self.mesh.slug
         self._tasks = [asyncio.create_task(self.link.run(), name=f"link-{slug}"),
                        asyncio.create_task(self.drain.run(), name=f"drain-{slug}"),
-                       asyncio.create_task(self.inbound.run(), name=f"inbound-{slug}")]
+                       asyncio.create_task(self.inbound.run(), name=f"inbound-{slug}"),
+                       asyncio.create_task(self._publisher(), name=f"sessions-{slug}")]
+
+    # -- the session list, published with the profile (member_sessions) ---------------
+
+    def sessions_changed(self) -> None:
+        self._publish.set()
+
+    @property
+    def publishes_sessions(self) -> bool:
+        negotiated = self.link.negotiated
+        return negotiated is not None and negotiated.max_sessions is not None
+
+    async def publish_sessions(self) -> dict[str, Any] | None:
+        """Send the session list as it is now; the broker's answer, or None when this
+        broker has no member_sessions. One at a time, so the latest list wins.
+
+        Raises:
+            BrokerUnavailable, TimeoutError: the link is down or did not answer.
+        """
+        async with self._publishing:
+            negotiated = self.link.negotiated
+            if negotiated is None or negotiated.max_sessions is None:
+                return None
+            entries = (await self._sessions())[:negotiated.max_sessions]
+            answer = await self.link.request({"type": "set_profile", "sessions": entries})
+        if answer.get("type") != "result":
+            log.warning("sessions_not_published", extra={
+                "mesh": self.mesh.slug, "code": answer.get("code"),
+                "detail": answer.get("detail")})
+        return answer
+
+    async def _publisher(self) -> None:
+        """Publish after every change and every OPEN; a list that could not be sent goes
+        out on the next OPEN."""
+        while True:
+            await self._publish.wait()
+            await self.link.wait_open()
+            self._publish.clear()
+            with contextlib.suppress(BrokerUnavailable, TimeoutError):
+                await self.publish_sessions()
 
     async def stop(self) -> None:
         await self.link.close()
@@ -92,6 +145,7 @@ class MeshRuntime:
                                                   "error": link.last_error}))
         if link.state is LinkState.OPEN:
             self.drain.notify()
+            self._publish.set()
             self._spawn(self.refresh_peers())
         if self._on_state is not None:
             self._on_state(self)
@@ -171,6 +225,10 @@ class Meshes:
         runtime = self.by_slug.get(slug)
         if runtime is not None:
             runtime.drain.notify()
+
+    def sessions_changed(self) -> None:
+        for runtime in self.by_slug.values():
+            runtime.sessions_changed()
 
     async def stop(self) -> None:
         await asyncio.gather(*(r.stop() for r in self.by_slug.values()), return_exceptions=True)

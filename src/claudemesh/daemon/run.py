@@ -30,7 +30,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from aiohttp import web
 
@@ -47,8 +47,11 @@ from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.daemon.notify import notify_stopping
+from claudemesh.daemon.receipts import ReceiptPump
+from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.daemon.store.sessions import SessionRow
 from claudemesh.errors import BrokerIncompatible, DaemonStartFailed, HostMismatch, StoreCorrupt
 from claudemesh.privatefs import ensure_private_dir, write_private_file
 from claudemesh.sqlitedb.db import integrity_check, open_database
@@ -69,6 +72,8 @@ class DaemonOptions:
     tcp_port: int = 0  # 0: the OS picks; the bound port goes to http.port
     link_timings: LinkTimings = field(default_factory=LinkTimings)
     host_roots: HostRoots = DEFAULT_ROOTS
+    receipt_delay_s: float = 0.0  # tests only: hold receipts back before sending them
+    session_check_s: float = CHECK_INTERVAL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +109,7 @@ async def run_daemon(config: Config, options: DaemonOptions,
         tcp_port = await _serve(ctx, options, stack)
         _install_signals(stop, stack)
         ctx.meshes.start()
+        _start_background(ctx, stack)
         await ctx.meshes.settled()
         links = {slug: str(r.link.state) for slug, r in ctx.meshes.by_slug.items()}
         if config.meshes and len(ctx.meshes.incompatible()) == len(config.meshes):
@@ -182,13 +188,46 @@ def _open_stores(config: Config, options: DaemonOptions,
     stack.callback(inbox.stop)
     bus = EventBus()
     meshes = Meshes([])
+    sessions = SessionRegistry(inbox, clock=now_ms, on_change=meshes.sessions_changed,
+                               check_interval_s=options.session_check_s)
+    pump = ReceiptPump(config.meshes, inbox=inbox, outbox=outbox, clock=now_ms,
+                       on_enqueue=meshes.notify, delay_s=options.receipt_delay_s)
+
+    async def published() -> list[dict[str, Any]]:
+        return [session_entry(row) for row in await sessions.live()]
+
     runtimes = [MeshRuntime(m, outbox=outbox, inbox=inbox, bus=bus, directory=directory,
                             clock=now_ms, iso=iso_ms, timings=options.link_timings,
-                            on_state=meshes.watch) for m in config.meshes]
+                            on_state=meshes.watch, on_stored=pump.notify, sessions=published)
+                for m in config.meshes]
     meshes.by_slug = {r.mesh.slug: r for r in runtimes}
     ctx = DaemonContext(config=config, outbox=outbox, inbox=inbox, directory=directory,
-                        bus=bus, meshes=meshes, token=token, schema_version=schema_version)
+                        bus=bus, meshes=meshes, token=token, schema_version=schema_version,
+                        sessions=sessions, receipts=pump)
     return ctx, recovered
+
+
+def session_entry(row: SessionRow) -> dict[str, Any]:
+    """A session as the broker's member_sessions list holds it (docs/protocol.md)."""
+    entry: dict[str, Any] = {"name": row.name}
+    for key in ("summary", "status", "harness"):
+        value = getattr(row, key)
+        if value is not None:
+            entry[key] = value
+    return entry
+
+
+def _start_background(ctx: DaemonContext, stack: contextlib.AsyncExitStack) -> None:
+    """The session reaper and the receipt pump; cancelled first on the way out."""
+    tasks = [asyncio.create_task(ctx.sessions.run(), name="session-reaper"),
+             asyncio.create_task(ctx.receipts.run(), name="receipt-pump")]
+
+    async def cancel() -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    stack.push_async_callback(cancel)
 
 
 def _open_inbox(path: Path) -> sqlite3.Connection:

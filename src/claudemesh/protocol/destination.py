@@ -27,10 +27,12 @@ __all__ = [
     "HEX64_RE",
     "NAME_RE",
     "PUBKEY_RE",
+    "Address",
     "Destination",
     "DestinationError",
     "DestinationKind",
     "PeerName",
+    "parse_address",
     "parse_to",
 ]
 
@@ -70,6 +72,38 @@ class PeerName:
     """A display name still to be resolved to a member pubkey (A-14f)."""
 
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A ``to`` with its optional session part (``bob/build``, ``<pubkey>/build``)."""
+
+    target: Destination | PeerName
+    session: str | None = None
+
+
+def parse_address(to: str) -> Address:
+    """Parse a ``to`` that may name a session: split at the last ``/`` (docs/api.md).
+
+    A display name that itself contains ``/`` can then only be addressed by pubkey.
+
+    Raises:
+        DestinationError: either part does not parse, or a topic, group or broadcast
+            was given a session part.
+    """
+    head, slash, session = to.rpartition("/")
+    if not slash:
+        return Address(parse_to(to))
+    if NAME_RE.fullmatch(session) is None:
+        raise DestinationError(
+            "the session part after '/' must be 1-64 characters of letters, digits, '.',"
+            " '_' or '-', starting with a letter or digit")
+    target = parse_to(head) if head else None
+    if target is None or (isinstance(target, Destination)
+                          and target.kind is not DestinationKind.DM):
+        raise DestinationError("only a member (a name or a pubkey) takes a /session part;"
+                               " #topic, @group and * do not")
+    return Address(target, session)
 
 
 def parse_to(to: str) -> Destination | PeerName:

@@ -18,7 +18,9 @@ from typing import Any, Final, TypeGuard
 __all__ = [
     "CLOSE_FEATURE_UNAVAILABLE",
     "DEFAULT_BATCH",
+    "DEFAULT_MAX_SESSIONS",
     "FRAME_BATCH",
+    "MEMBER_SESSIONS",
     "OPTIONAL_FEATURES",
     "REQUIRED_FEATURES",
     "BatchParams",
@@ -33,8 +35,10 @@ __all__ = [
 CLOSE_FEATURE_UNAVAILABLE: Final = 4010
 REQUIRED_FEATURES: Final = ("client_message_id_dedupe", "concurrent_connection_policy")
 FRAME_BATCH: Final = "frame_batch"
+MEMBER_SESSIONS: Final = "member_sessions"
 OPTIONAL_FEATURES: Final = ("max_payload", "key_epoch", "member_keypair_rotated_event",
-                            FRAME_BATCH)
+                            FRAME_BATCH, MEMBER_SESSIONS)
+DEFAULT_MAX_SESSIONS: Final = 32  # entries of set_profile.sessions a broker takes
 MIN_DEDUPE_RETENTION_DAYS: Final = 3  # R-AGE-1: the daemon's hard floor
 MIN_PAYLOAD_BYTES: Final = 1024
 MIN_BATCH_BYTES: Final = 4096  # below this a batch would rarely hold two frames
@@ -85,12 +89,14 @@ class Negotiated:
     features: tuple[str, ...]
     warnings: tuple[str, ...] = field(default=())
     batch: BatchParams | None = None  # from frame_batch, when advertised and valid
+    max_sessions: int | None = None  # from member_sessions, when advertised and valid
 
 
 def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: int = 365,
                       tombstone_days: int = 30, connection_policy: str = "prefer_newest",
                       inline_bytes: int = 65536, blob_bytes: int = 65536,
                       batch: BatchParams | None = DEFAULT_BATCH,
+                      max_sessions: int | None = DEFAULT_MAX_SESSIONS,
                       omit: frozenset[str] = frozenset()) -> dict[str, dict[str, Any]]:
     """What a broker advertises in ``hello_ack.features`` (R-NEG-1)."""
     dedupe: dict[str, Any] = {"version": 1, "mode": dedupe_mode, "request_fingerprint": True,
@@ -109,6 +115,8 @@ def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: 
     if batch is not None:
         features[FRAME_BATCH] = {"params": {"version": 1, "max_frames": batch.max_frames,
                                             "max_bytes": batch.max_bytes}}
+    if max_sessions is not None:
+        features[MEMBER_SESSIONS] = {"params": {"version": 1, "max_sessions": max_sessions}}
     return {name: value for name, value in features.items() if name not in omit}
 
 
@@ -184,6 +192,21 @@ def _batch(features: Mapping[str, Any], warnings: list[str]) -> BatchParams | No
     return BatchParams(frames, size)
 
 
+def _max_sessions(features: Mapping[str, Any], warnings: list[str]) -> int | None:
+    """``member_sessions``: without it (or with bad params) the daemon publishes none."""
+    if MEMBER_SESSIONS not in features:
+        return None
+    params = _params(features, MEMBER_SESSIONS)
+    if isinstance(params, NegotiationFailure):
+        warnings.append(f"{MEMBER_SESSIONS} ignored: {params.detail}")
+        return None
+    limit = params.get("max_sessions")
+    if not (_is_int(limit) and limit >= 1):
+        warnings.append(f"{MEMBER_SESSIONS} ignored: max_sessions missing or below 1")
+        return None
+    return limit
+
+
 def validate_features(features: Any) -> Negotiated | NegotiationFailure:
     """Check a broker's feature map against R-NEG-1..4; pure."""
     if not isinstance(features, Mapping):
@@ -205,5 +228,7 @@ def validate_features(features: Any) -> Negotiated | NegotiationFailure:
                         " assuming prefer_newest")
         policy = "prefer_newest"
     inline_bytes, batch = _inline_bytes(features, warnings), _batch(features, warnings)
+    max_sessions = _max_sessions(features, warnings)
     return Negotiated(dedupe=dedupe, connection_policy=policy, inline_bytes=inline_bytes,
-                      features=tuple(sorted(features)), warnings=tuple(warnings), batch=batch)
+                      features=tuple(sorted(features)), warnings=tuple(warnings), batch=batch,
+                      max_sessions=max_sessions)

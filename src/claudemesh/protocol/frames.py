@@ -9,14 +9,25 @@ reach a model. :func:`parse_client_frame` is the one entry point; it raises
 
 from __future__ import annotations
 
+from collections.abc import Container
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    ValidationError,
+)
 
 from claudemesh.protocol.destination import DISPLAY_NAME_RE, NAME_RE
+from claudemesh.protocol.features import DEFAULT_MAX_SESSIONS, MEMBER_SESSIONS
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
+    "FEATURE_FIELDS",
     "BoxBody",
     "ClientAck",
     "ClientFrame",
@@ -30,6 +41,7 @@ __all__ = [
     "ListTopics",
     "PlainBody",
     "Send",
+    "SessionEntry",
     "SetProfile",
     "Subscribe",
     "Unsubscribe",
@@ -164,6 +176,24 @@ class ListPeers(_Frame):
     req_id: ReqId
 
 
+class SessionEntry(_Frame):
+    """One live session of a member, as its daemon publishes it (``member_sessions``)."""
+
+    name: Name
+    summary: ShortText | None = None
+    status: Literal["idle", "working", "dnd"] | None = None
+    harness: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+
+
+def _unique_names(sessions: list[SessionEntry]) -> list[SessionEntry]:
+    seen: set[str] = set()
+    for entry in sessions:
+        if entry.name in seen:
+            raise ValueError(f"session name {entry.name!r} appears more than once")
+        seen.add(entry.name)
+    return sessions
+
+
 class SetProfile(_Frame):
     type: Literal["set_profile"]
     req_id: ReqId
@@ -175,6 +205,9 @@ class SetProfile(_Frame):
     bio: Annotated[str, StringConstraints(max_length=2048)] | None = None
     capabilities: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] | None = (
         Field(default=None, max_length=64))
+    # member_sessions: the whole list, replacing the previous one ([] clears it)
+    sessions: Annotated[list[SessionEntry], AfterValidator(_unique_names)] | None = Field(
+        default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
 class Push(_Frame):
@@ -212,6 +245,10 @@ def parse_push(doc: dict[str, Any]) -> Push:
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
                | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
 
+# Fields that exist only with a feature. A broker that does not advertise the feature
+# refuses them as unknown fields, exactly as a model without them would.
+FEATURE_FIELDS: Final = {MEMBER_SESSIONS: ("set_profile", "sessions")}
+
 _ADAPTER: Final[TypeAdapter[ClientFrame]] = TypeAdapter(
     Annotated[ClientFrame, Field(discriminator="type")])
 FRAME_TYPES: Final = frozenset(
@@ -240,13 +277,22 @@ def decode_frame(raw: str | bytes) -> dict[str, Any]:
         raise FrameError("malformed_frame", f"frame is {exc}") from None
 
 
-def validate_client_frame(doc: dict[str, Any]) -> ClientFrame:
-    """A decoded frame as its model (see :func:`parse_client_frame` for the errors)."""
+def validate_client_frame(doc: dict[str, Any], *,
+                          features: Container[str] | None = None) -> ClientFrame:
+    """A decoded frame as its model (see :func:`parse_client_frame` for the errors).
+
+    ``features`` is what the broker advertises; the fields of :data:`FEATURE_FIELDS` whose
+    feature is not in it are unknown fields. None takes every field.
+    """
     kind = doc.get("type")
     if not isinstance(kind, str):
         raise FrameError("malformed_frame", "frame has no string 'type'", doc)
     if kind not in FRAME_TYPES:
         raise FrameError("unknown_type", f"unknown frame type {kind[:64]!r}", doc)
+    if features is not None:
+        for feature, (frame_type, name) in FEATURE_FIELDS.items():
+            if kind == frame_type and name in doc and feature not in features:
+                raise FrameError("invalid_frame", f"unknown field {name!r}", doc)
     try:
         return _ADAPTER.validate_python(doc)
     except ValidationError as exc:

@@ -21,6 +21,7 @@ EXPECTED_FEATURES = {
     "key_epoch": {"params": {"version": 1, "max_concurrent_epochs": 1}},
     "max_payload": {"params": {"version": 1, "inline_bytes": 65536, "blob_bytes": 65536}},
     "frame_batch": {"params": {"version": 1, "max_frames": 256, "max_bytes": 131072}},
+    "member_sessions": {"params": {"version": 1, "max_sessions": 32}},
 }
 
 

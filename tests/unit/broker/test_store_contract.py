@@ -32,8 +32,9 @@ from claudemesh.broker.store.base import (
     Member,
     Mesh,
     NewInvite,
+    SessionProfile,
 )
-from claudemesh.broker.store.sqlite import SqliteBrokerStore
+from claudemesh.broker.store.sqlite import BROKER_MIGRATIONS, SqliteBrokerStore
 from claudemesh.errors import (
     DestinationNotFound,
     DisplayNameTaken,
@@ -45,6 +46,7 @@ from claudemesh.errors import (
     StoreError,
 )
 from claudemesh.protocol.ids import new_ulid
+from claudemesh.sqlitedb.db import open_database
 from pgkit import needs_pg, shared_cluster, skip_without_pg
 
 NOW = 1_800_000_000_000
@@ -375,6 +377,54 @@ async def test_profiles_groups_and_topics(backend: Backend) -> None:
     assert await store.list_topics(mesh.id, bob.id) == [
         {"topic": "Alpha", "subscribers": 0, "subscribed": False},
         {"topic": "news", "subscribers": 2, "subscribed": True}]
+
+
+BUILD = SessionProfile("build", "fixing CI 🛠", "working", "claude-code")
+REVIEW = SessionProfile("review")
+
+
+async def test_profile_sessions_are_set_replaced_and_cleared(backend: Backend) -> None:
+    store = backend.store
+    mesh, [alice, bob, _carol] = await setup_mesh(store)
+    assert (alice.sessions, bob.sessions) == ((), ())
+    assert [m.sessions for m in await store.list_members(mesh.id)] == [(), (), ()]
+    updated = await store.set_profile(alice.id, {"summary": "two windows",
+                                                 "sessions": (BUILD, REVIEW)})
+    assert updated.sessions == (BUILD, REVIEW)
+    assert (updated.summary, updated.status) == ("two windows", "idle")
+    for seen in (await store.get_member_by_id(alice.id),
+                 await store.get_member(mesh.id, alice.pubkey),
+                 (await store.list_members(mesh.id))[0]):
+        assert seen is not None and seen.sessions == (BUILD, REVIEW)
+    # Other fields leave the list alone; a new list replaces it whole, in its order.
+    assert (await store.set_profile(alice.id, {"status": "dnd"})).sessions == (BUILD, REVIEW)
+    other = SessionProfile("other", None, "dnd", None)
+    assert (await store.set_profile(alice.id, {"sessions": [other, BUILD]})).sessions == (
+        other, BUILD)
+    many = tuple(SessionProfile(f"s{i:02}", "x" * 512, "idle", "h" * 64) for i in range(32))
+    assert (await store.set_profile(alice.id, {"sessions": list(many)})).sessions == many
+    assert (await store.set_profile(alice.id, {"sessions": []})).sessions == ()
+    fetched = await store.get_member_by_id(alice.id)
+    assert fetched is not None and (fetched.sessions, fetched.status) == ((), "dnd")
+    # One member's list is its own.
+    await store.set_profile(bob.id, {"sessions": [REVIEW]})
+    await store.set_profile(alice.id, {"sessions": [BUILD]})
+    assert [m.sessions for m in await store.list_members(mesh.id)] == [(BUILD,), (REVIEW,), ()]
+    # A revocation keeps the stored list on the record it returns.
+    [revoked] = await store.revoke_member(bob.pubkey, mesh_id=mesh.id, now_ms=NOW + 1)
+    assert (revoked.sessions, revoked.revoked_at) == ((REVIEW,), NOW + 1)
+    assert [m.sessions for m in await store.revoked_since(NOW + 1)] == [(REVIEW,)]
+
+
+async def test_sessions_that_are_not_records_are_refused_before_any_write(
+        backend: Backend) -> None:
+    store = backend.store
+    _, [alice, *_] = await setup_mesh(store)
+    await store.set_profile(alice.id, {"summary": "before", "sessions": [BUILD]})
+    with pytest.raises(StoreError, match="SessionProfile"):
+        await store.set_profile(alice.id, {"summary": "half", "sessions": [{"name": "x"}]})
+    fetched = await store.get_member_by_id(alice.id)
+    assert fetched is not None and (fetched.summary, fetched.sessions) == ("before", (BUILD,))
 
 
 async def test_nonces_are_single_use_until_they_expire(backend: Backend) -> None:
@@ -753,6 +803,46 @@ async def test_migrations_are_idempotent(backend: Backend) -> None:
     assert await again.get_member_by_id(bob.id) == bob
 
 
+async def test_sqlite_a_database_of_the_previous_schema_gains_sessions(
+        tmp_path: Path) -> None:
+    """A broker file written before member_sessions (schema 2) migrates in place."""
+    path = tmp_path / "old.db"
+    old = open_database(path, BROKER_MIGRATIONS[:2])  # before sessions
+    try:
+        assert "sessions" not in {r[1] for r in old.execute("PRAGMA table_info(member)")}
+        old.execute("INSERT INTO mesh (id, name, created_at, dedupe_mode, dedupe_retention_days,"
+                    " message_retention_days, connection_policy, invite_pubkey,"
+                    " invite_secret_key) VALUES ('M1', 'old', 1, 'retention_scoped', 3, 7,"
+                    " 'prefer_newest', 'pk', 'sk')")
+        old.execute("INSERT INTO member (id, mesh_id, pubkey, display_name, joined_at, summary,"
+                    " capabilities) VALUES ('U1', 'M1', ?, 'alice', 1, 'still here', '[\"x\"]')",
+                    ("ab" * 32,))
+    finally:
+        old.close()
+    store = SqliteBrokerStore(path)
+    try:
+        member = await store.get_member_by_id("U1")
+        assert member is not None
+        assert (member.summary, member.capabilities, member.sessions) == (
+            "still here", ("x",), ())
+        assert (await store.set_profile("U1", {"sessions": [BUILD]})).sessions == (BUILD,)
+    finally:
+        await store.close()
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone() == (len(BROKER_MIGRATIONS),)
+        column = next(r for r in conn.execute("PRAGMA table_info(member)") if r[1] == "sessions")
+        assert (column[2], column[3], column[4]) == ("TEXT", 1, "'[]'")  # type, NOT NULL, default
+    finally:
+        conn.close()
+    reopened = SqliteBrokerStore(path)  # nothing left to migrate; the list is still there
+    try:
+        member = await reopened.get_member_by_id("U1")
+        assert member is not None and member.sessions == (BUILD,)
+    finally:
+        await reopened.close()
+
+
 async def test_closed_store_refuses_work(backend: Backend) -> None:
     store = backend.open()
     await store.get_mesh("x")
@@ -833,7 +923,59 @@ async def test_pg_open_store_is_lazy_and_migrations_race_safely(pg: PostgresBack
     other = PostgresBackend(dsn)
     try:
         assert await other.fetchval(
-            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [1, 2, 3]
+            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [
+            1, 2, 3, 4]
+    finally:
+        await other.close()
+
+
+async def test_pg_a_database_of_the_previous_schema_gains_sessions(
+        pg: PostgresBackend) -> None:
+    """A database written before member_sessions (schema 3) migrates in place."""
+    import asyncpg  # noqa: PLC0415
+
+    from claudemesh.broker.store import postgres  # noqa: PLC0415
+
+    dsn = fresh_pg_dsn()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await postgres._migrate(conn, postgres.PG_MIGRATIONS[:3])  # before sessions
+        assert await conn.fetchval("SELECT count(*) FROM information_schema.columns"
+                                   " WHERE table_schema = 'mesh' AND table_name = 'member'"
+                                   " AND column_name = 'sessions'") == 0
+        await conn.execute(
+            "INSERT INTO mesh.mesh (id, name, created_at, dedupe_mode, dedupe_retention_days,"
+            " message_retention_days, connection_policy, invite_pubkey, invite_secret_key)"
+            " VALUES ('M1', 'old', 1, 'retention_scoped', 3, 7, 'prefer_newest', 'pk', 'sk')")
+        await conn.execute(
+            "INSERT INTO mesh.member (id, mesh_id, pubkey, display_name, joined_at, summary,"
+            " capabilities) VALUES ('U1', 'M1', $1, 'alice', 1, 'still here', '[\"x\"]')",
+            "ab" * 32)
+    finally:
+        await conn.close()
+    racers = await asyncio.gather(*(postgres.PostgresBrokerStore.connect(dsn)
+                                    for _ in range(3)))
+    try:
+        member = await racers[0].get_member_by_id("U1")
+        assert member is not None
+        assert (member.summary, member.capabilities, member.sessions) == (
+            "still here", ("x",), ())
+        assert (await racers[1].set_profile("U1", {"sessions": [BUILD]})).sessions == (BUILD,)
+        again = await racers[2].get_member_by_id("U1")
+        assert again is not None and again.sessions == (BUILD,)
+    finally:
+        for store in racers:
+            await store.close()
+    other = PostgresBackend(dsn)
+    try:
+        assert await other.fetchval(
+            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == (
+            list(range(1, len(postgres.PG_MIGRATIONS) + 1)))
+        assert await other.fetchval(
+            "SELECT format('%s %s %s', data_type, is_nullable, column_default)"
+            " FROM information_schema.columns WHERE table_schema = 'mesh'"
+            " AND table_name = 'member' AND column_name = 'sessions'") == (
+            "text NO '[]'::text")
     finally:
         await other.close()
 

@@ -3,10 +3,12 @@ from __future__ import annotations
 import pytest
 
 from claudemesh.protocol.destination import (
+    Address,
     Destination,
     DestinationError,
     DestinationKind,
     PeerName,
+    parse_address,
     parse_to,
 )
 
@@ -41,3 +43,21 @@ def test_address_round_trips(to: str) -> None:
     parsed = parse_to(to)
     assert isinstance(parsed, Destination)
     assert parsed.address == to
+
+
+@pytest.mark.parametrize(("to", "expected"), [
+    ("bob", Address(PeerName("bob"))),
+    ("bob/build", Address(PeerName("bob"), "build")),
+    (f"{PK.upper()}/build", Address(Destination(DestinationKind.DM, PK), "build")),
+    ("a/b/c", Address(PeerName("a/b"), "c")),  # split at the last slash
+    ("#general", Address(Destination(DestinationKind.TOPIC, "general"))),
+])
+def test_parse_address(to: str, expected: Address) -> None:
+    assert parse_address(to) == expected
+
+
+@pytest.mark.parametrize("to", ["bob/", "/build", "#general/x", "@team/x", "*/x", "bob/-x",
+                                "bob/has space", "bob/" + "s" * 65, " bob/x"])
+def test_unparseable_address_is_refused(to: str) -> None:
+    with pytest.raises(DestinationError):
+        parse_address(to)

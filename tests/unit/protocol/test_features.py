@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 
 from claudemesh.protocol.features import (
+    MEMBER_SESSIONS,
+    OPTIONAL_FEATURES,
     BatchParams,
     FailureKind,
     Negotiated,
@@ -116,6 +118,54 @@ def test_the_smallest_batch_params_are_taken() -> None:
     result = validate_features(with_change(["frame_batch", "params"], {
         "version": 1, "max_frames": 2, "max_bytes": 4096}))
     assert isinstance(result, Negotiated) and result.batch == BatchParams(2, 4096)
+
+
+def test_member_sessions_is_advertised_and_optional() -> None:
+    features = build_feature_map()
+    assert features[MEMBER_SESSIONS] == {"params": {"version": 1, "max_sessions": 32}}
+    assert MEMBER_SESSIONS in OPTIONAL_FEATURES
+    result = validate_features(features)
+    assert isinstance(result, Negotiated)
+    assert (result.max_sessions, result.warnings) == (32, ())
+    assert MEMBER_SESSIONS in result.features
+
+
+@pytest.mark.parametrize("features", [
+    build_feature_map(omit=frozenset({MEMBER_SESSIONS})),
+    build_feature_map(max_sessions=None),
+])
+def test_a_map_without_member_sessions_negotiates_without_it(features: dict[str, Any]) -> None:
+    assert MEMBER_SESSIONS not in features
+    result = validate_features(features)
+    assert isinstance(result, Negotiated)
+    assert (result.max_sessions, result.warnings) == (None, ())
+    assert result.batch == BatchParams(max_frames=256, max_bytes=131072)
+
+
+@pytest.mark.parametrize("change", [
+    ([MEMBER_SESSIONS, "params", "version"], 2),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], 0),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], -3),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], True),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], "32"),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], 32.0),
+    ([MEMBER_SESSIONS, "params", "max_sessions"], KeyError),
+    ([MEMBER_SESSIONS], {"params": None}),
+    ([MEMBER_SESSIONS], "yes"),
+])
+def test_bad_member_sessions_params_are_a_warning_never_a_failure(
+        change: tuple[list[str], Any]) -> None:
+    result = validate_features(with_change(*change))
+    assert isinstance(result, Negotiated)
+    assert result.max_sessions is None
+    assert len(result.warnings) == 1 and "member_sessions ignored" in result.warnings[0]
+    assert result.batch == BatchParams(max_frames=256, max_bytes=131072)
+
+
+def test_any_positive_max_sessions_is_taken() -> None:
+    for limit in (1, 32, 1000):
+        result = validate_features(build_feature_map(max_sessions=limit))
+        assert isinstance(result, Negotiated) and result.max_sessions == limit
 
 
 def test_no_map_at_all_is_unavailable() -> None:

@@ -1,10 +1,20 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
-from claudemesh.protocol.frames import FrameError, Hello, Send, parse_client_frame
+from claudemesh.protocol.features import build_feature_map
+from claudemesh.protocol.frames import (
+    FrameError,
+    Hello,
+    Send,
+    SessionEntry,
+    SetProfile,
+    parse_client_frame,
+    validate_client_frame,
+)
 
 HELLO = {"type": "hello", "mesh_id": "m1", "member_id": "u1", "pubkey": "ab" * 32,
          "timestamp_ms": 1, "nonce": "0" * 32, "signature": "cd" * 64}
@@ -53,3 +63,75 @@ def test_send_body_kinds() -> None:
                                                         "ciphertext": "AA=="}}))
     with pytest.raises(FrameError):
         parse_client_frame(json.dumps({**base, "body": {"kind": "plain", "text": ""}}))
+
+
+PROFILE = {"type": "set_profile", "req_id": "p1"}
+FULL_ENTRY = {"name": "build", "summary": "fixing CI", "status": "working",
+              "harness": "claude-code"}
+
+
+def test_set_profile_takes_a_list_of_sessions() -> None:
+    frame = parse_client_frame(json.dumps({**PROFILE, "sessions": [
+        FULL_ENTRY, {"name": "Review.2_x-y"}, {"name": "a" * 64, "summary": "s" * 512,
+                                                "harness": "h" * 64}]}))
+    assert isinstance(frame, SetProfile) and frame.sessions is not None
+    assert frame.sessions[0] == SessionEntry(name="build", summary="fixing CI",
+                                             status="working", harness="claude-code")
+    assert frame.sessions[1] == SessionEntry(name="Review.2_x-y")
+    assert (frame.sessions[1].summary, frame.sessions[1].status,
+            frame.sessions[1].harness) == (None, None, None)
+    assert len(frame.sessions) == 3
+    cleared = parse_client_frame(json.dumps({**PROFILE, "sessions": []}))
+    assert isinstance(cleared, SetProfile) and cleared.sessions == []
+    absent = parse_client_frame(json.dumps({**PROFILE, "summary": "x"}))
+    assert isinstance(absent, SetProfile) and absent.sessions is None
+
+
+def test_thirty_two_sessions_fit() -> None:
+    frame = parse_client_frame(json.dumps({**PROFILE, "sessions": [
+        {"name": f"s{i}"} for i in range(32)]}))
+    assert isinstance(frame, SetProfile) and frame.sessions is not None
+    assert len(frame.sessions) == 32
+
+
+@pytest.mark.parametrize(("sessions", "detail"), [
+    ([{"name": f"s{i}"} for i in range(33)], "field 'sessions': Value should have at most 32"),
+    ([{"name": "build"}, {"name": "other"}, {"name": "build"}],
+     "field 'sessions': Value error, session name 'build' appears more than once"),
+    ([{"name": "-build"}], "field 'sessions.0.name'"),
+    ([{"name": "build"}, {"name": "bo/b"}], "field 'sessions.1.name'"),
+    ([{"name": ""}], "field 'sessions.0.name'"),
+    ([{"name": "a" * 65}], "field 'sessions.0.name'"),
+    ([{"name": "build\n"}], "field 'sessions.0.name'"),
+    ([{"name": "é"}], "field 'sessions.0.name'"),
+    ([{"summary": "x"}], "missing field 'sessions.0.name'"),
+    ([{"name": 7}], "field 'sessions.0.name'"),
+    ([{**FULL_ENTRY, "summary": "s" * 513}], "field 'sessions.0.summary'"),
+    ([{**FULL_ENTRY, "status": "asleep"}], "field 'sessions.0.status'"),
+    ([{**FULL_ENTRY, "harness": ""}], "field 'sessions.0.harness'"),
+    ([{**FULL_ENTRY, "harness": "h" * 65}], "field 'sessions.0.harness'"),
+    ([{**FULL_ENTRY, "pid": 1}], "unknown field 'sessions.0.pid'"),
+    (["build"], "field 'sessions.0'"),
+    ({"name": "build"}, "field 'sessions'"),
+])
+def test_bad_sessions_are_invalid_frames_naming_the_field(sessions: Any, detail: str) -> None:
+    with pytest.raises(FrameError) as info:
+        parse_client_frame(json.dumps({**PROFILE, "sessions": sessions}))
+    assert (info.value.code, info.value.req_id) == ("invalid_frame", "p1")
+    assert detail in info.value.detail, info.value.detail
+
+
+def test_sessions_are_an_unknown_field_without_the_feature() -> None:
+    doc = {**PROFILE, "sessions": [FULL_ENTRY]}
+    without = build_feature_map(omit=frozenset({"member_sessions"}))
+    with pytest.raises(FrameError) as info:
+        validate_client_frame(doc, features=without)
+    assert (info.value.code, info.value.detail, info.value.req_id) == (
+        "invalid_frame", "unknown field 'sessions'", "p1")
+    with pytest.raises(FrameError, match="unknown field 'sessions'"):  # even an empty list
+        validate_client_frame({**PROFILE, "sessions": []}, features=without)
+    # The rest of set_profile is untouched, and a broker with the feature takes sessions.
+    assert isinstance(validate_client_frame({**PROFILE, "summary": "x"}, features=without),
+                      SetProfile)
+    assert isinstance(validate_client_frame(doc, features=build_feature_map()), SetProfile)
+    assert isinstance(validate_client_frame(doc), SetProfile)  # no feature map: every field

@@ -16,7 +16,7 @@ def loaded_after(statement: str) -> set[str]:
 def test_protocol_imports_no_io_stack() -> None:
     modules = loaded_after(
         "import claudemesh.protocol.fingerprint, claudemesh.protocol.destination,"
-        " claudemesh.protocol.ids, claudemesh.protocol.envelope,"
+        " claudemesh.protocol.ids, claudemesh.protocol.envelope, claudemesh.protocol.sealed,"
         " claudemesh.daemon.store.outbox_rules")
     for heavy in ("aiohttp", "websockets", "sqlite3", "asyncpg", "asyncio"):
         assert heavy not in modules, heavy

@@ -25,11 +25,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import enum
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from claudemesh.errors import ClaudemeshError, DestinationNotFound, MemberRevoked
+from claudemesh.errors import ClaudemeshError, DestinationNotFound, MemberRevoked, StoreError
 
 __all__ = [
     "NOTIFY_KINDS",
@@ -44,8 +45,11 @@ __all__ = [
     "NewInvite",
     "Notifier",
     "PresenceChange",
+    "SessionProfile",
     "SweepResult",
     "b2_refusal",
+    "sessions_from_json",
+    "sessions_to_json",
 ]
 
 NOTIFY_KINDS = ("deliver", "presence", "replace", "profile")
@@ -78,6 +82,35 @@ class Mesh:
 
 
 @dataclass(frozen=True, slots=True)
+class SessionProfile:
+    """One live session a member published (``member_sessions``); None: not given."""
+
+    name: str
+    summary: str | None = None
+    status: str | None = None  # idle | working | dnd
+    harness: str | None = None
+
+
+def sessions_to_json(sessions: Iterable[SessionProfile]) -> str:
+    """The ``member.sessions`` column: a JSON list, every entry with all four keys.
+
+    Raises:
+        StoreError: an entry is not a SessionProfile (a caller's bug, refused before any
+            write rather than stored as something no reader understands).
+    """
+    entries = list(sessions)
+    if not all(isinstance(s, SessionProfile) for s in entries):
+        raise StoreError("setting a profile: sessions must be SessionProfile records")
+    return json.dumps([{"name": s.name, "summary": s.summary, "status": s.status,
+                        "harness": s.harness} for s in entries], separators=(",", ":"))
+
+
+def sessions_from_json(text: str) -> tuple[SessionProfile, ...]:
+    return tuple(SessionProfile(e["name"], e.get("summary"), e.get("status"), e.get("harness"))
+                 for e in json.loads(text))
+
+
+@dataclass(frozen=True, slots=True)
 class Member:
     id: str
     mesh_id: str
@@ -93,6 +126,7 @@ class Member:
     bio: str | None = None
     capabilities: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()
+    sessions: tuple[SessionProfile, ...] = ()  # the last list set_profile stored
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,7 +303,13 @@ class BrokerStore(abc.ABC):
         """Every non-revoked member of the mesh, with groups."""
 
     @abc.abstractmethod
-    async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member: ...
+    async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member:
+        """Update the given profile fields (unknown names are ignored). ``sessions`` is a
+        sequence of :class:`SessionProfile` and replaces the stored list whole.
+
+        Raises:
+            StoreError: no such member, or a value the schema refuses.
+        """
 
     @abc.abstractmethod
     async def remember_nonce(self, pubkey: str, nonce: str, *, expires_at_ms: int) -> bool:

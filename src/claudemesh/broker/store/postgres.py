@@ -73,7 +73,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol, TypeVar
 
@@ -94,6 +94,8 @@ from claudemesh.broker.store.base import (
     PresenceChange,
     SweepResult,
     b2_refusal,
+    sessions_from_json,
+    sessions_to_json,
 )
 from claudemesh.errors import (
     ClaudemeshError,
@@ -368,18 +370,22 @@ PG_MIGRATIONS: Final = (
     END
     $$;
     """,
+    # 4: the sessions a member publishes (member_sessions), a JSON list
+    """
+    ALTER TABLE mesh.member ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 _MEMBER_COLUMNS: Final = ("m.id, m.mesh_id, m.pubkey, m.display_name, m.joined_at, m.revoked_at,"
                           " m.summary, m.status, m.visible, m.avatar, m.title, m.bio,"
-                          " m.capabilities")
+                          " m.capabilities, m.sessions")
 _MEMBER_GROUPS: Final = ("ARRAY(SELECT g.group_name FROM mesh.group_member g"
                          " WHERE g.member_id = m.id ORDER BY g.group_name COLLATE \"C\")")
 _MEMBER_SELECT: Final = f"SELECT {_MEMBER_COLUMNS}, {_MEMBER_GROUPS} FROM mesh.member m"  # noqa: S608
 _MESH_COLUMNS: Final = ("id, name, created_at, dedupe_mode, dedupe_retention_days,"
                         " message_retention_days, connection_policy, invite_pubkey")
 _PROFILE_FIELDS: Final = ("summary", "status", "visible", "avatar", "title", "bio",
-                          "capabilities")
+                          "capabilities", "sessions")
 
 
 class _Row(Protocol):
@@ -444,9 +450,10 @@ def _count(status: str) -> int:
 
 
 def _member(row: _Row) -> Member:
+    """A row of ``_MEMBER_COLUMNS``, optionally followed by the groups array."""
     return Member(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], bool(row[8]),
                   row[9], row[10], row[11], tuple(json.loads(row[12])),
-                  tuple(row[13]) if len(row) > 13 else ())
+                  tuple(row[14]) if len(row) > 14 else (), sessions_from_json(row[13]))
 
 
 def _delivery(r: _Row) -> Delivery:
@@ -456,8 +463,11 @@ def _delivery(r: _Row) -> Delivery:
                     r[14], r[15])
 
 
-async def _migrate(conn: _Conn) -> None:
-    """Apply the pending migrations, each in its own transaction under the advisory lock."""
+async def _migrate(conn: _Conn, migrations: Sequence[str] = PG_MIGRATIONS) -> None:
+    """Apply the pending migrations, each in its own transaction under the advisory lock.
+
+    ``migrations`` is this build's list; tests pass a prefix to build an older schema.
+    """
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
         await conn.execute(
@@ -466,14 +476,14 @@ async def _migrate(conn: _Conn) -> None:
             " version INTEGER PRIMARY KEY,"
             " applied_at BIGINT NOT NULL"
             " DEFAULT (extract(epoch FROM clock_timestamp()) * 1000)::bigint)")
-    for version, script in enumerate(PG_MIGRATIONS, start=1):
+    for version, script in enumerate(migrations, start=1):
         async with conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
             newest = await conn.fetchval(
                 "SELECT coalesce(max(version), 0) FROM mesh.schema_migrations")
-            if int(newest) > len(PG_MIGRATIONS):
+            if int(newest) > len(migrations):
                 raise StoreError(f"database schema {newest} is newer than this build knows"
-                                 f" ({len(PG_MIGRATIONS)})")
+                                 f" ({len(migrations)})")
             if await conn.fetchval("SELECT 1 FROM mesh.schema_migrations WHERE version = $1",
                                    version):
                 continue
@@ -709,6 +719,8 @@ class PostgresBrokerStore(BrokerStore):
         for name, value in fields.items():
             if name == "capabilities":
                 updates[name] = json.dumps(list(value))
+            elif name == "sessions":
+                updates[name] = sessions_to_json(value)
             elif name == "visible":
                 updates[name] = bool(int(value))
             elif name in _PROFILE_FIELDS:

@@ -29,6 +29,8 @@ from claudemesh.broker.store.base import (
     PresenceChange,
     SweepResult,
     b2_refusal,
+    sessions_from_json,
+    sessions_to_json,
 )
 from claudemesh.errors import (
     DisplayNameTaken,
@@ -183,19 +185,43 @@ BROKER_MIGRATIONS: Final = (
     );
     CREATE INDEX presence_lease ON presence(state, lease_expires_at);
     """,
+    # 3: the sessions a member publishes (member_sessions), a JSON list
+    """
+    ALTER TABLE member ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
+    """,
 )
 
 _MEMBER_COLUMNS: Final = ("id, mesh_id, pubkey, display_name, joined_at, revoked_at, summary,"
-                          " status, visible, avatar, title, bio, capabilities")
+                          " status, visible, avatar, title, bio, capabilities, sessions")
 _MESH_COLUMNS: Final = ("id, name, created_at, dedupe_mode, dedupe_retention_days,"
                         " message_retention_days, connection_policy, invite_pubkey")
 
 
 def _member(row: tuple[Any, ...], groups: tuple[str, ...] = ()) -> Member:
     (id_, mesh_id, pubkey, name, joined, revoked, summary, status, visible, avatar, title, bio,
-     caps) = row
+     caps, sessions) = row
     return Member(id_, mesh_id, pubkey, name, joined, revoked, summary, status, bool(visible),
-                  avatar, title, bio, tuple(json.loads(caps)), groups)
+                  avatar, title, bio, tuple(json.loads(caps)), groups,
+                  sessions_from_json(sessions))
+
+
+_PROFILE_FIELDS: Final = ("summary", "status", "visible", "avatar", "title", "bio",
+                          "capabilities", "sessions")
+
+
+def _profile_columns(fields: dict[str, Any]) -> dict[str, Any]:
+    """set_profile's fields as the values their columns hold (unknown names dropped)."""
+    columns: dict[str, Any] = {}
+    for name, value in fields.items():
+        if name == "capabilities":
+            columns[name] = json.dumps(list(value))
+        elif name == "sessions":
+            columns[name] = sessions_to_json(value)
+        elif name == "visible":
+            columns[name] = int(value)
+        elif name in _PROFILE_FIELDS:
+            columns[name] = value
+    return columns
 
 
 def _groups(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
@@ -344,14 +370,11 @@ class SqliteBrokerStore(BrokerStore):
         return await self._worker.run(op)
 
     async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member:
-        allowed = ("summary", "status", "visible", "avatar", "title", "bio", "capabilities")
-        updates = {k: v for k, v in fields.items() if k in allowed}
+        updates = _profile_columns(fields)
 
         def op(conn: sqlite3.Connection) -> Member:
             with immediate(conn):
-                for name, value in updates.items():
-                    stored = json.dumps(list(value)) if name == "capabilities" else (
-                        int(value) if name == "visible" else value)
+                for name, stored in updates.items():
                     conn.execute(f"UPDATE member SET {name} = ? WHERE id = ?",  # noqa: S608
                                  (stored, member_id))
                 row = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member WHERE id = ?",  # noqa: S608

@@ -16,6 +16,8 @@ from claudemesh.config import Config, MeshConfig
 from claudemesh.daemon.directory import PeerDirectory
 from claudemesh.daemon.events import EventBus
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
+from claudemesh.daemon.receipts import ReceiptPump
+from claudemesh.daemon.sessions import SessionRegistry
 from claudemesh.errors import MeshRequired, NoMeshJoined, UnknownMesh
 from claudemesh.sqlitedb.worker import DbWorker
 
@@ -86,6 +88,8 @@ class DaemonContext:
     meshes: Meshes
     token: bytes
     schema_version: int
+    sessions: SessionRegistry
+    receipts: ReceiptPump
     clock: Callable[[], int] = now_ms
     started_monotonic: float = field(default_factory=time.monotonic)
     state: ServerState = field(default_factory=ServerState)

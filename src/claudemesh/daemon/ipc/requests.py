@@ -53,11 +53,19 @@ class SendRequest(StrictModel):
     client_message_id: _ClientId | None = None
     meta: dict[str, Any] | None = None
     reply_to: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    session: Annotated[str, Field(min_length=1, max_length=128)] | None = None  # the sender's
 
-    @field_validator("to", "message", "mesh", "reply_to")
+    @field_validator("to", "message", "mesh", "reply_to", "session")
     @classmethod
     def _valid_unicode(cls, value: str | None) -> str | None:
         return _utf8(value)
+
+    @field_validator("message")
+    @classmethod
+    def _not_sealed(cls, value: str) -> str:
+        if value.startswith("\x00"):
+            raise ValueError("must not start with a NUL character (it marks a sealed DM)")
+        return value
 
     @field_validator("client_message_id")
     @classmethod

@@ -1,29 +1,35 @@
-"""``GET /v1/inbox``: received messages, filtered and paged by a cursor (DESIGN §4).
+"""``GET /v1/inbox`` and ``POST /v1/inbox/seen``: received messages and read state.
 
 The cursor is the last row's ``seq``. Rows are never renumbered and new ones get higher
 numbers, so walking pages (newest first by default, or ``order=asc``) never skips or
-repeats a row, even while messages keep arriving.
+repeats a row, even while messages keep arriving. ``session`` narrows the list to the
+messages for one session, ``unread=1`` to those it has not marked seen (docs/api.md).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final
+from typing import Annotated, Any, Final, Literal
 
 from aiohttp import web
+from pydantic import Field, StringConstraints, model_validator
 
 from claudemesh.clock import iso_ms
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
-from claudemesh.daemon.ipc.http import json_reply
+from claudemesh.daemon.ipc.http import json_reply, read_body
+from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
+from claudemesh.daemon.ipc.routes_sessions import resolve_session_name
 from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
+from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
 from claudemesh.errors import InvalidRequest
 
-__all__ = ["get_inbox", "parse_inbox_query"]
+__all__ = ["get_inbox", "parse_inbox_query", "post_seen"]
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
-_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order"})
+_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
+                            "session", "unread"})
 
 
 def _since_ms(text: str) -> int:
@@ -42,10 +48,16 @@ def _int(name: str, text: str, low: int, high: int) -> int:
     return int(text)
 
 
-def parse_inbox_query(ctx: DaemonContext, query: Any) -> InboxFilter:
+def parse_inbox_query(ctx: DaemonContext, query: Any, session: str | None = None) -> InboxFilter:
+    """``session`` is the session *name* the caller resolved from the ``session`` param."""
     unknown = set(query) - _PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
+    unread = query.get("unread", "0")
+    if unread not in ("0", "1", "true", "false"):
+        raise InvalidRequest("unread must be 1 or 0")
+    if unread in ("1", "true") and session is None:
+        raise InvalidRequest("unread=1 needs session=<id or name>: read state is per session")
     mesh = query.get("mesh") or None
     if mesh is not None:
         ctx.pick_mesh(mesh)  # 422 unknown_mesh
@@ -59,13 +71,42 @@ def parse_inbox_query(ctx: DaemonContext, query: Any) -> InboxFilter:
         since_ms=None if not query.get("since") else _since_ms(query["since"]),
         limit=_int("limit", query.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT),
         cursor=None if not query.get("cursor") else _int("cursor", query["cursor"], 0, 2**62),
-        ascending=order == "asc")
+        ascending=order == "asc", session=session, unread=unread in ("1", "true"))
 
 
 async def get_inbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    query = parse_inbox_query(ctx, request.query)
+    session = request.query.get("session") or None
+    name = None if session is None else await resolve_session_name(ctx, session)
+    query = parse_inbox_query(ctx, request.query, name)
     items = await ctx.inbox.run(lambda conn: InboxStore(conn).query(query))
     next_cursor = str(items[-1].seq) if len(items) == query.limit else None
     return json_reply({"items": [inbox_item_view(i, iso_ms) for i in items],
                        "next_cursor": next_cursor})
+
+
+class SeenRequest(StrictModel):
+    session: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    ids: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=64)]],
+                   Field(min_length=1, max_length=MAX_MARK)] | None = None
+    up_to_seq: Annotated[int, Field(ge=0, le=2**62)] | None = None
+    path: Literal["mcp_push", "hook", "tool_call", "poll"] = "poll"
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> SeenRequest:
+        if (self.ids is None) == (self.up_to_seq is None):
+            raise ValueError("give exactly one of ids or up_to_seq")
+        return self
+
+
+async def post_seen(request: web.Request) -> web.Response:
+    ctx = request.app[CONTEXT]
+    req = validate(SeenRequest, parse_json_object(await read_body(request, ctx.config.limits)))
+    name = await resolve_session_name(ctx, req.session)
+    now = ctx.clock()
+    marked = await ctx.inbox.run(lambda c: ReadState(c).mark_seen(
+        name, ids=req.ids, up_to_seq=req.up_to_seq, path=req.path, now_ms=now))
+    if marked:
+        ctx.receipts.notify()
+    session_id = req.session if req.session != name else None
+    return json_reply({"session_id": session_id, "session": name, "marked": marked})

@@ -7,22 +7,23 @@ from typing import Any, Final
 from aiohttp import web
 
 from claudemesh.clock import iso_ms, iso_ms_or_none
-from claudemesh.daemon.ipc.context import CONTEXT
+from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus
+from claudemesh.daemon.store.receipts import ReceiptStore, ReceiptSummary
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 
-__all__ = ["get_outbox", "outbox_item", "post_requeue"]
+__all__ = ["get_outbox", "outbox_item", "post_requeue", "with_receipts"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 
 
-def outbox_item(row: OutboxRow) -> dict[str, Any]:
+def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
     destination = Destination(DestinationKind(row.destination_kind), row.destination_ref)
     return {
         "id": row.id,
@@ -43,11 +44,26 @@ def outbox_item(row: OutboxRow) -> dict[str, Any]:
         "priority": row.priority,
         "fingerprint_prefix": fingerprint_prefix(row.request_fingerprint),
         "payload_bytes": row.payload_bytes,
+        "purpose": row.purpose,
+        "stored_at": iso_ms_or_none(receipts.stored_at if receipts else None),
+        "surfaced_at": iso_ms_or_none(receipts.surfaced_at if receipts else None),
+        "surfaced_path": receipts.surfaced_path if receipts else None,
     }
 
 
-def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None]:
-    unknown = set(query) - {"status", "limit", "client_message_id"}
+async def with_receipts(ctx: DaemonContext, rows: list[OutboxRow]) -> dict[
+        tuple[str, str], ReceiptSummary]:
+    keys = [(r.mesh, r.client_message_id) for r in rows if r.purpose == "message"]
+    if not keys:
+        return {}
+    return await ctx.outbox.run(lambda conn: ReceiptStore(conn).summaries(keys))
+
+
+_PURPOSES: Final = {"message": "message", "receipt": "receipt", "all": None}
+
+
+def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str | None]:
+    unknown = set(query) - {"status", "limit", "client_message_id", "purpose"}
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     raw_status = query.get("status") or None
@@ -59,15 +75,20 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None]:
     raw_limit = query.get("limit", str(DEFAULT_LIMIT))
     if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
-    return status, int(raw_limit), query.get("client_message_id") or None
+    purpose = query.get("purpose") or "message"
+    if purpose not in _PURPOSES:
+        raise InvalidRequest("purpose must be message, receipt or all")
+    return status, int(raw_limit), query.get("client_message_id") or None, _PURPOSES[purpose]
 
 
 async def get_outbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    status, limit, cmid = _parse_query(request.query)
+    status, limit, cmid, purpose = _parse_query(request.query)
     rows = await ctx.outbox.run(lambda conn: OutboxStore(conn).list_rows(
-        status=status, limit=limit, client_message_id=cmid))
-    return json_reply({"items": [outbox_item(r) for r in rows]})
+        status=status, limit=limit, client_message_id=cmid, purpose=purpose))
+    receipts = await with_receipts(ctx, rows)
+    return json_reply({"items": [outbox_item(r, receipts.get((r.mesh, r.client_message_id)))
+                                 for r in rows]})
 
 
 async def post_requeue(request: web.Request) -> web.Response:

@@ -19,13 +19,19 @@ from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
-from claudemesh.errors import IdempotencyKeyReused, InvalidRequest, UnknownDestination
+from claudemesh.errors import (
+    IdempotencyKeyReused,
+    InvalidRequest,
+    SessionNotFound,
+    UnknownDestination,
+    UnknownSession,
+)
 from claudemesh.protocol.destination import (
     Destination,
     DestinationError,
     DestinationKind,
     PeerName,
-    parse_to,
+    parse_address,
 )
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
@@ -77,19 +83,36 @@ def resolve_destination(target: Destination | PeerName, mesh: str,
         " by pubkey", to=target.name, candidates=matches)
 
 
-def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) -> _Prepared:
+async def sending_session(ctx: DaemonContext, session_id: str | None) -> str | None:
+    """The name of the live session a send comes from (it becomes ``from_session``).
+
+    Raises:
+        UnknownSession: no live session has that id (422; the send consumes no id).
+    """
+    if session_id is None:
+        return None
+    try:
+        return (await ctx.sessions.touch(session_id)).name
+    except SessionNotFound:
+        raise UnknownSession(f"no live session has id {session_id!r}; register one with"
+                             " POST /v1/sessions", session=session_id) from None
+
+
+def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
+                 from_session: str | None = None) -> _Prepared:
     """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing."""
     cmid = choose_client_message_id(header_id, req.client_message_id)
     mesh = ctx.pick_mesh(req.mesh)
     try:
-        target = parse_to(req.to)
+        address = parse_address(req.to)
     except DestinationError as exc:
         raise InvalidRequest(f"field 'to': {exc}") from None
-    dest = resolve_destination(target, mesh.slug, ctx.directory)
+    dest = resolve_destination(address.target, mesh.slug, ctx.directory)
     negotiated = ctx.runtime(mesh.slug).link.negotiated
     prepared = prepare(mesh, dest, req.message, priority=req.priority, reply_to=req.reply_to,
                        meta=req.meta, inline_limit=None if negotiated is None
-                       else negotiated.inline_bytes)
+                       else negotiated.inline_bytes, to_session=address.session,
+                       from_session=from_session)
     send = NewSend(
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
         payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
@@ -101,7 +124,8 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None) ->
 async def post_send(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
-    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"))
+    from_session = await sending_session(ctx, req.session)
+    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"), from_session)
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:

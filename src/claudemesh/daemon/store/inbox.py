@@ -56,11 +56,58 @@ INBOX_MIGRATIONS: Final = (
       PRIMARY KEY (mesh, pubkey)
     );
     """,
+    # 2 (issue 12): sessions, per-session read state, and the receipts still to send.
+    # ``session`` is the session name a message was filed for (NULL: every session);
+    # read state is kept per session *name*, so it outlives one registration.
+    """
+    ALTER TABLE inbox ADD COLUMN session TEXT;
+    ALTER TABLE inbox ADD COLUMN from_session TEXT;
+    CREATE INDEX inbox_session ON inbox(session, seq);
+    CREATE TABLE session (
+      id               TEXT PRIMARY KEY,
+      name             TEXT NOT NULL UNIQUE,
+      harness          TEXT,
+      pid              INTEGER,
+      pid_start        TEXT,
+      cwd              TEXT,
+      is_default       INTEGER NOT NULL DEFAULT 0,
+      summary          TEXT,
+      status           TEXT,
+      lease_s          INTEGER,
+      lease_expires_at INTEGER,
+      created_at       INTEGER NOT NULL,
+      last_seen_at     INTEGER NOT NULL
+    );
+    CREATE TABLE session_name (
+      name          TEXT PRIMARY KEY,
+      since_seq     INTEGER NOT NULL,
+      registered_at INTEGER NOT NULL
+    );
+    CREATE TABLE inbox_seen (
+      seq     INTEGER NOT NULL REFERENCES inbox(seq) ON DELETE CASCADE,
+      session TEXT NOT NULL,
+      seen_at INTEGER NOT NULL,
+      path    TEXT NOT NULL,
+      PRIMARY KEY (seq, session)
+    ) WITHOUT ROWID;
+    CREATE TABLE receipt_queue (
+      seq       INTEGER NOT NULL REFERENCES inbox(seq) ON DELETE CASCADE,
+      state     TEXT NOT NULL CHECK(state IN ('stored', 'surfaced')),
+      session   TEXT,
+      path      TEXT,
+      at        INTEGER NOT NULL,
+      queued_at INTEGER NOT NULL,
+      sent_at   INTEGER,
+      PRIMARY KEY (seq, state)
+    ) WITHOUT ROWID;
+    CREATE INDEX receipt_queue_unsent ON receipt_queue(sent_at) WHERE sent_at IS NULL;
+    """,
 )
 
 _COLUMNS: Final = ("seq, id, client_message_id, broker_message_id, mesh, recipient_pubkey,"
                    " topic, sender_pubkey, sender_name, body, undecryptable, meta, priority,"
-                   " reply_to_id, history_id, created_at, received_at")
+                   " reply_to_id, history_id, created_at, received_at, session, from_session")
+_ALIASED: Final = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +127,13 @@ class NewInboxItem:
     reply_to_id: str | None
     history_id: str | None
     created_at: str
+    session: str | None = None  # the session it is for (sealed ``to_session``)
+    from_session: str | None = None
+
+    @property
+    def wants_receipts(self) -> bool:
+        """Receipts go back for DMs from another member, never for topics or to oneself."""
+        return self.topic is None and self.sender_pubkey != self.recipient_pubkey
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +155,13 @@ class InboxItem:
     history_id: str | None
     created_at: str | None
     received_at: int
+    session: str | None = None
+    from_session: str | None = None
+    seen_at: int | None = None  # when the session of the query marked it seen
+
+    @property
+    def wants_receipts(self) -> bool:
+        return self.topic is None and self.sender_pubkey != self.recipient_pubkey
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> InboxItem:
@@ -118,6 +179,8 @@ class InboxFilter:
     limit: int = 100
     cursor: int | None = None
     ascending: bool = False
+    session: str | None = None  # a session name: only messages for it
+    unread: bool = False  # with ``session``: only those it has not seen
 
 
 class InboxStore:
@@ -125,52 +188,87 @@ class InboxStore:
         self._conn = conn
 
     def insert_new(self, items: list[NewInboxItem], now_ms: int) -> list[InboxItem]:
-        """Insert each item unless its (mesh, client_message_id) is there; return the new."""
+        """Insert each item unless its (mesh, client_message_id) is there; return the new.
+
+        A DM for no session is filed for the default session if one is live. For each new
+        DM from another member a ``stored`` receipt is queued in the same transaction, so
+        it is sent once the commit is on disk, and after any crash.
+        """
         created: list[InboxItem] = []
         with store_errors("storing inbound messages"), immediate(self._conn):
+            default = self._conn.execute(
+                "SELECT name FROM session WHERE is_default = 1").fetchone()
             for item in items:
+                session = item.session
+                if session is None and item.topic is None and default is not None:
+                    session = default[0]
                 row = self._conn.execute(
                     "INSERT INTO inbox (id, client_message_id, broker_message_id, mesh,"  # noqa: S608
                     " recipient_pubkey, topic, sender_pubkey, sender_name, body, undecryptable,"
-                    " meta, priority, reply_to_id, history_id, created_at, received_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " meta, priority, reply_to_id, history_id, created_at, received_at,"
+                    " session, from_session)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (mesh, client_message_id) DO NOTHING"
                     f" RETURNING {_COLUMNS}",
                     (item.id, item.client_message_id, item.broker_message_id, item.mesh,
                      item.recipient_pubkey, item.topic, item.sender_pubkey, item.sender_name,
                      item.body, item.undecryptable,
                      None if item.meta is None else json.dumps(item.meta, ensure_ascii=False),
-                     item.priority, item.reply_to_id, item.history_id, item.created_at, now_ms),
+                     item.priority, item.reply_to_id, item.history_id, item.created_at, now_ms,
+                     session, item.from_session),
                 ).fetchone()
-                if row is not None:
-                    created.append(InboxItem.from_sql(row))
+                if row is None:
+                    continue
+                stored = InboxItem.from_sql(row)
+                created.append(stored)
+                if item.wants_receipts:
+                    self._conn.execute(
+                        "INSERT INTO receipt_queue (seq, state, at, queued_at)"
+                        " VALUES (?, 'stored', ?, ?) ON CONFLICT DO NOTHING",
+                        (stored.seq, now_ms, now_ms))
         return created
 
     def query(self, f: InboxFilter) -> list[InboxItem]:
         clauses: list[str] = []
         args: list[Any] = []
         if f.mesh is not None:
-            clauses.append("mesh = ?")
+            clauses.append("i.mesh = ?")
             args.append(f.mesh)
         if f.sender is not None:
             is_key = HEX64_RE.fullmatch(f.sender) is not None
-            clauses.append("sender_pubkey = ?" if is_key else "sender_name = ?")
+            clauses.append("i.sender_pubkey = ?" if is_key else "i.sender_name = ?")
             args.append(f.sender)
         if f.topic is not None:
-            clauses.append("topic = ?")
+            clauses.append("i.topic = ?")
             args.append(f.topic)
         if f.since_ms is not None:
-            clauses.append("received_at >= ?")
+            clauses.append("i.received_at >= ?")
             args.append(f.since_ms)
         if f.cursor is not None:
-            clauses.append("seq > ?" if f.ascending else "seq < ?")
+            clauses.append("i.seq > ?" if f.ascending else "i.seq < ?")
             args.append(f.cursor)
+        seen = "NULL"
+        seen_args: list[Any] = []
+        if f.session is not None:
+            clauses.append("(i.session = ? OR i.session IS NULL)")
+            args.append(f.session)
+            seen = "(SELECT s.seen_at FROM inbox_seen s WHERE s.seq = i.seq AND s.session = ?)"
+            seen_args.append(f.session)
+            if f.unread:
+                # Unread: not seen, and either filed for this name or newer than the
+                # name's first registration (older traffic counts as read for it).
+                clauses.append(
+                    "NOT EXISTS (SELECT 1 FROM inbox_seen s WHERE s.seq = i.seq"
+                    " AND s.session = ?) AND (i.session = ? OR i.seq > coalesce("
+                    "(SELECT n.since_seq FROM session_name n WHERE n.name = ?), 1e18))")
+                args += [f.session] * 3
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ASC" if f.ascending else "DESC"
         with store_errors("reading the inbox"):
             rows = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM inbox {where} ORDER BY seq {order} LIMIT ?",  # noqa: S608
-                (*args, f.limit)).fetchall()
+                f"SELECT {_ALIASED}, {seen} FROM inbox i {where}"  # noqa: S608
+                f" ORDER BY i.seq {order} LIMIT ?",
+                (*seen_args, *args, f.limit)).fetchall()
         return [InboxItem.from_sql(r) for r in rows]
 
     def after(self, seq: int, *, limit: int) -> list[InboxItem]:

@@ -73,13 +73,31 @@ OUTBOX_MIGRATIONS: Final = (
     """
     CREATE INDEX outbox_mesh_due ON outbox(mesh, status, next_attempt_at);
     """,
+    # 3 (issue 12): receipts. A row is a user's message or a receipt this daemon sends;
+    # ``receipt`` holds the verified receipts other members sent for our messages.
+    """
+    ALTER TABLE outbox ADD COLUMN purpose TEXT NOT NULL DEFAULT 'message'
+      CHECK(purpose IN ('message', 'receipt'));
+    CREATE TABLE receipt (
+      mesh              TEXT NOT NULL,
+      client_message_id TEXT NOT NULL,
+      recipient_pubkey  TEXT NOT NULL,
+      state             TEXT NOT NULL CHECK(state IN ('stored', 'surfaced')),
+      at                INTEGER NOT NULL,
+      received_at       INTEGER NOT NULL,
+      session           TEXT,
+      path              TEXT,
+      signature         TEXT NOT NULL,
+      PRIMARY KEY (mesh, client_message_id, recipient_pubkey, state)
+    ) WITHOUT ROWID;
+    """,
 )
 
 _COLUMNS: Final = (
     "id, client_message_id, request_fingerprint, enqueued_at, attempts, next_attempt_at, "
     "status, last_error, delivered_at, broker_message_id, aborted_at, aborted_by, "
     "superseded_by, mesh, destination_kind, destination_ref, priority, history_id, "
-    "length(payload)"
+    "purpose, length(payload)"
 )
 
 
@@ -94,6 +112,7 @@ class NewSend:
     destination_kind: str
     destination_ref: str
     priority: str
+    purpose: str = "message"  # or "receipt": a receipt this daemon sends
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +135,7 @@ class OutboxRow:
     destination_ref: str
     priority: str
     history_id: str | None
+    purpose: str
     payload_bytes: int
 
     @classmethod
@@ -205,9 +225,11 @@ class OutboxStore:
         self._conn.execute(
             "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
             " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-            " destination_ref, priority) VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?)",
+            " destination_ref, priority, purpose)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?, ?)",
             (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms, now_ms,
-             send.mesh, send.destination_kind, send.destination_ref, send.priority),
+             send.mesh, send.destination_kind, send.destination_ref, send.priority,
+             send.purpose),
         )
 
     # -- operator recovery (R-RQ-2) ---------------------------------------------------
@@ -248,9 +270,9 @@ class OutboxStore:
             self._conn.execute(
                 "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
                 " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-                " destination_ref, priority)"
+                " destination_ref, priority, purpose)"
                 " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, 'pending', mesh,"
-                " destination_kind, destination_ref, priority FROM outbox WHERE id = ?",
+                " destination_kind, destination_ref, priority, purpose FROM outbox WHERE id = ?",
                 (new_row_id, new_cmid, now_ms, now_ms, row_id),
             )
             self._conn.execute(
@@ -276,11 +298,14 @@ class OutboxStore:
         return None if row is None else bytes(row[0])
 
     def list_rows(self, *, status: OutboxStatus | None, limit: int,
-                  client_message_id: str | None = None) -> list[OutboxRow]:
-        """Newest first (by insertion order, which is enqueue order)."""
+                  client_message_id: str | None = None,
+                  purpose: str | None = "message") -> list[OutboxRow]:
+        """Newest first (by insertion order, which is enqueue order); ``purpose`` None
+        lists messages and receipts alike."""
         clauses = [c for c, v in (("status = ?", status), ("client_message_id = ?",
-                                                            client_message_id)) if v]
-        args = tuple(str(v) for v in (status, client_message_id) if v)
+                                                            client_message_id),
+                                  ("purpose = ?", purpose)) if v]
+        args = tuple(str(v) for v in (status, client_message_id, purpose) if v)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         with store_errors("listing the outbox"):
             rows = self._conn.execute(
