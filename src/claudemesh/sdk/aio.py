@@ -346,6 +346,8 @@ class _Stream:
             async for piece in self._conn.body():
                 for event in sse.feed(piece):
                     yield event
+            for event in sse.eof():
+                yield event
         except (OSError, ProtocolError) as exc:
             raise connection_error(exc, self._endpoint, self._idle, stream=True) from exc
 

@@ -333,6 +333,7 @@ class _Stream:
         try:
             for piece in _body(self._sock, self._parser):
                 yield from sse.feed(piece)
+            yield from sse.eof()
         except (OSError, ProtocolError) as exc:
             raise connection_error(exc, self._endpoint, self._idle, stream=True) from exc
 

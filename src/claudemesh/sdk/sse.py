@@ -81,6 +81,16 @@ class SseParser:
             raise ProtocolError(f"an event-stream line is longer than {MAX_LINE_BYTES} bytes")
         return events
 
+    def eof(self) -> list[SseEvent]:
+        """The stream ended: a final lone CR still ends its line; a partial line is dropped."""
+        events: list[SseEvent] = []
+        if self._buf.endswith(b"\r"):
+            event = self.feed_line(self._buf[:-1].decode("utf-8", "replace"))
+            if event is not None:
+                events.append(event)
+        self._buf = b""
+        return events
+
     def feed_line(self, line: str) -> SseEvent | None:
         if not line:
             return self._dispatch()
