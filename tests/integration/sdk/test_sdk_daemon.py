@@ -27,6 +27,7 @@ from claudemesh.sdk import (
     MessageStatus,
     OutboxItem,
     OutboxRowNotFound,
+    PayloadTooLarge,
     ProcessNotFound,
     RequeueNotAllowed,
     SendResult,
@@ -234,3 +235,14 @@ def test_connect_starts_a_daemon_in_a_fresh_directory(kind: str) -> None:
         assert connect(kind, fresh.paths, start=True).version().pid == info.pid
     finally:
         fresh.cleanup()
+
+
+def test_a_body_over_the_limit_is_answered_413_even_before_it_is_all_sent(api: Any) -> None:
+    with pytest.raises(PayloadTooLarge):
+        api.send("#news", "x" * (1024 * 1024 + 1))
+
+
+def test_the_openapi_document(api: Any) -> None:
+    document = api.openapi()
+    assert document["openapi"].startswith("3.1")
+    assert "/v1/send" in document["paths"] and "/v1/sessions" in document["paths"]
