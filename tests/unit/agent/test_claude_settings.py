@@ -7,7 +7,7 @@ import shlex
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from claudemesh.agent.claude_settings import (
@@ -291,8 +291,8 @@ def test_an_already_empty_container_filled_by_merge_goes_on_remove() -> None:
 names = st.sampled_from([*EVENTS, "PreToolUse", "Notification", "SubagentStop"])
 commands = st.one_of(
     st.text(max_size=20),
-    st.builds(lambda e, a: f"/x/claudemesh hook {e} {a}", names, st.text(min_size=1,
-                                                                          max_size=4)),
+    st.builds(lambda e, a: f"/x/claudemesh hook {e} {a}", names,
+              st.from_regex(r"[a-z-]{1,4}", fullmatch=True)),
     st.builds(lambda e: f"/x/claudemesh-other hook {e}", names),
     st.just("claudemesh mcp"))
 hook_entries = st.one_of(
@@ -323,6 +323,8 @@ def settings_documents(draw: st.DrawFn) -> dict[str, Any]:
         doc["hooks"] = draw(hooks_objects)
     if draw(st.booleans()):
         doc["mcpServers"] = draw(servers)
+    assume(not any(is_our_hook(h, event) for event, gs in doc.get("hooks", {}).items()
+                   for g in gs for h in g["hooks"]))
     return dict(sorted(doc.items(), key=lambda _: draw(st.integers())))  # any key order
 
 
