@@ -271,3 +271,22 @@ def test_a_file_where_the_settings_directory_should_be_is_refused_before_any_wri
     with pytest.raises(AgentSettingsInvalid, match="cannot read it"):
         run(Scope.PROJECT, project_dir=tmp_path, home=tmp_path, executable=EXE, dry_run=False)
     assert not (tmp_path / ".mcp.json").exists()
+
+
+def test_a_file_deleted_between_plan_and_write_is_planned_again(tmp_path: Path) -> None:
+    path = tmp_path / ".mcp.json"
+    path.write_text('{"keep": 1}')
+    calls = 0
+
+    def delete_once() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            path.unlink()
+
+    plans = run(Scope.PROJECT, project_dir=tmp_path, home=tmp_path, executable=EXE,
+                dry_run=False, before_write=delete_once)
+    assert plans[0].action is Action.CREATED
+    assert json.loads(path.read_text()) == {"mcpServers": {"claudemesh": {
+        "command": EXE, "args": ["mcp"]}}}
+    assert mode_of(path) == 0o644

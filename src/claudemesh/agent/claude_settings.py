@@ -81,10 +81,6 @@ class Change:
     where: str  # "mcpServers.claudemesh", "hooks.Stop"
     previous: str | None = None  # what a replaced entry ran, to say so
 
-    def describe(self) -> str:
-        text = f"{self.where} {self.kind.value}"
-        return f"{text} (was: {self.previous})" if self.previous else text
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:

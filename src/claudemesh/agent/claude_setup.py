@@ -184,7 +184,10 @@ def _write_atomically(plan: FilePlan, data: bytes) -> None:
         directory.mkdir(mode=plan.target.new_dir_mode, parents=True)
     mode, owner = plan.target.new_mode, None
     if plan.old is not None:
-        info = path.stat()
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            raise _Changed from None  # deleted since we read it
         mode, owner = stat.S_IMODE(info.st_mode), (info.st_uid, info.st_gid)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     tmp = Path(tmp_name)
