@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from claudemesh.config import Paths, paths_from_env
 from claudemesh.errors import ClaudemeshError, DaemonUnreachable, error_from_wire
-from claudemesh.sdk.client import DEFAULT_TIMEOUT_S, READ_SIZE
+from claudemesh.sdk.client import DEFAULT_TIMEOUT_S, IDLE_TIMEOUT_S, READ_SIZE
 from claudemesh.sdk.endpoint import Endpoint, check_transport, connection_error, resolve
 from claudemesh.sdk.http import (
     END,
@@ -30,7 +30,7 @@ from claudemesh.sdk.http import (
     build_request,
     decode_body,
 )
-from claudemesh.sdk.reconnect import IDLE_TIMEOUT_S, RECONNECTABLE, Backoff, EventCursor
+from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor
 from claudemesh.sdk.sse import SseEvent, SseParser
 
 if TYPE_CHECKING:

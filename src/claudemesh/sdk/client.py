@@ -5,11 +5,12 @@ One request per connection (``Connection: close``), over the Unix socket or loop
 answers become the typed errors of :mod:`claudemesh.errors` through
 :func:`~claudemesh.errors.error_from_wire`, the client's single translation point.
 
-Each topic module (``info``, ``messages``, ``inbox``, ``peers``, ``sessions``) is
-imported inside the methods that use it: its frozen dataclasses cost about 1.5 ms each
-to create, and ``claudemesh send`` or a hook should pay only for the ones it reads
-(bench/cli_send.py). The I/O-free halves of every method (the request, the answer's
-model, the retry and resume policy) live in those modules and are shared with
+Each topic module (``info``, ``messages``, ``receipts``, ``inbox``, ``peers``,
+``sessions``) is imported inside the methods that use it: its frozen dataclasses cost
+about 1.5 ms each to create, and ``claudemesh send`` or a hook should pay only for the
+ones it reads (bench/cli_send.py); the SSE parser and the resume policy load with
+``events()``. The I/O-free halves of every method (the request, the answer's model, the
+retry and resume policy) live in those modules and are shared with
 :class:`~claudemesh.sdk.aio.AsyncClient`.
 """
 
@@ -36,8 +37,6 @@ from claudemesh.sdk.http import (
     build_request,
     decode_body,
 )
-from claudemesh.sdk.reconnect import IDLE_TIMEOUT_S, RECONNECTABLE, Backoff, EventCursor
-from claudemesh.sdk.sse import SseEvent, SseParser
 
 if TYPE_CHECKING:
     from claudemesh.sdk.inbox import Event, InboxPage
@@ -46,12 +45,14 @@ if TYPE_CHECKING:
     from claudemesh.sdk.peers import PeerList
     from claudemesh.sdk.receipts import MessageStatus
     from claudemesh.sdk.sessions import Session
+    from claudemesh.sdk.sse import SseEvent
     from claudemesh.sdk.wire import Call
 
-__all__ = ["DEFAULT_TIMEOUT_S", "Client", "Response"]
+__all__ = ["DEFAULT_TIMEOUT_S", "IDLE_TIMEOUT_S", "Client", "Response"]
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S: Final = 5.0
+IDLE_TIMEOUT_S: Final = 60.0  # a stream's silence limit; the daemon sends keepalives every 15 s
 READ_SIZE: Final = 65536
 
 
@@ -235,6 +236,7 @@ class Client:
         With ``reconnect=False`` it ends with the stream and raises a broken one's error.
         """
         from claudemesh.sdk.inbox import Event
+        from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor
 
         cursor = EventCursor(last_event_id)
         backoff = Backoff()
@@ -329,6 +331,8 @@ class _Stream:
             raise connection_error(exc, self._endpoint, self._idle, stream=True) from exc
 
     def __iter__(self) -> Iterator[SseEvent]:
+        from claudemesh.sdk.sse import SseParser
+
         sse = SseParser()
         try:
             for piece in _body(self._sock, self._parser):

@@ -21,7 +21,6 @@ __all__ = ["RECONNECTABLE", "Backoff", "EventCursor"]
 
 FIRST_DELAY_S: Final = 0.2
 MAX_DELAY_S: Final = 5.0
-IDLE_TIMEOUT_S: Final = 60.0  # the daemon sends a keepalive every 15 s
 
 # A daemon that is gone, restarting or stopping; anything else (429 too_many_streams,
 # 401 unauthorized, 400 for a bad id) is raised to the caller rather than retried forever.

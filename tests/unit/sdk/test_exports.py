@@ -51,7 +51,8 @@ def test_the_sync_client_and_claudemesh_send_load_no_asyncio_and_no_unused_model
         modules = loaded_after(statement)
         for heavy in ("asyncio", "aiohttp", "pydantic", "http.client", "email", "secrets",
                       "claudemesh.sdk.inbox", "claudemesh.sdk.sessions", "claudemesh.sdk.peers",
-                      "claudemesh.sdk.receipts"):
+                      "claudemesh.sdk.receipts", "claudemesh.sdk.sse",
+                      "claudemesh.sdk.reconnect"):
             assert heavy not in modules, (statement, heavy)
 
 
