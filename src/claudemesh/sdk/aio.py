@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from claudemesh.config import Paths, paths_from_env
@@ -206,13 +206,15 @@ class AsyncClient:
             try:
                 stream = await self._open_stream("/v1/events", cursor.headers(),
                                                  idle_timeout_s)
+                received = stream.events()
                 try:
                     backoff.reset()
-                    async for raw in stream:
+                    async for raw in received:
                         event = Event.from_sse(raw)
                         cursor.saw(event)
                         yield event
                 finally:
+                    await received.aclose()
                     await stream.aclose()
             except RECONNECTABLE as exc:
                 if not reconnect:
@@ -291,7 +293,7 @@ class _Connection:
             else:
                 self.parser.eof()
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self) -> AsyncGenerator[bytes, None]:
         while (event := await self.next()) is not END:
             if isinstance(event, bytes):
                 yield event
@@ -327,7 +329,7 @@ async def _exchange(endpoint: Endpoint, request: bytes,
 
 
 class _Stream:
-    """An open event stream: ``async for`` its events, then :meth:`aclose`."""
+    """An open event stream: iterate :meth:`events`, then :meth:`aclose` both."""
 
     def __init__(self, conn: _Connection, endpoint: Endpoint, idle_timeout_s: float) -> None:
         self._conn = conn
@@ -340,12 +342,13 @@ class _Stream:
         except (OSError, ProtocolError) as exc:
             raise connection_error(exc, self._endpoint, self._idle, stream=True) from exc
 
-    async def __aiter__(self) -> AsyncIterator[SseEvent]:
+    async def events(self) -> AsyncGenerator[SseEvent, None]:
         sse = SseParser()
         try:
-            async for piece in self._conn.body():
-                for event in sse.feed(piece):
-                    yield event
+            async with contextlib.aclosing(self._conn.body()) as pieces:
+                async for piece in pieces:
+                    for event in sse.feed(piece):
+                        yield event
             for event in sse.eof():
                 yield event
         except (OSError, ProtocolError) as exc:
