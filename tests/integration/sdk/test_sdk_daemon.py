@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from claudemesh.config import Paths
+from claudemesh.config import Paths, paths_from_env
 from claudemesh.sdk import (
     BrokerUnavailable,
     Client,
@@ -25,6 +25,7 @@ from claudemesh.sdk import (
     InvalidRequest,
     MessageNotFound,
     MessageStatus,
+    NoMeshJoined,
     OutboxItem,
     OutboxRowNotFound,
     PayloadTooLarge,
@@ -40,7 +41,7 @@ from claudemesh.sdk import (
     UnknownSession,
     VersionInfo,
 )
-from helpers import DaemonHandle, new_daemon, short_tmpdir
+from helpers import DaemonHandle, cli, new_daemon, short_tmpdir
 from sdkkit import KINDS, connect, make
 
 
@@ -246,3 +247,17 @@ def test_the_openapi_document(api: Any) -> None:
     document = api.openapi()
     assert document["openapi"].startswith("3.1")
     assert "/v1/send" in document["paths"] and "/v1/sessions" in document["paths"]
+
+
+def test_connect_in_an_empty_directory_starts_a_daemon_with_no_mesh() -> None:
+    empty = short_tmpdir()
+    env = {"CLAUDEMESH_CONFIG_DIR": str(empty)}
+    try:
+        client = Client.connect(paths_from_env(env))
+        assert client.version().meshes == []
+        assert oct(client.paths.daemon_dir.stat().st_mode & 0o777) == "0o700"
+        with pytest.raises(NoMeshJoined):
+            client.send("#news", "to nobody")
+    finally:
+        cli({**os.environ, **env}, "daemon", "down")
+        shutil.rmtree(empty, ignore_errors=True)
