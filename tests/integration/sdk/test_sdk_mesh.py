@@ -100,6 +100,9 @@ def test_a_session_address_unread_seen_and_the_receipts(kind: str, pair: Mesh2) 
         assert (status.surfaced_path, status.surfaced_session) == ("hook", name)
         assert sorted(r.state for r in status.receipts) == ["stored", "surfaced"]
         assert {r.recipient_pubkey for r in status.receipts} == {pair.bob_key}
+        receipts = bob.outbox(purpose="receipt", limit=500)
+        assert receipts and {r.purpose for r in receipts} == {"receipt"}
+        assert all(r.purpose == "message" for r in bob.outbox(limit=500))
     finally:
         bob.end_session(session.session_id)
 
