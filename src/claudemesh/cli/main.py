@@ -32,6 +32,7 @@ LAZY_COMMANDS: Final = {
     "up": "claudemesh.cli.quickstart:up",
     "down": "claudemesh.cli.quickstart:down",
     "completion": "claudemesh.cli.completion:completion",
+    "mcp": "claudemesh.cli.mcp:mcp",
 }
 
 
