@@ -63,6 +63,7 @@
         ├── DaemonUnreachable        exit 3 daemon_unreachable
         │   └── DaemonTimeout        exit 3 daemon_timeout
         ├── BrokerUnreachable        exit 1 broker_unreachable
+        ├── WaitTimedOut             exit 1 wait_timed_out
         ├── AlreadyJoined            exit 1 already_joined
         └── RemoteError              exit 1: an answer whose code this build does not know
 
@@ -140,6 +141,7 @@ __all__ = [
     "UnknownMember",
     "UnknownMesh",
     "UnknownSession",
+    "WaitTimedOut",
     "error_classes",
     "error_from_wire",
 ]
@@ -547,6 +549,11 @@ class DaemonTimeout(DaemonUnreachable):
 class BrokerUnreachable(LocalError):
     code = "broker_unreachable"
     default_detail = "the broker did not answer"
+
+
+class WaitTimedOut(LocalError):
+    code = "wait_timed_out"
+    default_detail = "the awaited state was not reached in time"
 
 
 class AlreadyJoined(LocalError):

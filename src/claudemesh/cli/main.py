@@ -25,6 +25,8 @@ LAZY_COMMANDS: Final = {
     "peers": "claudemesh.cli.messages:peers",
     "profile": "claudemesh.cli.messages:profile",
     "events": "claudemesh.cli.messages:events",
+    "status": "claudemesh.cli.status:status",
+    "sessions": "claudemesh.cli.sessions:sessions",
     "daemon": "claudemesh.cli.daemon:daemon",
     "broker": "claudemesh.cli.broker:broker",
     "mesh": "claudemesh.cli.mesh:mesh",

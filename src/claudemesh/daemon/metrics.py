@@ -95,6 +95,11 @@ class _DaemonCollector(Collector):
                                            " validation", labels=["mesh"]),
             "undecryptable": CounterMetricFamily("cm_daemon_undecryptable", "Messages stored"
                                                  " without a readable body", labels=["mesh"]),
+            "receipts": CounterMetricFamily("cm_daemon_receipts", "Verified receipts for our"
+                                            " messages", labels=["mesh"]),
+            "receipts_invalid": CounterMetricFamily(
+                "cm_daemon_receipts_invalid", "Receipts ignored: bad signature, wrong party,"
+                " or no such message of ours", labels=["mesh"]),
         }
         accepts = self._ctx.state.accepts
         for slug, runtime in sorted(self._ctx.meshes.by_slug.items()):
@@ -117,6 +122,8 @@ class _DaemonCollector(Collector):
             names["recv"].add_metric([slug], inbound.stored)
             names["invalid"].add_metric([slug], inbound.invalid)
             names["undecryptable"].add_metric([slug], inbound.undecryptable)
+            names["receipts"].add_metric([slug], inbound.receipts)
+            names["receipts_invalid"].add_metric([slug], inbound.receipts_invalid)
         yield from names.values()
 
     def _queue(self) -> Iterator[Metric]:

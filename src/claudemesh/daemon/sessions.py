@@ -109,7 +109,7 @@ class SessionRegistry:
             new = NewSession(new_ulid(now), reg.name, reg.harness, reg.pid, pid_start,
                              reg.cwd, reg.default, lease)
             row = await self._inbox.run(lambda c: SessionStore(c).insert(new, now))
-        log.info("session_registered", extra={"session_id": row.id, "name": row.name,
+        log.info("session_registered", extra={"session_id": row.id, "session": row.name,
                                                "harness": row.harness, "pid": row.pid})
         self._changed()
         return row, True
@@ -200,7 +200,7 @@ class SessionRegistry:
         ids = [r.id for r in rows]
         await self._inbox.run(lambda c: SessionStore(c).delete(ids))
         for row in rows:
-            log.info("session_ended", extra={"session_id": row.id, "name": row.name,
+            log.info("session_ended", extra={"session_id": row.id, "session": row.name,
                                              "reason": reason})
 
     def _changed(self) -> None:

@@ -95,7 +95,7 @@ class SessionStore:
                  now_ms))
             self._conn.execute(
                 "INSERT INTO session_name (name, since_seq, registered_at)"
-                " SELECT ?, coalesce(max(seq), 0), ? FROM inbox"
+                " SELECT ?, coalesce(max(seq), 0), ? FROM inbox WHERE true"
                 " ON CONFLICT (name) DO NOTHING", (new.name, now_ms))
         row = self.get(new.id)
         assert row is not None
