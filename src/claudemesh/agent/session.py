@@ -23,6 +23,7 @@ message whose push was held back for it is shown rather than left unread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict
@@ -65,6 +66,7 @@ log = logging.getLogger("claudemesh.mcp")
 TOOL_MAX_CHARS: Final = 40_000  # a tool result's framed text (a model's context is finite)
 PUSH_MAX_CHARS: Final = 16_000  # one channel push
 WAIT_BATCH: Final = 20
+RECHECK_S: Final = 15.0  # wait_for_message looks again this often even if not woken
 REPLY_SCAN: Final = 1000  # how far back reply() looks for a message id it has not seen
 REMEMBERED: Final = 4096  # message ids and claims kept in memory
 INBOX_HINT: Final = "call inbox() to read them"
@@ -265,10 +267,10 @@ class AgentSession:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                try:
-                    await asyncio.wait_for(waiter.wake.wait(), remaining)
-                except TimeoutError:
-                    break
+                # Woken by the stream; the periodic look is only a safety net for a
+                # stream that is down (the daemon restarting) while we wait.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter.wake.wait(), min(remaining, RECHECK_S))
         finally:
             self._waiters.discard(waiter)
         items = await self._take_unread(sender)  # pushes held back for us are ours to show
@@ -342,10 +344,7 @@ class AgentSession:
         for item in items:
             self._items.remember(item.id, item)
         if not items:
-            unread = await self._unread()
-            framed_text = frame([], max_chars=TOOL_MAX_CHARS, more=unread,
-                                hint=INBOX_HINT).text if unread else empty
-            return ToolOutcome(framed_text, None)
+            return ToolOutcome(empty, None)
         probe = frame(items, max_chars=TOOL_MAX_CHARS, hint=INBOX_HINT)
         shown = list(items[:probe.shown])
         for item in shown:  # claimed before the first await below
