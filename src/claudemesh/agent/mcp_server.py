@@ -43,8 +43,7 @@ from mcp.shared.message import SessionMessage
 from claudemesh import __version__
 from claudemesh.agent.session import AgentSession, Registration, register
 from claudemesh.agent.tools import TOOLS, TOOLS_BY_NAME, ToolSpec
-from claudemesh.sdk import AsyncClient
-from claudemesh.sdk.inbox import InboxItem
+from claudemesh.sdk import AsyncClient, InboxItem
 
 __all__ = ["CHANNEL", "CHANNEL_METHOD", "INSTRUCTIONS", "ServerOptions", "channel_meta",
            "main", "mcp_tools", "serve"]
@@ -179,8 +178,8 @@ async def _run(options: ServerOptions) -> int:
     with _away_from_the_wire():
         client = await AsyncClient.connect(start=True)
         session = await register(client, options.registration)
-    log.info("session %s (%s) registered as %s", session.name, session.session_id,
-             session.address)
+    log.info("session %s (%s) registered: %s", session.name, session.session_id,
+             session.address or "no mesh joined yet (claudemesh join <invite>)")
     agent = AgentSession(client, session, options.registration,
                          connection_id=secrets.token_hex(16))
     _end_on_sigterm(agent)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections import OrderedDict
@@ -55,9 +56,7 @@ from claudemesh.errors import (
     UnknownMesh,
     UnknownSession,
 )
-from claudemesh.sdk import AsyncClient
-from claudemesh.sdk.inbox import Event, InboxItem
-from claudemesh.sdk.sessions import Session
+from claudemesh.sdk import AsyncClient, Event, InboxItem, Session, VersionInfo
 
 __all__ = ["TOOL_MAX_CHARS", "AgentSession", "Registration", "ToolOutcome", "register"]
 
@@ -98,8 +97,9 @@ async def register(client: AsyncClient, wanted: Registration) -> Session:
     Raises:
         SessionNameTaken: every candidate is held by another live process.
     """
+    names = list(naming.candidates(wanted.name))
     holders: list[str] = []
-    for name in naming.candidates(wanted.name):
+    for name in names:
         try:
             return await client.register_session(
                 name, harness=wanted.harness, pid=wanted.pid, cwd=wanted.cwd,
@@ -109,9 +109,9 @@ async def register(client: AsyncClient, wanted: Registration) -> Session:
             holders.append(f"{name} (pid {holder.get('pid')}, {holder.get('harness')})")
             log.info("session name %s is taken; trying the next", name)
     raise SessionNameTaken(
-        f"session names {wanted.name} to {holders and holders[-1].split(' ')[0]} are all"
-        f" held by other live processes: {', '.join(holders)}; pick another with"
-        f" --session NAME or ${naming.ENV_SESSION}")
+        f"session names {names[0]} to {names[-1]} are all held by other live processes:"
+        f" {', '.join(holders)}; pick another with --session NAME or"
+        f" ${naming.ENV_SESSION}")
 
 
 @dataclass(eq=False)
@@ -180,8 +180,9 @@ class AgentSession:
 
     async def _reregister(self, exc: ClaudemeshError) -> bool:
         log.warning("session %s lost (%s); registering it again", self.session.name, exc)
-        try:
-            self.session = await register(self.client, self.registration)
+        try:  # under the name it had, which may be a -N one
+            self.session = await register(
+                self.client, dataclasses.replace(self.registration, name=self.session.name))
         except ClaudemeshError as again:
             log.warning("registering the session again failed: %s", again)
             return False
@@ -190,9 +191,7 @@ class AgentSession:
     # -- tools ------------------------------------------------------------------------------
 
     async def _tool_whoami(self, args: dict[str, Any], request_id: object) -> ToolOutcome:
-        version = await self.client.version()
-        self._meshes = [{"mesh": m.slug, "member_name": m.display_name,
-                         "member_pubkey": m.member_pubkey} for m in version.meshes]
+        version = await self._load_meshes()
         self.session = await self.client.session(self.session.session_id)
         s = self.session
         data = {"session_id": s.session_id, "name": s.name, "address": s.address,
@@ -422,11 +421,15 @@ class AgentSession:
                 return item
         return None
 
+    async def _load_meshes(self) -> VersionInfo:
+        version = await self.client.version()
+        self._meshes = [{"mesh": m.slug, "member_name": m.display_name,
+                         "member_pubkey": m.member_pubkey} for m in version.meshes]
+        return version
+
     async def _my_pubkeys(self) -> set[str]:
         if not self._meshes:
-            version = await self.client.version()
-            self._meshes = [{"mesh": m.slug, "member_name": m.display_name,
-                             "member_pubkey": m.member_pubkey} for m in version.meshes]
+            await self._load_meshes()
         return {m["member_pubkey"] for m in self._meshes}
 
     async def _explain(self, tool: str, args: Mapping[str, Any],

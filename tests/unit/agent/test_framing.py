@@ -16,7 +16,7 @@ from claudemesh.agent.framing import (
     frame,
     frame_messages,
 )
-from claudemesh.sdk.inbox import InboxItem
+from claudemesh.sdk import InboxItem
 
 ALICE = "a1" * 32
 

@@ -16,7 +16,7 @@ from claudemesh.agent.tools import (
     send_message_id,
 )
 from claudemesh.protocol.ids import is_valid_client_message_id
-from claudemesh.sdk.inbox import InboxItem
+from claudemesh.sdk import InboxItem
 
 
 def test_every_tool_has_a_closed_object_schema_and_a_description() -> None:
