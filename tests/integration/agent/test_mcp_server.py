@@ -443,3 +443,57 @@ def test_names_all_taken_fails_with_a_clear_message(pair: Mesh2) -> None:
     finally:
         holder.kill()
         holder.wait()
+
+
+def sessions_named(daemon: DaemonHandle, name: str) -> list[dict[str, Any]]:
+    listed = daemon.uds().call("GET", f"/v1/sessions?pid={os.getpid()}")["sessions"]
+    return [s for s in listed if s["name"] == name]
+
+
+def test_sigterm_ends_the_session(pair: Mesh2) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "claudemesh", "mcp", "--session", "sig"],
+                            env={**os.environ, **server_env(pair.alice)},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not sessions_named(pair.alice, "sig"):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # past registration, serving
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b""
+        assert sessions_named(pair.alice, "sig") == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_session_lost_by_the_daemon_is_registered_again(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-lost") as alice, \
+            agent(pair.bob, "--session", "b-lost") as bob:
+        first = (await alice.whoami())["session_id"]
+        pair.alice.uds().call("DELETE", f"/v1/sessions/{first}")
+        await alice.ok("send", {"to": "bob/b-lost", "message": "still here"})
+        me = await alice.whoami()
+        assert me["name"] == "a-lost" and me["session_id"] != first
+        got = text(await bob.ok("wait_for_message", {"timeout_s": 20}))
+        assert "still here" in got and "from alice/a-lost" in got
+
+
+async def test_push_and_wait_go_on_after_the_daemon_restarts() -> None:
+    m = mesh2()
+    try:
+        async with agent(m.alice, "--session", "a-rs") as alice, \
+                agent(m.bob, "--session", "b-rs", declare_channel=True) as bob:
+            await alice.ok("send", {"to": "bob/b-rs", "message": "before"})
+            await until(lambda: bob.pushed)
+            await anyio.to_thread.run_sync(m.bob.stop)
+            await anyio.to_thread.run_sync(m.bob.start)
+            await alice.ok("send", {"to": "bob/b-rs", "message": "after the restart"})
+            await until(lambda: len(bob.pushed) == 2, timeout=40)
+            assert "after the restart" in bob.pushed[1].content
+            assert (await bob.whoami())["unread"] == 0
+    finally:
+        m.cleanup()
