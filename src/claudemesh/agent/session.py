@@ -242,7 +242,8 @@ class AgentSession:
         if args["unread_only"]:
             page = await self.client.inbox(session=sid, unread=True, sender=sender,
                                            order="asc", limit=limit)
-            items = page.items
+            # not what a push showed a moment ago (its mark may still be on the way)
+            items = [item for item in page.items if item.seq not in self._claimed]
         else:
             page = await self.client.inbox(session=sid, sender=sender, order="desc",
                                            limit=limit)
@@ -382,10 +383,17 @@ class AgentSession:
     async def pump_events(self) -> None:
         """Follow the daemon's event stream for the life of the process.
 
-        The SDK reconnects and resumes after the last message by itself; should the
-        stream still end or fail, it is opened again after the last ``seq`` handled.
+        It starts after the newest message stored now, so one that arrives before the
+        stream is open is replayed rather than missed. The SDK reconnects and resumes
+        by itself; should the stream still end or fail, it is opened again after the
+        last ``seq`` handled.
         """
         last: int | None = None
+        try:
+            newest = await self.client.inbox(limit=1, order="desc")
+            last = newest.items[0].seq if newest.items else 0
+        except ClaudemeshError as exc:
+            log.warning("reading the newest message failed (%s); following live only", exc)
         while True:
             try:
                 async for event in self.client.events(last_event_id=last, reconnect=True):
