@@ -144,22 +144,31 @@ def _report(fd: int, data: dict[str, Any]) -> None:
 
 
 def spawn_daemon(paths: Paths, extra: list[str]) -> dict[str, Any]:
-    """Start ``daemon up --foreground`` in a new session; wait for its ready line."""
+    """Start ``daemon up --foreground`` in a new session; wait for its ready line.
+
+    The daemon serves ``paths`` whatever the caller's environment says (the SDK passes
+    paths of its own), and the caller's umask is restored: a library must not change it.
+    """
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
-    os.umask(0o077)
-    ensure_private_dir(paths.daemon_dir)
-    read_end, write_end = os.pipe()
-    log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
-           "--ready-fd", str(write_end), "--log-file", *extra]
+    env = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(paths.config_dir),
+           "CLAUDEMESH_DAEMON_DIR": str(paths.daemon_dir)}
+    umask = os.umask(0o077)
     try:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True)
+        ensure_private_dir(paths.daemon_dir)
+        read_end, write_end = os.pipe()
+        log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
+               "--ready-fd", str(write_end), "--log-file", *extra]
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
+                stderr=log_fd, start_new_session=True, env=env)
+        finally:
+            os.close(write_end)
+            os.close(log_fd)
     finally:
-        os.close(write_end)
-        os.close(log_fd)
+        os.umask(umask)
     try:
         line = _read_line(read_end, proc, READY_TIMEOUT_S)
     finally:

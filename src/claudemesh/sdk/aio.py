@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from claudemesh.config import Paths, paths_from_env
@@ -195,7 +195,7 @@ class AsyncClient:
 
     async def events(self, *, last_event_id: str | int | None = None, reconnect: bool = True,
                      on_reconnect: Callable[[ClaudemeshError | None], None] | None = None,
-                     idle_timeout_s: float = IDLE_TIMEOUT_S) -> AsyncIterator[Event]:
+                     idle_timeout_s: float = IDLE_TIMEOUT_S) -> AsyncGenerator[Event, None]:
         """As :meth:`Client.events`: ``async for event in client.events(): ...``."""
         from claudemesh.sdk.inbox import Event
 

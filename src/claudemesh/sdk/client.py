@@ -19,7 +19,7 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from claudemesh.config import Paths, paths_from_env
@@ -224,7 +224,7 @@ class Client:
 
     def events(self, *, last_event_id: str | int | None = None, reconnect: bool = True,
                on_reconnect: Callable[[ClaudemeshError | None], None] | None = None,
-               idle_timeout_s: float = IDLE_TIMEOUT_S) -> Iterator[Event]:
+               idle_timeout_s: float = IDLE_TIMEOUT_S) -> Generator[Event, None, None]:
         """``/v1/events`` as an iterator of :class:`~claudemesh.sdk.Event`.
 
         After a disconnect (the daemon restarted, the stream broke or went silent for

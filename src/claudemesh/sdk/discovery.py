@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from claudemesh.errors import DaemonAlreadyRunning, DaemonUnreachable
+from claudemesh.sdk.client import Client
 
 if TYPE_CHECKING:
     from claudemesh.sdk.aio import AsyncClient
-    from claudemesh.sdk.client import Client
 
 __all__ = ["IPC_API", "PROBE_TIMEOUT_S", "SERVICE_WAIT_S", "check_compatible", "ensure_daemon",
            "ensure_daemon_async", "probe", "probe_async"]
@@ -66,8 +66,6 @@ async def probe_async(api: AsyncClient) -> bool:
 
 
 def _quick(api: Client) -> Client:
-    from claudemesh.sdk.client import Client  # noqa: PLC0415 - a cycle at import time
-
     return Client(api.paths, transport=api.transport, timeout=PROBE_TIMEOUT_S)
 
 
@@ -91,8 +89,6 @@ async def ensure_daemon_async(api: AsyncClient, *, start: bool = True) -> None:
 
     quick = AsyncClient(api.paths, transport=api.transport, timeout=PROBE_TIMEOUT_S)
     if not await probe_async(quick):
-        from claudemesh.sdk.client import Client  # noqa: PLC0415
-
         sync = Client(api.paths, transport=api.transport, timeout=PROBE_TIMEOUT_S)
         await asyncio.to_thread(_start, sync, start=start)
 

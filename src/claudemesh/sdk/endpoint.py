@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Final
 
 from claudemesh.config import Paths
-from claudemesh.errors import ClaudemeshError, DaemonTimeout, DaemonUnreachable, InvalidRequest
+from claudemesh.errors import DaemonTimeout, DaemonUnreachable, InvalidRequest
 from claudemesh.sdk.http import ProtocolError
 
 __all__ = ["TRANSPORTS", "Endpoint", "connection_error", "resolve"]
@@ -60,11 +60,9 @@ def resolve(paths: Paths, transport: str) -> Endpoint:
     return Endpoint(port=port, headers={"Authorization": f"Bearer {token}"})
 
 
-def connection_error(exc: BaseException, endpoint: Endpoint, timeout: float, *,
-                     stream: bool = False) -> ClaudemeshError:
+def connection_error(exc: OSError | ProtocolError, endpoint: Endpoint, timeout: float, *,
+                     stream: bool = False) -> DaemonUnreachable:
     """The typed error for a connection that failed, timed out or answered garbage."""
-    if isinstance(exc, ClaudemeshError):
-        return exc
     if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
         return DaemonUnreachable(f"no daemon listens on {endpoint.where}; start one with"
                                  " `claudemesh daemon up`")
@@ -72,7 +70,5 @@ def connection_error(exc: BaseException, endpoint: Endpoint, timeout: float, *,
         if stream:
             return DaemonTimeout(f"the event stream went silent for {timeout:g}s")
         return DaemonTimeout(f"the daemon did not answer within {timeout:g}s")
-    if isinstance(exc, OSError | ProtocolError):
-        what = "the event stream broke" if stream else "talking to the daemon failed"
-        return DaemonUnreachable(f"{what}: {exc}")
-    raise TypeError(f"not a connection failure: {exc!r}") from exc
+    what = "the event stream broke" if stream else "talking to the daemon failed"
+    return DaemonUnreachable(f"{what}: {exc}")

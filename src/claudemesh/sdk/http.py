@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import enum
 import json
-from typing import Any, Final, Union
+from typing import Any, Final
 
 __all__ = [
     "END",
@@ -52,6 +52,8 @@ class _Mode(enum.Enum):
 
 
 class _Marker:
+    """A sentinel :meth:`ResponseParser.next_event` returns (:data:`NEED_DATA`, :data:`END`)."""
+
     __slots__ = ("_name",)
 
     def __init__(self, name: str) -> None:
@@ -66,9 +68,6 @@ NEED_DATA: Final = _Marker("NEED_DATA")
 END: Final = _Marker("END")
 """The body is complete."""
 
-ParserEvent = Union["Head", bytes, _Marker]
-
-
 class Head:
     """The status and headers (names lower-cased) of an answer."""
 
@@ -80,6 +79,9 @@ class Head:
 
     def __repr__(self) -> str:
         return f"Head({self.status}, {self.headers!r})"
+
+
+ParserEvent = Head | bytes | _Marker
 
 
 class Response:

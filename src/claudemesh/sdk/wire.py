@@ -103,20 +103,10 @@ class Fields:
         value = self._get(name, (int,), "an integer", optional=True)
         return None if value is None else int(value)
 
-    def number(self, name: str) -> float:
-        return float(self._get(name, (int, float), "a number", optional=False))
-
-    def flag(self, name: str) -> bool:
-        return bool(self._get(name, (bool,), "a boolean", optional=False))
-
     def flag_or(self, name: str, default: bool) -> bool:
         """A boolean that older daemons leave out; absent or null is ``default``."""
         value = self._get(name, (bool,), "a boolean", optional=True)
         return default if value is None else bool(value)
-
-    def opt_flag(self, name: str) -> bool | None:
-        value = self._get(name, (bool,), "a boolean", optional=True)
-        return None if value is None else bool(value)
 
     def obj(self, name: str) -> dict[str, Any] | None:
         value = self._get(name, (dict,), "an object", optional=True)

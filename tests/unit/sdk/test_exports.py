@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
+from pathlib import Path
 
 import claudemesh.sdk as sdk
 
@@ -57,3 +59,27 @@ def test_the_async_client_loads_asyncio_but_not_aiohttp() -> None:
     modules = loaded_after("from claudemesh.sdk import AsyncClient")
     assert "asyncio" in modules
     assert "aiohttp" not in modules and "pydantic" not in modules
+
+
+def public_methods(cls: type) -> dict[str, object]:
+    return {n: getattr(cls, n) for n in dir(cls) if not n.startswith("_")
+            and callable(getattr(cls, n))}
+
+
+def test_the_async_client_has_every_method_of_the_sync_one_with_the_same_parameters() -> None:
+    sync, aio = public_methods(sdk.Client), public_methods(sdk.AsyncClient)
+    assert set(sync) == set(aio)
+    for name, method in sync.items():
+        assert inspect.signature(method).parameters.keys() == (
+            inspect.signature(aio[name]).parameters.keys()), name
+        if name == "events":
+            assert inspect.isasyncgenfunction(aio[name])
+        else:
+            assert inspect.iscoroutinefunction(aio[name]), name
+
+
+def test_docs_sdk_md_shows_every_method() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "sdk.md").read_text()
+    for name in public_methods(sdk.Client):
+        if name not in ("request", "call", "run"):
+            assert f"c.{name}(" in text or f"Client.{name}(" in text, name
