@@ -219,6 +219,8 @@ class AgentSession:
 
     async def _send(self, tool: str, args: dict[str, Any], request_id: int | str | None, *,
                     to: str, reply_to: str | None, mesh: str | None) -> ToolOutcome:
+        if mesh is None and len(await self._mesh_list()) == 1:
+            mesh = self._meshes[0]["mesh"]  # what the daemon picks; said in the result
         cmid = send_message_id(session_id=self.session.session_id,
                                connection_id=self.connection_id,
                                request_id=request_id if request_id is not None else "",
@@ -435,10 +437,13 @@ class AgentSession:
                          "member_pubkey": m.member_pubkey} for m in version.meshes]
         return version
 
-    async def _my_pubkeys(self) -> set[str]:
+    async def _mesh_list(self) -> list[dict[str, str]]:
         if not self._meshes:
             await self._load_meshes()
-        return {m["member_pubkey"] for m in self._meshes}
+        return self._meshes
+
+    async def _my_pubkeys(self) -> set[str]:
+        return {m["member_pubkey"] for m in await self._mesh_list()}
 
     async def _explain(self, tool: str, args: Mapping[str, Any],
                        exc: ClaudemeshError) -> str:
@@ -498,4 +503,4 @@ def _error(text: str) -> ToolOutcome:
 
 
 def _json(data: Any) -> str:
-    return json.dumps(data, ensure_ascii=False, indent=1, default=str)
+    return json.dumps(data, ensure_ascii=False, default=str)

@@ -52,6 +52,7 @@ def _object(properties: dict[str, Any], required: list[str] | None = None,
 
 _STR = {"type": "string"}
 _STR_OR_NULL = {"type": ["string", "null"]}
+_PRIORITY_HINT = "now to interrupt, next (the default) or low"
 _TO_HINT = ("a peer's display name (bob), a session address (bob/build), a 64-hex pubkey,"
             " #topic, @group or * (everyone)")
 
@@ -100,7 +101,7 @@ SEND = ToolSpec(
                  "description": "Mesh slug; only needed when several meshes are joined."},
     }, ["to", "message"]),
     output_schema=_SEND_RESULT,
-    hints={"to": _TO_HINT, "message": "the text, non-empty"},
+    hints={"to": _TO_HINT, "message": "the text, non-empty", "priority": _PRIORITY_HINT},
 )
 
 REPLY = ToolSpec(
@@ -116,7 +117,8 @@ REPLY = ToolSpec(
         "priority": {"type": "string", "enum": PRIORITIES, "default": "next"},
     }, ["message_id", "message"]),
     output_schema=_SEND_RESULT,
-    hints={"message_id": "the id shown in the message's header", "message": "the text"},
+    hints={"message_id": "the id shown in the message's header", "message": "the text",
+           "priority": _PRIORITY_HINT},
 )
 
 INBOX = ToolSpec(

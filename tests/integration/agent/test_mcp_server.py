@@ -178,6 +178,7 @@ async def test_send_then_wait_for_message(pair: Mesh2) -> None:
         sent = await alice.ok("send", {"to": "bob/b-send", "message": "hello bob"})
         assert sent.structured_content is not None
         assert sent.structured_content["to"] == "bob/b-send"
+        assert sent.structured_content["mesh"] == pair.alice.meshes[0]["slug"]
         assert sent.structured_content["status"] in ("queued", "inflight", "done")
         got = await bob.ok("wait_for_message", {"timeout_s": 20})
         body = text(got)
