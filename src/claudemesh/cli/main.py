@@ -35,6 +35,7 @@ LAZY_COMMANDS: Final = {
     "down": "claudemesh.cli.quickstart:down",
     "completion": "claudemesh.cli.completion:completion",
     "setup": "claudemesh.cli.setup:setup",
+    "mcp": "claudemesh.cli.mcp:mcp",
 }
 
 
