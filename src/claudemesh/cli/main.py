@@ -26,6 +26,7 @@ LAZY_COMMANDS: Final = {
     "profile": "claudemesh.cli.messages:profile",
     "events": "claudemesh.cli.messages:events",
     "status": "claudemesh.cli.status:status",
+    "hook": "claudemesh.cli.hook:hook",
     "sessions": "claudemesh.cli.sessions:sessions",
     "daemon": "claudemesh.cli.daemon:daemon",
     "broker": "claudemesh.cli.broker:broker",

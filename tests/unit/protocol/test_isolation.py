@@ -39,3 +39,11 @@ def test_agent_framing_and_naming_stay_light_for_the_hooks() -> None:
 def test_the_mcp_command_loads_the_sdk_only_when_run() -> None:
     modules = loaded_after("import claudemesh.cli.mcp")
     assert "mcp" not in modules and "claudemesh.agent.mcp_server" not in modules
+
+
+def test_the_hook_path_skips_click_and_the_server_stack() -> None:
+    """Claude Code runs `claudemesh hook` on every prompt and tool call."""
+    modules = loaded_after("import claudemesh.cli.entry, claudemesh.agent.hooks")
+    for heavy in ("click", "asyncio", "pydantic", "aiohttp", "websockets", "sqlite3", "mcp",
+                  "anyio", "nacl", "http.client", "email", "claudemesh.cli.main"):
+        assert heavy not in modules, heavy
