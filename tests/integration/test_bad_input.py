@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -77,6 +78,21 @@ def test_bad_outbox_queries_are_400(shared_daemon: DaemonHandle, query: str,
     resp = shared_daemon.uds().request("GET", f"/v1/outbox?{query}")
     assert resp.status == 400
     assert reason in resp.body["detail"]
+
+
+@pytest.mark.parametrize("path", [
+    "/v1/outbox?limit=", "/v1/inbox?limit=", "/v1/inbox?cursor=", "/v1/sessions?pid=",
+    "/v1/events?last_event_id=",
+])
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0663"])  # superscript two, Arabic-Indic three
+def test_numeric_query_parameters_take_only_ascii_digits(shared_daemon: DaemonHandle, path: str,
+                                                         digit: str) -> None:
+    """Regression: ``str.isdigit`` let ``²`` through to ``int()`` (a 500) and read ``٣``
+    as 3; both are a 400 naming the parameter."""
+    resp = shared_daemon.uds().request("GET", path + quote(digit))
+    assert (resp.status, resp.body["error"]) == (400, "invalid_request"), resp.body
+    name = path.rsplit("?", 1)[1].rstrip("=")
+    assert name.split("_")[0] in resp.body["detail"].lower()
 
 
 def test_unknown_routes_and_methods(shared_daemon: DaemonHandle) -> None:

@@ -18,7 +18,12 @@ from claudemesh.clock import iso_ms
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    StrictModel,
+    ascii_digits,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.ipc.routes_sessions import resolve_session_name
 from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
@@ -43,7 +48,7 @@ def _since_ms(text: str) -> int:
 
 
 def _int(name: str, text: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not ascii_digits(text) or not low <= int(text) <= high:
         raise InvalidRequest(f"{name} must be an integer from {low} to {high}")
     return int(text)
 

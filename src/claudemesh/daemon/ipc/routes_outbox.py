@@ -9,7 +9,12 @@ from aiohttp import web
 from claudemesh.clock import iso_ms, iso_ms_or_none
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    RequeueRequest,
+    ascii_digits,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus
 from claudemesh.daemon.store.receipts import ReceiptStore, ReceiptSummary
@@ -73,7 +78,7 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str 
         names = ", ".join(s.value for s in OutboxStatus)
         raise InvalidRequest(f"status must be one of {names}") from None
     raw_limit = query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not ascii_digits(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     purpose = query.get("purpose") or "message"
     if purpose not in _PURPOSES:
