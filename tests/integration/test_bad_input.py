@@ -102,6 +102,22 @@ def test_unknown_routes_and_methods(shared_daemon: DaemonHandle) -> None:
     assert client.request("PUT", "/v1/health").status == 405
 
 
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/v1/send", "POST"),
+    ("PUT", "/v1/health", "GET"),
+    ("TRACE", "/v1/sessions", "GET,POST"),
+    ("PATCH", "/v1/sessions/01ABC", "DELETE,GET"),
+])
+def test_a_wrong_method_is_405_with_the_allow_header(shared_daemon: DaemonHandle, method: str,
+                                                     path: str, allowed: str) -> None:
+    """Regression: the error answer dropped aiohttp's ``Allow``, which RFC 9110 §15.5.6
+    requires on a 405."""
+    resp = shared_daemon.uds().request(method, path)
+    assert resp.status == 405
+    assert sorted(resp.headers["allow"].split(",")) == allowed.split(",")
+    assert resp.body["error"] == "method_not_allowed"
+
+
 def test_a_body_over_1_mb_is_413_and_exactly_1_mb_is_accepted(
         shared_daemon: DaemonHandle) -> None:
     prefix = b'{"to":"#big","client_message_id":"big-ok","message":"'
