@@ -29,11 +29,11 @@ from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
 from claudemesh.errors import InvalidRequest
 
-__all__ = ["get_inbox", "parse_inbox_query", "post_seen"]
+__all__ = ["QUERY_PARAMS", "get_inbox", "parse_inbox_query", "post_seen"]
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
-_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
+QUERY_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
                             "session", "unread"})
 
 
@@ -55,7 +55,7 @@ def _int(name: str, text: str, low: int, high: int) -> int:
 
 def parse_inbox_query(ctx: DaemonContext, query: Any, session: str | None = None) -> InboxFilter:
     """``session`` is the session *name* the caller resolved from the ``session`` param."""
-    unknown = set(query) - _PARAMS
+    unknown = set(query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     unread = query.get("unread", "0")

@@ -22,10 +22,11 @@ from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 
-__all__ = ["get_outbox", "outbox_item", "post_requeue", "with_receipts"]
+__all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_requeue", "with_receipts"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
+QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose"})
 
 
 def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
@@ -68,7 +69,7 @@ _PURPOSES: Final = {"message": "message", "receipt": "receipt", "all": None}
 
 
 def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str | None]:
-    unknown = set(query) - {"status", "limit", "client_message_id", "purpose"}
+    unknown = set(query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     raw_status = query.get("status") or None

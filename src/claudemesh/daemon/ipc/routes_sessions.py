@@ -27,10 +27,11 @@ from claudemesh.daemon.store.sessions import SessionRow
 from claudemesh.errors import InvalidRequest, SessionNotFound
 from claudemesh.protocol.destination import NAME_RE
 
-__all__ = ["SESSION_NAME", "resolve_session_name", "session_view"]
+__all__ = ["QUERY_PARAMS", "SESSION_NAME", "resolve_session_name", "session_view"]
 
 SESSION_NAME: Final = rf"^{NAME_RE.pattern}$"
 _ULID: Final = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+QUERY_PARAMS: Final = frozenset({"pid"})  # of GET /v1/sessions
 
 
 class RegisterRequest(StrictModel):
@@ -98,7 +99,7 @@ async def post_session(request: web.Request) -> web.Response:
 
 async def get_sessions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    unknown = set(request.query) - {"pid"}
+    unknown = set(request.query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     pid_text = request.query.get("pid")
