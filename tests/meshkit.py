@@ -162,3 +162,8 @@ class SseReader:
 
 def remove(path: Any) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# Receiving daemons send receipts back (as DMs): broker queries about the messages a test
+# sent leave them out with this WHERE clause.
+NO_RECEIPTS = " WHERE client_message_id NOT LIKE 'rcpt-%'"

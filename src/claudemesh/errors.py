@@ -65,6 +65,9 @@
         ├── BrokerUnreachable        exit 1 broker_unreachable
         ├── WaitTimedOut             exit 1 wait_timed_out
         ├── AlreadyJoined            exit 1 already_joined
+        ├── AgentSettingsInvalid     exit 2 agent_settings_invalid (file left as is)
+        ├── AgentSettingsWriteFailed exit 1 agent_settings_write_failed
+        ├── ExecutableNotFound       exit 2 executable_not_found
         └── RemoteError              exit 1: an answer whose code this build does not know
 
 Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
@@ -79,6 +82,8 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 __all__ = [
+    "AgentSettingsInvalid",
+    "AgentSettingsWriteFailed",
     "AlreadyAuthenticated",
     "AlreadyJoined",
     "AuthFailed",
@@ -98,6 +103,7 @@ __all__ = [
     "DaemonUnreachable",
     "DestinationNotFound",
     "DisplayNameTaken",
+    "ExecutableNotFound",
     "ForbiddenHost",
     "ForbiddenOrigin",
     "HelloRequired",
@@ -559,6 +565,31 @@ class WaitTimedOut(LocalError):
 class AlreadyJoined(LocalError):
     code = "already_joined"
     default_detail = "this machine already joined that mesh"
+
+
+class AgentSettingsInvalid(LocalError):
+    """An agent's configuration file is not the JSON we can merge into; it is left as is.
+
+    ``path`` is the file, ``where`` the key path inside it (``hooks.Stop[0]``), or ``""``
+    for the file as a whole.
+    """
+
+    code = "agent_settings_invalid"
+    exit_code = EXIT_USAGE
+    default_detail = "the agent's settings file is not valid JSON of the expected shape"
+
+
+class AgentSettingsWriteFailed(LocalError):
+    """Writing an agent's settings file failed, or it kept changing under us (``path``)."""
+
+    code = "agent_settings_write_failed"
+    default_detail = "could not write the agent's settings file"
+
+
+class ExecutableNotFound(LocalError):
+    code = "executable_not_found"
+    exit_code = EXIT_USAGE
+    default_detail = "cannot find the claudemesh executable"
 
 
 class RemoteError(LocalError):

@@ -18,9 +18,9 @@ from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestinatio
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import FrozenSend
 from claudemesh.protocol.fingerprint import MetaError, canonical_meta, request_fingerprint
-from claudemesh.protocol.sealed import Receipt, seal_message, seal_receipt
+from claudemesh.protocol.sealed import Receipts, seal_message, seal_receipts
 
-__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_receipt", "sign_receipt",
+__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_receipts", "sign_receipts",
            "wire_frame"]
 
 BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
@@ -53,24 +53,24 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
                         meta=meta, inline_limit=inline_limit)
 
 
-def sign_receipt(mesh: MeshConfig, receipt: Receipt) -> Receipt:
-    """The receipt with this member's signature over its statement."""
-    signature = MemberKey.from_secret(mesh.secret_key).sign(receipt.statement())
-    return Receipt(receipt.state, receipt.mesh_id, receipt.client_message_id,
-                   receipt.broker_message_id, receipt.recipient, receipt.sender,
-                   receipt.session, receipt.path, receipt.at, signature)
+def sign_receipts(mesh: MeshConfig, receipts: Receipts) -> Receipts:
+    """The batch with this member's signature over its statement."""
+    signature = MemberKey.from_secret(mesh.secret_key).sign(receipts.statement())
+    return Receipts(receipts.mesh_id, receipts.recipient, receipts.sender, receipts.items,
+                    signature)
 
 
-def prepare_receipt(mesh: MeshConfig, receipt: Receipt) -> Prepared:
-    """A signed receipt as a sealed DM back to the message's sender. Deterministic in
-    everything the fingerprint covers, so a resend is the same message.
+def prepare_receipts(mesh: MeshConfig, receipts: Receipts) -> Prepared:
+    """Signed receipts as a sealed DM back to the messages' sender. Deterministic in
+    everything the fingerprint covers (ed25519 signs deterministically), so a resend of
+    the same batch is the same message.
 
     Raises:
         UnknownDestination: the sender's key is not a valid ed25519 key.
     """
-    signed = sign_receipt(mesh, receipt)
-    return _prepare_raw(mesh, Destination(DestinationKind.DM, receipt.sender),
-                        seal_receipt(signed), "", priority="next", reply_to=None, meta=None,
+    signed = sign_receipts(mesh, receipts)
+    return _prepare_raw(mesh, Destination(DestinationKind.DM, receipts.sender),
+                        seal_receipts(signed), "", priority="next", reply_to=None, meta=None,
                         inline_limit=None)
 
 

@@ -54,7 +54,7 @@ def test_version_shows_cli_and_daemon(daemon: DaemonHandle) -> None:
     daemon_info = data["daemon"]
     assert data["cli_version"] == daemon_info["daemon_version"]  # type: ignore[index]
     assert daemon_info["ipc_api"] == "v1"  # type: ignore[index]
-    assert daemon_info["schema_version"] == 2  # type: ignore[index]
+    assert daemon_info["schema_version"] == len(OUTBOX_MIGRATIONS)  # type: ignore[index]
     assert [m["slug"] for m in daemon_info["meshes"]] == ["demo"]  # type: ignore[index]
 
 

@@ -34,6 +34,7 @@ LAZY_COMMANDS: Final = {
     "up": "claudemesh.cli.quickstart:up",
     "down": "claudemesh.cli.quickstart:down",
     "completion": "claudemesh.cli.completion:completion",
+    "setup": "claudemesh.cli.setup:setup",
 }
 
 

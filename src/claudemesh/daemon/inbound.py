@@ -36,7 +36,14 @@ from claudemesh.daemon.store.receipts import ReceiptStore
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.frames import BoxBody, FrameError, Push, parse_push
 from claudemesh.protocol.ids import new_ulid
-from claudemesh.protocol.sealed import Plain, Receipt, SealedError, SealedMessage, open_plaintext
+from claudemesh.protocol.sealed import (
+    Plain,
+    ReceiptItem,
+    Receipts,
+    SealedError,
+    SealedMessage,
+    open_plaintext,
+)
 from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["Inbound", "InboundCounters", "inbox_item_view", "reply_address"]
@@ -120,7 +127,7 @@ class Inbound:
 
     async def _process(self, frames: list[dict[str, Any]]) -> None:
         items: list[NewInboxItem] = []
-        receipts: list[Receipt] = []
+        receipts: list[Receipts] = []
         acks: list[str] = []
         for frame in frames:
             self.counters.received += 1
@@ -156,42 +163,44 @@ class Inbound:
                                   "delivery_ids": acks[start:start + ACK_MAX]})
         for item in created:
             self._bus.publish(Event("message", inbox_item_view(item, self._iso), id=item.seq))
-        for receipt in new_receipts:
+        for recipient, receipt in new_receipts:
             self._bus.publish(Event("receipt", {
                 "mesh": self.mesh.slug, "client_message_id": receipt.client_message_id,
-                "state": str(receipt.state), "recipient_pubkey": receipt.recipient,
+                "state": str(receipt.state), "recipient_pubkey": recipient,
                 "at": self._iso(receipt.at), "session": receipt.session,
                 "path": None if receipt.path is None else str(receipt.path)}))
         if any(i.wants_receipts for i in created):
             self._on_stored()
 
-    def _valid_receipt(self, receipt: Receipt, push: Push) -> bool:
-        """Signed by the member who sent it, about a message of ours in this mesh."""
-        ok = (receipt.recipient == push.sender_pubkey and receipt.sender == self.mesh.pubkey
-              and receipt.mesh_id == self.mesh.mesh_id)
+    def _valid_receipt(self, receipts: Receipts, push: Push) -> bool:
+        """Signed by the member who sent it, about messages of ours in this mesh."""
+        ok = (receipts.recipient == push.sender_pubkey and receipts.sender == self.mesh.pubkey
+              and receipts.mesh_id == self.mesh.mesh_id)
         if ok:
             try:
-                verify(receipt.recipient, receipt.statement(), receipt.signature)
+                verify(receipts.recipient, receipts.statement(), receipts.signature)
             except CryptoFailure:
                 ok = False
         if not ok:
-            self._refused_receipt(receipt, "its signature or parties do not check out")
+            self._refused_receipts(len(receipts.items), receipts.recipient,
+                                   "the signature or the parties do not check out")
         return ok
 
-    def _refused_receipt(self, receipt: Receipt, why: str) -> None:
-        self.counters.receipts_invalid += 1
-        log.warning("receipt_ignored", extra={
-            "mesh": self.mesh.slug, "client_message_id": receipt.client_message_id,
-            "recipient": receipt.recipient, "reason": why})
+    def _refused_receipts(self, count: int, recipient: str, why: str) -> None:
+        self.counters.receipts_invalid += count
+        log.warning("receipts_ignored", extra={"mesh": self.mesh.slug, "count": count,
+                                               "recipient": recipient, "reason": why})
 
-    async def _record(self, receipts: list[Receipt], now: int) -> list[Receipt]:
-        if not receipts or self._outbox is None:
+    async def _record(self, batches: list[Receipts],
+                      now: int) -> list[tuple[str, ReceiptItem]]:
+        if not batches or self._outbox is None:
             return []
         slug = self.mesh.slug
         new, refused = await self._outbox.run(
-            lambda conn: ReceiptStore(conn).record(slug, receipts, now))
-        for receipt in refused:
-            self._refused_receipt(receipt, "no DM of ours to that member has that id")
+            lambda conn: ReceiptStore(conn).record(slug, batches, now))
+        if refused:
+            self._refused_receipts(refused, ",".join(sorted({b.recipient for b in batches})),
+                                   "no DM of ours to that member has that id")
         self.counters.receipts += len(new)
         return new
 
@@ -201,7 +210,7 @@ class Inbound:
             raise FrameError("invalid_frame", "a push for another mesh", frame)
         return push
 
-    def _item(self, push: Push) -> NewInboxItem | Receipt:
+    def _item(self, push: Push) -> NewInboxItem | Receipts:
         """The inbox row a push becomes, or the receipt it carries."""
         body, reason = self._open(push)
         to_session = from_session = None
@@ -213,7 +222,7 @@ class Inbound:
                 opened, reason = None, str(exc)
             except UnicodeDecodeError:
                 opened, reason = None, "the content is not UTF-8 text"
-            if isinstance(opened, Receipt):
+            if isinstance(opened, Receipts):
                 return opened
             if isinstance(opened, SealedMessage):
                 to_session, from_session = opened.to_session, opened.from_session

@@ -2,12 +2,14 @@
 
 Storing a DM and marking it seen each queue a receipt in the same transaction
 (:mod:`claudemesh.daemon.store.readstate`). The pump turns queued receipts into outbox
-rows under ids derived from the message (``rcpt-<state>-…``), with every field the
-fingerprint covers taken from the queue row, so the same receipt always makes the same
-request: after a crash between the outbox commit and marking the queue row sent, the
-resend is answered from the lookup table (202 or 200) and nothing doubles. The drain
-then delivers it like any message, at least once, and the sender's inbox-side dedupe
-(its receipt table's key) keeps one.
+rows, one per sender and up to MAX_RECEIPTS receipts each (under load one DM and one
+signature stand for hundreds of messages), under ids derived from what they report on,
+with every field the fingerprint covers taken from the queue rows: the same batch
+always makes the same request, so after a crash between the outbox commit and marking
+the queue rows sent, the resend is answered from the lookup table (202 or 200). A batch
+regrouped after a crash goes out under another id; the sender's receipt table (keyed by
+message, recipient and state) keeps each receipt once either way. The drain delivers
+receipts like any message, at least once.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from claudemesh.daemon.store.outbox_rules import Reply
 from claudemesh.daemon.store.readstate import QueuedReceipt, ReadState
 from claudemesh.errors import ClaudemeshError, UnknownDestination
 from claudemesh.protocol.sealed import (
-    Receipt,
+    MAX_RECEIPTS,
+    ReceiptItem,
     ReceiptPath,
+    Receipts,
     ReceiptState,
-    receipt_client_message_id,
 )
-from claudemesh.sending import prepare_receipt
+from claudemesh.sending import prepare_receipts
 from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["ReceiptPump"]
@@ -72,19 +75,21 @@ class ReceiptPump:
                 self._wake.set()
 
     async def _pump_once(self) -> bool:
-        """Move one batch; True when a full batch was moved (there may be more)."""
+        """Move one batch of the queue; True when it was full (there may be more)."""
         queued = await self._inbox.run(lambda c: ReadState(c).queued_receipts(limit=BATCH))
         if not queued:
             return False
-        sends = [s for s in (self._send_for(q) for q in queued) if s is not None]
+        sends = [self._send_for(slug, sender, group)
+                 for slug, sender, group in _by_destination(queued)]
+        ready = [s for s in sends if s is not None]
         now = self._clock()
 
         def accept_all(conn: sqlite3.Connection) -> list[Reply]:
             store = OutboxStore(conn)
-            return [store.accept(s, now).decision.reply for s in sends]
+            return [store.accept(s, now).decision.reply for s in ready]
 
         replies = await self._outbox.run(accept_all)
-        for send, reply in zip(sends, replies, strict=True):
+        for send, reply in zip(ready, replies, strict=True):
             if reply is Reply.CONFLICT:  # cannot happen unless the derivation changed
                 log.error("receipt_id_conflict", extra={
                     "mesh": send.mesh, "client_message_id": send.client_message_id})
@@ -92,29 +97,34 @@ class ReceiptPump:
         await self._inbox.run(lambda c: ReadState(c).mark_receipts_sent(keys, now),
                               durable=False)  # lost: resent, and answered as a duplicate
         self.sent += sum(reply is Reply.INSERT for reply in replies)
-        for slug in {s.mesh for s, r in zip(sends, replies, strict=True) if r is Reply.INSERT}:
+        for slug in {s.mesh for s, r in zip(ready, replies, strict=True) if r is Reply.INSERT}:
             self._on_enqueue(slug)
         return len(queued) == BATCH
 
-    def _send_for(self, q: QueuedReceipt) -> NewSend | None:
-        mesh = self._by_slug.get(q.mesh)
-        if mesh is None:  # the mesh was left since: nobody to send it to
+    def _send_for(self, slug: str, sender: str, group: list[QueuedReceipt]) -> NewSend | None:
+        mesh = self._by_slug.get(slug)
+        if mesh is None:  # the mesh was left since: nobody to send them to
             return None
-        state = ReceiptState(q.state)
-        receipt = Receipt(state, mesh.mesh_id, q.client_message_id, q.broker_message_id or "",
-                          recipient=q.recipient_pubkey, sender=q.sender_pubkey,
-                          session=q.session,
-                          path=None if q.path is None else ReceiptPath(q.path), at=q.at)
+        receipts = Receipts(mesh.mesh_id, recipient=mesh.pubkey, sender=sender, items=tuple(
+            ReceiptItem(ReceiptState(q.state), q.client_message_id, q.broker_message_id or "-",
+                        q.session, None if q.path is None else ReceiptPath(q.path), q.at)
+            for q in group))
         try:
-            prepared = prepare_receipt(mesh, receipt)
+            prepared = prepare_receipts(mesh, receipts)
         except UnknownDestination:
-            log.warning("receipt_undeliverable", extra={"mesh": q.mesh,
-                                                        "sender": q.sender_pubkey})
+            log.warning("receipt_undeliverable", extra={"mesh": slug, "sender": sender})
             return None
         return NewSend(
-            client_message_id=receipt_client_message_id(
-                state, mesh_id=mesh.mesh_id, client_message_id=q.client_message_id,
-                recipient=q.recipient_pubkey),
-            fingerprint=prepared.fingerprint, payload=prepared.frozen.to_bytes(),
-            mesh=mesh.slug, destination_kind="dm", destination_ref=q.sender_pubkey,
-            priority="next", purpose="receipt")
+            client_message_id=receipts.client_message_id(), fingerprint=prepared.fingerprint,
+            payload=prepared.frozen.to_bytes(), mesh=slug, destination_kind="dm",
+            destination_ref=sender, priority="next", purpose="receipt")
+
+
+def _by_destination(queued: list[QueuedReceipt]) -> list[tuple[str, str,
+                                                                list[QueuedReceipt]]]:
+    """(mesh, sender, receipts) in queue order, at most MAX_RECEIPTS per receipt DM."""
+    groups: dict[tuple[str, str], list[QueuedReceipt]] = {}
+    for q in queued:
+        groups.setdefault((q.mesh, q.sender_pubkey), []).append(q)
+    return [(slug, sender, group[i:i + MAX_RECEIPTS]) for (slug, sender), group in groups.items()
+            for i in range(0, len(group), MAX_RECEIPTS)]

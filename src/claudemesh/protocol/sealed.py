@@ -7,9 +7,10 @@ Text messages never start with ``0x00`` (the daemon refuses them), so the first 
 tells the two forms apart, and a DM without sessions keeps its plaintext, and therefore
 its ``body_hash`` and fingerprint, exactly as before.
 
-Receipts are signed by the recipient over a domain-tagged statement, and travel under a
-``client_message_id`` derived from the message they report on, so a resend after a crash
-is the same message to the outbox's lookup table and to every inbox. Pure: no I/O.
+Receipts travel in batches (one DM to a sender carries up to :data:`MAX_RECEIPTS`), each
+batch signed once by the recipient over a domain-tagged digest, under a
+``client_message_id`` derived from what it reports on, so a resend after a crash is the
+same message to the outbox's lookup table and to the broker. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -25,23 +26,24 @@ import rfc8785
 from claudemesh.protocol.destination import HEX64_RE, NAME_RE
 
 __all__ = [
+    "MAX_RECEIPTS",
     "SEAL_MARK",
     "Plain",
-    "Receipt",
+    "ReceiptItem",
     "ReceiptPath",
     "ReceiptState",
+    "Receipts",
     "SealedError",
     "SealedMessage",
     "open_plaintext",
-    "receipt_client_message_id",
-    "receipt_statement",
     "seal_message",
-    "seal_receipt",
+    "seal_receipts",
 ]
 
 SEAL_MARK: Final = b"\x00"
 VERSION: Final = 1
 MAX_CLOCK_MS: Final = 2**53
+MAX_RECEIPTS: Final = 128  # per receipt DM: well inside the broker's 64 KiB inline limit
 
 
 class SealedError(ValueError):
@@ -75,43 +77,49 @@ class SealedMessage:
 
 
 @dataclass(frozen=True, slots=True)
-class Receipt:
+class ReceiptItem:
+    """One step of one message: ``stored`` (filed), or ``surfaced`` (a session read it)."""
+
     state: ReceiptState
-    mesh_id: str
     client_message_id: str
     broker_message_id: str
-    recipient: str  # who received the message (and signs)
-    sender: str  # who sent the message (and gets the receipt)
     session: str | None
-    path: ReceiptPath | None
+    path: ReceiptPath | None  # exactly for ``surfaced``
     at: int  # the recipient's clock, epoch ms
-    signature: str = ""
-
-    def statement(self) -> str:
-        return receipt_statement(self)
 
     def to_wire(self) -> dict[str, Any]:
-        return {"state": str(self.state), "mesh_id": self.mesh_id,
-                "client_message_id": self.client_message_id,
-                "broker_message_id": self.broker_message_id, "recipient": self.recipient,
-                "sender": self.sender, "session": self.session,
-                "path": None if self.path is None else str(self.path), "at": self.at,
-                "signature": self.signature}
+        return {"state": str(self.state), "client_message_id": self.client_message_id,
+                "broker_message_id": self.broker_message_id, "session": self.session,
+                "path": None if self.path is None else str(self.path), "at": self.at}
 
 
-def receipt_statement(r: Receipt) -> str:
-    """What the recipient signs; ``session`` and ``path`` are empty when null."""
-    return ("claudemesh/receipt/v1"
-            f"|{r.mesh_id}|{r.client_message_id}|{r.broker_message_id}|{r.state}"
-            f"|{r.recipient}|{r.sender}|{r.session or ''}|{r.path or ''}|{r.at}")
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """Receipts one member (``recipient``) sends one sender, signed once for the batch:
+    under load hundreds of messages share one receipt DM and one signature."""
 
+    mesh_id: str
+    recipient: str  # who received the messages (and signs)
+    sender: str  # who sent them (and gets this)
+    items: tuple[ReceiptItem, ...]
+    signature: str = ""
 
-def receipt_client_message_id(state: ReceiptState, *, mesh_id: str, client_message_id: str,
-                              recipient: str) -> str:
-    """The id a receipt travels under: one per (message, recipient, state)."""
-    digest = hashlib.sha256(
-        f"{mesh_id}|{client_message_id}|{recipient}".encode()).hexdigest()
-    return f"rcpt-{state}-{digest[:40]}"
+    def unsigned(self) -> dict[str, Any]:
+        return {"mesh_id": self.mesh_id, "recipient": self.recipient, "sender": self.sender,
+                "receipts": [i.to_wire() for i in self.items]}
+
+    def statement(self) -> str:
+        """What the recipient signs: the domain tag and the digest of the unsigned JCS."""
+        digest = hashlib.sha256(rfc8785.dumps(self.unsigned())).hexdigest()
+        return f"claudemesh/receipts/v1|{digest}"
+
+    def client_message_id(self) -> str:
+        """The id this batch travels under: the same batch always gets the same id, so a
+        resend after a crash is a duplicate to the outbox and the broker."""
+        keys = "|".join(sorted(f"{i.state}:{i.client_message_id}" for i in self.items))
+        digest = hashlib.sha256(
+            f"{self.mesh_id}|{self.recipient}|{keys}".encode()).hexdigest()
+        return f"rcpt-{digest[:40]}"
 
 
 def _seal(doc: dict[str, Any]) -> bytes:
@@ -123,11 +131,12 @@ def seal_message(text: str, *, to_session: str | None, from_session: str | None)
                   "from_session": from_session})
 
 
-def seal_receipt(receipt: Receipt) -> bytes:
-    return _seal({"v": VERSION, "kind": "receipt", "receipt": receipt.to_wire()})
+def seal_receipts(receipts: Receipts) -> bytes:
+    return _seal({"v": VERSION, "kind": "receipts", **receipts.unsigned(),
+                  "signature": receipts.signature})
 
 
-def open_plaintext(raw: bytes) -> Plain | SealedMessage | Receipt:
+def open_plaintext(raw: bytes) -> Plain | SealedMessage | Receipts:
     """Classify and check a DM's opened plaintext.
 
     Raises:
@@ -153,9 +162,10 @@ def open_plaintext(raw: bytes) -> Plain | SealedMessage | Receipt:
             raise SealedError("a sealed message without text")
         return SealedMessage(doc["text"], _session(doc["to_session"]),
                              _session(doc["from_session"]))
-    if kind == "receipt":
-        _exact_keys(doc, {"v", "kind", "receipt"})
-        return _receipt(doc["receipt"])
+    if kind == "receipts":
+        _exact_keys(doc, {"v", "kind", "mesh_id", "recipient", "sender", "receipts",
+                          "signature"})
+        return _receipts(doc)
     raise SealedError(f"a sealed document of unknown kind {str(kind)[:20]!r}")
 
 
@@ -172,20 +182,32 @@ def _session(value: Any) -> str | None:
     return value
 
 
-_RECEIPT_KEYS: Final = frozenset({"state", "mesh_id", "client_message_id",
-                                  "broker_message_id", "recipient", "sender", "session",
-                                  "path", "at", "signature"})
+_ITEM_KEYS: Final = frozenset({"state", "client_message_id", "broker_message_id", "session",
+                              "path", "at"})
 
 
-def _receipt(doc: Any) -> Receipt:
-    if not isinstance(doc, dict) or set(doc) != _RECEIPT_KEYS:
+def _receipts(doc: dict[str, Any]) -> Receipts:
+    if not all(isinstance(doc[k], str) for k in ("mesh_id", "recipient", "sender",
+                                                 "signature")):
+        raise SealedError("receipts with a malformed field")
+    if not (0 < len(doc["mesh_id"]) <= 128 and HEX64_RE.fullmatch(doc["recipient"])
+            and HEX64_RE.fullmatch(doc["sender"]) and len(doc["signature"]) == 128):
+        raise SealedError("receipts with malformed keys or signature")
+    listed = doc["receipts"]
+    if not isinstance(listed, list) or not 0 < len(listed) <= MAX_RECEIPTS:
+        raise SealedError(f"receipts must list 1-{MAX_RECEIPTS} items")
+    items = tuple(_item(i) for i in listed)
+    if len({(i.state, i.client_message_id) for i in items}) != len(items):
+        raise SealedError("receipts that repeat an item")
+    return Receipts(doc["mesh_id"], doc["recipient"], doc["sender"], items, doc["signature"])
+
+
+def _item(doc: Any) -> ReceiptItem:
+    if not isinstance(doc, dict) or set(doc) != _ITEM_KEYS:
         raise SealedError("a receipt with missing or unknown fields")
-    strings = ("mesh_id", "client_message_id", "broker_message_id", "recipient", "sender",
-               "signature")
-    if not all(isinstance(doc[k], str) and 0 < len(doc[k]) <= 256 for k in strings):
-        raise SealedError("a receipt with a malformed field")
-    if not (HEX64_RE.fullmatch(doc["recipient"]) and HEX64_RE.fullmatch(doc["sender"])):
-        raise SealedError("a receipt whose keys are not 64-hex")
+    if not all(isinstance(doc[k], str) and 0 < len(doc[k]) <= 128
+               for k in ("client_message_id", "broker_message_id")):
+        raise SealedError("a receipt with a malformed id")
     at = doc["at"]
     if isinstance(at, bool) or not isinstance(at, int) or not 0 <= at < MAX_CLOCK_MS:
         raise SealedError("a receipt with a malformed time")
@@ -196,6 +218,5 @@ def _receipt(doc: Any) -> Receipt:
         raise SealedError("a receipt of an unknown state or path") from None
     if (state is ReceiptState.SURFACED) != (path is not None):
         raise SealedError("a receipt's path must be given exactly for surfaced")
-    return Receipt(state, doc["mesh_id"], doc["client_message_id"], doc["broker_message_id"],
-                   doc["recipient"], doc["sender"], _session(doc["session"]), path, at,
-                   doc["signature"])
+    return ReceiptItem(state, doc["client_message_id"], doc["broker_message_id"],
+                       _session(doc["session"]), path, at)

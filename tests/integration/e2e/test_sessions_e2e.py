@@ -16,7 +16,7 @@ import pytest
 
 from brokerkit import Client, Identity
 from claudemesh.crypto import MemberKey, box_encrypt
-from claudemesh.protocol.sealed import Receipt, ReceiptState, seal_receipt
+from claudemesh.protocol.sealed import ReceiptItem, Receipts, ReceiptState, seal_receipts
 from helpers import DaemonHandle, cli
 from meshkit import Mesh2, SseReader, mesh2, wait_for
 
@@ -261,12 +261,12 @@ async def test_a_receipt_signed_by_the_wrong_key_is_ignored(pair: Mesh2) -> None
                    "bob")
     mallory = MemberKey.generate()
 
-    def receipt(recipient: str) -> Receipt:
-        return Receipt(ReceiptState.STORED, cfg["mesh_id"], cmid,
-                       status(pair.alice, cmid)["broker_message_id"], recipient=recipient,
-                       sender=pair.alice_key, session=None, path=None, at=1764170000000)
+    def receipt(recipient: str) -> Receipts:
+        return Receipts(cfg["mesh_id"], recipient=recipient, sender=pair.alice_key, items=(
+            ReceiptItem(ReceiptState.STORED, cmid, status(pair.alice, cmid)["broker_message_id"],
+                        session=None, path=None, at=1764170000000),))
 
-    def signed(r: Receipt, key: MemberKey) -> Receipt:
+    def signed(r: Receipts, key: MemberKey) -> Receipts:
         return dataclasses.replace(r, signature=key.sign(r.statement()))
 
     attempts = [signed(receipt(bob.pubkey), mallory),  # bob's receipt, mallory's signature
@@ -276,7 +276,7 @@ async def test_a_receipt_signed_by_the_wrong_key_is_ignored(pair: Mesh2) -> None
     assert ack["type"] == "hello_ack", ack
     try:
         for i, r in enumerate(attempts):
-            sealed = seal_receipt(r)
+            sealed = seal_receipts(r)
             boxed = box_encrypt(sealed, sender_secret_hex=bob.key.secret_key,
                                 recipient_pubkey_hex=pair.alice_key)
             answer = await client.request(client.envelope(

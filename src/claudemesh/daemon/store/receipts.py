@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from claudemesh.protocol.sealed import Receipt
+from claudemesh.protocol.sealed import ReceiptItem, Receipts
 from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = ["ReceiptRow", "ReceiptStore", "ReceiptSummary"]
@@ -48,31 +48,34 @@ class ReceiptStore:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    def record(self, mesh: str, receipts: Sequence[Receipt],
-               now_ms: int) -> tuple[list[Receipt], list[Receipt]]:
-        """Store each receipt that reports on our DM to its signer; returns (new ones,
-        refused ones: no such message of ours to that member). Duplicates are neither."""
-        new: list[Receipt] = []
-        refused: list[Receipt] = []
+    def record(self, mesh: str, batches: Sequence[Receipts],
+               now_ms: int) -> tuple[list[tuple[str, ReceiptItem]], int]:
+        """Store each receipt that reports on our DM to its signer; returns the new ones
+        (with their recipient) and how many were refused (no such message of ours to
+        that member). Duplicates are neither."""
+        new: list[tuple[str, ReceiptItem]] = []
+        refused = 0
         with store_errors("recording receipts"), immediate(self._conn):
-            for r in receipts:
-                ours = self._conn.execute(
-                    "SELECT 1 FROM outbox WHERE client_message_id = ? AND mesh = ?"
-                    " AND purpose = 'message' AND destination_kind = 'dm'"
-                    " AND destination_ref = ?", (r.client_message_id, mesh, r.recipient),
-                ).fetchone()
-                if ours is None:
-                    refused.append(r)
-                    continue
-                inserted = self._conn.execute(
-                    "INSERT INTO receipt (mesh, client_message_id, recipient_pubkey, state,"
-                    " at, received_at, session, path, signature)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1",
-                    (mesh, r.client_message_id, r.recipient, str(r.state), r.at, now_ms,
-                     r.session, None if r.path is None else str(r.path), r.signature),
-                ).fetchone()
-                if inserted is not None:
-                    new.append(r)
+            for batch in batches:
+                for r in batch.items:
+                    ours = self._conn.execute(
+                        "SELECT 1 FROM outbox WHERE client_message_id = ? AND mesh = ?"
+                        " AND purpose = 'message' AND destination_kind = 'dm'"
+                        " AND destination_ref = ?", (r.client_message_id, mesh, batch.recipient),
+                    ).fetchone()
+                    if ours is None:
+                        refused += 1
+                        continue
+                    inserted = self._conn.execute(
+                        "INSERT INTO receipt (mesh, client_message_id, recipient_pubkey, state,"
+                        " at, received_at, session, path, signature)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+                        " RETURNING 1",
+                        (mesh, r.client_message_id, batch.recipient, str(r.state), r.at, now_ms,
+                         r.session, None if r.path is None else str(r.path), batch.signature),
+                    ).fetchone()
+                    if inserted is not None:
+                        new.append((batch.recipient, r))
         return new, refused
 
     def for_message(self, mesh: str, client_message_id: str) -> list[ReceiptRow]:

@@ -1,0 +1,1 @@
+"""Connecting coding agents (Claude Code, other MCP clients) to the local daemon."""
