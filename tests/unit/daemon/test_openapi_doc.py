@@ -19,6 +19,7 @@ from openapi_spec_validator import validate
 
 from claudemesh.daemon.ipc import routes_inbox, routes_outbox, routes_peers, routes_sessions
 from claudemesh.daemon.ipc.app import ROUTES
+from claudemesh.daemon.ipc.routes_info import IPC_FEATURES
 from claudemesh.daemon.ipc.routes_openapi import openapi_document
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -97,6 +98,11 @@ def test_every_operation_documents_the_auth_and_guard_answers(doc: dict[str, Any
             if method in METHODS:
                 assert {"400", "401", "403", "500", "503"} <= set(operation["responses"]), (
                     method, path)
+
+
+def test_the_features_version_lists_are_the_ones_documented(doc: dict[str, Any]) -> None:
+    features = doc["components"]["schemas"]["Version"]["properties"]["ipc_features"]
+    assert features["items"]["enum"] == list(IPC_FEATURES)
 
 
 def test_the_daemon_serves_the_packaged_copy() -> None:
