@@ -39,7 +39,7 @@ from meshkit import Mesh2, link_state, mesh2, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 
-MAX_EXAMPLES = 50
+MAX_EXAMPLES = 25
 
 # The daemon under test reads its bearer token from daemon/local-token and keeps a
 # well-formed one it finds there; writing it before the start lets the schema below, built
@@ -116,7 +116,7 @@ def _config() -> SchemathesisConfig:
             # without a byte (keepalives come every 15 s). The daemon frees the slot
             # within GONE_CHECK_S once the client has gone.
             {"include-path": "/v1/events", "request-timeout": 1, "max-stream-events": 5,
-             "generation": {"max-examples": 10}},
+             "generation": {"max-examples": 5}},
             {"include-path": STATE_422, "checks": {
                 "positive_data_acceptance": {"expected-statuses": [*ACCEPTED, "422"]}}},
         ],
