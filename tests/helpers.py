@@ -20,8 +20,8 @@ from typing import Any
 
 import nacl.signing
 
-from claudemesh.client import DaemonClient, Response
 from claudemesh.config import Paths, paths_from_env
+from claudemesh.sdk.client import Client, Response
 
 # Nothing listens on the discard port: daemons of the API tests stay in backoff, queueing.
 NO_BROKER = "ws://127.0.0.1:9/ws"
@@ -87,11 +87,11 @@ class DaemonHandle:
         os.kill(self.pid, signal.SIGKILL)
         wait_gone(self.pid)
 
-    def uds(self, timeout: float = 10.0) -> DaemonClient:
-        return DaemonClient(self.paths, timeout=timeout)
+    def uds(self, timeout: float = 10.0) -> Client:
+        return Client(self.paths, timeout=timeout)
 
-    def tcp(self, timeout: float = 10.0) -> DaemonClient:
-        return DaemonClient(self.paths, timeout=timeout, transport="tcp")
+    def tcp(self, timeout: float = 10.0) -> Client:
+        return Client(self.paths, timeout=timeout, transport="tcp")
 
     def send(self, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
         return self.uds().request("POST", "/v1/send", body, headers)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brokerkit import BrokerProcess, new_broker
+from claudemesh.sdk.sse import SseParser
 from helpers import DaemonHandle, cli, short_tmpdir
 
 
@@ -117,24 +118,14 @@ class SseReader:
         return self
 
     def _read(self) -> None:
+        """Raw socket bytes through the SDK's SSE parser (the head's lines parse as no event;
+        the chunk-size lines, with no colon, as unknown fields)."""
         assert self._sock is not None
-        buf = b""
-        event, ident, data = "message", None, ""
+        parser = SseParser()
         with contextlib.suppress(OSError):
             while chunk := self._sock.recv(65536):
-                buf += chunk
-                while b"\n" in buf:
-                    raw, buf = buf.split(b"\n", 1)
-                    line = raw.decode().rstrip("\r")
-                    if line.startswith("data: "):
-                        data = line[6:]
-                    elif line.startswith("event: "):
-                        event = line[7:]
-                    elif line.startswith("id: "):
-                        ident = line[4:]
-                    elif line == "" and data:
-                        self.events.put((event, ident, json.loads(data)))
-                        event, ident, data = "message", None, ""
+                for sse in parser.feed(chunk):
+                    self.events.put((sse.event, sse.id, json.loads(sse.data)))
 
     def next(self, kind: str, timeout: float = 10.0) -> tuple[str | None, dict[str, Any]]:
         deadline = time.monotonic() + timeout

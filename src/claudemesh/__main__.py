@@ -1,3 +1,3 @@
-from claudemesh.cli.main import main
+from claudemesh.cli.entry import main
 
 main()

@@ -7,8 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from claudemesh.client import Response
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.sdk.http import Response
 from claudemesh.sqlitedb.db import open_database
 from helpers import DaemonHandle, new_daemon
 

@@ -1,4 +1,4 @@
-"""What every command shares: the ``--json`` flag, the paths, and a daemon client."""
+"""What every command shares: the ``--json`` flag, the paths, and the SDK's client."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 import click
 
 from claudemesh.cli.output import PRINTER
-from claudemesh.client import DaemonClient
 from claudemesh.config import Paths, paths_from_env
+from claudemesh.sdk.client import Client
 
 __all__ = ["client", "current_paths", "json_option"]
 
@@ -33,5 +33,6 @@ def current_paths() -> Paths:
     return paths_from_env(os.environ)
 
 
-def client(paths: Paths, *, timeout: float = 5.0) -> DaemonClient:
-    return DaemonClient(paths, timeout=timeout)
+def client(paths: Paths, *, timeout: float = 5.0) -> Client:
+    """The SDK's client over the Unix socket: the CLI has no client of its own."""
+    return Client(paths, timeout=timeout)

@@ -2,7 +2,7 @@
 
 Each command parses, calls the daemon (or the process layer) and hands a dict plus its
 text rendering to :data:`PRINTER`. The server stack (aiohttp, sqlite) is imported only
-inside ``up --foreground``; everything else uses the stdlib client.
+inside ``up --foreground``; everything else uses the SDK's stdlib client.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import click
 
@@ -30,6 +30,9 @@ from claudemesh.errors import (
     DaemonUnreachable,
     error_classes,
 )
+
+if TYPE_CHECKING:
+    from claudemesh.sdk.messages import OutboxItem
 
 __all__ = ["daemon", "spawn_daemon"]
 
@@ -141,22 +144,31 @@ def _report(fd: int, data: dict[str, Any]) -> None:
 
 
 def spawn_daemon(paths: Paths, extra: list[str]) -> dict[str, Any]:
-    """Start ``daemon up --foreground`` in a new session; wait for its ready line."""
+    """Start ``daemon up --foreground`` in a new session; wait for its ready line.
+
+    The daemon serves ``paths`` whatever the caller's environment says (the SDK passes
+    paths of its own), and the caller's umask is restored: a library must not change it.
+    """
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
 
-    os.umask(0o077)
-    ensure_private_dir(paths.daemon_dir)
-    read_end, write_end = os.pipe()
-    log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
-           "--ready-fd", str(write_end), "--log-file", *extra]
+    env = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(paths.config_dir),
+           "CLAUDEMESH_DAEMON_DIR": str(paths.daemon_dir)}
+    umask = os.umask(0o077)
     try:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
-            stderr=log_fd, start_new_session=True)
+        ensure_private_dir(paths.daemon_dir)
+        read_end, write_end = os.pipe()
+        log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
+               "--ready-fd", str(write_end), "--log-file", *extra]
+        try:
+            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+                cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
+                stderr=log_fd, start_new_session=True, env=env)
+        finally:
+            os.close(write_end)
+            os.close(log_fd)
     finally:
-        os.close(write_end)
-        os.close(log_fd)
+        os.umask(umask)
     try:
         line = _read_line(read_end, proc, READY_TIMEOUT_S)
     finally:
@@ -216,7 +228,7 @@ def status() -> int:
     """Show whether the daemon runs, its queue and each mesh's link."""
     paths = current_paths()
     try:
-        health = client(paths, timeout=2.0).call("GET", "/v1/health")
+        health = client(paths, timeout=2.0).health()
     except DaemonUnreachable as exc:
         raise _unreachable(paths, exc) from None
     PRINTER.result(health, format_status(health, paths))
@@ -247,7 +259,7 @@ def version() -> int:
 
     paths = current_paths()
     try:
-        info = client(paths, timeout=2.0).call("GET", "/v1/version")
+        info = client(paths, timeout=2.0).version().raw
     except DaemonUnreachable as exc:
         raise _unreachable(paths, exc) from None
     data = {"cli_version": __version__, "daemon": info}
@@ -407,8 +419,7 @@ def follow_file(path: Any) -> None:
 @daemon.command("metrics")
 def metrics() -> int:
     """Print /v1/metrics (Prometheus text)."""
-    text = client(current_paths()).call("GET", "/v1/metrics")
-    sys.stdout.write(str(text))
+    sys.stdout.write(client(current_paths()).metrics())
     return 0
 
 
@@ -437,17 +448,16 @@ def _status_flag(name: str, value: str, help_text: str) -> Callable[[F], F]:
 @json_option
 def outbox_list(status_filter: str | None = None, limit: int = 50) -> int:
     """List outbox rows, newest first."""
-    query = f"/v1/outbox?limit={limit}" + (f"&status={status_filter}" if status_filter else "")
-    items = client(current_paths()).call("GET", query)["items"]
-    PRINTER.result({"items": items}, format_outbox(items))
+    items = client(current_paths()).outbox(status=status_filter, limit=limit)
+    PRINTER.result({"items": [i.raw for i in items]}, format_outbox(items))
     return 0
 
 
-def format_outbox(items: list[dict[str, Any]]) -> str:
+def format_outbox(items: list[OutboxItem]) -> str:
     if not items:
         return "outbox is empty"
-    rows = [(i["id"], i["client_message_id"], i["status"], i["attempts"], i["mesh"],
-             _short(i["destination"]), i["enqueued_at"], i["last_error"]) for i in items]
+    rows = [(i.id, i.client_message_id, i.status, i.attempts, i.mesh, _short(i.destination),
+             i.enqueued_at, i.last_error) for i in items]
     return format_table(["ID", "CLIENT_MESSAGE_ID", "STATUS", "TRIES", "MESH", "TO",
                          "ENQUEUED", "LAST_ERROR"], rows)
 
@@ -463,10 +473,7 @@ def _short(destination: str) -> str:
 @json_option
 def outbox_requeue(row_id: str, new_client_id: str | None) -> int:
     """Retire a pending or dead row and queue a copy under a new client_message_id."""
-    body: dict[str, Any] = {"id": row_id}
-    if new_client_id is not None:
-        body["new_client_message_id"] = new_client_id
-    result = client(current_paths()).call("POST", "/v1/outbox/requeue", body)
+    result = client(current_paths()).requeue(row_id, new_client_id)
     text = (f"row {result['aborted_row_id']} aborted; new row {result['new_row_id']}"
             f" queued as {result['new_client_message_id']}")
     if "warning" in result:

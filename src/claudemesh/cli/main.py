@@ -26,6 +26,7 @@ LAZY_COMMANDS: Final = {
     "profile": "claudemesh.cli.messages:profile",
     "events": "claudemesh.cli.messages:events",
     "status": "claudemesh.cli.status:status",
+    "hook": "claudemesh.cli.hook:hook",
     "sessions": "claudemesh.cli.sessions:sessions",
     "daemon": "claudemesh.cli.daemon:daemon",
     "broker": "claudemesh.cli.broker:broker",
@@ -35,6 +36,7 @@ LAZY_COMMANDS: Final = {
     "down": "claudemesh.cli.quickstart:down",
     "completion": "claudemesh.cli.completion:completion",
     "setup": "claudemesh.cli.setup:setup",
+    "mcp": "claudemesh.cli.mcp:mcp",
 }
 
 

@@ -117,16 +117,16 @@ def up(name: str | None, mesh_name: str, port: int) -> int:
     """Start everything on this machine: a local broker, a mesh, your membership, the daemon."""
     from claudemesh.cli.daemon import spawn_daemon  # noqa: PLC0415
     from claudemesh.cli.mesh import default_display_name  # noqa: PLC0415
-    from claudemesh.cli.send import probe  # noqa: PLC0415
-    from claudemesh.client import DaemonClient  # noqa: PLC0415
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
+    from claudemesh.sdk.client import Client  # noqa: PLC0415
+    from claudemesh.sdk.discovery import probe  # noqa: PLC0415
 
     paths = current_paths()
     ensure_private_dir(paths.config_dir)
     url = f"ws://127.0.0.1:{port}/ws"
     broker = ensure_broker(paths, port)
     joined = ensure_membership(paths, url, mesh_name, name or default_display_name())
-    api = DaemonClient(paths, timeout=2.0)
+    api = Client(paths, timeout=2.0)
     running = probe(api)
     if running and joined:
         subprocess.run([sys.executable, "-m", "claudemesh", "daemon", "down"],

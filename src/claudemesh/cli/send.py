@@ -1,11 +1,11 @@
 """``claudemesh send``: through the daemon when there is one, never twice (issue 5, item 3).
 
 1. Mint the ``client_message_id`` first, so every retry below is the same message.
-2. Probe the daemon with ``GET /v1/version`` (a short timeout; a socket file proves
-   nothing, R-ROUTE-1). None answering: wait for the installed service, or start a daemon.
-3. ``POST /v1/send``, retrying a timeout or a broken connection with the same id: the
-   daemon's lookup table makes a retry a no-op (R-ACC-2). A refusal (4xx, 409) is
-   reported and never retried another way (R-ROUTE-4).
+2. Find the daemon as the SDK does (:meth:`claudemesh.sdk.Client.connect`): probe
+   ``GET /v1/version``, else wait for the installed service, or start a daemon.
+3. ``POST /v1/send`` through the SDK, which retries a timeout or a broken connection with
+   the same id: the daemon's lookup table makes a retry a no-op (R-ACC-2). A refusal
+   (4xx, 409) is reported and never retried another way (R-ROUTE-4).
 4. Wait briefly for the row to reach the broker, and say ``delivered`` or ``queued``.
 
 ``--no-daemon`` sends over a short broker connection of its own (:mod:`claudemesh.direct`)
@@ -18,17 +18,14 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER, paint
-from claudemesh.client import DaemonClient
 from claudemesh.config import Paths
 from claudemesh.errors import (
-    DaemonAlreadyRunning,
     DaemonUnreachable,
     IdempotencyKeyReused,
     InvalidRequest,
@@ -36,13 +33,13 @@ from claudemesh.errors import (
     error_classes,
 )
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
+from claudemesh.sdk.client import Client
+from claudemesh.sdk.discovery import PROBE_TIMEOUT_S, probe
+
+if TYPE_CHECKING:
+    from claudemesh.sdk.messages import OutboxItem, SendResult
 
 __all__ = ["send"]
-
-PROBE_TIMEOUT_S: Final = 1.0
-SERVICE_WAIT_S: Final = 8.0
-SEND_ATTEMPTS: Final = 3
-
 
 @click.command()
 @click.argument("to")
@@ -79,16 +76,16 @@ def send(*, to: str, message: str | None, mesh: str | None, priority: str,
     paths = current_paths()
     if no_daemon:
         return _send_direct(paths, body)
-    api = ensure_daemon(paths, timeout=timeout)
+    api = Client.connect(paths, timeout=timeout, start=True)
     answer = _post(api, body)
-    if answer.get("duplicate"):
-        return _report("delivered", body, answer, note="already sent earlier")
+    if answer.duplicate:
+        return _report("delivered", body, answer.raw, note="already sent earlier")
     row = _await_outcome(api, cmid, wait)
-    if row is not None and row["status"] == "dead":
-        _report("failed", body, row, note=row.get("last_error"))
+    if row is not None and row.status == "dead":
+        _report("failed", body, row.raw, note=row.last_error)
         return 1
-    status = "delivered" if row is not None and row["status"] == "done" else "queued"
-    return _report(status, body, row or answer)
+    status = "delivered" if row is not None and row.status == "done" else "queued"
+    return _report(status, body, row.raw if row is not None else answer.raw)
 
 
 def _message_text(message: str | None) -> str:
@@ -112,83 +109,27 @@ def _meta(text: str) -> dict[str, Any]:
     return value
 
 
-def probe(api: DaemonClient) -> bool:
-    """A compatible daemon answers /v1/version (R-ROUTE-1, R-NEG-8)."""
+def _post(api: Client, body: dict[str, Any]) -> SendResult:
+    """The SDK repeats a broken attempt with the same id; here we only word the failure."""
     try:
-        info = api.call("GET", "/v1/version")
-    except DaemonUnreachable:
-        return False
-    if info.get("ipc_api") != "v1" or "send" not in info.get("ipc_features", []):
-        raise DaemonUnreachable(f"the running daemon speaks ipc_api {info.get('ipc_api')!r};"
-                                " upgrade it or the CLI so they match")
-    return True
+        return api.send(body["to"], body["message"], mesh=body.get("mesh"),
+                        priority=body["priority"], client_message_id=body["client_message_id"],
+                        meta=body.get("meta"), reply_to=body.get("reply_to"))
+    except DaemonUnreachable as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, DaemonUnreachable) else exc
+        cmid = body["client_message_id"]
+        raise DaemonUnreachable(
+            f"{cause.detail}; the message may still be queued: look for client_message_id"
+            f" {cmid} in `claudemesh daemon outbox list`, or send again with"
+            f" --client-message-id {cmid} (safe: it cannot double-send)") from exc
 
 
-def ensure_daemon(paths: Paths, *, timeout: float) -> DaemonClient:
-    """A client for a daemon that answers: running, its service started, or one we start."""
-    quick = DaemonClient(paths, timeout=PROBE_TIMEOUT_S)
-    if not probe(quick):
-        unit = _installed_unit()
-        if unit is not None:
-            _wait_for(quick, SERVICE_WAIT_S, f"the service ({unit}) is installed but its"
-                      " daemon does not answer; see `claudemesh daemon logs`")
-        else:
-            from claudemesh.cli.daemon import spawn_daemon  # noqa: PLC0415
-
-            try:
-                spawn_daemon(paths, [])
-            except DaemonAlreadyRunning:
-                _wait_for(quick, SERVICE_WAIT_S, "another daemon is starting but does not answer")
-    return DaemonClient(paths, timeout=timeout)
-
-
-def _installed_unit() -> Path | None:
-    """An installed service that its manager can start: then wait for it, never race it.
-
-    A unit file that no service manager can act on (a container without a user bus)
-    does not count: then the CLI starts the daemon itself.
-    """
-    from claudemesh.daemon.service import service_state, unit_installed  # noqa: PLC0415
-
-    unit = unit_installed(Path.home(), sys.platform)
-    if unit is None or service_state(sys.platform) in (None, "inactive", "failed",
-                                                        "not-loaded"):
-        return None
-    return unit
-
-
-def _wait_for(api: DaemonClient, seconds: float, failure: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if probe(api):
-            return
-        time.sleep(0.1)
-    raise DaemonUnreachable(failure)
-
-
-def _post(api: DaemonClient, body: dict[str, Any]) -> dict[str, Any]:
-    """POST with the same id until the daemon answers: a retry can never double-send."""
-    for attempt in range(1, SEND_ATTEMPTS + 1):
-        try:
-            return dict(api.call("POST", "/v1/send", body))
-        except DaemonUnreachable as exc:
-            if attempt == SEND_ATTEMPTS:
-                raise DaemonUnreachable(
-                    f"{exc.detail}; the message may still be queued: look for client_message_id"
-                    f" {body['client_message_id']} in `claudemesh daemon outbox list`, or send"
-                    f" again with --client-message-id {body['client_message_id']} (safe: it"
-                    " cannot double-send)") from exc
-            time.sleep(0.2 * attempt)
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def _await_outcome(api: DaemonClient, cmid: str, wait: float) -> dict[str, Any] | None:
+def _await_outcome(api: Client, cmid: str, wait: float) -> OutboxItem | None:
     deadline = time.monotonic() + wait
-    row: dict[str, Any] | None = None
     while True:
-        items = api.call("GET", f"/v1/outbox?client_message_id={cmid}&limit=1")["items"]
+        items = api.outbox(client_message_id=cmid, limit=1)
         row = items[0] if items else None
-        if row is None or row["status"] in ("done", "dead") or time.monotonic() >= deadline:
+        if row is None or row.status in ("done", "dead") or time.monotonic() >= deadline:
             return row
         time.sleep(0.01)
 
@@ -197,7 +138,7 @@ def _send_direct(paths: Paths, body: dict[str, Any]) -> int:
     from claudemesh.config import load_meshes  # noqa: PLC0415
     from claudemesh.direct import send_direct  # noqa: PLC0415
 
-    if probe(DaemonClient(paths, timeout=PROBE_TIMEOUT_S)):
+    if probe(Client(paths, timeout=PROBE_TIMEOUT_S)):
         raise InvalidRequest("a daemon is running and holds this identity; send without"
                              " --no-daemon (a direct connection would displace it)")
     meshes = load_meshes(paths.config_file)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from claudemesh.cli.common import client, current_paths, json_option
 from claudemesh.cli.output import PRINTER, format_table
+
+if TYPE_CHECKING:
+    from claudemesh.sdk.sessions import Session
 
 __all__ = ["format_sessions", "sessions"]
 
@@ -19,8 +22,8 @@ def sessions(ctx: click.Context) -> int:
     """List the live sessions (each has its own address and unread messages)."""
     if ctx.invoked_subcommand is not None:
         return 0
-    listed = client(current_paths()).call("GET", "/v1/sessions")
-    PRINTER.result(listed, format_sessions(listed["sessions"]))
+    listed = client(current_paths()).sessions()
+    PRINTER.result({"sessions": [s.raw for s in listed]}, format_sessions(listed))
     return 0
 
 
@@ -29,16 +32,16 @@ def sessions(ctx: click.Context) -> int:
 @json_option
 def end(session_id: str) -> int:
     """End a session now (its read state is kept under its name)."""
-    result = client(current_paths()).call("DELETE", f"/v1/sessions/{session_id}")
-    PRINTER.result(result, f"session {session_id} ended")
+    client(current_paths()).end_session(session_id)
+    PRINTER.result({"session_id": session_id, "deleted": True}, f"session {session_id} ended")
     return 0
 
 
-def format_sessions(items: list[dict[str, Any]]) -> str:
+def format_sessions(items: list[Session]) -> str:
     if not items:
         return ("no sessions; an agent registers one through `claudemesh mcp` or the hooks"
                 " (see `claudemesh setup claude-code`)")
-    rows = [(s["name"] + (" *" if s["default"] else ""), s["address"], s["harness"], s["pid"],
-             s["unread"], s["status"], s["summary"], s["session_id"]) for s in items]
+    rows = [(s.name + (" *" if s.default else ""), s.address, s.harness, s.pid, s.unread,
+             s.status, s.summary, s.session_id) for s in items]
     return format_table(["NAME", "ADDRESS", "HARNESS", "PID", "UNREAD", "STATUS", "SUMMARY",
                          "ID"], rows) + "\n(* default: bare DMs to you are filed for it)"

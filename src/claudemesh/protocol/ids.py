@@ -3,12 +3,14 @@
 We mint ULIDs here (48-bit millisecond time + 80 random bits, Crockford base32) instead
 of importing python-ulid: that package pulls in ``importlib.metadata`` at import and
 costs about 58 ms, which the CLI's send path cannot afford (docs/design-deviations.md).
+The random bits come from ``os.urandom``, as ``secrets.randbits`` takes them, without
+the ``hmac``/OpenSSL import (about 6 ms) that ``secrets`` brings along.
 """
 
 from __future__ import annotations
 
+import os
 import re
-import secrets
 import time
 from typing import Final
 
@@ -26,7 +28,7 @@ def new_ulid(now_ms: int | None = None) -> str:
     """A 26-character ULID; ``now_ms`` defaults to the wall clock."""
     if now_ms is None:
         now_ms = time.time_ns() // 1_000_000
-    value = ((now_ms & ((1 << 48) - 1)) << 80) | secrets.randbits(80)
+    value = ((now_ms & ((1 << 48) - 1)) << 80) | int.from_bytes(os.urandom(10))
     # 130 bits (the top two zero) as 13 ten-bit pairs of characters: 13 steps, not 26.
     pairs = _PAIRS
     return "".join([pairs[(value >> shift) & 1023] for shift in _SHIFTS])

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from claudemesh.cli.messages import parse_sse
 from claudemesh.daemon.events import Event, EventBus
 from claudemesh.daemon.ipc.routes_events import format_event
 from claudemesh.errors import TooManyStreams
+from claudemesh.sdk.sse import SseEvent, SseParser
 
 
 async def test_publish_reaches_every_subscriber_and_close_ends_streams() -> None:
@@ -31,9 +31,9 @@ async def test_a_slow_subscriber_is_cut_off_instead_of_slowing_anyone() -> None:
     assert await slow.queue.get() is None
 
 
-def test_sse_framing_round_trips_through_the_cli_parser() -> None:
-    raw = format_event(Event("message", {"body": "a\nb", "é": 1}, id=42)).decode()
-    raw += ": keepalive\n\n" + format_event(Event("peer_leave", {"pubkey": "p"})).decode()
-    parsed = list(parse_sse(raw.split("\n")))
-    assert parsed == [("message", "42", '{"body":"a\\nb","é":1}'),
-                      ("peer_leave", None, '{"pubkey":"p"}')]
+def test_sse_framing_round_trips_through_the_sdk_parser() -> None:
+    raw = format_event(Event("message", {"body": "a\nb", "é": 1}, id=42))
+    raw += b": keepalive\n\n" + format_event(Event("peer_leave", {"pubkey": "p"}))
+    parsed = SseParser().feed(raw)
+    assert parsed == [SseEvent("message", "42", '{"body":"a\\nb","é":1}'),
+                      SseEvent("peer_leave", None, '{"pubkey":"p"}')]

@@ -1,0 +1,500 @@
+"""`claudemesh mcp` end to end: the real server process, spoken to by the `mcp` SDK's own
+stdio client, on alice's and bob's real daemons and a real broker (meshkit.mesh2)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from mcp.client.extension import NotificationBinding
+from mcp.client.session import ClientSession, IncomingMessage
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
+from mcp_types.version import LATEST_HANDSHAKE_VERSION
+from pydantic import BaseModel, ConfigDict
+
+from claudemesh.agent.framing import BOUNDARY
+from helpers import DaemonHandle, short_tmpdir
+from meshkit import Mesh2, mesh2
+
+CHANNEL_METHOD = "notifications/claude/channel"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class ChannelParams(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    content: str
+    meta: dict[str, str]
+
+
+@dataclass
+class Agent:
+    """One `claudemesh mcp` process and the SDK client session talking to it."""
+
+    session: ClientSession
+    dispatcher: JSONRPCDispatcher[Any]
+    daemon: DaemonHandle
+    pushed: list[ChannelParams] = field(default_factory=list)
+    wire_errors: list[Exception] = field(default_factory=list)
+
+    async def call(self, tool: str, arguments: dict[str, Any] | None = None,
+                   timeout: float = 30) -> types.CallToolResult:
+        return await self.session.call_tool(tool, arguments or {},
+                                            read_timeout_seconds=timeout)
+
+    async def ok(self, tool: str, arguments: dict[str, Any] | None = None,
+                 timeout: float = 30) -> types.CallToolResult:
+        result = await self.call(tool, arguments, timeout)
+        assert not result.is_error, text(result)
+        return result
+
+    async def whoami(self) -> dict[str, Any]:
+        result = await self.ok("whoami")
+        assert result.structured_content is not None
+        return result.structured_content
+
+
+def text(result: types.CallToolResult) -> str:
+    return "\n".join(c.text for c in result.content if isinstance(c, types.TextContent))
+
+
+def server_env(daemon: DaemonHandle, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in daemon.env.items() if k.startswith("CLAUDEMESH_")}
+    return {**env, "PYTHONUNBUFFERED": "1", **extra}
+
+
+@contextlib.asynccontextmanager
+async def agent(daemon: DaemonHandle, *args: str, declare_channel: bool = False,
+                env: dict[str, str] | None = None,
+                cwd: Path | None = None) -> AsyncIterator[Agent]:
+    params = StdioServerParameters(command=sys.executable, args=["-m", "claudemesh", "mcp",
+                                                                 *args],
+                                   env=env or server_env(daemon), cwd=cwd)
+    pushed: list[ChannelParams] = []
+    wire_errors: list[Exception] = []
+
+    async def on_channel(channel: ChannelParams) -> None:
+        pushed.append(channel)
+
+    async def on_message(message: IncomingMessage) -> None:
+        if isinstance(message, Exception):  # e.g. a stray non-JSON line on stdout
+            wire_errors.append(message)
+
+    async with stdio_client(params) as (read_stream, write_stream):
+        dispatcher: JSONRPCDispatcher[Any] = JSONRPCDispatcher(read_stream, write_stream)
+        async with ClientSession(
+                dispatcher=dispatcher, message_handler=on_message,
+                notification_bindings=[NotificationBinding(
+                    method=CHANNEL_METHOD, params_type=ChannelParams, handler=on_channel)],
+        ) as session:
+            await initialize(session, {"claude/channel": {}} if declare_channel else None)
+            handle = Agent(session, dispatcher, daemon, pushed, wire_errors)
+            yield handle
+            assert wire_errors == []
+
+
+async def initialize(session: ClientSession,
+                     experimental: dict[str, dict[str, Any]] | None) -> types.InitializeResult:
+    """The handshake by hand: ClientSession.initialize() never sends `experimental`."""
+    result = await session.send_request(
+        types.InitializeRequest(params=types.InitializeRequestParams(
+            protocol_version=LATEST_HANDSHAKE_VERSION,
+            capabilities=types.ClientCapabilities(experimental=experimental),
+            client_info=types.Implementation(name="claudemesh-tests", version="1"))),
+        types.InitializeResult)
+    session.adopt(result)
+    await session.send_notification(types.InitializedNotification())
+    return result
+
+
+def unread(daemon: DaemonHandle, session: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"session": session, "unread": "1", "order": "asc"})
+    return list(daemon.uds().call("GET", f"/v1/inbox?{query}")["items"])
+
+
+def session_items(daemon: DaemonHandle, session: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"session": session, "order": "asc", "limit": "1000"})
+    return list(daemon.uds().call("GET", f"/v1/inbox?{query}")["items"])
+
+
+async def until(predicate: Any, timeout: float = 20.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await anyio.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def pair() -> Iterator[Mesh2]:
+    m = mesh2()
+    try:
+        yield m
+    finally:
+        m.cleanup()
+
+
+async def test_initialize_lists_tools_with_schemas(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "t-init") as alice:
+        init = alice.session.initialize_result
+        assert init is not None
+        assert init.capabilities.experimental == {"claude/channel": {}}
+        assert init.instructions is not None and "untrusted" in init.instructions
+        tools = {t.name: t for t in (await alice.session.list_tools()).tools}
+        assert set(tools) == {"whoami", "send", "reply", "inbox", "wait_for_message",
+                              "peers", "set_status", "message_status"}
+        for tool in tools.values():
+            assert tool.description and len(tool.description) > 40
+            assert tool.input_schema["type"] == "object"
+            assert tool.input_schema.get("additionalProperties") is False
+        assert tools["send"].input_schema["required"] == ["to", "message"]
+        assert tools["send"].output_schema is not None
+        assert tools["inbox"].output_schema is None  # messages go to the model as framed text
+        me = await alice.whoami()
+        assert me["name"] == "t-init" and me["address"] == "alice/t-init"
+        assert me["meshes"][0]["member_name"] == "alice"
+        assert me["meshes"][0]["member_pubkey"] == pair.alice_key
+        assert me["unread"] == 0 and me["channel_push"] is False
+        assert isinstance(me["daemon_version"], str)
+
+
+async def test_send_then_wait_for_message(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-send") as alice, \
+            agent(pair.bob, "--session", "b-send") as bob:
+        sent = await alice.ok("send", {"to": "bob/b-send", "message": "hello bob"})
+        assert sent.structured_content is not None
+        assert sent.structured_content["to"] == "bob/b-send"
+        assert sent.structured_content["mesh"] == pair.alice.meshes[0]["slug"]
+        assert sent.structured_content["status"] in ("queued", "inflight", "done")
+        got = await bob.ok("wait_for_message", {"timeout_s": 20})
+        body = text(got)
+        assert "hello bob" in body and "from alice/a-send" in body
+        assert f"<<<begin peer-message {BOUNDARY}" not in body  # each process its own token
+        assert re.search(r"<<<begin peer-message cm[0-9a-f]{16}>>>\nhello bob\n"
+                         r"<<<end peer-message cm[0-9a-f]{16}>>>", body)
+        assert unread(pair.bob, "b-send") == []
+        quiet = await bob.ok("wait_for_message", {"timeout_s": 1})
+        assert text(quiet) == "No message within 1 s."
+
+
+async def test_wait_blocks_until_a_message_arrives(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-wait") as alice, \
+            agent(pair.bob, "--session", "b-wait") as bob:
+        results: list[types.CallToolResult] = []
+        started = time.monotonic()
+
+        async def wait() -> None:
+            results.append(await bob.ok("wait_for_message",
+                                        {"timeout_s": 60, "from": "alice"}, timeout=90))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(1.5)
+            assert results == []
+            await alice.ok("send", {"to": "bob/b-wait", "message": "are you there?"})
+        assert time.monotonic() - started >= 1.5
+        assert "are you there?" in text(results[0])
+        assert unread(pair.bob, "b-wait") == []
+
+
+async def test_inbox_marks_what_it_returns_seen(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-inbox") as alice, \
+            agent(pair.bob, "--session", "b-inbox") as bob:
+        for n in (1, 2, 3):
+            await alice.ok("send", {"to": "bob/b-inbox", "message": f"note {n}"})
+        await until(lambda: len(unread(pair.bob, "b-inbox")) == 3)
+        first = await bob.ok("inbox", {"limit": 2})
+        body = text(first)
+        assert body.index("note 1") < body.index("note 2") and "note 3" not in body
+        assert "1 more message is waiting" in body
+        assert [i["body"] for i in unread(pair.bob, "b-inbox")] == ["note 3"]
+        second = await bob.ok("inbox")
+        assert "note 3" in text(second) and "note 1" not in text(second)
+        assert text(await bob.ok("inbox")) == "No unread messages."
+        assert unread(pair.bob, "b-inbox") == []
+        everything = text(await bob.ok("inbox", {"unread_only": False, "from": "alice"}))
+        assert everything.index("note 1") < everything.index("note 3")
+        assert text(await bob.ok("inbox", {"unread_only": False, "from": "carol"})) == (
+            "No messages.")
+
+
+async def test_a_retried_send_call_lands_once(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-retry") as alice, \
+            agent(pair.bob, "--session", "b-retry"):
+        await alice.session.list_tools()
+        params = {"name": "send", "arguments": {"to": "bob/b-retry", "message": "only once"}}
+        # The same JSON-RPC request twice (same id, same arguments), as a client that
+        # lost the first answer would resend it, through the SDK's own dispatcher.
+        first = await alice.dispatcher.send_raw_request("tools/call", params,
+                                                        {"request_id": "retry-7"})
+        again = await alice.dispatcher.send_raw_request("tools/call", params,
+                                                        {"request_id": "retry-7"})
+        cmid = first["structuredContent"]["client_message_id"]
+        assert again["structuredContent"]["client_message_id"] == cmid
+        assert not first["isError"] and not again["isError"]
+        # A new call with the same text is a new message.
+        other = await alice.dispatcher.send_raw_request("tools/call", params,
+                                                        {"request_id": "retry-8"})
+        assert other["structuredContent"]["client_message_id"] != cmid
+        rows = [r for r in pair.alice.outbox() if r["client_message_id"] == cmid]
+        assert len(rows) == 1
+        await until(lambda: len(session_items(pair.bob, "b-retry")) == 2)
+        await anyio.sleep(1.0)  # a second copy would have arrived by now
+        bodies = [i["body"] for i in session_items(pair.bob, "b-retry")]
+        assert bodies == ["only once", "only once"]
+        assert [i["client_message_id"] for i in session_items(pair.bob, "b-retry")].count(
+            cmid) == 1
+
+
+async def test_reply_comes_back_to_the_asking_session(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-reply") as alice, \
+            agent(pair.bob, "--session", "b-reply") as bob:
+        await alice.ok("send", {"to": "bob/b-reply", "message": "ping?"})
+        asked = text(await bob.ok("wait_for_message", {"timeout_s": 20}))
+        message_id = re.search(r"· id (\S+)", asked)
+        assert message_id is not None
+        original = session_items(pair.bob, "b-reply")[0]
+        assert original["id"] == message_id.group(1)
+        answered = await bob.ok("reply", {"message_id": original["id"], "message": "pong"})
+        assert answered.structured_content is not None
+        assert answered.structured_content["to"] == "alice/a-reply"
+        back = text(await alice.ok("wait_for_message", {"timeout_s": 20}))
+        assert "pong" in back and "from bob/b-reply" in back
+        assert f"in reply to {original['broker_message_id']}" in back
+        item = session_items(pair.alice, "a-reply")[-1]
+        assert (item["session"], item["reply_to"]) == ("a-reply", original["broker_message_id"])
+
+
+async def test_channel_push_when_the_client_declares_it(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-push") as alice, \
+            agent(pair.bob, "--session", "b-push", declare_channel=True) as bob:
+        assert (await bob.whoami())["channel_push"] is True
+        sent = await alice.ok("send", {"to": "bob/b-push", "message": "pushed to you"})
+        assert sent.structured_content is not None
+        await until(lambda: bob.pushed)
+        push = bob.pushed[0]
+        assert "pushed to you" in push.content and "from alice/a-push" in push.content
+        assert "<<<end peer-message cm" in push.content
+        meta = push.meta
+        assert {"from_name", "from_pubkey", "session", "mesh", "priority", "message_id",
+                "reply_to"} <= set(meta)
+        assert all(IDENTIFIER.fullmatch(k) and isinstance(v, str) for k, v in meta.items())
+        assert (meta["from_name"], meta["from_pubkey"]) == ("alice", pair.alice_key)
+        assert (meta["session"], meta["reply_to"], meta["priority"]) == ("b-push", "", "next")
+        await until(lambda: unread(pair.bob, "b-push") == [])
+        # alice sees the surfaced receipt, with the path the message took.
+        cmid = sent.structured_content["client_message_id"]
+
+        async def surfaced() -> dict[str, Any]:
+            status = await alice.ok("message_status", {"client_message_id": cmid})
+            assert status.structured_content is not None
+            return status.structured_content
+
+        deadline = time.monotonic() + 20
+        while (status := await surfaced())["state"] != "surfaced":
+            assert time.monotonic() < deadline, status
+            await anyio.sleep(0.2)
+        assert (status["surfaced_path"], status["surfaced_session"]) == ("mcp_push", "b-push")
+        # A waiting wait_for_message gets the message instead of a push.
+        results: list[types.CallToolResult] = []
+
+        async def wait() -> None:
+            results.append(await bob.ok("wait_for_message", {"timeout_s": 30}, timeout=60))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(wait)
+            await anyio.sleep(1.0)
+            await alice.ok("send", {"to": "bob/b-push", "message": "for the waiter"})
+        assert "for the waiter" in text(results[0])
+        await anyio.sleep(0.5)
+        assert len(bob.pushed) == 1
+
+
+async def test_no_push_without_the_capability_and_with_channel_flag(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-nopush") as alice, \
+            agent(pair.bob, "--session", "b-nopush") as bob:
+        await alice.ok("send", {"to": "bob/b-nopush", "message": "wait for inbox"})
+        await until(lambda: unread(pair.bob, "b-nopush"))
+        await anyio.sleep(1.5)
+        assert bob.pushed == []
+        assert len(unread(pair.bob, "b-nopush")) == 1  # nobody marked it seen
+        assert "wait for inbox" in text(await bob.ok("inbox"))
+    async with agent(pair.alice, "--session", "a-flag") as alice, \
+            agent(pair.bob, "--session", "b-flag", "--channel") as bob:
+        await alice.ok("send", {"to": "bob/b-flag", "message": "forced push"})
+        await until(lambda: bob.pushed)
+        assert "forced push" in bob.pushed[0].content
+
+
+async def test_tool_errors_are_results_the_model_can_act_on(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-err") as alice:
+        unknown = await alice.call("send", {"to": "bb", "message": "hi"})
+        assert unknown.is_error
+        assert "no peer called 'bb'" in text(unknown) and "use peers() first" in text(unknown)
+        assert "alice" in text(unknown) and "bob" in text(unknown)
+        cases = [
+            ("send", {"to": "bob"}, "'message' is required"),
+            ("send", {"to": "bob", "message": "x", "priority": "urgent"}, "now, next, low"),
+            ("send", {"to": "bob", "message": "x", "cc": "carol"}, "unknown argument 'cc'"),
+            ("send", {"to": "bob", "message": ""}, "must not be empty"),
+            ("wait_for_message", {"timeout_s": 601}, "outside 0-600"),
+            ("inbox", {"limit": "ten"}, "must be integer"),
+            ("inbox", {"unread_only": 1}, "must be boolean"),
+            ("set_status", {}, "give 'summary'"),
+            ("reply", {"message_id": "nope", "message": "x"}, "no message with id 'nope'"),
+            ("message_status", {"client_message_id": "never-sent"},
+             "no message sent from here"),
+            ("teleport", {}, "there is no tool 'teleport'"),
+        ]
+        for tool, arguments, expected in cases:
+            result = await alice.call(tool, arguments)
+            assert result.is_error, (tool, arguments)
+            assert expected in text(result), (tool, text(result))
+
+
+async def test_peers_and_set_status(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-peers") as alice, \
+            agent(pair.bob, "--session", "b-peers") as bob:
+        status = await bob.ok("set_status", {"summary": "reviewing #42", "status": "working"})
+        assert status.structured_content is not None
+        assert status.structured_content["session"] == "b-peers"
+
+        async def bob_session() -> dict[str, Any] | None:
+            listed = (await alice.ok("peers")).structured_content
+            assert listed is not None
+            bobs = [p for p in listed["peers"] if p["name"] == "bob"]
+            sessions = [s for s in bobs[0]["sessions"] if s["name"] == "b-peers"] if bobs else []
+            return sessions[0] if sessions and sessions[0]["summary"] else None
+
+        deadline = time.monotonic() + 20
+        while (seen := await bob_session()) is None:
+            assert time.monotonic() < deadline
+            await anyio.sleep(0.2)
+        assert (seen["address"], seen["summary"], seen["status"]) == (
+            "bob/b-peers", "reviewing #42", "working")
+        listed = (await alice.ok("peers")).structured_content
+        assert listed is not None
+        assert [p["you"] for p in listed["peers"] if p["name"] == "alice"] == [True]
+
+
+async def test_session_names_and_end_of_life(pair: Mesh2) -> None:
+    holder = subprocess.Popen(["sleep", "120"])
+    try:
+        pair.alice.uds().call("POST", "/v1/sessions",
+                              {"name": "busy", "pid": holder.pid, "harness": "other"})
+        async with agent(pair.alice, "--session", "busy") as alice:
+            me = await alice.whoami()
+            assert me["name"] == "busy-2" and me["harness"] == "mcp"
+            session_id = me["session_id"]
+            live = pair.alice.uds().call("GET", f"/v1/sessions/{session_id}")
+            assert live["pid"] == os.getpid()  # the MCP client: our test process
+        # stdin closed: the server ended its session.
+        status = pair.alice.uds().request("GET", f"/v1/sessions/{session_id}").status
+        assert status == 404
+    finally:
+        holder.kill()
+        holder.wait()
+    project = short_tmpdir("cmp") / "My Project!"
+    project.mkdir()
+    async with agent(pair.alice, cwd=project,
+                     env=server_env(pair.alice, CLAUDECODE="1")) as alice:
+        me = await alice.whoami()
+        assert (me["name"], me["harness"]) == ("My-Project-", "claude-code")
+    async with agent(pair.alice, "--default",
+                     env=server_env(pair.alice, CLAUDEMESH_SESSION="from-env")) as alice:
+        me = await alice.whoami()
+        assert (me["name"], me["default"]) == ("from-env", True)
+
+
+def test_bad_session_name_fails_before_serving(pair: Mesh2) -> None:
+    result = subprocess.run([sys.executable, "-m", "claudemesh", "mcp", "--session", "-bad"],
+                            env={**os.environ, **server_env(pair.alice)}, input="",
+                            capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert "--session '-bad' is not a session name" in result.stderr
+
+
+def test_names_all_taken_fails_with_a_clear_message(pair: Mesh2) -> None:
+    holder = subprocess.Popen(["sleep", "120"])
+    try:
+        for name in ["full", *(f"full-{n}" for n in range(2, 10))]:
+            pair.bob.uds().call("POST", "/v1/sessions", {"name": name, "pid": holder.pid})
+        result = subprocess.run([sys.executable, "-m", "claudemesh", "mcp", "--session",
+                                 "full"], env={**os.environ, **server_env(pair.bob)},
+                                input="", capture_output=True, text=True, timeout=60,
+                                check=False)
+        assert result.returncode != 0 and result.stdout == ""
+        assert "full to full-9 are all held" in result.stderr
+        assert "--session NAME" in result.stderr
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def sessions_named(daemon: DaemonHandle, name: str) -> list[dict[str, Any]]:
+    listed = daemon.uds().call("GET", f"/v1/sessions?pid={os.getpid()}")["sessions"]
+    return [s for s in listed if s["name"] == name]
+
+
+def test_sigterm_ends_the_session(pair: Mesh2) -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "claudemesh", "mcp", "--session", "sig"],
+                            env={**os.environ, **server_env(pair.alice)},
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while not sessions_named(pair.alice, "sig"):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.1)
+        time.sleep(0.5)  # past registration, serving
+        proc.terminate()
+        assert proc.wait(timeout=10) == 0
+        assert proc.stdout is not None and proc.stdout.read() == b""
+        assert sessions_named(pair.alice, "sig") == []
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_session_lost_by_the_daemon_is_registered_again(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-lost") as alice, \
+            agent(pair.bob, "--session", "b-lost") as bob:
+        first = (await alice.whoami())["session_id"]
+        pair.alice.uds().call("DELETE", f"/v1/sessions/{first}")
+        await alice.ok("send", {"to": "bob/b-lost", "message": "still here"})
+        me = await alice.whoami()
+        assert me["name"] == "a-lost" and me["session_id"] != first
+        got = text(await bob.ok("wait_for_message", {"timeout_s": 20}))
+        assert "still here" in got and "from alice/a-lost" in got
+
+
+async def test_push_and_wait_go_on_after_the_daemon_restarts() -> None:
+    m = mesh2()
+    try:
+        async with agent(m.alice, "--session", "a-rs") as alice, \
+                agent(m.bob, "--session", "b-rs", declare_channel=True) as bob:
+            await alice.ok("send", {"to": "bob/b-rs", "message": "before"})
+            await until(lambda: bob.pushed)
+            await anyio.to_thread.run_sync(m.bob.stop)
+            await anyio.to_thread.run_sync(m.bob.start)
+            await alice.ok("send", {"to": "bob/b-rs", "message": "after the restart"})
+            await until(lambda: len(bob.pushed) == 2, timeout=40)
+            assert "after the restart" in bob.pushed[1].content
+            assert (await bob.whoami())["unread"] == 0
+    finally:
+        m.cleanup()
