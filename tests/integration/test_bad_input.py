@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+from urllib.parse import quote
 
 import pytest
 
@@ -79,11 +80,42 @@ def test_bad_outbox_queries_are_400(shared_daemon: DaemonHandle, query: str,
     assert reason in resp.body["detail"]
 
 
+@pytest.mark.parametrize("path", [
+    "/v1/outbox?limit=", "/v1/inbox?limit=", "/v1/inbox?cursor=", "/v1/sessions?pid=",
+    "/v1/events?last_event_id=",
+])
+@pytest.mark.parametrize("digit", ["\u00b2", "\u0663"])  # superscript two, Arabic-Indic three
+def test_numeric_query_parameters_take_only_ascii_digits(shared_daemon: DaemonHandle, path: str,
+                                                         digit: str) -> None:
+    """Regression: ``str.isdigit`` let ``²`` through to ``int()`` (a 500) and read ``٣``
+    as 3; both are a 400 naming the parameter."""
+    resp = shared_daemon.uds().request("GET", path + quote(digit))
+    assert (resp.status, resp.body["error"]) == (400, "invalid_request"), resp.body
+    name = path.rsplit("?", 1)[1].rstrip("=")
+    assert name.split("_")[0] in resp.body["detail"].lower()
+
+
 def test_unknown_routes_and_methods(shared_daemon: DaemonHandle) -> None:
     client = shared_daemon.uds()
     assert client.request("GET", "/v1/nope").body["error"] == "not_found"
     assert client.request("GET", "/v1/send").status == 405
     assert client.request("PUT", "/v1/health").status == 405
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("GET", "/v1/send", "POST"),
+    ("PUT", "/v1/health", "GET"),
+    ("TRACE", "/v1/sessions", "GET,POST"),
+    ("PATCH", "/v1/sessions/01ABC", "DELETE,GET"),
+])
+def test_a_wrong_method_is_405_with_the_allow_header(shared_daemon: DaemonHandle, method: str,
+                                                     path: str, allowed: str) -> None:
+    """Regression: the error answer dropped aiohttp's ``Allow``, which RFC 9110 §15.5.6
+    requires on a 405."""
+    resp = shared_daemon.uds().request(method, path)
+    assert resp.status == 405
+    assert sorted(resp.headers["allow"].split(",")) == allowed.split(",")
+    assert resp.body["error"] == "method_not_allowed"
 
 
 def test_a_body_over_1_mb_is_413_and_exactly_1_mb_is_accepted(

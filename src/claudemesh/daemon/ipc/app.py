@@ -6,6 +6,9 @@ Routes are listed once here; each lives in the module named for its concern.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Final
+
 from aiohttp import web
 
 from claudemesh.daemon.ipc.auth import Transport, guard_middleware
@@ -16,6 +19,7 @@ from claudemesh.daemon.ipc.routes_inbox import get_inbox, post_seen
 from claudemesh.daemon.ipc.routes_info import get_health, get_version
 from claudemesh.daemon.ipc.routes_messages import get_message
 from claudemesh.daemon.ipc.routes_metrics import get_metrics
+from claudemesh.daemon.ipc.routes_openapi import get_openapi
 from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_requeue
 from claudemesh.daemon.ipc.routes_peers import get_peers, post_profile
 from claudemesh.daemon.ipc.routes_send import post_send
@@ -27,7 +31,32 @@ from claudemesh.daemon.ipc.routes_sessions import (
     post_session,
 )
 
-__all__ = ["build_app"]
+__all__ = ["ROUTES", "build_app"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# Every route of the local API, once. docs/openapi.yaml documents exactly these
+# (tests/unit/daemon/test_openapi_doc.py). No GET answers HEAD.
+ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
+    ("GET", "/v1/version", get_version),
+    ("GET", "/v1/health", get_health),
+    ("POST", "/v1/send", post_send),
+    ("GET", "/v1/outbox", get_outbox),
+    ("POST", "/v1/outbox/requeue", post_requeue),
+    ("GET", "/v1/inbox", get_inbox),
+    ("POST", "/v1/inbox/seen", post_seen),
+    ("GET", "/v1/messages/{client_message_id}", get_message),
+    ("POST", "/v1/sessions", post_session),
+    ("GET", "/v1/sessions", get_sessions),
+    ("GET", "/v1/sessions/{session_id}", get_session),
+    ("DELETE", "/v1/sessions/{session_id}", delete_session),
+    ("POST", "/v1/sessions/{session_id}/heartbeat", post_heartbeat),
+    ("GET", "/v1/events", get_events),
+    ("GET", "/v1/peers", get_peers),
+    ("POST", "/v1/profile", post_profile),
+    ("GET", "/v1/metrics", get_metrics),
+    ("GET", "/v1/openapi.json", get_openapi),
+)
 
 
 def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
@@ -40,21 +69,6 @@ def build_app(ctx: DaemonContext, transport: Transport) -> web.Application:
         client_max_size=ctx.config.limits.max_body_bytes,
     )
     app[CONTEXT] = ctx
-    app.router.add_get("/v1/version", get_version, allow_head=False)
-    app.router.add_get("/v1/health", get_health, allow_head=False)
-    app.router.add_post("/v1/send", post_send)
-    app.router.add_get("/v1/outbox", get_outbox, allow_head=False)
-    app.router.add_post("/v1/outbox/requeue", post_requeue)
-    app.router.add_get("/v1/inbox", get_inbox, allow_head=False)
-    app.router.add_post("/v1/inbox/seen", post_seen)
-    app.router.add_get("/v1/messages/{client_message_id}", get_message, allow_head=False)
-    app.router.add_post("/v1/sessions", post_session)
-    app.router.add_get("/v1/sessions", get_sessions, allow_head=False)
-    app.router.add_get("/v1/sessions/{session_id}", get_session, allow_head=False)
-    app.router.add_delete("/v1/sessions/{session_id}", delete_session)
-    app.router.add_post("/v1/sessions/{session_id}/heartbeat", post_heartbeat)
-    app.router.add_get("/v1/events", get_events, allow_head=False)
-    app.router.add_get("/v1/peers", get_peers, allow_head=False)
-    app.router.add_post("/v1/profile", post_profile)
-    app.router.add_get("/v1/metrics", get_metrics, allow_head=False)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
     return app

@@ -83,7 +83,10 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         mapped = _AIOHTTP_ERRORS.get(type(exc))
         if mapped is not None:
-            return error_reply(mapped())
+            response = error_reply(mapped())
+            if "Allow" in exc.headers:  # RFC 9110 §15.5.6: a 405 names the methods there are
+                response.headers["Allow"] = exc.headers["Allow"]
+            return response
         if exc.status < 400:
             raise
         return json_reply({"error": f"http_{exc.status}", "detail": exc.reason},

@@ -15,7 +15,14 @@ from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.ids import is_valid_client_message_id
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
-__all__ = ["RequeueRequest", "SendRequest", "StrictModel", "parse_json_object", "validate"]
+__all__ = [
+    "RequeueRequest",
+    "SendRequest",
+    "StrictModel",
+    "ascii_digits",
+    "parse_json_object",
+    "validate",
+]
 
 Priority = Literal["now", "next", "low"]
 M = TypeVar("M", bound=BaseModel)
@@ -28,6 +35,15 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         return loads_object(raw)
     except JsonError as exc:
         raise InvalidRequest(f"body is {exc}") from None
+
+
+def ascii_digits(text: str) -> bool:
+    """True for a non-empty run of 0-9 only: what a numeric query parameter may hold.
+
+    ``str.isdigit`` alone also takes ``²`` (which ``int`` then refuses: a 500) and ``٣``
+    (which ``int`` reads as 3): neither is a number on the wire.
+    """
+    return text.isascii() and text.isdigit()
 
 
 def _utf8(value: str | None) -> str | None:

@@ -21,6 +21,7 @@ from claudemesh.clock import iso_ms
 from claudemesh.daemon.events import Event, Subscription
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT
+from claudemesh.daemon.ipc.requests import ascii_digits
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.strictjson import dumps
@@ -43,7 +44,7 @@ def _last_event_id(request: web.Request) -> int | None:
     text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     if text is None or text == "":
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not ascii_digits(text) or len(text) > 18:
         raise InvalidRequest("Last-Event-ID must be a message event id (an integer)")
     return int(text)
 

@@ -18,17 +18,22 @@ from claudemesh.clock import iso_ms
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    StrictModel,
+    ascii_digits,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.ipc.routes_sessions import resolve_session_name
 from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
 from claudemesh.errors import InvalidRequest
 
-__all__ = ["get_inbox", "parse_inbox_query", "post_seen"]
+__all__ = ["QUERY_PARAMS", "get_inbox", "parse_inbox_query", "post_seen"]
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
-_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
+QUERY_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
                             "session", "unread"})
 
 
@@ -43,14 +48,14 @@ def _since_ms(text: str) -> int:
 
 
 def _int(name: str, text: str, low: int, high: int) -> int:
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not ascii_digits(text) or not low <= int(text) <= high:
         raise InvalidRequest(f"{name} must be an integer from {low} to {high}")
     return int(text)
 
 
 def parse_inbox_query(ctx: DaemonContext, query: Any, session: str | None = None) -> InboxFilter:
     """``session`` is the session *name* the caller resolved from the ``session`` param."""
-    unknown = set(query) - _PARAMS
+    unknown = set(query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     unread = query.get("unread", "0")

@@ -18,7 +18,7 @@ __all__ = ["IPC_API", "IPC_FEATURES", "get_health", "get_version"]
 
 IPC_API: Final = "v1"
 IPC_FEATURES: Final = ("version", "health", "send", "outbox", "inbox", "events", "peers",
-                       "profile", "sessions", "receipts")
+                       "profile", "sessions", "receipts", "openapi")
 
 
 def _negotiated(link: BrokerLink) -> list[str]:

@@ -9,7 +9,12 @@ from aiohttp import web
 from claudemesh.clock import iso_ms, iso_ms_or_none
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import RequeueRequest, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    RequeueRequest,
+    ascii_digits,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus
 from claudemesh.daemon.store.receipts import ReceiptStore, ReceiptSummary
@@ -17,10 +22,11 @@ from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 
-__all__ = ["get_outbox", "outbox_item", "post_requeue", "with_receipts"]
+__all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_requeue", "with_receipts"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
+QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose"})
 
 
 def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
@@ -63,7 +69,7 @@ _PURPOSES: Final = {"message": "message", "receipt": "receipt", "all": None}
 
 
 def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str | None]:
-    unknown = set(query) - {"status", "limit", "client_message_id", "purpose"}
+    unknown = set(query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     raw_status = query.get("status") or None
@@ -73,7 +79,7 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str 
         names = ", ".join(s.value for s in OutboxStatus)
         raise InvalidRequest(f"status must be one of {names}") from None
     raw_limit = query.get("limit", str(DEFAULT_LIMIT))
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_LIMIT:
+    if not ascii_digits(raw_limit) or not 1 <= int(raw_limit) <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be an integer from 1 to {MAX_LIMIT}")
     purpose = query.get("purpose") or "message"
     if purpose not in _PURPOSES:

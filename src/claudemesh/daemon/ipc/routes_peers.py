@@ -7,7 +7,7 @@ here also refresh the daemon's directory, which ``/v1/send`` uses to resolve nam
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from aiohttp import web
 from pydantic import Field, StringConstraints
@@ -17,7 +17,9 @@ from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
 from claudemesh.errors import BrokerRejected, BrokerUnavailable, InvalidRequest
 
-__all__ = ["ProfileRequest", "get_peers", "post_profile"]
+__all__ = ["QUERY_PARAMS", "ProfileRequest", "get_peers", "post_profile"]
+
+QUERY_PARAMS: Final = frozenset({"mesh"})  # of GET /v1/peers
 
 
 class ProfileRequest(StrictModel):
@@ -35,7 +37,7 @@ class ProfileRequest(StrictModel):
 
 async def get_peers(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    unknown = set(request.query) - {"mesh"}
+    unknown = set(request.query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     slug = request.query.get("mesh") or None

@@ -15,17 +15,23 @@ from pydantic import Field, StringConstraints, model_validator
 from claudemesh.clock import iso_ms, iso_ms_or_none
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    StrictModel,
+    ascii_digits,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.sessions import Registration
 from claudemesh.daemon.store.readstate import ReadState
 from claudemesh.daemon.store.sessions import SessionRow
 from claudemesh.errors import InvalidRequest, SessionNotFound
 from claudemesh.protocol.destination import NAME_RE
 
-__all__ = ["SESSION_NAME", "resolve_session_name", "session_view"]
+__all__ = ["QUERY_PARAMS", "SESSION_NAME", "resolve_session_name", "session_view"]
 
 SESSION_NAME: Final = rf"^{NAME_RE.pattern}$"
 _ULID: Final = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+QUERY_PARAMS: Final = frozenset({"pid"})  # of GET /v1/sessions
 
 
 class RegisterRequest(StrictModel):
@@ -93,11 +99,11 @@ async def post_session(request: web.Request) -> web.Response:
 
 async def get_sessions(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    unknown = set(request.query) - {"pid"}
+    unknown = set(request.query) - QUERY_PARAMS
     if unknown:
         raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     pid_text = request.query.get("pid")
-    if pid_text is not None and not (pid_text.isdigit() and 0 < int(pid_text) < 2**31):
+    if pid_text is not None and not (ascii_digits(pid_text) and 0 < int(pid_text) < 2**31):
         raise InvalidRequest("pid must be a positive integer")
     rows = await ctx.sessions.live()
     if pid_text is not None:
