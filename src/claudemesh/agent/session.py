@@ -246,12 +246,14 @@ class AgentSession:
                                            order="asc", limit=limit)
             # not what a push showed a moment ago (its mark may still be on the way)
             items = [item for item in page.items if item.seq not in self._claimed]
+            complete = sender is None and len(page.items) < limit
         else:
             page = await self.client.inbox(session=sid, sender=sender, order="desc",
                                            limit=limit)
             items = list(reversed(page.items))
+            complete = False
         return await self._present(items, empty="No messages." if not args["unread_only"]
-                                   else "No unread messages.")
+                                   else "No unread messages.", complete=complete)
 
     async def _tool_wait_for_message(self, args: dict[str, Any],
                                      request_id: object) -> ToolOutcome:
@@ -263,9 +265,9 @@ class AgentSession:
         try:
             while True:
                 waiter.wake.clear()
-                items = await self._take_unread(sender)
+                items, complete = await self._take_unread(sender)
                 if items:
-                    return await self._present(items)
+                    return await self._present(items, complete=complete)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -275,9 +277,9 @@ class AgentSession:
                     await asyncio.wait_for(waiter.wake.wait(), min(remaining, RECHECK_S))
         finally:
             self._waiters.discard(waiter)
-        items = await self._take_unread(sender)  # pushes held back for us are ours to show
+        items, complete = await self._take_unread(sender)  # pushes held back: ours to show
         if items:
-            return await self._present(items)
+            return await self._present(items, complete=complete)
         who = f" from {sender}" if sender else ""
         data = {"messages": 0, "timeout_s": timeout_s}
         return ToolOutcome(f"No message{who} within {timeout_s:g} s.", data)
@@ -329,20 +331,24 @@ class AgentSession:
 
     # -- showing messages ------------------------------------------------------------------
 
-    async def _take_unread(self, sender: str | None) -> list[InboxItem]:
-        """Unread messages for us not yet shown by this process.
+    async def _take_unread(self, sender: str | None) -> tuple[list[InboxItem], bool]:
+        """Unread messages for us not yet shown by this process, and whether they are all
+        the session's unread ones (then nothing else needs counting).
 
         The caller hands them straight to :meth:`_present`, which claims them before its
         first await: nothing else runs between this filter and that claim.
         """
         page = await self.client.inbox(session=self.session.session_id, unread=True,
                                        sender=sender, order="asc", limit=WAIT_BATCH)
-        return [item for item in page.items if item.seq not in self._claimed]
+        items = [item for item in page.items if item.seq not in self._claimed]
+        return items, sender is None and len(page.items) < WAIT_BATCH
 
-    async def _present(self, items: Sequence[InboxItem], *,
-                       empty: str = "No messages.") -> ToolOutcome:
+    async def _present(self, items: Sequence[InboxItem], *, empty: str = "No messages.",
+                       complete: bool = False) -> ToolOutcome:
         """Frame ``items`` for a tool result, claim the ones shown and mark them seen
-        (``tool_call``); those that did not fit stay unread and are counted."""
+        (``tool_call``); those that did not fit stay unread and are counted. With
+        ``complete`` (``items`` hold every unread message) and all of them shown, there is
+        nothing to count and the daemon is not asked."""
         for item in items:
             self._items.remember(item.id, item)
         if not items:
@@ -354,7 +360,7 @@ class AgentSession:
         unseen = [item.id for item in shown if item.seen_at is None]
         if unseen:
             await self.client.mark_seen(self.session.session_id, ids=unseen, path="tool_call")
-        more = await self._unread()
+        more = 0 if complete and len(shown) == len(items) else await self._unread()
         text = frame(shown, max_chars=TOOL_MAX_CHARS, more=more, hint=INBOX_HINT).text
         return ToolOutcome(text, None)
 
