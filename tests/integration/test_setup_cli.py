@@ -99,7 +99,8 @@ class World:
         self.project = root / "project"
         self.home.mkdir()
         self.project.mkdir()
-        self.env = {**os.environ, "HOME": str(self.home),
+        # PATH without our venv: setup then writes the executable's absolute path
+        self.env = {**os.environ, "HOME": str(self.home), "PATH": "/usr/bin:/bin",
                     "CLAUDEMESH_CONFIG_DIR": str(root / "cm")}
 
     def run(self, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -356,3 +357,21 @@ def test_setup_mcp_print_gives_the_entry_for_any_mcp_client(world: World) -> Non
     assert compact.count("\n") == 1 and json.loads(compact) == json.loads(result.stdout)
     assert list(world.project.iterdir()) == [] and list(world.home.iterdir()) == []
     assert world.run("mcp").returncode == 2
+
+
+def test_a_project_gets_the_plain_name_when_path_finds_this_claudemesh(world: World) -> None:
+    """Project files are shared: a machine's venv path would break on a teammate's."""
+    world.env["PATH"] = f"{Path(EXE).parent}:/usr/bin:/bin"
+    report = world.report("claude-code")
+    mcp, settings = world.project_files
+    assert json.loads(mcp.read_text())["mcpServers"]["claudemesh"]["command"] == "claudemesh"
+    assert our_commands(json.loads(settings.read_text()), "Stop") == ["claudemesh hook Stop"]
+    assert not any("this machine's path" in n for n in report["notes"])
+    # the user scope keeps the absolute path: those files never leave this machine
+    assert world.report("claude-code", "--user")["executable"] == EXE
+    # and --remove recognises the plain name as ours
+    world.ok("claude-code", "--remove")
+    assert json.loads(mcp.read_text()) == {}
+    world.env["PATH"] = "/usr/bin:/bin"
+    absolute = world.report("claude-code")
+    assert any("this machine's path" in n for n in absolute["notes"])

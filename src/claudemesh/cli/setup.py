@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
-from claudemesh.agent.claude_settings import SERVER_NAME, mcp_entry
+from claudemesh.agent.claude_settings import EXECUTABLE_NAME, SERVER_NAME, mcp_entry
 from claudemesh.agent.claude_setup import Action, FilePlan, Scope, find_executable, run
 from claudemesh.agent.jsondoc import render_diff
 from claudemesh.cli.common import json_option
@@ -33,8 +34,22 @@ _NOTE_CHANNELS = ("Pushing messages into a running session uses channels (a rese
 _NOTE_RESTART = "Sessions already running load the change when restarted."
 
 
+_NOTE_MACHINE_PATH = ("The command is this machine's path to claudemesh: teammates who share"
+                      " these files need it at that path. With claudemesh on PATH, setup"
+                      " writes the plain name instead; or use --user.")
+
+
 def _executable() -> str:
     return find_executable(interpreter=sys.executable, path_env=os.environ.get("PATH"))
+
+
+def _portable(executable: str) -> str:
+    """For files a project shares: the bare name when ``PATH`` finds this very executable
+    (it then works on every teammate's machine that has claudemesh installed)."""
+    found = shutil.which(EXECUTABLE_NAME, path=os.environ.get("PATH"))
+    if found is not None and Path(found).resolve() == Path(executable).resolve():
+        return EXECUTABLE_NAME
+    return executable
 
 
 _DRY_VERBS = {Action.CREATED: "would create", Action.UPDATED: "would update",
@@ -139,10 +154,14 @@ def claude_code(project_dir: Path | None, user_scope: bool, dry_run: bool, remov
         raise click.UsageError("--project and --user exclude each other")
     scope = Scope.USER if user_scope else Scope.PROJECT
     executable = None if remove else _executable()
+    if executable is not None and scope is Scope.PROJECT:
+        executable = _portable(executable)
     project = (project_dir or Path.cwd()).absolute()
     plans = run(scope, project_dir=project, home=Path.home(), executable=executable,
                 dry_run=dry_run)
     notes = _notes(scope, remove=remove, changed=any(p.changes for p in plans))
+    if scope is Scope.PROJECT and executable not in (None, EXECUTABLE_NAME):
+        notes.insert(0, _NOTE_MACHINE_PATH)
     data = plans_to_json(plans, scope=scope.value, executable=executable, dry_run=dry_run,
                          remove=remove, notes=notes)
     PRINTER.result(data, format_plans(plans, dry_run=dry_run, notes=notes))
