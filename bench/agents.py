@@ -7,18 +7,21 @@ What is measured
     bob's (b0, b1 …), each driven by the ``mcp`` SDK's own stdio client from this process.
     Session a_i's partner is b_i and the other way round.
 
-    Every session runs two things at once on its MCP connection:
+    Every session waits in ``wait_for_message`` all along and answers: a question
+    ``Q <token>`` gets the ``reply`` tool (``A <token>``), an answer resolves the wait of
+    whoever asked. Sessions ask their partner through their own MCP server (``send``).
 
-    * a responder: ``wait_for_message`` in a loop; a question ``Q <token>`` is answered
-      with the ``reply`` tool (``A <token>``), an answer resolves the asker's wait;
-    * an asker: ``--rounds`` times (default 50), ``send`` a question to its partner's
-      session address and wait for the answer.
+    * Round trips (the target): ``--rounds`` rounds (default 50) in which every session in
+      turn asks its partner one question, one question in flight at a time, while all
+      the others wait; 1,000 round trips with the defaults.
+    * Under load (for information): every session asks at once, ``--load-rounds``
+      questions each (default 10), so 20 questions are in flight on two cores.
 
-    The round trip is timed from just before the ``send`` tool call to the moment the
+    A round trip is timed from just before the ``send`` tool call to the moment the
     asker's ``wait_for_message`` returns the answer: MCP stdio, the daemon's accept and
     outbox, broker, the partner's daemon and inbox, the partner's SSE stream, its
-    ``wait_for_message``, ``reply``, and the same path back. Reported: p50/p90/p99/max
-    over all round trips, and the count (every question must get exactly one answer).
+    ``wait_for_message``, ``reply``, and the same path back. Reported: p50/p90/p99/max,
+    and the count (every question must get exactly one answer).
 
     Then the hook: ``claudemesh hook UserPromptSubmit`` as Claude Code runs it (the
     console script, a new process, the recorded input of
@@ -113,18 +116,15 @@ class Agent:
                 elif kind == "A" and token in self.answers:
                     self.answers.pop(token).set_result(now)
 
-    async def ask(self, rounds: int) -> list[float]:
-        loop = asyncio.get_running_loop()
-        trips: list[float] = []
-        for n in range(rounds):
-            token = f"{self.name}-{n}"
-            answer: asyncio.Future[float] = loop.create_future()
-            self.answers[token] = answer
-            started = time.perf_counter()
-            await self.tool("send", {"to": self.partner, "message": f"Q {token}"})
-            arrived = await asyncio.wait_for(answer, ROUND_TIMEOUT_S)
-            trips.append(arrived - started)
-        return trips
+    async def ask_once(self, token: str) -> float:
+        answer: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self.answers[token] = answer
+        started = time.perf_counter()
+        await self.tool("send", {"to": self.partner, "message": f"Q {token}"})
+        return await asyncio.wait_for(answer, ROUND_TIMEOUT_S) - started
+
+    async def ask(self, rounds: int, tag: str) -> list[float]:
+        return [await self.ask_once(f"{self.name}-{tag}{n}") for n in range(rounds)]
 
 
 @contextlib.asynccontextmanager
@@ -140,9 +140,12 @@ async def mcp_agent(member: Member, name: str, partner: str) -> AsyncIterator[Ag
 class Report:
     sessions: int
     rounds: int
+    load_rounds: int
     round_trips: int = 0
     expected: int = 0
     round_trip: Percentiles = field(default_factory=Percentiles)
+    loaded_trips: int = 0
+    loaded: Percentiles = field(default_factory=Percentiles)
     startup_s: float = 0.0
     hook_idle_ms: float = 0.0
     hook_one_message_ms: float = 0.0
@@ -155,6 +158,7 @@ class Report:
     @property
     def ok(self) -> bool:
         return (self.round_trips == self.expected and not self.errors
+                and self.loaded_trips == self.sessions * self.load_rounds
                 and self.hook_failures == 0)
 
 
@@ -171,14 +175,17 @@ async def round_trips(alice: Member, bob: Member, report: Report) -> None:
         report.startup_s = time.perf_counter() - started
         responders = [asyncio.create_task(a.respond()) for a in agents]
         try:
-            per_agent = await asyncio.gather(*(a.ask(report.rounds) for a in agents))
+            trips = [await agent.ask_once(f"{agent.name}-s{n}")
+                     for n in range(report.rounds) for agent in agents]
+            loaded = await asyncio.gather(*(a.ask(report.load_rounds, "l") for a in agents))
         finally:
             for task in responders:
                 task.cancel()
             await asyncio.gather(*responders, return_exceptions=True)
-    trips = [t for agent in per_agent for t in agent]
     report.round_trips = len(trips)
     report.round_trip = Percentiles.of(trips)
+    report.loaded_trips = sum(len(t) for t in loaded)
+    report.loaded = Percentiles.of([t for agent in loaded for t in agent])
     report.errors += [e for a in agents for e in a.errors]
 
 
@@ -248,12 +255,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=20, help="even: half per daemon")
     parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--load-rounds", type=int, default=10)
     parser.add_argument("--hook-runs", type=int, default=30)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.sessions < 2 or args.sessions % 2:
         parser.error("--sessions must be an even number, at least 2")
-    report = Report(args.sessions, args.rounds, expected=args.sessions * args.rounds)
+    report = Report(args.sessions, args.rounds, args.load_rounds,
+                    expected=args.sessions * args.rounds)
     root = Path(tempfile.mkdtemp(prefix="cmba", dir="/tmp"))
     broker = Broker(root)
     alice = Member("alice", root / "alice")
@@ -277,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**asdict(report), "ok": report.ok}))
     else:
-        print(f"{report.sessions} MCP sessions on 2 daemons, {report.rounds} questions each;"
+        print(f"{report.sessions} MCP sessions on 2 daemons, all waiting in wait_for_message;"
               f" started in {report.startup_s:.1f} s")
-        print(f"round trips {report.round_trips}/{report.expected}: {rt}")
+        print(f"round trips, one in flight, {report.round_trips}/{report.expected}: {rt}")
         print(f"  p50 <= {TARGET_P50_MS:g} ms: {verdict(rt.p50_ms <= TARGET_P50_MS)};"
               f" p99 <= {TARGET_P99_MS:g} ms: {verdict(rt.p99_ms <= TARGET_P99_MS)}")
+        print(f"under load, {report.sessions} in flight, {report.loaded_trips} round trips:"
+              f" {report.loaded}")
         print(f"hook UserPromptSubmit median: {report.hook_idle_ms:.1f} ms idle,"
               f" {report.hook_one_message_ms:.1f} ms with one message"
               f" ({report.hook_runs} runs, {report.hook_failures} failed);"

@@ -14,16 +14,21 @@ its ``seq``) in the same event-loop step that decides to show it, so a push and 
 waiter's inbox query that race for one message never both present it.
 
 Race-free waiting. ``wait_for_message`` registers its waiter (its mark on the stream)
-*before* it asks the daemon for unread messages, and clears its wake-up flag before each
-query: a message stored after the query set the flag, because its event comes after, and
-one stored before is in the answer. After it stops waiting it looks once more, so a
-message whose push was held back for it is shown rather than left unread.
+*before* it asks the daemon for unread messages, and clears its wake-up flag before the
+query: a message stored after the query set the flag and is handed to the waiter by its
+event (shown from the event, with no second query), and one stored before is in the
+answer. After it stops waiting it looks once more, so a message whose push was held back
+for it is shown rather than left unread.
+
+Shown, then marked. Messages a tool shows are marked seen (``tool_call``) after the
+result is built, off the call's path; the claim keeps this process from showing them
+twice meanwhile, and a crash before the mark lands shows them again later, never hides
+them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import json
 import logging
@@ -118,6 +123,7 @@ async def register(client: AsyncClient, wanted: Registration) -> Session:
 class _Waiter:
     sender: str | None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    arrived: list[InboxItem] = field(default_factory=list)  # from the stream, since woken
 
 
 class _Bounded(OrderedDict[Any, Any]):
@@ -144,6 +150,7 @@ class AgentSession:
         self._claimed = _Bounded()  # seq -> None: shown by this process
         self._items = _Bounded()  # inbox item id -> InboxItem, for reply()
         self._meshes: list[dict[str, str]] = []
+        self._marking: set[asyncio.Task[None]] = set()  # seen marks on their way
 
     # -- the tool call entry point ----------------------------------------------------------
 
@@ -263,18 +270,29 @@ class AgentSession:
         waiter = _Waiter(sender)
         self._waiters.add(waiter)  # our mark on the stream: from here on, events wake us
         try:
+            looked = False
             while True:
                 waiter.wake.clear()
-                items, complete = await self._take_unread(sender)
-                if items:
-                    return await self._present(items, complete=complete)
+                if not looked:  # first, and after each quiet RECHECK_S: ask the daemon
+                    waiter.arrived.clear()  # its answer covers what came before it
+                    items, complete = await self._take_unread(sender)
+                    looked = True
+                    if items:
+                        return await self._present(items, complete=complete)
+                elif waiter.arrived:  # what the stream brought since: rows stored after
+                    fresh = [i for i in waiter.arrived if i.seq not in self._claimed]
+                    waiter.arrived.clear()
+                    if fresh:
+                        return await self._present(fresh, complete=True)
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
                 # Woken by the stream; the periodic look is only a safety net for a
                 # stream that is down (the daemon restarting) while we wait.
-                with contextlib.suppress(TimeoutError):
+                try:
                     await asyncio.wait_for(waiter.wake.wait(), min(remaining, RECHECK_S))
+                except TimeoutError:
+                    looked = False
         finally:
             self._waiters.discard(waiter)
         items, complete = await self._take_unread(sender)  # pushes held back: ours to show
@@ -358,11 +376,25 @@ class AgentSession:
         for item in shown:  # claimed before the first await below
             self._claimed.remember(item.seq)
         unseen = [item.id for item in shown if item.seen_at is None]
-        if unseen:
-            await self.client.mark_seen(self.session.session_id, ids=unseen, path="tool_call")
-        more = 0 if complete and len(shown) == len(items) else await self._unread()
+        more = 0 if complete and len(shown) == len(items) else max(
+            0, await self._unread() - len(unseen))  # counted before our marks land
+        if unseen:  # after the result is on its way: shown, then marked (never the reverse)
+            self._mark_later(unseen, "tool_call")
         text = frame(shown, max_chars=TOOL_MAX_CHARS, more=more, hint=INBOX_HINT).text
         return ToolOutcome(text, None)
+
+    def _mark_later(self, ids: list[str], path: str) -> None:
+        """Mark ``ids`` seen off the tool call's path: the call answers one request sooner,
+        and the claim already keeps this process from showing them twice."""
+        task = asyncio.create_task(self._mark(ids, path))
+        self._marking.add(task)
+        task.add_done_callback(self._marking.discard)
+
+    async def _mark(self, ids: list[str], path: str) -> None:
+        try:
+            await self.client.mark_seen(self.session.session_id, ids=ids, path=path)
+        except ClaudemeshError as exc:
+            log.warning("marking %d message(s) seen failed: %s", len(ids), exc)
 
     async def _unread(self) -> int:
         self.session = await self.client.session(self.session.session_id)
@@ -376,6 +408,7 @@ class AgentSession:
         self._items.remember(item.id, item)
         woken = [w for w in self._waiters if _from(item, w.sender)]
         for waiter in woken:
+            waiter.arrived.append(item)
             waiter.wake.set()
         if woken or self.pusher is None or item.seq in self._claimed:
             return
@@ -404,7 +437,8 @@ class AgentSession:
             log.warning("reading the newest message failed (%s); following live only", exc)
         while True:
             try:
-                async for event in self.client.events(last_event_id=last, reconnect=True):
+                async for event in self.client.events(last_event_id=last, reconnect=True,
+                                                      session=self.session.name):
                     last = event.seq if event.seq is not None else last
                     try:
                         await self.on_event(event)
@@ -417,7 +451,9 @@ class AgentSession:
             await asyncio.sleep(1.0)
 
     async def end(self) -> None:
-        """Unregister the session, best effort (the daemon reaps it by pid anyway)."""
+        """Unregister the session, best effort (the daemon reaps it by pid anyway), once
+        the seen marks on their way have landed."""
+        await asyncio.gather(*self._marking, return_exceptions=True)
         try:
             await self.client.end_session(self.session.session_id)
         except ClaudemeshError as exc:

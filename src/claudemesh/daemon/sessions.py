@@ -15,6 +15,7 @@ name's current holder and its insert cannot interleave with another registration
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,9 @@ class Registration:
 
 
 class SessionRegistry:
+    """The rows live in ``inbox.db``; this registry is their only writer, so it keeps a
+    copy in memory and a send from a session costs no database read."""
+
     def __init__(self, inbox: DbWorker, *, clock: Callable[[], int],
                  on_change: Callable[[], None] = lambda: None,
                  check_interval_s: float = CHECK_INTERVAL_S,
@@ -61,6 +65,7 @@ class SessionRegistry:
         self._interval = check_interval_s
         self._proc = proc
         self._lock = asyncio.Lock()
+        self._rows: dict[str, SessionRow] | None = None  # by id, loaded on first use
 
     # -- liveness ------------------------------------------------------------------------
 
@@ -69,6 +74,17 @@ class SessionRegistry:
             return row.lease_expires_at is not None and row.lease_expires_at > now_ms
         info = process_info(row.pid, proc=self._proc)
         return info is not None and info.start == row.pid_start
+
+    async def _all(self) -> dict[str, SessionRow]:
+        if self._rows is None:
+            rows = await self._inbox.run(lambda c: SessionStore(c).all(), durable=False)
+            self._rows = {r.id: r for r in rows}
+        return self._rows
+
+    def _keep(self, row: SessionRow) -> SessionRow:
+        assert self._rows is not None
+        self._rows[row.id] = row
+        return row
 
     # -- operations ------------------------------------------------------------------------
 
@@ -89,15 +105,17 @@ class SessionRegistry:
         lease = None if reg.pid is not None else (reg.lease_s or DEFAULT_LEASE_S)
         async with self._lock:
             now = self._clock()
-            holder = await self._inbox.run(lambda c: SessionStore(c).by_name(reg.name))
+            rows = await self._all()
+            holder = next((r for r in rows.values() if r.name == reg.name), None)
             if holder is not None and holder.same_owner(reg.pid, pid_start) and (
                     self.alive(holder, now)):
                 row = await self._inbox.run(lambda c: SessionStore(c).refresh(
                     holder.id, harness=reg.harness, cwd=reg.cwd,
                     is_default=True if reg.default else None, now_ms=now))
                 assert row is not None
+                self._reload_defaults(row)
                 self._changed()
-                return row, False
+                return self._keep(row), False
             if holder is not None:
                 if self.alive(holder, now):
                     raise SessionNameTaken(
@@ -109,10 +127,19 @@ class SessionRegistry:
             new = NewSession(new_ulid(now), reg.name, reg.harness, reg.pid, pid_start,
                              reg.cwd, reg.default, lease)
             row = await self._inbox.run(lambda c: SessionStore(c).insert(new, now))
+            self._reload_defaults(row)
+            self._keep(row)
         log.info("session_registered", extra={"session_id": row.id, "session": row.name,
                                                "harness": row.harness, "pid": row.pid})
         self._changed()
         return row, True
+
+    def _reload_defaults(self, row: SessionRow) -> None:
+        """Marking one session default unmarked the others in the database: follow it."""
+        if row.is_default and self._rows is not None:
+            for other in list(self._rows.values()):
+                if other.id != row.id and other.is_default:
+                    self._rows[other.id] = dataclasses.replace(other, is_default=False)
 
     async def get(self, session_id: str) -> SessionRow:
         """A live session by id (a dead one is reaped on the spot).
@@ -120,7 +147,7 @@ class SessionRegistry:
         Raises:
             SessionNotFound: no live session has that id (404).
         """
-        row = await self._inbox.run(lambda c: SessionStore(c).get(session_id))
+        row = (await self._all()).get(session_id)
         if row is None:
             raise SessionNotFound(f"no live session has id {session_id!r}",
                                   session_id=session_id)
@@ -147,7 +174,7 @@ class SessionRegistry:
         if row is None:
             raise SessionNotFound(f"no live session has id {session_id!r}",
                                   session_id=session_id)
-        return row
+        return self._keep(row)
 
     async def set_line(self, session_id: str, *, summary: str | None,
                        status: str | None) -> SessionRow:
@@ -157,13 +184,14 @@ class SessionRegistry:
         if row is None:
             raise SessionNotFound(f"no live session has id {session_id!r}",
                                   session_id=session_id)
+        self._keep(row)
         self._changed()
         return row
 
     async def end(self, session_id: str) -> None:
         """Raises SessionNotFound when there is no such session."""
         async with self._lock:
-            row = await self._inbox.run(lambda c: SessionStore(c).get(session_id))
+            row = (await self._all()).get(session_id)
             if row is None:
                 raise SessionNotFound(f"no live session has id {session_id!r}",
                                       session_id=session_id)
@@ -171,15 +199,14 @@ class SessionRegistry:
         self._changed()
 
     async def live(self) -> list[SessionRow]:
-        """Every live session; the dead are reaped first."""
+        """Every live session, oldest first; the dead are reaped first."""
         await self.reap()
-        return await self._inbox.run(lambda c: SessionStore(c).all())
+        return sorted((await self._all()).values(), key=lambda r: (r.created_at, r.id))
 
     async def reap(self) -> list[str]:
         async with self._lock:
-            rows = await self._inbox.run(lambda c: SessionStore(c).all())
             now = self._clock()
-            dead = [r for r in rows if not self.alive(r, now)]
+            dead = [r for r in (await self._all()).values() if not self.alive(r, now)]
             await self._delete(dead, reason="owner_gone")
         if dead:
             self._changed()
@@ -200,6 +227,8 @@ class SessionRegistry:
         ids = [r.id for r in rows]
         await self._inbox.run(lambda c: SessionStore(c).delete(ids))
         for row in rows:
+            if self._rows is not None:
+                self._rows.pop(row.id, None)
             log.info("session_ended", extra={"session_id": row.id, "session": row.name,
                                              "reason": reason})
 

@@ -30,7 +30,7 @@ from claudemesh.sdk.http import (
     build_request,
     decode_body,
 )
-from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor
+from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor, events_path
 from claudemesh.sdk.sse import SseEvent, SseParser
 
 if TYPE_CHECKING:
@@ -195,7 +195,8 @@ class AsyncClient:
 
     async def events(self, *, last_event_id: str | int | None = None, reconnect: bool = True,
                      on_reconnect: Callable[[ClaudemeshError | None], None] | None = None,
-                     idle_timeout_s: float = IDLE_TIMEOUT_S) -> AsyncGenerator[Event, None]:
+                     idle_timeout_s: float = IDLE_TIMEOUT_S,
+                     session: str | None = None) -> AsyncGenerator[Event, None]:
         """As :meth:`Client.events`: ``async for event in client.events(): ...``."""
         from claudemesh.sdk.inbox import Event
 
@@ -204,7 +205,7 @@ class AsyncClient:
         while True:
             failure: ClaudemeshError | None = None
             try:
-                stream = await self._open_stream("/v1/events", cursor.headers(),
+                stream = await self._open_stream(events_path(session), cursor.headers(),
                                                  idle_timeout_s)
                 received = stream.events()
                 try:

@@ -225,7 +225,8 @@ class Client:
 
     def events(self, *, last_event_id: str | int | None = None, reconnect: bool = True,
                on_reconnect: Callable[[ClaudemeshError | None], None] | None = None,
-               idle_timeout_s: float = IDLE_TIMEOUT_S) -> Generator[Event, None, None]:
+               idle_timeout_s: float = IDLE_TIMEOUT_S,
+               session: str | None = None) -> Generator[Event, None, None]:
         """``/v1/events`` as an iterator of :class:`~claudemesh.sdk.Event`.
 
         After a disconnect (the daemon restarted, the stream broke or went silent for
@@ -234,16 +235,18 @@ class Client:
         what was stored meanwhile, so no message is lost or repeated. ``on_reconnect`` is
         called before each wait with the error (None when the stream simply ended).
         With ``reconnect=False`` it ends with the stream and raises a broken one's error.
+        ``session`` (an id or a name) keeps only the messages for that session.
         """
         from claudemesh.sdk.inbox import Event
-        from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor
+        from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor, events_path
 
         cursor = EventCursor(last_event_id)
         backoff = Backoff()
         while True:
             failure: ClaudemeshError | None = None
             try:
-                with self._open_stream("/v1/events", cursor.headers(), idle_timeout_s) as st:
+                with self._open_stream(events_path(session), cursor.headers(),
+                                       idle_timeout_s) as st:
                     backoff.reset()
                     for raw in st:
                         event = Event.from_sse(raw)

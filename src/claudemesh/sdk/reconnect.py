@@ -17,7 +17,7 @@ from claudemesh.errors import DaemonUnreachable, ShuttingDown
 if TYPE_CHECKING:
     from claudemesh.sdk.inbox import Event
 
-__all__ = ["RECONNECTABLE", "Backoff", "EventCursor"]
+__all__ = ["RECONNECTABLE", "Backoff", "EventCursor", "events_path"]
 
 FIRST_DELAY_S: Final = 0.2
 MAX_DELAY_S: Final = 5.0
@@ -25,6 +25,15 @@ MAX_DELAY_S: Final = 5.0
 # A daemon that is gone, restarting or stopping; anything else (429 too_many_streams,
 # 401 unauthorized, 400 for a bad id) is raised to the caller rather than retried forever.
 RECONNECTABLE: Final = (DaemonUnreachable, ShuttingDown)
+
+
+def events_path(session: str | None) -> str:
+    """``/v1/events``, narrowed to one session's messages when ``session`` is given."""
+    if session is None:
+        return "/v1/events"
+    from urllib.parse import quote  # noqa: PLC0415 - only streams of one session need it
+
+    return f"/v1/events?session={quote(session, safe='')}"
 
 
 class Backoff:

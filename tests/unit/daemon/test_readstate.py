@@ -106,3 +106,28 @@ def test_an_inbox_of_schema_1_migrates_in_place(tmp_path: Path) -> None:
         assert c.execute("PRAGMA user_version").fetchone() == (2,)
         rows = InboxStore(c).query(InboxFilter())
         assert [(r.body, r.session, r.from_session) for r in rows] == [("old", None, None)]
+
+
+def test_older_traffic_stays_read_even_after_an_early_message_for_the_name(
+        conn: sqlite3.Connection) -> None:
+    InboxStore(conn).insert_new([item("for-late", session="late"), item("old")], 1)
+    register(conn, "late")
+    assert unread(conn, "late") == ["for-late"]
+
+
+def test_the_horizons_follow_marks_made_out_of_order(conn: sqlite3.Connection) -> None:
+    register(conn, "a")
+    InboxStore(conn).insert_new([item(str(n), session="a" if n % 2 else None)
+                                 for n in range(1, 9)], 1)
+    store = ReadState(conn)
+    store.mark_seen("a", ids=["id-5", "id-6"], up_to_seq=None, path="poll", now_ms=2)
+    assert unread(conn, "a") == ["1", "2", "3", "4", "7", "8"]
+    store.mark_seen("a", ids=["id-1", "id-2"], up_to_seq=None, path="poll", now_ms=3)
+    assert unread(conn, "a") == ["3", "4", "7", "8"]
+    store.mark_seen("a", ids=None, up_to_seq=10**9, path="poll", now_ms=4)
+    assert unread(conn, "a") == []
+    InboxStore(conn).insert_new([item("9"), item("10", session="a")], 5)
+    assert unread(conn, "a") == ["9", "10"]
+    assert store.unread_counts() == {"a": 2}
+    horizons = conn.execute("SELECT filed_seq, since_seq FROM session_name").fetchone()
+    assert horizons[0] >= 7 and horizons[1] >= 8  # the scans start above what was read

@@ -6,6 +6,8 @@ line every 15 s keeps proxies and clients from timing out. With ``Last-Event-ID`
 or the ``last_event_id`` query parameter for clients that cannot set headers), the stream
 first replays every message stored after that id, then goes live; it subscribes before
 replaying and skips live messages already replayed, so nothing falls in the gap.
+``session`` (an id or a name) narrows the messages, replayed and live, to those for one
+session; other events are unchanged.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import sqlite3
+from collections.abc import Callable
 from typing import Final
 
 from aiohttp import web
@@ -22,7 +25,8 @@ from claudemesh.daemon.events import Event, Subscription
 from claudemesh.daemon.inbound import inbox_item_view
 from claudemesh.daemon.ipc.context import CONTEXT
 from claudemesh.daemon.ipc.requests import ascii_digits
-from claudemesh.daemon.store.inbox import InboxItem, InboxStore
+from claudemesh.daemon.ipc.routes_sessions import resolve_session_name
+from claudemesh.daemon.store.inbox import InboxFilter, InboxItem, InboxStore
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.strictjson import dumps
 
@@ -60,13 +64,30 @@ async def _next_burst(subscription: Subscription) -> list[Event | None]:
     return burst
 
 
-def _replay(conn: sqlite3.Connection, *, after: int) -> list[InboxItem]:
-    return InboxStore(conn).after(after, limit=REPLAY_PAGE)
+def _replay(conn: sqlite3.Connection, *, after: int, session: str | None) -> list[InboxItem]:
+    return InboxStore(conn).query(InboxFilter(cursor=after, limit=REPLAY_PAGE, ascending=True,
+                                              session=session))
+
+
+def _for_session(session: str | None) -> Callable[[Event], bool]:
+    """With ``session``, a stream carries only the messages for it (filed for its name or
+    for every session); an agent with ten siblings on one daemon is not woken for
+    theirs. Every other event goes to every stream."""
+    if session is None:
+        return lambda _event: True
+    return lambda event: event.kind != "message" or event.data.get("session") in (None,
+                                                                                   session)
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
     ctx = request.app[CONTEXT]
+    unknown = set(request.query) - {"last_event_id", "session"}
+    if unknown:
+        raise InvalidRequest(f"unknown query parameter {sorted(unknown)[0]!r}")
     last_id = _last_event_id(request)
+    wanted = request.query.get("session") or None
+    session = None if wanted is None else await resolve_session_name(ctx, wanted)
+    keep = _for_session(session)
     subscription = ctx.bus.subscribe()  # 429 too_many_streams past the cap
     response = web.StreamResponse(headers={
         "Content-Type": "text/event-stream; charset=utf-8",
@@ -76,7 +97,8 @@ async def get_events(request: web.Request) -> web.StreamResponse:
         await response.write(b": connected\n\n")
         replayed = last_id
         while replayed is not None:
-            rows = await ctx.inbox.run(functools.partial(_replay, after=replayed))
+            rows = await ctx.inbox.run(functools.partial(_replay, after=replayed,
+                                                         session=session))
             for item in rows:
                 await response.write(format_event(Event("message", inbox_item_view(
                     item, iso_ms), id=item.seq)))
@@ -96,7 +118,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
                     quiet_s = 0.0
                 continue
             quiet_s = 0.0
-            chunk = b"".join(format_event(e) for e in burst if e is not None and not (
+            chunk = b"".join(format_event(e) for e in burst if e is not None and keep(e) and not (
                 e.kind == "message" and replayed is not None and (e.id or 0) <= replayed))
             if chunk:
                 await response.write(chunk)

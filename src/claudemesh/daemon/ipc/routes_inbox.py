@@ -109,8 +109,12 @@ async def post_seen(request: web.Request) -> web.Response:
     req = validate(SeenRequest, parse_json_object(await read_body(request, ctx.config.limits)))
     name = await resolve_session_name(ctx, req.session)
     now = ctx.clock()
+    # Not fsynced: a mark lost in a power cut makes the message unread again, so it is
+    # shown again and its surfaced receipt queued again then (seen means shown, at least
+    # once); a crash of the process alone loses nothing (WAL).
     marked = await ctx.inbox.run(lambda c: ReadState(c).mark_seen(
-        name, ids=req.ids, up_to_seq=req.up_to_seq, path=req.path, now_ms=now))
+        name, ids=req.ids, up_to_seq=req.up_to_seq, path=req.path, now_ms=now),
+        durable=False)
     if marked:
         ctx.receipts.notify()
     session_id = req.session if req.session != name else None

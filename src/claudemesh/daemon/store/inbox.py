@@ -18,7 +18,8 @@ from typing import Any, Final
 from claudemesh.protocol.destination import HEX64_RE
 from claudemesh.sqlitedb.db import immediate, store_errors
 
-__all__ = ["INBOX_MIGRATIONS", "InboxFilter", "InboxItem", "InboxStore", "NewInboxItem"]
+__all__ = ["INBOX_MIGRATIONS", "UNREAD_SEQS", "InboxFilter", "InboxItem", "InboxStore",
+           "NewInboxItem"]
 
 INBOX_MIGRATIONS: Final = (
     """
@@ -81,6 +82,7 @@ INBOX_MIGRATIONS: Final = (
     CREATE TABLE session_name (
       name          TEXT PRIMARY KEY,
       since_seq     INTEGER NOT NULL,
+      filed_seq     INTEGER NOT NULL DEFAULT 0,
       registered_at INTEGER NOT NULL
     );
     CREATE TABLE inbox_seen (
@@ -108,6 +110,17 @@ _COLUMNS: Final = ("seq, id, client_message_id, broker_message_id, mesh, recipie
                    " topic, sender_pubkey, sender_name, body, undecryptable, meta, priority,"
                    " reply_to_id, history_id, created_at, received_at, session, from_session")
 _ALIASED: Final = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+
+# The rows a session name may still have to read, as two ranges of index
+# ``inbox_session`` (so the cost follows the unread rows, not the inbox's size): those
+# filed for it above ``filed_seq``, and those filed for every session above ``since_seq``
+# (both in ``session_name``). Every such row at or below its horizon is read, or, for the
+# second kind, came before the name was first registered. Its three parameters: the name.
+UNREAD_SEQS: Final = (
+    "SELECT seq FROM inbox WHERE session = ? AND seq > coalesce("
+    "(SELECT n.filed_seq FROM session_name n WHERE n.name = ?), 0)"
+    " UNION ALL SELECT seq FROM inbox WHERE session IS NULL AND seq > coalesce("
+    "(SELECT n.since_seq FROM session_name n WHERE n.name = ?), 1e18)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,18 +263,15 @@ class InboxStore:
         seen = "NULL"
         seen_args: list[Any] = []
         if f.session is not None:
-            clauses.append("(i.session = ? OR i.session IS NULL)")
-            args.append(f.session)
             seen = "(SELECT s.seen_at FROM inbox_seen s WHERE s.seq = i.seq AND s.session = ?)"
             seen_args.append(f.session)
             if f.unread:
-                # Unread: not seen, and either filed for this name or newer than the
-                # name's first registration (older traffic counts as read for it).
-                clauses.append(
-                    "NOT EXISTS (SELECT 1 FROM inbox_seen s WHERE s.seq = i.seq"
-                    " AND s.session = ?) AND (i.session = ? OR i.seq > coalesce("
-                    "(SELECT n.since_seq FROM session_name n WHERE n.name = ?), 1e18))")
-                args += [f.session] * 3
+                clauses.append(f"i.seq IN ({UNREAD_SEQS}) AND NOT EXISTS (SELECT 1 FROM"  # noqa: S608
+                               " inbox_seen s WHERE s.seq = i.seq AND s.session = ?)")
+                args += [f.session] * 4
+            else:
+                clauses.append("(i.session = ? OR i.session IS NULL)")
+                args.append(f.session)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         order = "ASC" if f.ascending else "DESC"
         with store_errors("reading the inbox"):
@@ -270,10 +280,6 @@ class InboxStore:
                 f" ORDER BY i.seq {order} LIMIT ?",
                 (*seen_args, *args, f.limit)).fetchall()
         return [InboxItem.from_sql(r) for r in rows]
-
-    def after(self, seq: int, *, limit: int) -> list[InboxItem]:
-        """Rows with ``seq`` greater than ``seq``, oldest first (SSE replay)."""
-        return self.query(InboxFilter(cursor=seq, limit=limit, ascending=True))
 
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT max(seq) FROM inbox").fetchone()

@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Final
 
+from claudemesh.daemon.store.inbox import UNREAD_SEQS
 from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = ["QueuedReceipt", "ReadState"]
@@ -64,18 +65,37 @@ class ReadState:
                 "INSERT INTO receipt_queue (seq, state, session, path, at, queued_at)"
                 " VALUES (?, 'surfaced', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(seq, session, path, now_ms, now_ms) for seq, first in rows if first])
+            if rows:
+                self._advance(session)
         return [seq for seq, _ in rows]
 
-    def unread_counts(self) -> dict[str, int]:
-        """Unread messages per registered session name (the rule of InboxStore.query)."""
+    def _advance(self, session: str) -> None:
+        """Move the name's two horizons (inbox.UNREAD_SEQS) up to just below its oldest
+        unread row of each kind, or to the newest row when none is unread."""
+        unseen = ("NOT EXISTS (SELECT 1 FROM inbox_seen s WHERE s.seq = i.seq"
+                  " AND s.session = n.name)")
+        self._conn.execute(
+            "UPDATE session_name AS n SET"  # noqa: S608
+            " filed_seq = coalesce((SELECT min(i.seq) - 1 FROM inbox i WHERE i.session ="
+            f" n.name AND i.seq > n.filed_seq AND {unseen}), (SELECT max(seq) FROM inbox)),"
+            " since_seq = coalesce((SELECT min(i.seq) - 1 FROM inbox i WHERE i.session IS"
+            f" NULL AND i.seq > n.since_seq AND {unseen}), (SELECT max(seq) FROM inbox))"
+            " WHERE n.name = ?", (session,))
+
+    def unread_count(self, session: str) -> int:
+        """Messages for ``session`` it has not seen (the rule of InboxStore.query)."""
         with store_errors("counting unread messages"):
-            rows = self._conn.execute(
-                "SELECT n.name, (SELECT count(*) FROM inbox i WHERE"
-                " (i.session = n.name OR (i.session IS NULL AND i.seq > n.since_seq))"
+            (count,) = self._conn.execute(
+                f"SELECT count(*) FROM inbox i WHERE i.seq IN ({UNREAD_SEQS})"  # noqa: S608
                 " AND NOT EXISTS (SELECT 1 FROM inbox_seen s WHERE s.seq = i.seq"
-                " AND s.session = n.name)) FROM session x JOIN session_name n"
-                " ON n.name = x.name").fetchall()
-        return {name: int(count) for name, count in rows}
+                " AND s.session = ?)", (session,) * 4).fetchone()
+        return int(count)
+
+    def unread_counts(self) -> dict[str, int]:
+        """:meth:`unread_count` of every registered session."""
+        with store_errors("counting unread messages"):
+            names = [n for (n,) in self._conn.execute("SELECT name FROM session")]
+        return {name: self.unread_count(name) for name in names}
 
     # -- the receipt queue ---------------------------------------------------------------
 

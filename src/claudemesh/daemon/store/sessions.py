@@ -70,15 +70,9 @@ class SessionStore:
         return [SessionRow.from_sql(r) for r in rows]
 
     def get(self, session_id: str) -> SessionRow | None:
-        return self._one("id", session_id)
-
-    def by_name(self, name: str) -> SessionRow | None:
-        return self._one("name", name)
-
-    def _one(self, column: str, value: str) -> SessionRow | None:
         with store_errors("reading a session"):
             row = self._conn.execute(
-                f"SELECT {_COLUMNS} FROM session WHERE {column} = ?", (value,)).fetchone()  # noqa: S608
+                f"SELECT {_COLUMNS} FROM session WHERE id = ?", (session_id,)).fetchone()  # noqa: S608
         return None if row is None else SessionRow.from_sql(row)
 
     def insert(self, new: NewSession, now_ms: int) -> SessionRow:
@@ -93,9 +87,12 @@ class SessionStore:
                 (new.id, new.name, new.harness, new.pid, new.pid_start, new.cwd,
                  int(new.is_default), new.lease_s, _expiry(new.lease_s, now_ms), now_ms,
                  now_ms))
+            # The first registration of a name sets its horizons (inbox.UNREAD_SEQS):
+            # older rows for every session count as read; rows filed for the name stay
+            # unread, however old.
             self._conn.execute(
-                "INSERT INTO session_name (name, since_seq, registered_at)"
-                " SELECT ?, coalesce(max(seq), 0), ? FROM inbox WHERE true"
+                "INSERT INTO session_name (name, since_seq, filed_seq, registered_at)"
+                " SELECT ?, coalesce(max(seq), 0), 0, ? FROM inbox WHERE true"
                 " ON CONFLICT (name) DO NOTHING", (new.name, now_ms))
         row = self.get(new.id)
         assert row is not None
