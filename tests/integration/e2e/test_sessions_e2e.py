@@ -17,6 +17,7 @@ import pytest
 from brokerkit import Client, Identity
 from claudemesh.crypto import MemberKey, box_encrypt
 from claudemesh.protocol.sealed import ReceiptItem, Receipts, ReceiptState, seal_receipts
+from claudemesh.sdk import Client as Api
 from helpers import DaemonHandle, cli
 from meshkit import Mesh2, SseReader, mesh2, wait_for
 
@@ -355,3 +356,24 @@ def test_peers_list_each_members_sessions_with_their_line(
     owners[0].kill()
     owners[0].wait()
     wait_for(lambda: [s["name"] for s in bobs_sessions()] == ["chat"], timeout=10)
+
+
+def test_an_event_stream_of_one_session_carries_only_its_messages(
+        pair: Mesh2, owners: list[subprocess.Popen[bytes]]) -> None:
+    x = register(pair.bob, "x", owner(owners))
+    register(pair.bob, "y", owner(owners))
+    for to, text in (("bob/y", "for y"), ("bob/x", "for x"), ("bob", "for both")):
+        send(pair.alice, to, text)
+    wait_for(lambda: len(pair.bob.uds().call("GET", "/v1/inbox")["items"]) == 3)
+    client = Api(pair.bob.paths)
+    replayed = []
+    for event in client.events(last_event_id=0, session=x["session_id"], reconnect=False,
+                               idle_timeout_s=2):
+        if event.kind == "message":
+            replayed.append(event.data["body"])
+        if len(replayed) == 2:
+            break
+    assert replayed == ["for x", "for both"]
+    gone = client.request("GET", "/v1/events?session=01" + "Z" * 24)
+    assert gone.status == 404 and gone.body["error"] == "session_not_found"
+    assert client.request("GET", "/v1/events?session=%20bad").status == 400
