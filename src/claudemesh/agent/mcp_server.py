@@ -35,13 +35,13 @@ from mcp.server.connection import Connection
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel import Server
 from mcp.server.runner import serve_connection
-from mcp.server.stdio import stdio_server
 from mcp.shared._stream_protocols import ReadStream, WriteStream
 from mcp.shared.jsonrpc_dispatcher import JSONRPCDispatcher
 from mcp.shared.message import SessionMessage
 
 from claudemesh import __version__
 from claudemesh.agent.session import AgentSession, Registration, register
+from claudemesh.agent.stdio import serve_stdio
 from claudemesh.agent.tools import TOOLS, TOOLS_BY_NAME, ToolSpec
 from claudemesh.sdk import AsyncClient, InboxItem
 
@@ -184,7 +184,7 @@ async def _run(options: ServerOptions) -> int:
                          connection_id=secrets.token_hex(16))
     _end_on_sigterm(agent)
     try:
-        async with stdio_server() as (read_stream, write_stream):
+        async with serve_stdio() as (read_stream, write_stream):
             await serve(agent, read_stream, write_stream, force_channel=options.force_channel)
     finally:
         with anyio.move_on_after(END_TIMEOUT_S):

@@ -80,7 +80,7 @@ def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
         extra += ["--host-root", host_root]
     for flag, value in (("--request-timeout", request_timeout),
                         ("--receipt-delay", receipt_delay), ("--session-check", session_check)):
-        if value:
+        if value is not None:
             extra += [flag, str(value)]
     info = spawn_daemon(paths, extra)
     PRINTER.result(info, _ready_text(info))
@@ -106,6 +106,7 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
     from claudemesh.config import load_config  # noqa: PLC0415
     from claudemesh.daemon.link import LinkTimings  # noqa: PLC0415
     from claudemesh.daemon.notify import notify_ready  # noqa: PLC0415
+    from claudemesh.daemon.receipts import LINGER_S  # noqa: PLC0415
     from claudemesh.daemon.run import DaemonOptions, ReadyInfo, run_daemon  # noqa: PLC0415
     from claudemesh.daemon.sessions import CHECK_INTERVAL_S  # noqa: PLC0415
     from claudemesh.logs import configure_logging  # noqa: PLC0415
@@ -127,8 +128,9 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         config = load_config(paths)
         timings = LinkTimings() if request_timeout is None else LinkTimings(
             request_timeout_s=request_timeout)
+        linger = LINGER_S if receipt_delay is None else receipt_delay
         options = DaemonOptions(tcp=tcp, tcp_port=tcp_port, host_roots=_roots(host_root),
-                                link_timings=timings, receipt_delay_s=receipt_delay or 0.0,
+                                link_timings=timings, receipt_delay_s=linger,
                                 session_check_s=session_check or CHECK_INTERVAL_S)
         return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:

@@ -41,18 +41,22 @@ log = logging.getLogger(__name__)
 
 BATCH: Final = 256
 RETRY_S: Final = 5.0  # after a store error, look again this much later
+# How long a receipt waits for company: the receipts of a conversation's next messages
+# join its batch (one DM, one signature, a fraction of the fsyncs), and the work leaves
+# the path of the conversation itself. A receipt is news about the past; 0.1 s is cheap.
+LINGER_S: Final = 0.1
 
 
 class ReceiptPump:
     def __init__(self, meshes: Sequence[MeshConfig], *, inbox: DbWorker, outbox: DbWorker,
                  clock: Callable[[], int], on_enqueue: Callable[[str], None],
-                 delay_s: float = 0.0) -> None:
+                 delay_s: float = LINGER_S) -> None:
         self._by_slug = {m.slug: m for m in meshes}
         self._inbox = inbox
         self._outbox = outbox
         self._clock = clock
         self._on_enqueue = on_enqueue
-        self._delay_s = delay_s  # tests only: hold receipts back (crash between steps)
+        self._delay_s = delay_s  # LINGER_S; tests hold receipts back longer (a crash between)
         self._wake = asyncio.Event()
         self._wake.set()  # the queue may hold receipts from before a restart
         self.sent = 0

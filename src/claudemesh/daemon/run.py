@@ -47,7 +47,7 @@ from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.daemon.notify import notify_stopping
-from claudemesh.daemon.receipts import ReceiptPump
+from claudemesh.daemon.receipts import LINGER_S, ReceiptPump
 from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
@@ -72,7 +72,7 @@ class DaemonOptions:
     tcp_port: int = 0  # 0: the OS picks; the bound port goes to http.port
     link_timings: LinkTimings = field(default_factory=LinkTimings)
     host_roots: HostRoots = DEFAULT_ROOTS
-    receipt_delay_s: float = 0.0  # tests only: hold receipts back before sending them
+    receipt_delay_s: float = LINGER_S  # how long receipts wait to share a batch
     session_check_s: float = CHECK_INTERVAL_S
 
 

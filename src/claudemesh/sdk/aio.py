@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncGenerator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from claudemesh.config import Paths, paths_from_env
 from claudemesh.errors import ClaudemeshError, DaemonUnreachable, error_from_wire
@@ -29,9 +29,12 @@ from claudemesh.sdk.http import (
     ResponseParser,
     build_request,
     decode_body,
+    reusable,
 )
 from claudemesh.sdk.reconnect import RECONNECTABLE, Backoff, EventCursor, events_path
 from claudemesh.sdk.sse import SseEvent, SseParser
+
+POOL_MAX: Final = 4  # kept-alive connections waiting for the next request
 
 if TYPE_CHECKING:
     from claudemesh.sdk.inbox import Event, InboxPage
@@ -55,6 +58,17 @@ class AsyncClient:
         self.paths = paths if paths is not None else paths_from_env(os.environ)
         self.transport = check_transport(transport)
         self.timeout = timeout
+        # Kept-alive connections: a long-lived client (an MCP server) saves a connect per
+        # request. At most POOL_MAX wait here; concurrent requests open their own.
+        self._idle: list[_Connection] = []
+        self._idle_loop: asyncio.AbstractEventLoop | None = None
+
+    async def close(self) -> None:
+        """Close the kept-alive connections (event streams close when their loop ends);
+        the client stays usable and opens new ones as needed."""
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
 
     def __repr__(self) -> str:
         return f"AsyncClient({self.paths.daemon_dir}, transport={self.transport!r})"
@@ -241,18 +255,52 @@ class AsyncClient:
 
     async def request(self, method: str, path: str, body: Any = None,
                       headers: dict[str, str] | None = None) -> Response:
+        """One request, on a kept-alive connection when one is idle.
+
+        A kept-alive connection the daemon closed meanwhile (it restarted, or its idle
+        timeout passed) fails before any byte of an answer; the request then goes once
+        more on a new connection. Every route may be sent twice that way: sends carry
+        their ``client_message_id``, and the other writes are idempotent.
+        """
         endpoint = resolve(self.paths, self.transport)
-        request = build_request(method, path, body=body,
+        request = build_request(method, path, body=body, keep_alive=True,
                                 headers={**endpoint.headers, **(headers or {})})
-        try:
-            conn, head = await _exchange(endpoint, request, self.timeout)
+        conn = self._take_idle()
+        while True:
+            reused = conn is not None
             try:
+                if conn is None:
+                    conn, head = await _exchange(endpoint, request, self.timeout)
+                else:
+                    head = await conn.exchange(request)
                 data = b"".join([piece async for piece in conn.body()])
-            finally:
-                await conn.aclose()
-        except (OSError, ProtocolError) as exc:
-            raise connection_error(exc, endpoint, self.timeout) from exc
+            except (OSError, ProtocolError) as exc:
+                answered = conn is not None and conn.answered
+                if conn is not None:
+                    await conn.aclose()
+                if reused and not answered:
+                    conn = None  # a stale kept-alive connection: once more, on a new one
+                    continue
+                raise connection_error(exc, endpoint, self.timeout) from exc
+            break
+        if reusable(head) and len(self._idle) < POOL_MAX:
+            self._idle.append(conn)
+        else:
+            await conn.aclose()
         return Response(head.status, decode_body(data), head.headers)
+
+    def _take_idle(self) -> _Connection | None:
+        loop = asyncio.get_running_loop()
+        if self._idle_loop is not loop:
+            # Connections belong to the loop that made them, which may be closed by now:
+            # let them go (a transport closes its socket when it is collected).
+            self._idle, self._idle_loop = [], loop
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.reader.at_eof() and not conn.writer.is_closing():
+                return conn
+            conn.writer.close()
+        return None
 
     async def _open_stream(self, path: str, headers: dict[str, str],
                            idle_timeout_s: float) -> _Stream:
@@ -281,6 +329,19 @@ class _Connection:
         self.writer = writer
         self.parser = ResponseParser()
         self.timeout = timeout
+        self.answered = False  # a byte of the current answer arrived
+
+    async def exchange(self, request: bytes) -> Head:
+        """The next request on this kept-alive connection, and its answer's head."""
+        self.parser = ResponseParser()
+        self.answered = False
+        self.writer.write(request)
+        async with asyncio.timeout(self.timeout):
+            await self.writer.drain()
+        head = await self.next()
+        if not isinstance(head, Head):
+            raise ProtocolError("no head in the answer")
+        return head
 
     async def next(self) -> ParserEvent:
         while True:
@@ -290,6 +351,7 @@ class _Connection:
             async with asyncio.timeout(self.timeout):
                 data = await self.reader.read(READ_SIZE)
             if data:
+                self.answered = True
                 self.parser.feed(data)
             else:
                 self.parser.eof()

@@ -93,6 +93,10 @@ class Client:
         discovery.ensure_daemon(client, start=start)
         return client
 
+    def close(self) -> None:
+        """Nothing to release: each request has a connection of its own (the counterpart
+        of :meth:`AsyncClient.close`, which keeps connections alive)."""
+
     # -- the routes -----------------------------------------------------------------------
 
     def version(self) -> VersionInfo:

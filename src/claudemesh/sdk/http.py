@@ -103,14 +103,24 @@ class Response:
 
 
 def build_request(method: str, target: str, *, body: Any = None,
-                  headers: dict[str, str] | None = None) -> bytes:
+                  headers: dict[str, str] | None = None, keep_alive: bool = False) -> bytes:
     """The request's bytes; ``body`` (if not None) goes out as JSON."""
     payload = b"" if body is None else json.dumps(body).encode()
-    lines = [f"{method} {target} HTTP/1.1", "Host: localhost", "Connection: close"]
+    lines = [f"{method} {target} HTTP/1.1", "Host: localhost",
+             "Connection: keep-alive" if keep_alive else "Connection: close"]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     if body is not None:
         lines += ["Content-Type: application/json", f"Content-Length: {len(payload)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + payload
+
+
+def reusable(head: Head) -> bool:
+    """Whether the connection may carry another request after this answer: its body
+    ends by its own framing (a length, or chunks) and the server did not ask to close."""
+    headers = head.headers
+    framed = "content-length" in headers or (
+        headers.get("transfer-encoding", "").lower() == "chunked")
+    return framed and headers.get("connection", "").lower() != "close"
 
 
 def decode_body(data: bytes) -> Any:

@@ -18,6 +18,7 @@ import pytest
 
 from claudemesh.config import Paths, paths_from_env
 from claudemesh.sdk import (
+    AsyncClient,
     BrokerUnavailable,
     Client,
     DaemonUnreachable,
@@ -261,3 +262,21 @@ def test_connect_in_an_empty_directory_starts_a_daemon_with_no_mesh() -> None:
     finally:
         cli({**os.environ, **env}, "daemon", "down")
         shutil.rmtree(empty, ignore_errors=True)
+
+
+async def test_the_async_client_keeps_its_connection_and_survives_a_daemon_restart() -> None:
+    daemon = new_daemon()
+    try:
+        client = AsyncClient(daemon.paths)
+        first = await client.version()
+        await client.health()
+        assert len(client._idle) == 1  # both requests went over one kept-alive connection
+        daemon.stop()
+        daemon.start()
+        again = await client.version()  # the kept connection is dead: retried on a new one
+        assert again.pid != first.pid
+        await client.close()
+        assert client._idle == []
+        assert (await client.version()).pid == again.pid  # usable after close
+    finally:
+        daemon.cleanup()

@@ -7,7 +7,7 @@ or the ``last_event_id`` query parameter for clients that cannot set headers), t
 first replays every message stored after that id, then goes live; it subscribes before
 replaying and skips live messages already replayed, so nothing falls in the gap.
 ``session`` (an id or a name) narrows the messages, replayed and live, to those for one
-session; other events are unchanged.
+session, and leaves out receipts; link and presence events are unchanged.
 """
 
 from __future__ import annotations
@@ -71,12 +71,18 @@ def _replay(conn: sqlite3.Connection, *, after: int, session: str | None) -> lis
 
 def _for_session(session: str | None) -> Callable[[Event], bool]:
     """With ``session``, a stream carries only the messages for it (filed for its name or
-    for every session); an agent with ten siblings on one daemon is not woken for
-    theirs. Every other event goes to every stream."""
+    for every session) and no receipts (they are about the member's sends, not one
+    session's): an agent with ten siblings on one daemon is not woken for theirs. Link
+    and presence events go to every stream."""
     if session is None:
         return lambda _event: True
-    return lambda event: event.kind != "message" or event.data.get("session") in (None,
-                                                                                   session)
+
+    def keep(event: Event) -> bool:
+        if event.kind == "message":
+            return event.data.get("session") in (None, session)
+        return event.kind != "receipt"
+
+    return keep
 
 
 async def get_events(request: web.Request) -> web.StreamResponse:
