@@ -65,7 +65,11 @@ def session_view(ctx: DaemonContext, row: SessionRow, unread: int) -> dict[str, 
 
 
 async def _unread(ctx: DaemonContext) -> dict[str, int]:
-    return await ctx.inbox.run(lambda c: ReadState(c).unread_counts())
+    return await ctx.inbox.run(lambda c: ReadState(c).unread_counts(), durable=False)
+
+
+async def _unread_of(ctx: DaemonContext, name: str) -> int:
+    return await ctx.inbox.run(lambda c: ReadState(c).unread_count(name), durable=False)
 
 
 async def resolve_session_name(ctx: DaemonContext, value: str) -> str:
@@ -93,7 +97,7 @@ async def post_session(request: web.Request) -> web.Response:
     row, created = await ctx.sessions.register(Registration(
         name=req.name, harness=req.harness, pid=req.pid, cwd=req.cwd, default=req.default,
         lease_s=req.lease_s))
-    unread = (await _unread(ctx)).get(row.name, 0)
+    unread = await _unread_of(ctx, row.name)
     return json_reply(session_view(ctx, row, unread), 201 if created else 200)
 
 
@@ -116,7 +120,7 @@ async def get_sessions(request: web.Request) -> web.Response:
 async def get_session(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     row = await ctx.sessions.get(request.match_info["session_id"])
-    return json_reply(session_view(ctx, row, (await _unread(ctx)).get(row.name, 0)))
+    return json_reply(session_view(ctx, row, await _unread_of(ctx, row.name)))
 
 
 async def delete_session(request: web.Request) -> web.Response:
@@ -132,4 +136,4 @@ async def post_heartbeat(request: web.Request) -> web.Response:
     if body.strip() and parse_json_object(body):
         raise InvalidRequest("the heartbeat takes no fields; send {} or nothing")
     row = await ctx.sessions.touch(request.match_info["session_id"])
-    return json_reply(session_view(ctx, row, (await _unread(ctx)).get(row.name, 0)))
+    return json_reply(session_view(ctx, row, await _unread_of(ctx, row.name)))

@@ -143,11 +143,6 @@ class NewInboxItem:
     session: str | None = None  # the session it is for (sealed ``to_session``)
     from_session: str | None = None
 
-    @property
-    def wants_receipts(self) -> bool:
-        """Receipts go back for DMs from another member, never for topics or to oneself."""
-        return self.topic is None and self.sender_pubkey != self.recipient_pubkey
-
 
 @dataclass(frozen=True, slots=True)
 class InboxItem:
@@ -174,6 +169,8 @@ class InboxItem:
 
     @property
     def wants_receipts(self) -> bool:
+        """Receipts go back for DMs from another member, never for topics or to oneself
+        (readstate.mark_seen says the same in SQL)."""
         return self.topic is None and self.sender_pubkey != self.recipient_pubkey
 
     @classmethod
@@ -234,7 +231,7 @@ class InboxStore:
                     continue
                 stored = InboxItem.from_sql(row)
                 created.append(stored)
-                if item.wants_receipts:
+                if stored.wants_receipts:
                     self._conn.execute(
                         "INSERT INTO receipt_queue (seq, state, at, queued_at)"
                         " VALUES (?, 'stored', ?, ?) ON CONFLICT DO NOTHING",
