@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from brokerkit import BrokerProcess, Mesh, new_broker
 from helpers import DaemonHandle, new_daemon
+from meshkit import Mesh2, mesh2
 
 
 @pytest.fixture
@@ -45,3 +46,13 @@ def broker() -> Iterator[BrokerProcess]:
 @pytest.fixture
 def mesh(broker: BrokerProcess) -> Mesh:
     return broker.create_mesh()
+
+
+@pytest.fixture
+def pair() -> Iterator[Mesh2]:
+    """A real broker with one mesh, and alice's and bob's daemons joined to it."""
+    m = mesh2()
+    try:
+        yield m
+    finally:
+        m.cleanup()

@@ -17,19 +17,10 @@ from typing import Any
 import pytest
 
 from helpers import DaemonHandle, new_daemon, short_tmpdir
-from meshkit import Mesh2, mesh2, wait_for
+from meshkit import Mesh2, wait_for
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "claude_code_hooks"
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd")
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
 
 
 @pytest.fixture

@@ -8,21 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-
-import pytest
 
 from helpers import cli, http_request, short_tmpdir
-from meshkit import NO_RECEIPTS, Mesh2, freeze, inbox, mesh2, thaw, wait_for
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
+from meshkit import NO_RECEIPTS, Mesh2, freeze, inbox, thaw, wait_for
 
 
 def send(env: dict[str, str], *args: str) -> tuple[int, dict[str, object]]:

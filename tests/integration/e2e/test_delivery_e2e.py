@@ -6,7 +6,6 @@ import json
 import random
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -25,15 +24,6 @@ from meshkit import (
     thaw,
     wait_for,
 )
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
 
 
 def test_a_dm_by_name_and_by_pubkey_reaches_bob_once_and_the_broker_holds_ciphertext(

@@ -4,20 +4,7 @@ refused it), aborted (requeued)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from meshkit import Mesh2, freeze, inbox, link_state, mesh2, thaw, wait_for
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
 
 
 def body(to: str, message: str, cmid: str) -> dict[str, str]:

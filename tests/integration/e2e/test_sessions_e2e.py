@@ -19,16 +19,7 @@ from claudemesh.crypto import MemberKey, box_encrypt
 from claudemesh.protocol.sealed import ReceiptItem, Receipts, ReceiptState, seal_receipts
 from claudemesh.sdk import Client as Api
 from helpers import DaemonHandle, cli
-from meshkit import Mesh2, SseReader, mesh2, wait_for
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
+from meshkit import Mesh2, SseReader, wait_for
 
 
 @pytest.fixture

@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 from claudemesh.sdk import Client
-from meshkit import Mesh2, mesh2, wait_for
+from meshkit import Mesh2, wait_for
 
 EXAMPLE = Path(__file__).parents[3] / "examples" / "sdk_quickstart.py"
-
-
-@pytest.fixture
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
 
 
 def test_the_quickstart_sends_gets_a_stored_receipt_and_a_reply(pair: Mesh2) -> None:
