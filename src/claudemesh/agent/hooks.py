@@ -32,7 +32,7 @@ import json
 import os
 import signal
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -101,34 +101,33 @@ def harness_pid(env: Mapping[str, str], start: int) -> int:
 
 
 def respond(client: Client, hook: HookInput, *, name: str, pid: int) -> tuple[
-        dict[str, Any] | None, Iterator[None]]:
-    """The JSON to print (or None), and the work to do once it is printed."""
+        dict[str, Any] | None, Callable[[], object] | None]:
+    """The JSON to print (or None), and the work to do once it is printed (or None)."""
     session = _session(client, name=name, pid=pid, cwd=hook.cwd)
     if hook.event == "SessionEnd":
         client.end_session(session.session_id)
-        return None, iter(())
+        return None, None
     if hook.event == "SessionStart":
-        return _context("SessionStart", _welcome(client, session)), iter(())
+        return _context("SessionStart", _welcome(client, session)), None
     page = client.inbox(session=session.session_id, unread=True, order="asc",
                         limit=SHOWN_MAX)
     if not page.items:
-        return None, iter(())
+        return None, None
     more = max(0, session.unread - len(page.items))
     framed = frame(page.items, max_chars=CONTEXT_CHARS - 200, more=more, hint=HINT)
     shown = [item.id for item in page.items[:framed.shown]]
 
-    def mark() -> Iterator[None]:
-        client.mark_seen(session.session_id, ids=shown, path="hook")
-        yield None
+    def mark() -> object:
+        return client.mark_seen(session.session_id, ids=shown, path="hook")
 
     if hook.event == "Stop":
         return {"decision": "block", "reason": (
             f"claudemesh: {framed.shown} new message(s) arrived for session {session.name}"
             f" while you worked. Consider them, answer with the claudemesh tools if a reply"
-            f" is due, then finish.\n{framed.text}")}, mark()
+            f" is due, then finish.\n{framed.text}")}, mark
     intro = (f"claudemesh: {framed.shown} new message(s) for session {session.name}"
              f" ({session.address}).\n")
-    return _context(hook.event, intro + framed.text), mark()
+    return _context(hook.event, intro + framed.text), mark
 
 
 def _context(event: str, text: str) -> dict[str, Any]:
@@ -215,8 +214,8 @@ def main(argv: list[str], *, stdin: Any = None, stdout: Any = None,
             if answer is not None:
                 out.write(json.dumps(answer, ensure_ascii=False) + "\n")
                 out.flush()
-            for _ in after:  # printed first: a crash now repeats a message, never hides one
-                pass
+            if after is not None:  # printed first: a crash now repeats a message, never hides one
+                after()
     except (_OutOfTime, ClaudemeshError, OSError) as exc:
         if env.get("CLAUDEMESH_HOOK_DEBUG") == "1":
             sys.stderr.write(f"claudemesh hook {argv[0]}: {exc!r}\n")

@@ -6,6 +6,7 @@ are the recipient's, from receipts verified against its key (docs/api.md, "Recei
 
 from __future__ import annotations
 
+import sqlite3
 from typing import Any
 
 from aiohttp import web
@@ -41,24 +42,21 @@ async def get_message(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     cmid = request.match_info["client_message_id"]
 
-    def read(conn: Any) -> tuple[OutboxRow, list[ReceiptRow]] | None:
+    def read(conn: sqlite3.Connection) -> tuple[OutboxRow, list[ReceiptRow],
+                                                ReceiptSummary] | None:
         rows = OutboxStore(conn).list_rows(status=None, limit=1, client_message_id=cmid)
         if not rows:
             return None
-        return rows[0], ReceiptStore(conn).for_message(rows[0].mesh, cmid)
+        receipts = ReceiptStore(conn)
+        key = (rows[0].mesh, cmid)
+        return (rows[0], receipts.for_message(*key),
+                receipts.summaries([key]).get(key, ReceiptSummary()))
 
     found = await ctx.outbox.run(read, durable=False)
     if found is None:
         raise MessageNotFound(f"this daemon sent no message with client_message_id {cmid!r}",
                               client_message_id=cmid)
-    row, receipts = found
-    first = {r.state: r for r in reversed(receipts)}  # earliest of each state wins
-    stored, surfaced = first.get("stored"), first.get("surfaced")
-    summary = ReceiptSummary(
-        stored_at=None if stored is None else stored.at,
-        surfaced_at=None if surfaced is None else surfaced.at,
-        surfaced_path=None if surfaced is None else surfaced.path,
-        surfaced_session=None if surfaced is None else surfaced.session)
+    row, receipts, summary = found
     item = outbox_item(row, summary)
     return json_reply({
         "client_message_id": cmid, "mesh": row.mesh, "destination": item["destination"],
