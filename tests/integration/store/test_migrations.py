@@ -99,7 +99,7 @@ async def test_pg_a_database_of_the_previous_schema_gains_sessions(
     dsn = fresh_pg_dsn()
     conn = await asyncpg.connect(dsn)
     try:
-        await postgres._migrate(conn, postgres.PG_MIGRATIONS[:3])  # before sessions
+        await postgres.migrate(conn, postgres.PG_MIGRATIONS[:3])  # before sessions
         assert await conn.fetchval("SELECT count(*) FROM information_schema.columns"
                                    " WHERE table_schema = 'mesh' AND table_name = 'member'"
                                    " AND column_name = 'sessions'") == 0
