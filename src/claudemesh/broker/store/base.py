@@ -1,8 +1,9 @@
 """The broker's store interface: the few operations the server needs, as one contract.
 
-SQLite (``sqlite.py``, the embedded default) implements it now; PostgreSQL (issue 6)
-implements the same methods, and one parametrized suite runs against both. Records are
-frozen dataclasses with no database types in them. Errors are the typed errors of
+SQLite (``sqlite/``, the embedded default) implements it; PostgreSQL (``postgres/``,
+issue 6) implements the same methods, and one parametrized suite (tests/integration/store)
+runs against both. Records are frozen dataclasses with no database types in them; both
+stores map rows to them with ``rows.py``. Errors are the typed errors of
 :mod:`claudemesh.errors`; no driver exception crosses this boundary (STYLE (b)7).
 
 Several brokers may share one store (PostgreSQL, issue 6); then the tables are the truth

@@ -1,16 +1,12 @@
 """The broker's embedded store: one SQLite file, one writer thread, group commit.
 
-The schema follows daemon-spec §4.3 with SQLite types: UUID/TIMESTAMPTZ become TEXT ids
-and epoch milliseconds; ``topic_message``/``message_queue`` are one ``message`` table
-(the split served the original's two delivery paths; we have one). ``message_history``
-gives each message a mesh-wide sequence that is its ``history_id``. Every operation runs
-on :class:`~claudemesh.sqlitedb.worker.DbWorker`, so an accept is one savepoint inside a
+The tables are :mod:`.schema`'s. Every operation runs on
+:class:`~claudemesh.sqlitedb.worker.DbWorker`, so an accept is one savepoint inside a
 ``BEGIN IMMEDIATE`` group and is answered only after the group's fsynced COMMIT.
 """
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -29,9 +25,21 @@ from claudemesh.broker.store.base import (
     PresenceChange,
     SweepResult,
     b2_refusal,
-    sessions_from_json,
-    sessions_to_json,
 )
+from claudemesh.broker.store.rows import (
+    DAY_MS,
+    DELIVERY_MESSAGE_COLUMNS,
+    MESH_COLUMNS,
+    dedupe_orphan,
+    delivery_from_row,
+    delivery_orphan,
+    member_columns,
+    member_from_row,
+    presence_change,
+    profile_columns,
+    topic_entry,
+)
+from claudemesh.broker.store.sqlite.schema import BROKER_MIGRATIONS
 from claudemesh.errors import (
     DisplayNameTaken,
     InviteRejected,
@@ -43,185 +51,9 @@ from claudemesh.errors import (
 from claudemesh.sqlitedb.db import immediate, open_database, store_errors
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["BROKER_MIGRATIONS", "SqliteBrokerStore"]
+__all__ = ["SqliteBrokerStore"]
 
-DAY_MS: Final = 86_400_000
-
-BROKER_MIGRATIONS: Final = (
-    """
-    CREATE TABLE mesh (
-      id                     TEXT PRIMARY KEY,
-      name                   TEXT NOT NULL UNIQUE,
-      created_at             INTEGER NOT NULL,
-      dedupe_mode            TEXT NOT NULL CHECK(dedupe_mode IN ('retention_scoped','permanent')),
-      dedupe_retention_days  INTEGER NOT NULL CHECK(dedupe_retention_days >= 3),
-      message_retention_days INTEGER NOT NULL CHECK(message_retention_days >= 1),
-      connection_policy      TEXT NOT NULL
-                             CHECK(connection_policy IN ('prefer_newest','prefer_oldest')),
-      invite_pubkey          TEXT NOT NULL,
-      invite_secret_key      TEXT NOT NULL
-    );
-    CREATE TABLE member (
-      id           TEXT PRIMARY KEY,
-      mesh_id      TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      pubkey       TEXT NOT NULL,
-      display_name TEXT NOT NULL,
-      joined_at    INTEGER NOT NULL,
-      revoked_at   INTEGER,
-      summary      TEXT,
-      status       TEXT NOT NULL DEFAULT 'idle' CHECK(status IN ('idle','working','dnd')),
-      visible      INTEGER NOT NULL DEFAULT 1,
-      avatar       TEXT,
-      title        TEXT,
-      bio          TEXT,
-      capabilities TEXT NOT NULL DEFAULT '[]',
-      UNIQUE (mesh_id, pubkey)
-    );
-    CREATE UNIQUE INDEX member_live_name ON member(mesh_id, lower(display_name))
-      WHERE revoked_at IS NULL;
-    CREATE INDEX member_revoked ON member(revoked_at) WHERE revoked_at IS NOT NULL;
-    CREATE TABLE invite (
-      id            TEXT PRIMARY KEY,
-      mesh_id       TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      secret_sha256 TEXT NOT NULL,
-      created_at    INTEGER NOT NULL,
-      expires_at    INTEGER NOT NULL,
-      max_uses      INTEGER NOT NULL CHECK(max_uses >= 1),
-      uses          INTEGER NOT NULL DEFAULT 0,
-      revoked_at    INTEGER
-    );
-    CREATE TABLE hello_nonce (
-      pubkey     TEXT NOT NULL,
-      nonce      TEXT NOT NULL,
-      expires_at INTEGER NOT NULL,
-      PRIMARY KEY (pubkey, nonce)
-    ) WITHOUT ROWID;
-    CREATE TABLE topic (
-      mesh_id    TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      name       TEXT NOT NULL,
-      created_at INTEGER NOT NULL,
-      PRIMARY KEY (mesh_id, name)
-    );
-    CREATE TABLE topic_subscription (
-      mesh_id    TEXT NOT NULL,
-      topic      TEXT NOT NULL,
-      member_id  TEXT NOT NULL REFERENCES member(id) ON DELETE CASCADE,
-      created_at INTEGER NOT NULL,
-      PRIMARY KEY (mesh_id, topic, member_id),
-      FOREIGN KEY (mesh_id, topic) REFERENCES topic(mesh_id, name) ON DELETE CASCADE
-    );
-    CREATE TABLE group_member (
-      mesh_id    TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      group_name TEXT NOT NULL,
-      member_id  TEXT NOT NULL REFERENCES member(id) ON DELETE CASCADE,
-      created_at INTEGER NOT NULL,
-      PRIMARY KEY (mesh_id, group_name, member_id)
-    );
-    CREATE TABLE client_message_dedupe (
-      mesh_id             TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      client_message_id   TEXT NOT NULL,
-      broker_message_id   TEXT NOT NULL,
-      request_fingerprint BLOB NOT NULL CHECK(length(request_fingerprint) = 32),
-      destination_kind    TEXT NOT NULL CHECK(destination_kind IN ('topic','dm','queue')),
-      destination_ref     TEXT NOT NULL,
-      first_seen_at       INTEGER NOT NULL,
-      expires_at          INTEGER,
-      history_available   INTEGER NOT NULL DEFAULT 1,
-      PRIMARY KEY (mesh_id, client_message_id)
-    );
-    CREATE INDEX client_message_dedupe_expires_idx ON client_message_dedupe(expires_at)
-      WHERE expires_at IS NOT NULL;
-    CREATE TABLE message (
-      id                TEXT PRIMARY KEY,
-      mesh_id           TEXT NOT NULL REFERENCES mesh(id) ON DELETE CASCADE,
-      client_message_id TEXT NOT NULL,
-      sender_member_id  TEXT NOT NULL,
-      sender_pubkey     TEXT NOT NULL,
-      sender_name       TEXT NOT NULL,
-      destination_kind  TEXT NOT NULL,
-      destination_ref   TEXT NOT NULL,
-      priority          TEXT NOT NULL,
-      reply_to          TEXT,
-      meta              TEXT,
-      body              TEXT NOT NULL,
-      body_hash         TEXT NOT NULL,
-      created_at        INTEGER NOT NULL
-    );
-    CREATE INDEX message_created ON message(created_at);
-    CREATE TABLE message_history (
-      seq        INTEGER PRIMARY KEY AUTOINCREMENT,
-      mesh_id    TEXT NOT NULL,
-      message_id TEXT NOT NULL UNIQUE REFERENCES message(id) ON DELETE CASCADE,
-      created_at INTEGER NOT NULL
-    );
-    CREATE TABLE delivery_queue (
-      seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
-      mesh_id             TEXT NOT NULL,
-      message_id          TEXT NOT NULL REFERENCES message(id) ON DELETE CASCADE,
-      recipient_member_id TEXT NOT NULL,
-      created_at          INTEGER NOT NULL,
-      acked_at            INTEGER,
-      UNIQUE (message_id, recipient_member_id)
-    );
-    CREATE INDEX delivery_pending ON delivery_queue(recipient_member_id, seq)
-      WHERE acked_at IS NULL;
-    """,
-    # 2: presence and broker liveness live in the store (issue 6: several brokers)
-    """
-    CREATE TABLE broker (
-      id           TEXT PRIMARY KEY,
-      started_at   INTEGER NOT NULL,
-      last_seen_at INTEGER NOT NULL
-    );
-    CREATE TABLE presence (
-      mesh_id          TEXT NOT NULL,
-      member_id        TEXT NOT NULL,
-      session_id       TEXT NOT NULL,
-      broker_id        TEXT NOT NULL,
-      state            TEXT NOT NULL CHECK(state IN ('online','leased')),
-      since            INTEGER NOT NULL,
-      lease_expires_at INTEGER,
-      PRIMARY KEY (mesh_id, member_id)
-    );
-    CREATE INDEX presence_lease ON presence(state, lease_expires_at);
-    """,
-    # 3: the sessions a member publishes (member_sessions), a JSON list
-    """
-    ALTER TABLE member ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
-    """,
-)
-
-_MEMBER_COLUMNS: Final = ("id, mesh_id, pubkey, display_name, joined_at, revoked_at, summary,"
-                          " status, visible, avatar, title, bio, capabilities, sessions")
-_MESH_COLUMNS: Final = ("id, name, created_at, dedupe_mode, dedupe_retention_days,"
-                        " message_retention_days, connection_policy, invite_pubkey")
-
-
-def _member(row: tuple[Any, ...], groups: tuple[str, ...] = ()) -> Member:
-    (id_, mesh_id, pubkey, name, joined, revoked, summary, status, visible, avatar, title, bio,
-     caps, sessions) = row
-    return Member(id_, mesh_id, pubkey, name, joined, revoked, summary, status, bool(visible),
-                  avatar, title, bio, tuple(json.loads(caps)), groups,
-                  sessions_from_json(sessions))
-
-
-_PROFILE_FIELDS: Final = ("summary", "status", "visible", "avatar", "title", "bio",
-                          "capabilities", "sessions")
-
-
-def _profile_columns(fields: dict[str, Any]) -> dict[str, Any]:
-    """set_profile's fields as the values their columns hold (unknown names dropped)."""
-    columns: dict[str, Any] = {}
-    for name, value in fields.items():
-        if name == "capabilities":
-            columns[name] = json.dumps(list(value))
-        elif name == "sessions":
-            columns[name] = sessions_to_json(value)
-        elif name == "visible":
-            columns[name] = int(value)
-        elif name in _PROFILE_FIELDS:
-            columns[name] = value
-    return columns
+_MEMBER_COLUMNS: Final = member_columns()
 
 
 def _groups(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
@@ -251,6 +83,12 @@ class SqliteBrokerStore(BrokerStore):
     def notifier(self) -> Notifier:
         return self._notifier
 
+    async def _changed_one(self, sql: str, args: tuple[Any, ...], *,
+                           durable: bool = True) -> bool:
+        """Run one statement; True when it changed (inserted, updated, deleted) one row."""
+        return await self._worker.run(lambda conn: conn.execute(sql, args).rowcount == 1,
+                                      durable=durable)
+
     # -- meshes, invites, members ------------------------------------------------------
 
     async def create_mesh(self, mesh: Mesh, invite_secret_key: str) -> Mesh:
@@ -259,7 +97,7 @@ class SqliteBrokerStore(BrokerStore):
                 if conn.execute("SELECT 1 FROM mesh WHERE name = ?", (mesh.name,)).fetchone():
                     raise MeshExists(f"a mesh called {mesh.name!r} already exists")
                 conn.execute(
-                    f"INSERT INTO mesh ({_MESH_COLUMNS}, invite_secret_key)"  # noqa: S608
+                    f"INSERT INTO mesh ({MESH_COLUMNS}, invite_secret_key)"  # noqa: S608
                     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (mesh.id, mesh.name, mesh.created_at, mesh.dedupe_mode,
                      mesh.dedupe_retention_days, mesh.message_retention_days,
@@ -269,7 +107,7 @@ class SqliteBrokerStore(BrokerStore):
 
     async def get_mesh(self, mesh_ref: str) -> Mesh | None:
         def op(conn: sqlite3.Connection) -> Mesh | None:
-            row = conn.execute(f"SELECT {_MESH_COLUMNS} FROM mesh WHERE id = ? OR name = ?"  # noqa: S608
+            row = conn.execute(f"SELECT {MESH_COLUMNS} FROM mesh WHERE id = ? OR name = ?"  # noqa: S608
                                " ORDER BY id = ? DESC LIMIT 1",
                                (mesh_ref, mesh_ref, mesh_ref)).fetchone()
             return None if row is None else Mesh(*row)
@@ -310,7 +148,7 @@ class SqliteBrokerStore(BrokerStore):
                 if existing is not None:
                     if existing[5] is not None:
                         raise MemberRevoked("this key was revoked from the mesh")
-                    return _member(existing, _groups(conn, existing[0]))
+                    return member_from_row(existing, _groups(conn, existing[0]))
                 if row[1] <= now_ms:
                     raise InviteRejected("the invite has expired; ask for a new one")
                 if row[3] >= row[2]:
@@ -333,7 +171,7 @@ class SqliteBrokerStore(BrokerStore):
         def op(conn: sqlite3.Connection) -> Member | None:
             row = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member"  # noqa: S608
                                " WHERE mesh_id = ? AND pubkey = ?", (mesh_id, pubkey)).fetchone()
-            return None if row is None else _member(row, _groups(conn, row[0]))
+            return None if row is None else member_from_row(row, _groups(conn, row[0]))
         return await self._worker.run(op)
 
     async def revoke_member(self, pubkey: str, *, mesh_id: str | None, now_ms: int) -> list[Member]:
@@ -345,7 +183,7 @@ class SqliteBrokerStore(BrokerStore):
                                     args).fetchall()
                 conn.execute(f"UPDATE member SET revoked_at = ? WHERE {where}",  # noqa: S608
                              (now_ms, *args))
-            return [_member((*r[:5], now_ms, *r[6:])) for r in rows]
+            return [member_from_row((*r[:5], now_ms, *r[6:])) for r in rows]
         return await self._worker.run(op)
 
     async def revoked_since(self, since_ms: int) -> list[Member]:
@@ -353,7 +191,7 @@ class SqliteBrokerStore(BrokerStore):
             rows = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member"  # noqa: S608
                                 " WHERE revoked_at IS NOT NULL AND revoked_at >= ?",
                                 (since_ms,)).fetchall()
-            return [_member(r) for r in rows]
+            return [member_from_row(r) for r in rows]
         return await self._worker.run(op)
 
     async def list_members(self, mesh_id: str) -> list[Member]:
@@ -366,11 +204,11 @@ class SqliteBrokerStore(BrokerStore):
             rows = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member"  # noqa: S608
                                 " WHERE mesh_id = ? AND revoked_at IS NULL ORDER BY joined_at, id",
                                 (mesh_id,)).fetchall()
-            return [_member(r, tuple(groups.get(r[0], ()))) for r in rows]
+            return [member_from_row(r, tuple(groups.get(r[0], ()))) for r in rows]
         return await self._worker.run(op)
 
     async def set_profile(self, member_id: str, fields: dict[str, Any]) -> Member:
-        updates = _profile_columns(fields)
+        updates = profile_columns(fields)
 
         def op(conn: sqlite3.Connection) -> Member:
             with immediate(conn):
@@ -381,16 +219,13 @@ class SqliteBrokerStore(BrokerStore):
                                    (member_id,)).fetchone()
             if row is None:
                 raise StoreError(f"setting a profile: no member {member_id}")
-            return _member(row, _groups(conn, member_id))
+            return member_from_row(row, _groups(conn, member_id))
         return await self._worker.run(op)
 
     async def remember_nonce(self, pubkey: str, nonce: str, *, expires_at_ms: int) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("INSERT INTO hello_nonce (pubkey, nonce, expires_at)"
-                               " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                               (pubkey, nonce, expires_at_ms))
-            return cur.rowcount == 1
-        return await self._worker.run(op)
+        return await self._changed_one("INSERT INTO hello_nonce (pubkey, nonce, expires_at)"
+                                       " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                                       (pubkey, nonce, expires_at_ms))
 
     # -- topics and groups -------------------------------------------------------------
 
@@ -405,11 +240,9 @@ class SqliteBrokerStore(BrokerStore):
         return await self._worker.run(op)
 
     async def unsubscribe(self, mesh_id: str, member_id: str, topic: str) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("DELETE FROM topic_subscription WHERE mesh_id = ? AND topic = ?"
-                               " AND member_id = ?", (mesh_id, topic, member_id))
-            return cur.rowcount == 1
-        return await self._worker.run(op)
+        return await self._changed_one("DELETE FROM topic_subscription WHERE mesh_id = ?"
+                                       " AND topic = ? AND member_id = ?",
+                                       (mesh_id, topic, member_id))
 
     async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]:
         def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -418,24 +251,18 @@ class SqliteBrokerStore(BrokerStore):
                 " LEFT JOIN topic_subscription s ON s.mesh_id = t.mesh_id AND s.topic = t.name"
                 " WHERE t.mesh_id = ? GROUP BY t.name ORDER BY t.name",
                 (member_id, mesh_id)).fetchall()
-            return [{"topic": name, "subscribers": count, "subscribed": bool(mine)}
-                    for name, count, mine in rows]
+            return [topic_entry(*r) for r in rows]
         return await self._worker.run(op)
 
     async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("INSERT INTO group_member (mesh_id, group_name, member_id,"
-                               " created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                               (mesh_id, group, member_id, now_ms))
-            return cur.rowcount == 1
-        return await self._worker.run(op)
+        return await self._changed_one("INSERT INTO group_member (mesh_id, group_name, member_id,"
+                                       " created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                                       (mesh_id, group, member_id, now_ms))
 
     async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute("DELETE FROM group_member WHERE mesh_id = ? AND group_name = ?"
-                               " AND member_id = ?", (mesh_id, group, member_id))
-            return cur.rowcount == 1
-        return await self._worker.run(op)
+        return await self._changed_one("DELETE FROM group_member WHERE mesh_id = ?"
+                                       " AND group_name = ? AND member_id = ?",
+                                       (mesh_id, group, member_id))
 
     # -- accept (§4.7.2) ---------------------------------------------------------------
 
@@ -447,17 +274,12 @@ class SqliteBrokerStore(BrokerStore):
                                  lease_ms: int = 0) -> list[Delivery]:
         def op(conn: sqlite3.Connection) -> list[Delivery]:
             rows = conn.execute(
-                "SELECT d.seq, d.recipient_member_id, m.mesh_id, m.id, m.client_message_id,"
-                " h.seq, m.sender_pubkey, m.sender_name, m.destination_kind, m.destination_ref,"
-                " m.priority, m.reply_to, m.meta, m.body, m.body_hash, m.created_at"
+                f"SELECT d.seq, d.recipient_member_id, {DELIVERY_MESSAGE_COLUMNS}"  # noqa: S608
                 " FROM delivery_queue d JOIN message m ON m.id = d.message_id"
                 " LEFT JOIN message_history h ON h.message_id = m.id"
                 " WHERE d.recipient_member_id = ? AND d.acked_at IS NULL AND d.seq > ?"
                 " ORDER BY d.seq LIMIT ?", (member_id, after, limit)).fetchall()
-            return [Delivery(r[0], r[1], r[2], r[3], r[4], None if r[5] is None else str(r[5]),
-                             r[6], r[7], r[8], r[9], r[10], r[11],
-                             None if r[12] is None else json.loads(r[12]), json.loads(r[13]),
-                             r[14], r[15]) for r in rows]
+            return [delivery_from_row(r) for r in rows]
         return await self._worker.run(op)
 
     async def ack_deliveries(self, member_id: str, delivery_ids: list[int], now_ms: int) -> int:
@@ -487,7 +309,7 @@ class SqliteBrokerStore(BrokerStore):
                     "SELECT p.session_id, p.broker_id, p.state, b.last_seen_at FROM presence p"
                     " LEFT JOIN broker b ON b.id = p.broker_id"
                     " WHERE p.mesh_id = ? AND p.member_id = ?", (mesh_id, member_id)).fetchone()
-                change = _change(row, now_ms, dead_after_ms)
+                change = presence_change(row, now_ms, dead_after_ms)
                 if prefer_oldest and change.previous_state == "online":
                     raise MemberAlreadyConnected()
                 conn.execute(
@@ -502,18 +324,14 @@ class SqliteBrokerStore(BrokerStore):
 
     async def presence_detach(self, mesh_id: str, member_id: str, *, session_id: str,
                               lease_until_ms: int) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            return conn.execute(
-                "UPDATE presence SET state = 'leased', lease_expires_at = ?"
-                " WHERE mesh_id = ? AND member_id = ? AND session_id = ? AND state = 'online'",
-                (lease_until_ms, mesh_id, member_id, session_id)).rowcount == 1
-        return await self._worker.run(op, durable=False)
+        return await self._changed_one(
+            "UPDATE presence SET state = 'leased', lease_expires_at = ?"
+            " WHERE mesh_id = ? AND member_id = ? AND session_id = ? AND state = 'online'",
+            (lease_until_ms, mesh_id, member_id, session_id), durable=False)
 
     async def presence_drop(self, mesh_id: str, member_id: str) -> bool:
-        def op(conn: sqlite3.Connection) -> bool:
-            return conn.execute("DELETE FROM presence WHERE mesh_id = ? AND member_id = ?",
-                                (mesh_id, member_id)).rowcount == 1
-        return await self._worker.run(op, durable=False)
+        return await self._changed_one("DELETE FROM presence WHERE mesh_id = ? AND member_id = ?",
+                                       (mesh_id, member_id), durable=False)
 
     async def presence_expired(self, now_ms: int, *, dead_after_ms: int,
                                lease_ms: int) -> list[tuple[str, str]]:
@@ -540,18 +358,16 @@ class SqliteBrokerStore(BrokerStore):
         def op(conn: sqlite3.Connection) -> Member | None:
             row = conn.execute(f"SELECT {_MEMBER_COLUMNS} FROM member WHERE id = ?",  # noqa: S608
                                (member_id,)).fetchone()
-            return None if row is None else _member(row, _groups(conn, row[0]))
+            return None if row is None else member_from_row(row, _groups(conn, row[0]))
         return await self._worker.run(op)
 
     async def orphan_check(self) -> list[dict[str, Any]]:
         def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            found = [{"kind": "dedupe_without_message", "mesh_id": m, "client_message_id": c,
-                      "broker_message_id": b} for m, c, b in conn.execute(
+            found = [dedupe_orphan(*r) for r in conn.execute(
                 "SELECT d.mesh_id, d.client_message_id, d.broker_message_id"
                 " FROM client_message_dedupe d LEFT JOIN message m ON m.id = d.broker_message_id"
                 " WHERE m.id IS NULL AND d.history_available = 1")]
-            found += [{"kind": "delivery_without_message", "delivery_id": seq,
-                       "broker_message_id": msg} for seq, msg in conn.execute(
+            found += [delivery_orphan(*r) for r in conn.execute(
                 "SELECT q.seq, q.message_id FROM delivery_queue q"
                 " LEFT JOIN message m ON m.id = q.message_id WHERE m.id IS NULL")]
             return found
@@ -574,16 +390,6 @@ class SqliteBrokerStore(BrokerStore):
                 conn.execute(f"DELETE FROM message WHERE id IN ({marks})", chunk)  # noqa: S608
             return SweepResult(expired, len(old), nonces)
         return await self._worker.run(op, durable=False)
-
-
-def _change(row: tuple[Any, ...] | None, now_ms: int, dead_after_ms: int) -> PresenceChange:
-    """The presence before an attach; an online row of a silent broker counts as leased."""
-    if row is None:
-        return PresenceChange(None, None, None)
-    session, broker, state, last_seen = row
-    if state == "online" and (last_seen is None or last_seen < now_ms - dead_after_ms):
-        state = "leased"
-    return PresenceChange(session, broker, state)
 
 
 def _accept(conn: sqlite3.Connection, req: AcceptInput) -> AcceptOutcome:
