@@ -1,6 +1,6 @@
 """The R-ACC-2 lookup table through HTTP, for the states reachable without a broker:
 no row, pending, aborted (inflight, done and dead are covered at store level in
-tests/unit/daemon/test_outbox_store.py until the drain exists)."""
+tests/unit/daemon/store/test_outbox.py until the drain exists)."""
 
 from __future__ import annotations
 

@@ -36,7 +36,7 @@ __all__ = ["ROUTES", "build_app"]
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Every route of the local API, once. docs/openapi.yaml documents exactly these
-# (tests/unit/daemon/test_openapi_doc.py). No GET answers HEAD.
+# (tests/unit/daemon/ipc/test_routes_openapi.py). No GET answers HEAD.
 ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/v1/version", get_version),
     ("GET", "/v1/health", get_health),

@@ -22,7 +22,7 @@ from claudemesh.daemon.ipc.app import ROUTES
 from claudemesh.daemon.ipc.routes_info import IPC_FEATURES
 from claudemesh.daemon.ipc.routes_openapi import openapi_document
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 SCRIPT = ROOT / "scripts" / "openapi"
 YAML_PATH = ROOT / "docs" / "openapi.yaml"
 JSON_PATH = ROOT / "src" / "claudemesh" / "daemon" / "ipc" / "openapi.json"

@@ -1,0 +1,182 @@
+"""sending.py: the one way a send becomes an envelope, checked against the broker's B1.
+
+Real keys and real crypto_box: a DM is opened with the recipient's secret to see what
+was sealed, and every wire frame is parsed and checked by broker/accept.py, so the daemon
+and the broker are seen to agree on the fingerprint byte for byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+import pytest
+
+from claudemesh.broker.accept import check_send
+from claudemesh.config import MeshConfig
+from claudemesh.crypto import BoxedBody, MemberKey, box_decrypt, verify
+from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
+from claudemesh.protocol.destination import Destination, DestinationKind
+from claudemesh.protocol.fingerprint import canonical_meta, request_fingerprint
+from claudemesh.protocol.frames import Send
+from claudemesh.protocol.sealed import (
+    Plain,
+    ReceiptItem,
+    ReceiptPath,
+    Receipts,
+    ReceiptState,
+    SealedMessage,
+    open_plaintext,
+)
+from claudemesh.sending import BOX_OVERHEAD, Prepared, prepare, prepare_receipts, wire_frame
+
+ALICE = MemberKey.generate()
+BOB = MemberKey.generate()
+MESH = MeshConfig(slug="demo", mesh_id="m-1", member_id="u-alice", display_name="alice",
+                  broker_url="ws://127.0.0.1:1/ws", pubkey=ALICE.pubkey,
+                  secret_key=ALICE.secret_key)
+TOPIC = Destination(DestinationKind.TOPIC, "general")
+DM = Destination(DestinationKind.DM, BOB.pubkey)
+
+
+def sha(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def send(dest: Destination, message: str = "hello", *, priority: str = "next",
+         reply_to: str | None = None, meta: dict[str, Any] | None = None,
+         inline_limit: int | None = None, to_session: str | None = None,
+         from_session: str | None = None) -> Prepared:
+    return prepare(MESH, dest, message, priority=priority, reply_to=reply_to, meta=meta,
+                   inline_limit=inline_limit, to_session=to_session,
+                   from_session=from_session)
+
+
+def opened(prepared: Prepared) -> bytes:
+    """What BOB reads from a DM ALICE prepared."""
+    body = prepared.frozen.body
+    assert body["kind"] == "crypto_box"
+    return box_decrypt(BoxedBody(body["nonce"], body["ciphertext"]),
+                       recipient_secret_hex=BOB.secret_key, sender_pubkey_hex=ALICE.pubkey)
+
+
+def broker_fingerprint(prepared: Prepared, cmid: str = "c-1") -> bytes:
+    """The fingerprint the broker computes from the frame the daemon would send."""
+    frame = Send.model_validate({**wire_frame(cmid, prepared.frozen), "req_id": "r-1"})
+    return check_send(frame, inline_bytes=65_536)
+
+
+def test_a_topic_send_is_plain_text_with_its_hash_and_fingerprint() -> None:
+    meta = {"b": [1, "é"], "a": 2}
+    prepared = send(Destination(DestinationKind.TOPIC, "@ops"), "déploy", priority="now",
+                    reply_to="01PREV", meta=meta)
+    digest = sha("déploy".encode())
+    assert prepared.frozen.body == {"kind": "plain", "text": "déploy"}
+    assert (prepared.frozen.mesh, prepared.frozen.destination_kind,
+            prepared.frozen.destination_ref, prepared.frozen.priority,
+            prepared.frozen.reply_to, prepared.frozen.meta, prepared.frozen.body_hash) == (
+        "demo", "topic", "@ops", "now", "01PREV", meta, digest)
+    assert prepared.fingerprint == request_fingerprint(
+        destination_kind="topic", destination_ref="@ops", reply_to_id="01PREV",
+        priority="now", meta_canonical=canonical_meta(meta), body_hash_hex=digest)
+    assert broker_fingerprint(prepared) == prepared.fingerprint
+
+
+def test_empty_meta_is_frozen_as_none_and_fingerprints_as_no_meta() -> None:
+    assert send(TOPIC, meta={}).frozen.meta is None
+    assert send(TOPIC, meta={}).fingerprint == send(TOPIC, meta=None).fingerprint
+
+
+def test_a_dm_opens_for_the_recipient_to_exactly_the_message() -> None:
+    prepared = send(DM, "secret plan")
+    assert opened(prepared) == b"secret plan"
+    assert open_plaintext(opened(prepared)) == Plain("secret plan")
+    assert prepared.frozen.body_hash == sha(b"secret plan")
+    assert broker_fingerprint(prepared) == prepared.fingerprint
+
+
+def test_a_dm_is_encrypted_anew_but_fingerprints_the_same() -> None:
+    one, two = send(DM, "again"), send(DM, "again")
+    assert one.frozen.body["nonce"] != two.frozen.body["nonce"]
+    assert one.fingerprint == two.fingerprint
+    assert send(DM, "again!").fingerprint != one.fingerprint
+
+
+def test_a_dm_with_sessions_seals_them_and_its_hash_covers_them() -> None:
+    prepared = send(DM, "review this", to_session="build", from_session="review")
+    raw = opened(prepared)
+    assert open_plaintext(raw) == SealedMessage("review this", "build", "review")
+    assert prepared.frozen.body_hash == sha(raw) != sha(b"review this")
+    assert prepared.fingerprint != send(DM, "review this").fingerprint
+    assert prepared.fingerprint != send(DM, "review this", to_session="other").fingerprint
+    assert broker_fingerprint(prepared) == prepared.fingerprint
+
+
+def test_a_topic_carries_no_sessions() -> None:
+    prepared = send(TOPIC, "hi all", to_session="build", from_session="review")
+    assert prepared == send(TOPIC, "hi all")
+
+
+def test_topic_size_is_the_utf8_text_up_to_the_limit() -> None:
+    assert send(TOPIC, "é" * 50, inline_limit=100)
+    with pytest.raises(PayloadTooLarge) as caught:
+        send(TOPIC, "é" * 50, inline_limit=99)
+    assert caught.value.fields == {"limit": 99}
+    assert "message of 100 bytes" in caught.value.detail and "'demo'" in caught.value.detail
+
+
+def test_dm_size_counts_the_box_overhead_the_broker_will_see() -> None:
+    limit = 100
+    fits = send(DM, "x" * (limit - BOX_OVERHEAD), inline_limit=limit)
+    assert len(base64.b64decode(fits.frozen.body["ciphertext"])) == limit
+    with pytest.raises(PayloadTooLarge):
+        send(DM, "x" * (limit - BOX_OVERHEAD + 1), inline_limit=limit)
+
+
+def test_no_negotiated_limit_means_no_size_check() -> None:
+    assert send(TOPIC, "x" * 200_000, inline_limit=None).frozen.body["text"] == "x" * 200_000
+
+
+def test_meta_rfc8785_cannot_write_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequest, match="field 'meta' cannot be canonicalised"):
+        send(TOPIC, meta={"n": 2**60})
+
+
+def test_a_dm_to_a_key_that_is_no_curve_point_is_an_unknown_destination() -> None:
+    with pytest.raises(UnknownDestination) as caught:
+        send(Destination(DestinationKind.DM, "ab" * 32))
+    assert caught.value.fields == {"to": "ab" * 32}
+
+
+def test_the_wire_frame_is_the_frozen_envelope_under_its_id() -> None:
+    prepared = send(TOPIC, "hi", meta={"k": 1}, reply_to="01PREV")
+    assert wire_frame("c-7", prepared.frozen) == {
+        "type": "send", "client_message_id": "c-7", "envelope_version": "1",
+        "destination_kind": "topic", "destination_ref": "general", "priority": "next",
+        "reply_to": "01PREV", "meta": {"k": 1}, "body_hash": sha(b"hi"),
+        "body": {"kind": "plain", "text": "hi"}}
+
+
+RECEIPTS = Receipts("m-1", ALICE.pubkey, BOB.pubkey, (
+    ReceiptItem(ReceiptState.STORED, "c-1", "b-1", None, None, 1_000),
+    ReceiptItem(ReceiptState.SURFACED, "c-1", "b-1", "build", ReceiptPath.HOOK, 2_000)))
+
+
+def test_receipts_go_to_the_sender_as_a_sealed_signed_dm() -> None:
+    prepared = prepare_receipts(MESH, RECEIPTS)
+    assert (prepared.frozen.destination_kind, prepared.frozen.destination_ref,
+            prepared.frozen.priority, prepared.frozen.meta) == ("dm", BOB.pubkey, "next", None)
+    got = open_plaintext(opened(prepared))
+    assert isinstance(got, Receipts)
+    assert got.items == RECEIPTS.items and got.sender == BOB.pubkey
+    verify(ALICE.pubkey, got.statement(), got.signature)  # raises unless ALICE signed it
+    assert broker_fingerprint(prepared) == prepared.fingerprint
+
+
+def test_the_same_receipt_batch_is_the_same_message() -> None:
+    one, two = prepare_receipts(MESH, RECEIPTS), prepare_receipts(MESH, RECEIPTS)
+    assert one.fingerprint == two.fingerprint
+    assert one.frozen.body_hash == two.frozen.body_hash
+    fewer = Receipts("m-1", ALICE.pubkey, BOB.pubkey, RECEIPTS.items[:1])
+    assert prepare_receipts(MESH, fewer).fingerprint != one.fingerprint
