@@ -256,7 +256,7 @@ def join_members(invite: str, names: list[str]) -> list[dict[str, str]]:
     def one(name: str) -> dict[str, str]:
         key = MemberKey.generate()
         result = join_mesh(decoded, key, name)
-        return {"mesh_id": str(result["mesh_id"]), "member_id": str(result["member_id"]),
+        return {"mesh_id": str(result.mesh_id), "member_id": str(result.member_id),
                 "pubkey": key.pubkey, "secret_key": key.secret_key}
 
     with ThreadPoolExecutor(JOIN_THREADS) as pool:

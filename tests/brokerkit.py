@@ -25,9 +25,10 @@ import asyncpg  # type: ignore[import-untyped]
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from claudemesh.crypto import MemberKey, box_encrypt, hello_statement
+from claudemesh.crypto import MemberKey, box_encrypt
 from claudemesh.joining import join_mesh
 from claudemesh.protocol.fingerprint import body_hash
+from claudemesh.protocol.handshake import hello_frame as protocol_hello
 from claudemesh.protocol.invite import decode_invite
 from helpers import short_tmpdir
 from pgkit import fresh_dsn, shared_cluster
@@ -138,18 +139,16 @@ class Mesh:
     def join(self, name: str) -> Identity:
         key = MemberKey.generate()
         result = join_mesh(decode_invite(self.invite), key, name)
-        return Identity(self.mesh_id, result["member_id"], key, name)
+        return Identity(self.mesh_id, result.member_id, key, name)
 
 
 def hello_frame(ident: Identity, *, timestamp_ms: int | None = None, nonce: str | None = None,
                 key: MemberKey | None = None) -> dict[str, Any]:
+    """The protocol's hello (protocol/handshake.py); a test may sign with another key."""
     ts = timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000
-    nonce = nonce or secrets.token_hex(16)
-    signer = key or ident.key
-    return {"type": "hello", "mesh_id": ident.mesh_id, "member_id": ident.member_id,
-            "pubkey": ident.pubkey, "timestamp_ms": ts, "nonce": nonce,
-            "signature": signer.sign(hello_statement(ident.mesh_id, ident.member_id,
-                                                     ident.pubkey, ts, nonce))}
+    return protocol_hello(mesh_id=ident.mesh_id, member_id=ident.member_id,
+                          pubkey=ident.pubkey, sign=(key or ident.key).sign, timestamp_ms=ts,
+                          nonce=nonce)
 
 
 @dataclass

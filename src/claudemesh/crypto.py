@@ -23,6 +23,8 @@ import nacl.exceptions
 import nacl.signing
 import nacl.utils
 
+from claudemesh.protocol.handshake import hello_statement  # the statement is protocol
+
 __all__ = [
     "BoxedBody",
     "CryptoFailure",
@@ -76,11 +78,6 @@ def verify(pubkey_hex: str, statement: str, signature_hex: str) -> None:
             statement.encode("utf-8"), bytes.fromhex(signature_hex))
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError) as exc:
         raise CryptoFailure("signature does not verify") from exc
-
-
-def hello_statement(mesh_id: str, member_id: str, pubkey: str, timestamp_ms: int,
-                    nonce: str) -> str:
-    return f"claudemesh/hello/v1|{mesh_id}|{member_id}|{pubkey}|{timestamp_ms}|{nonce}"
 
 
 def join_statement(mesh_id: str, invite_id: str, pubkey: str, display_name: str,

@@ -11,21 +11,21 @@ Pushes that arrive meanwhile are left unacked: the broker keeps them for the dae
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from typing import Any, Final
 
 from claudemesh.clock import now_ms
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import MemberKey, hello_statement
+from claudemesh.crypto import MemberKey
 from claudemesh.errors import (
     BrokerIncompatible,
     BrokerUnreachable,
     InvalidRequest,
     RemoteError,
     UnknownDestination,
-    error_classes,
+    error_from_frame,
 )
+from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.destination import (
     Destination,
     DestinationError,
@@ -33,7 +33,10 @@ from claudemesh.protocol.destination import (
     PeerName,
     parse_to,
 )
-from claudemesh.protocol.features import NegotiationFailure, validate_features
+from claudemesh.protocol.frames import FrameError
+from claudemesh.protocol.handshake import Incompatible, Refused, hello_frame, read_hello_answer
+from claudemesh.protocol.replies import BrokerReply, ErrorReply, Result, SendResult, parse_reply
+from claudemesh.protocol.strictjson import JsonError, loads_object
 from claudemesh.sending import prepare, wire_frame
 
 __all__ = ["send_direct"]
@@ -43,8 +46,8 @@ TIMEOUT_S: Final = 10.0
 
 def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: str,
                 priority: str, meta: dict[str, Any] | None, reply_to: str | None,
-                timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
-    """Send one message straight to the broker; returns its ``send_result`` frame.
+                timeout_s: float = TIMEOUT_S) -> SendResult:
+    """Send one message straight to the broker; returns its ``send_result``.
 
     Raises:
         BrokerUnreachable, BrokerIncompatible, UnknownDestination, InvalidRequest,
@@ -67,8 +70,9 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
                 dest = target if isinstance(target, Destination) else session.resolve(target)
                 prepared = prepare(mesh, dest, message, priority=priority, reply_to=reply_to,
                                    meta=meta, inline_limit=inline)
-                return session.request(wire_frame(client_message_id, prepared.frozen))
-        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as exc:
+                return session.send(wire_frame(client_message_id, prepared.frozen))
+        except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed,
+                JsonError) as exc:
             failures.append(f"{url}: {exc}")  # a retry elsewhere is safe: same id
     raise BrokerUnreachable("no broker answered: " + "; ".join(failures))
 
@@ -79,46 +83,52 @@ class _Session:
         self._timeout = timeout_s
         self._n = 0
 
-    def _recv(self) -> dict[str, Any]:
-        return dict(json.loads(self._ws.recv(timeout=self._timeout)))
-
     def hello(self, mesh: MeshConfig) -> int | None:
         """Say hello; returns the negotiated ``inline_bytes`` (or None)."""
-        now = now_ms()
-        nonce = secrets.token_hex(16)
         key = MemberKey.from_secret(mesh.secret_key)
-        self._ws.send(json.dumps({
-            "type": "hello", "mesh_id": mesh.mesh_id, "member_id": mesh.member_id,
-            "pubkey": mesh.pubkey, "timestamp_ms": now, "nonce": nonce,
-            "signature": key.sign(hello_statement(mesh.mesh_id, mesh.member_id, mesh.pubkey,
-                                                  now, nonce)),
-            "client": "claudemesh-cli"}))
-        ack = self._recv()
-        if ack.get("type") != "hello_ack":
-            cls = error_classes().get(str(ack.get("code")), RemoteError)
-            raise cls(f"the broker refused the hello: {ack.get('detail')}")
-        result = validate_features(ack.get("features"))
-        if isinstance(result, NegotiationFailure):
-            self._ws.close(4010, str(result.kind))
-            raise BrokerIncompatible(f"{result.kind}: {result.feature}: {result.detail}",
-                                     close_reason=result.close_reason())
-        return result.inline_bytes
+        self._ws.send(json.dumps(hello_frame(
+            mesh_id=mesh.mesh_id, member_id=mesh.member_id, pubkey=mesh.pubkey,
+            sign=key.sign, timestamp_ms=now_ms(), client="claudemesh-cli")))
+        try:
+            outcome = read_hello_answer(self._ws.recv(timeout=self._timeout))
+        except FrameError as exc:
+            raise RemoteError(f"the broker answered the hello with {exc.detail}") from None
+        if isinstance(outcome, Refused):
+            raise error_from_frame(outcome.error, "the broker refused the hello")
+        if isinstance(outcome, Incompatible):
+            failure = outcome.failure
+            self._ws.close(CloseCode.FEATURE_UNAVAILABLE, str(failure.kind))
+            raise BrokerIncompatible(f"{failure.kind}: {failure.feature}: {failure.detail}",
+                                     close_reason=failure.close_reason())
+        return outcome.negotiated.inline_bytes
 
-    def request(self, frame: dict[str, Any]) -> dict[str, Any]:
+    def request(self, frame: dict[str, Any]) -> BrokerReply:
+        """Send a frame with a ``req_id``; its answer, skipping pushes and events meanwhile."""
         self._n += 1
         req_id = f"cli-{self._n}"
         self._ws.send(json.dumps({**frame, "req_id": req_id}, ensure_ascii=False))
         deadline = time.monotonic() + self._timeout
         while True:
-            answer = self._recv()
-            if answer.get("req_id") == req_id:
-                return answer
+            doc = loads_object(self._ws.recv(timeout=self._timeout))
+            if doc.get("req_id") == req_id:
+                return parse_reply(doc)
             if time.monotonic() > deadline:
                 raise TimeoutError("no answer from the broker")
 
+    def send(self, frame: dict[str, Any]) -> SendResult:
+        reply = self.request(frame)
+        if isinstance(reply, SendResult):
+            return reply
+        if isinstance(reply, ErrorReply):
+            raise error_from_frame(reply)
+        raise RemoteError(f"unexpected answer to send: {reply.type}")
+
     def resolve(self, name: PeerName) -> Destination:
-        answer = self.request({"type": "list_peers"})
-        matches = [p["pubkey"] for p in answer.get("peers", [])
+        reply = self.request({"type": "list_peers"})
+        if isinstance(reply, ErrorReply):
+            raise error_from_frame(reply)
+        peers = reply.data.get("peers") if isinstance(reply, Result) else None
+        matches = [p["pubkey"] for p in peers or []
                    if isinstance(p, dict) and p.get("display_name") == name.name]
         if len(matches) != 1:
             raise UnknownDestination(

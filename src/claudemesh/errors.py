@@ -79,7 +79,10 @@ same class on the client side from ``{error, detail, ...}``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    from claudemesh.protocol.replies import Refusal
 
 __all__ = [
     "AgentSettingsInvalid",
@@ -621,3 +624,15 @@ def error_from_wire(status: int, body: Any) -> ClaudemeshError:
     if cls is None:
         return RemoteError(detail or body["error"], status=status, error=body["error"], **fields)
     return cls(detail, **fields)
+
+
+def error_from_frame(reply: Refusal, context: str | None = None) -> ClaudemeshError:
+    """Rebuild the typed error a broker's ``error`` frame or refused ``send_result`` carries
+    (the WebSocket side of the edge, as :func:`error_from_wire` is the HTTP side);
+    ``context`` says what was refused."""
+    detail = f"{context}: {reply.detail}" if context else reply.detail
+    cls = error_classes().get(reply.code or "")
+    if cls is None:
+        return RemoteError(detail if context else f"{reply.code}: {reply.detail}",
+                           error=reply.code, **reply.fields)
+    return cls(detail, **reply.fields)

@@ -7,12 +7,16 @@ A short synchronous exchange: connect to the invite's ``broker_url``, send one s
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from claudemesh.clock import now_ms
 from claudemesh.crypto import MemberKey, join_statement
-from claudemesh.errors import BrokerUnreachable, ClaudemeshError, RemoteError, error_classes
+from claudemesh.errors import BrokerUnreachable, ClaudemeshError, RemoteError, error_from_frame
 from claudemesh.protocol.invite import Invite, encode_invite
+from claudemesh.protocol.strictjson import JsonError, loads_object
+
+if TYPE_CHECKING:
+    from claudemesh.protocol.replies import JoinResult
 
 __all__ = ["join_mesh"]
 
@@ -20,7 +24,7 @@ JOIN_TIMEOUT_S: Final = 10.0
 
 
 def join_mesh(invite: Invite, key: MemberKey, display_name: str,
-              *, timeout_s: float = JOIN_TIMEOUT_S) -> dict[str, Any]:
+              *, timeout_s: float = JOIN_TIMEOUT_S) -> JoinResult:
     """Returns the broker's ``join_result`` frame.
 
     Raises:
@@ -40,20 +44,28 @@ def join_mesh(invite: Invite, key: MemberKey, display_name: str,
         try:
             with connect(url, open_timeout=timeout_s, close_timeout=2) as ws:
                 ws.send(json.dumps(frame))
-                answer = json.loads(ws.recv(timeout=timeout_s))
+                raw = ws.recv(timeout=timeout_s)
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
             failures.append(f"{url}: {exc}")
             continue
-        if answer.get("type") == "join_result":
-            return dict(answer)
-        raise _refusal(answer)
+        outcome = _read(raw)
+        if isinstance(outcome, ClaudemeshError):
+            raise outcome
+        return outcome
     raise BrokerUnreachable("no broker answered: " + "; ".join(failures))
 
 
-def _refusal(answer: Any) -> ClaudemeshError:
-    code = answer.get("code") if isinstance(answer, dict) else None
-    cls = error_classes().get(code or "")
-    detail = answer.get("detail") if isinstance(answer, dict) else None
-    if cls is None:
-        return RemoteError(f"unexpected answer from the broker: {str(answer)[:200]}")
-    return cls(detail)
+def _read(raw: str | bytes) -> JoinResult | ClaudemeshError:
+    """The ``join_result``, or the broker's refusal as its typed error."""
+    from claudemesh.protocol.frames import FrameError  # noqa: PLC0415 - pydantic, lazily
+    from claudemesh.protocol.replies import ErrorReply, JoinResult, parse_reply  # noqa: PLC0415
+
+    try:
+        reply = parse_reply(loads_object(raw))
+    except (JsonError, FrameError):
+        return RemoteError(f"unexpected answer from the broker: {str(raw)[:200]}")
+    if isinstance(reply, JoinResult):
+        return reply
+    if isinstance(reply, ErrorReply):
+        return error_from_frame(reply)
+    return RemoteError(f"unexpected answer from the broker: {str(raw)[:200]}")

@@ -172,12 +172,12 @@ def join(invite_text: str, name: str | None) -> int:
     while slug in slugs:
         slug, suffix = f"{invite.mesh_name}-{suffix}", suffix + 1
     add_mesh(paths.config_file, MeshConfig(
-        slug=slug, mesh_id=invite.mesh_id, member_id=result["member_id"],
-        display_name=result["display_name"], broker_url=invite.broker_url,
+        slug=slug, mesh_id=invite.mesh_id, member_id=result.member_id,
+        display_name=result.display_name, broker_url=invite.broker_url,
         pubkey=key.pubkey, secret_key=key.secret_key, broker_urls=invite.urls[1:]))
-    data = {"mesh": slug, "mesh_id": invite.mesh_id, "member_id": result["member_id"],
-            "display_name": result["display_name"], "pubkey": key.pubkey}
-    PRINTER.result(data, f"joined mesh {slug} as {result['display_name']}"
+    data = {"mesh": slug, "mesh_id": invite.mesh_id, "member_id": result.member_id,
+            "display_name": result.display_name, "pubkey": key.pubkey}
+    PRINTER.result(data, f"joined mesh {slug} as {result.display_name}"
                          f" (pubkey {key.pubkey[:16]}…); restart the daemon to use it:"
                          " `claudemesh daemon down && claudemesh daemon up`")
     return 0

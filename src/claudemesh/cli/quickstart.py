@@ -102,10 +102,10 @@ def ensure_membership(paths: Paths, url: str, mesh_name: str, name: str) -> str 
     key = MemberKey.generate()
     result = join_mesh(decoded, key, name)
     add_mesh(paths.config_file, MeshConfig(
-        slug=mesh_name, mesh_id=decoded.mesh_id, member_id=result["member_id"],
-        display_name=result["display_name"], broker_url=url, pubkey=key.pubkey,
+        slug=mesh_name, mesh_id=decoded.mesh_id, member_id=result.member_id,
+        display_name=result.display_name, broker_url=url, pubkey=key.pubkey,
         secret_key=key.secret_key))
-    return str(result["display_name"])
+    return str(result.display_name)
 
 
 @click.command()

@@ -29,8 +29,7 @@ from claudemesh.errors import (
     DaemonUnreachable,
     IdempotencyKeyReused,
     InvalidRequest,
-    RemoteError,
-    error_classes,
+    error_from_frame,
 )
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
 from claudemesh.sdk.client import Client
@@ -151,15 +150,15 @@ def _send_direct(paths: Paths, body: dict[str, Any]) -> int:
                          client_message_id=body["client_message_id"],
                          priority=body["priority"], meta=body.get("meta"),
                          reply_to=body.get("reply_to"))
-    code = result.get("code")
-    if code in (200, 201):
-        return _report("delivered", {**body, "mesh": chosen[0].slug}, result,
-                       note="already sent earlier" if code == 200 else None)
-    if code == 409:
+    if result.accepted:
+        return _report("delivered", {**body, "mesh": chosen[0].slug},
+                       {"broker_message_id": result.broker_message_id},
+                       note="already sent earlier" if result.status == 200 else None)
+    if result.status == 409:
         raise IdempotencyKeyReused(f"the broker already holds {body['client_message_id']!r}"
-                                   " with a different message", **result)
-    cls = error_classes().get(str(result.get("error")), RemoteError)
-    raise cls(f"the broker refused it ({code}): {result.get('detail')}")
+                                   " with a different message",
+                                   **result.model_dump(by_alias=True, exclude_unset=True))
+    raise error_from_frame(result, f"the broker refused it ({result.status})")
 
 
 def _report(status: str, body: dict[str, Any], row: dict[str, Any],

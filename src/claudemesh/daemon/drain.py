@@ -28,7 +28,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from claudemesh.daemon.drain_rules import (
     Verdict,
@@ -40,8 +40,9 @@ from claudemesh.daemon.drain_rules import (
 from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore, Transition
 from claudemesh.daemon.store.outbox_rules import OutboxEvent
-from claudemesh.errors import BrokerUnavailable, ClaudemeshError
+from claudemesh.errors import BrokerRejected, BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.protocol.replies import BrokerReply
 from claudemesh.sending import wire_frame
 from claudemesh.sqlitedb.worker import DbWorker
 
@@ -71,7 +72,7 @@ class _Awaited:
     """A claimed batch's sends still awaiting answers, and the one timer for them all."""
 
     started: float  # perf_counter when the batch was sent
-    futures: dict[str, asyncio.Future[dict[str, Any]]] = field(default_factory=dict)
+    futures: dict[str, asyncio.Future[BrokerReply]] = field(default_factory=dict)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -176,7 +177,7 @@ class Drain:
             future.set_exception(TimeoutError())
 
     def _on_answer(self, batch: _Awaited, req_id: str, row: OutboxRow,
-                   future: asyncio.Future[dict[str, Any]]) -> None:
+                   future: asyncio.Future[BrokerReply]) -> None:
         del batch.futures[req_id]
         if not batch.futures and batch.timer is not None:
             batch.timer.cancel()
@@ -186,6 +187,8 @@ class Drain:
             verdict = classify_result(future.result())
         elif isinstance(exc, TimeoutError):
             verdict = Verdict(VerdictKind.RETRY, error="no answer from the broker in time")
+        elif isinstance(exc, BrokerRejected):  # an answer the link could not read
+            verdict = Verdict(VerdictKind.RETRY, error=exc.detail)
         else:  # BrokerUnavailable: the link dropped before the answer
             verdict = LINK_DROPPED
         self._settle(row, verdict)

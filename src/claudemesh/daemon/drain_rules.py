@@ -23,9 +23,10 @@ import enum
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from claudemesh.protocol.features import DedupeParams
+from claudemesh.protocol.replies import BrokerReply, SendResult
 
 __all__ = ["Verdict", "VerdictKind", "classify_result", "max_age_hours", "retry_delay_ms"]
 
@@ -49,25 +50,26 @@ class Verdict:
     retry_after_ms: int | None = None
 
 
-def classify_result(answer: dict[str, Any]) -> Verdict:
-    """Turn one ``send_result`` frame into what happens to the row."""
-    code = answer.get("code")
-    if code in (200, 201) and isinstance(answer.get("broker_message_id"), str):
-        history = answer.get("history_id")
-        return Verdict(VerdictKind.DONE, broker_message_id=answer["broker_message_id"],
-                       history_id=history if isinstance(history, str) else None,
-                       history_available=answer.get("history_available", True) is not False)
-    error = f"{answer.get('error', 'unknown')}: {answer.get('detail', '')}".rstrip(": ")
-    if code == 409:
-        prefix = answer.get("broker_fingerprint_prefix")
+def classify_result(answer: BrokerReply) -> Verdict:
+    """Turn the broker's answer to one ``send`` into what happens to the row."""
+    if not isinstance(answer, SendResult):
+        return Verdict(VerdictKind.RETRY, error=f"unexpected answer: {str(answer)[:200]}")
+    status, extra = answer.status, answer.data
+    if answer.accepted:
+        return Verdict(VerdictKind.DONE, broker_message_id=answer.broker_message_id,
+                       history_id=answer.history_id,
+                       history_available=answer.history_available is not False)
+    error = f"{answer.code or 'unknown'}: {answer.detail or ''}".rstrip(": ")
+    if status == 409:
+        prefix = extra.get("broker_fingerprint_prefix")
         return Verdict(VerdictKind.DEAD, error=f"idempotency_key_reused:"
-                                               f" {answer.get('conflict')} (broker {prefix})")
-    if code == 429 or (isinstance(code, int) and code >= 500):
-        retry = answer.get("retry_after_ms")
-        return Verdict(VerdictKind.RETRY, error=f"{code} {error}",
+                                               f" {extra.get('conflict')} (broker {prefix})")
+    if status == 429 or status >= 500:
+        retry = extra.get("retry_after_ms")
+        return Verdict(VerdictKind.RETRY, error=f"{status} {error}",
                        retry_after_ms=retry if isinstance(retry, int) else None)
-    if isinstance(code, int) and 400 <= code < 500:
-        return Verdict(VerdictKind.DEAD, error=f"{code} {error}")
+    if 400 <= status < 500:
+        return Verdict(VerdictKind.DEAD, error=f"{status} {error}")
     return Verdict(VerdictKind.RETRY, error=f"unexpected answer: {str(answer)[:200]}")
 
 

@@ -18,7 +18,6 @@ import contextlib
 import itertools
 import logging
 import random
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from claudemesh import __version__
 from claudemesh.clock import now_ms
 from claudemesh.config import MeshConfig
 from claudemesh.cork import FrameCork
-from claudemesh.crypto import MemberKey, hello_statement
+from claudemesh.crypto import MemberKey
 from claudemesh.daemon.link_rules import (
     TERMINAL,
     CloseVerdict,
@@ -40,16 +39,26 @@ from claudemesh.daemon.link_rules import (
     check_move,
     classify_close,
 )
-from claudemesh.errors import BrokerUnavailable
+from claudemesh.errors import BrokerRejected, BrokerUnavailable, error_from_frame
 from claudemesh.protocol.batch import unbatch
-from claudemesh.protocol.features import (
-    CLOSE_FEATURE_UNAVAILABLE,
-    FRAME_BATCH,
-    Negotiated,
-    NegotiationFailure,
-    validate_features,
-)
+from claudemesh.protocol.close import CloseCode
+from claudemesh.protocol.features import Negotiated, NegotiationFailure
 from claudemesh.protocol.frames import FrameError
+from claudemesh.protocol.handshake import (
+    Incompatible,
+    Refused,
+    batch_request,
+    hello_frame,
+    read_hello_answer,
+)
+from claudemesh.protocol.replies import (
+    BrokerReply,
+    ErrorReply,
+    EventReply,
+    Result,
+    SendResult,
+    parse_reply,
+)
 from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
 
 __all__ = ["BrokerLink", "LinkTimings"]
@@ -70,7 +79,7 @@ class LinkTimings:
 
 
 PushHandler = Callable[[dict[str, Any]], Awaitable[None]]
-EventHandler = Callable[[dict[str, Any]], None]
+EventHandler = Callable[[EventReply], None]
 StateHandler = Callable[["BrokerLink"], None]
 
 
@@ -91,7 +100,7 @@ class BrokerLink:
         self.opened_at: float | None = None
         self._ws: ClientConnection | None = None
         self._cork: FrameCork | None = None  # this connection's, when frame_batch is on
-        self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._pending: dict[str, asyncio.Future[BrokerReply]] = {}
         self._ids = itertools.count(1)
         self._url_index = 0
         self._open = asyncio.Event()
@@ -184,38 +193,35 @@ class BrokerLink:
             await self._after_close(ws)
 
     async def _hello(self, ws: ClientConnection) -> bool:
-        key = MemberKey.from_secret(self.mesh.secret_key)
-        now = now_ms()
-        nonce = secrets.token_hex(16)
         m = self.mesh
-        await ws.send(dumps({
-            "type": "hello", "mesh_id": m.mesh_id, "member_id": m.member_id,
-            "pubkey": m.pubkey, "timestamp_ms": now, "nonce": nonce,
-            "signature": key.sign(hello_statement(m.mesh_id, m.member_id, m.pubkey, now, nonce)),
-            "client": f"claudemesh-daemon/{__version__}"}), text=True)
+        key = MemberKey.from_secret(m.secret_key)
+        await ws.send(dumps(hello_frame(
+            mesh_id=m.mesh_id, member_id=m.member_id, pubkey=m.pubkey, sign=key.sign,
+            timestamp_ms=now_ms(), client=f"claudemesh-daemon/{__version__}")), text=True)
         try:
-            ack = loads_object(await asyncio.wait_for(ws.recv(), self.timings.hello_timeout_s))
-        except (TimeoutError, JsonError) as exc:
+            outcome = read_hello_answer(
+                await asyncio.wait_for(ws.recv(), self.timings.hello_timeout_s))
+        except TimeoutError as exc:
             self.last_error = f"no valid hello_ack: {exc}"
             return False
-        if ack.get("type") == "error":
-            self.last_error = f"hello refused: {ack.get('code')}: {ack.get('detail')}"
+        except FrameError as exc:
+            self.last_error = f"no valid hello_ack: {exc.detail}"
+            return False
+        if isinstance(outcome, Refused):
+            refusal = outcome.error
+            self.last_error = f"hello refused: {refusal.code}: {refusal.detail}"
             with contextlib.suppress(ConnectionClosed, TimeoutError):
                 await asyncio.wait_for(ws.recv(), 2)
-            if classify_close(ws.close_code, str(ack.get("code"))) is CloseVerdict.REJECTED:
+            if classify_close(ws.close_code, str(refusal.code)) is CloseVerdict.REJECTED:
                 self._move(LinkState.REJECTED)
             return False
-        if ack.get("type") != "hello_ack":
-            self.last_error = f"unexpected answer to hello: {str(ack.get('type'))[:40]}"
+        if isinstance(outcome, Incompatible):
+            await self._refuse(ws, outcome.failure, outcome.ack.features)
             return False
-        result = validate_features(ack.get("features"))
-        if isinstance(result, NegotiationFailure):
-            await self._refuse(ws, result, ack.get("features"))
-            return False
+        result, ack = outcome.negotiated, outcome.ack
         self.negotiated = result
-        server: dict[str, Any] = ack["server"] if isinstance(ack.get("server"), dict) else {}
-        self.broker_version = str(server.get("version")) if server.get("version") else None
-        self.session_id = ack.get("session_id") if isinstance(ack.get("session_id"), str) else None
+        self.broker_version = ack.server_version
+        self.session_id = ack.session_id
         for warning in result.warnings:
             log.warning("feature_optional_param_invalid", extra={"mesh": m.slug,
                                                                  "detail": warning})
@@ -223,10 +229,8 @@ class BrokerLink:
                                                "dedupe_mode": result.dedupe.mode,
                                                "retention_days": result.dedupe.retention_days})
         if result.batch is not None:
-            # Asking for frame_batch tells the broker this daemon reads batches; the
-            # answer needs no wait (the read loop ignores it).
-            await ws.send(dumps({"type": "feature_negotiation_request", "require": [],
-                                 "optional": [FRAME_BATCH]}), text=True)
+            # The answer needs no wait (the read loop ignores it).
+            await ws.send(dumps(batch_request()), text=True)
             self._cork = FrameCork(ws, result.batch)
         self.last_error = None
         self.opened_at = time.monotonic()
@@ -244,11 +248,10 @@ class BrokerLink:
         with contextlib.suppress(ConnectionClosed):
             await ws.send(dumps({"type": "error", "code": "feature_negotiation_failed",
                                  "close_reason": reason}), text=True)
-            await ws.close(CLOSE_FEATURE_UNAVAILABLE, str(failure.kind))
+            await ws.close(CloseCode.FEATURE_UNAVAILABLE, str(failure.kind))
         self.failure = failure
         self.last_error = f"{failure.kind}: {failure.feature}: {failure.detail}"
-        self._move(LinkState.INCOMPATIBLE)
-        self._on_event({"type": "feature_negotiation_failed", "mesh": self.mesh.slug, **reason})
+        self._move(LinkState.INCOMPATIBLE)  # the runtime reports self.failure from there
 
     async def _read(self, ws: ClientConnection) -> None:
         async for raw in ws:
@@ -267,19 +270,27 @@ class BrokerLink:
                 await self._dispatch(member)
 
     async def _dispatch(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        req_id = frame.get("req_id")
-        if kind == "push":
+        if frame.get("type") == "push":  # validated by the inbound queue (R-IN-5)
             await self._on_push(frame)
-        elif isinstance(req_id, str) and req_id in self._pending:
-            future = self._pending.pop(req_id)
+            return
+        req_id = frame.get("req_id")
+        future = self._pending.pop(req_id, None) if isinstance(req_id, str) else None
+        try:
+            reply = parse_reply(frame)
+        except FrameError as exc:
+            log.warning("broker_frame_invalid", extra={"mesh": self.mesh.slug,
+                                                       "detail": exc.detail})
+            if future is not None and not future.done():
+                future.set_exception(BrokerRejected(f"unexpected answer: {exc.detail}"))
+            return
+        if future is not None:
             if not future.done():
-                future.set_result(frame)
-        elif kind == "event":
-            self._on_event(frame)
-        elif kind == "error":
+                future.set_result(reply)
+        elif isinstance(reply, EventReply):
+            self._on_event(reply)
+        elif isinstance(reply, ErrorReply):
             log.warning("broker_error_frame", extra={"mesh": self.mesh.slug,
-                                                     "code": frame.get("code")})
+                                                     "code": reply.code})
 
     async def _after_close(self, ws: ClientConnection) -> None:
         self._open.clear()
@@ -298,24 +309,32 @@ class BrokerLink:
 
     # -- requests ----------------------------------------------------------------------
 
-    async def request(self, frame: dict[str, Any], *, timeout_s: float | None = None) -> dict[
-            str, Any]:
-        """Send a frame with a fresh ``req_id``; return the broker's answer to it.
+    async def request(self, frame: dict[str, Any], *, timeout_s: float | None = None) -> Result:
+        """Send a request with a fresh ``req_id``; return the broker's ``result``.
 
         Raises:
             BrokerUnavailable: the link is not open, or dropped before the answer.
             TimeoutError: no answer within the timeout (the request may have been applied).
+            ClaudemeshError: the broker refused it: its error as the typed class
+                (:func:`~claudemesh.errors.error_from_frame`), or BrokerRejected for an
+                answer that is not a ``result``.
         """
         req_id, future = await self.submit(frame)
         try:
-            return await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
+            reply = await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
         finally:
             self.forget(req_id)
+        if isinstance(reply, Result):
+            return reply
+        if isinstance(reply, ErrorReply | SendResult):
+            raise error_from_frame(reply)
+        raise BrokerRejected(f"unexpected answer to {frame.get('type')}: {reply.type}")
 
-    async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[dict[str, Any]]]:
-        """Send a frame with a fresh ``req_id``; its future gets the answer, or
-        BrokerUnavailable if the link drops first. No timeout: a caller that stops waiting
-        calls :meth:`forget` (the drain times a whole batch with one timer).
+    async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[BrokerReply]]:
+        """Send a frame with a fresh ``req_id``; its future gets the answer (any reply, a
+        refusal included), BrokerRejected for an unreadable one, or BrokerUnavailable if
+        the link drops first. No timeout: a caller that stops waiting calls :meth:`forget`
+        (the drain times a whole batch with one timer).
 
         Raises:
             BrokerUnavailable: the link is not open, or dropped while sending.
@@ -324,7 +343,7 @@ class BrokerLink:
         if ws is None or not self.is_open:
             raise BrokerUnavailable(f"the link to mesh {self.mesh.slug!r} is {self._state}")
         req_id = str(next(self._ids))
-        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[BrokerReply] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
             await self._transmit(ws, dumps({**frame, "req_id": req_id}))
@@ -364,4 +383,4 @@ class BrokerLink:
             await self._cork.flush()  # acks queued just before the stop still leave
         if self._ws is not None:
             with contextlib.suppress(ConnectionClosed):
-                await self._ws.close(1001, "daemon_stopping")
+                await self._ws.close(CloseCode.GOING_AWAY, "daemon_stopping")

@@ -26,6 +26,7 @@ from claudemesh.daemon.link import BrokerLink, LinkTimings
 from claudemesh.daemon.link_rules import TERMINAL, LinkState
 from claudemesh.daemon.store.inbox import InboxStore
 from claudemesh.errors import BrokerUnavailable, ClaudemeshError
+from claudemesh.protocol.replies import EventReply, Result
 from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["MeshRuntime", "Meshes"]
@@ -84,9 +85,10 @@ class MeshRuntime:
         negotiated = self.link.negotiated
         return negotiated is not None and negotiated.max_sessions is not None
 
-    async def publish_sessions(self) -> dict[str, Any] | None:
-        """Send the session list as it is now; the broker's answer, or None when this
-        broker has no member_sessions. One at a time, so the latest list wins.
+    async def publish_sessions(self) -> Result | None:
+        """Send the session list as it is now; the broker's ``result``, or None when this
+        broker has no member_sessions or refused the list (logged). One at a time, so the
+        latest list wins.
 
         Raises:
             BrokerUnavailable, TimeoutError: the link is down or did not answer.
@@ -96,12 +98,14 @@ class MeshRuntime:
             if negotiated is None or negotiated.max_sessions is None:
                 return None
             entries = (await self._sessions())[:negotiated.max_sessions]
-            answer = await self.link.request({"type": "set_profile", "sessions": entries})
-        if answer.get("type") != "result":
-            log.warning("sessions_not_published", extra={
-                "mesh": self.mesh.slug, "code": answer.get("code"),
-                "detail": answer.get("detail")})
-        return answer
+            try:
+                return await self.link.request({"type": "set_profile", "sessions": entries})
+            except BrokerUnavailable:
+                raise
+            except ClaudemeshError as exc:  # the broker refused the list
+                log.warning("sessions_not_published", extra={
+                    "mesh": self.mesh.slug, "code": exc.code, "detail": exc.detail})
+                return None
 
     async def _publisher(self) -> None:
         """Publish after every change and every OPEN; a list that could not be sent goes
@@ -124,11 +128,8 @@ class MeshRuntime:
     async def _push(self, frame: dict[str, Any]) -> None:
         await self.inbound.put(frame)
 
-    def _event(self, frame: dict[str, Any]) -> None:
-        if frame.get("type") == "feature_negotiation_failed":
-            self._bus.publish(Event("feature_negotiation_failed", frame))
-            return
-        event, peer = frame.get("event"), frame.get("peer")
+    def _event(self, frame: EventReply) -> None:
+        event, peer = frame.event, frame.peer
         if not isinstance(peer, dict) or not isinstance(peer.get("pubkey"), str) or (
                 not isinstance(peer.get("display_name"), str)):
             return
@@ -143,6 +144,10 @@ class MeshRuntime:
         self._bus.publish(Event("broker_status", {"mesh": self.mesh.slug,
                                                   "status": str(link.state),
                                                   "error": link.last_error}))
+        if link.state is LinkState.INCOMPATIBLE and link.failure is not None:
+            self._bus.publish(Event("feature_negotiation_failed", {
+                "type": "feature_negotiation_failed", "mesh": self.mesh.slug,
+                **link.failure.close_reason()}))
         if link.state is LinkState.OPEN:
             self.drain.notify()
             self._publish.set()
@@ -159,10 +164,14 @@ class MeshRuntime:
             BrokerUnavailable: the link is down (never an empty list that reads as
                 "nobody online").
         """
-        answer = await self.link.request({"type": "list_peers"})
-        peers = answer.get("peers") if answer.get("type") == "result" else None
+        try:
+            peers = (await self.link.request({"type": "list_peers"})).data.get("peers")
+        except BrokerUnavailable:
+            raise
+        except ClaudemeshError as exc:
+            raise BrokerUnavailable(f"the broker did not list peers: {exc.code}") from exc
         if not isinstance(peers, list):
-            raise BrokerUnavailable(f"the broker did not list peers: {answer.get('code')}")
+            raise BrokerUnavailable("the broker did not list peers: no peers in its answer")
         valid = [p for p in peers if isinstance(p, dict) and isinstance(p.get("pubkey"), str)
                  and isinstance(p.get("display_name"), str)]
         self._directory.replace(self.mesh.slug, (Peer(p["pubkey"], p["display_name"])

@@ -11,6 +11,12 @@ from claudemesh.daemon.drain_rules import (
     retry_delay_ms,
 )
 from claudemesh.protocol.features import DedupeParams
+from claudemesh.protocol.replies import BrokerReply, parse_reply
+
+
+def answer_of(doc: dict[str, object]) -> BrokerReply:
+    """The test's answer as the link hands it over: a send_result unless it says otherwise."""
+    return parse_reply({"type": "send_result", **doc})
 
 
 @pytest.mark.parametrize(("answer", "kind"), [
@@ -27,17 +33,18 @@ from claudemesh.protocol.features import DedupeParams
     ({"type": "error", "code": "invalid_frame"}, VerdictKind.RETRY),
 ])
 def test_classify(answer: dict[str, object], kind: VerdictKind) -> None:
-    assert classify_result(answer).kind is kind
+    assert classify_result(answer_of(answer)).kind is kind
 
 
 def test_details_survive_classification() -> None:
-    done = classify_result({"code": 200, "broker_message_id": "b", "history_id": "7",
-                            "history_available": False})
+    done = classify_result(answer_of({"code": 200, "broker_message_id": "b", "history_id": "7",
+                            "history_available": False}))
     assert (done.broker_message_id, done.history_id, done.history_available) == ("b", "7", False)
-    limited = classify_result({"code": 429, "error": "rate_limited", "retry_after_ms": 250})
+    limited = classify_result(answer_of({"code": 429, "error": "rate_limited",
+                                         "retry_after_ms": 250}))
     assert limited.retry_after_ms == 250
-    conflict = classify_result({"code": 409, "conflict": "request_fingerprint_mismatch",
-                                "broker_fingerprint_prefix": "ab" * 8})
+    conflict = classify_result(answer_of({"code": 409, "conflict": "request_fingerprint_mismatch",
+                                "broker_fingerprint_prefix": "ab" * 8}))
     assert "request_fingerprint_mismatch" in str(conflict.error)
     assert "ab" * 8 in str(conflict.error)
 

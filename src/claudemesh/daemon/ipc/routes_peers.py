@@ -15,7 +15,8 @@ from pydantic import Field, StringConstraints
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
-from claudemesh.errors import BrokerRejected, BrokerUnavailable, InvalidRequest
+from claudemesh.errors import BrokerRejected, BrokerUnavailable, ClaudemeshError, InvalidRequest
+from claudemesh.protocol.replies import Result
 
 __all__ = ["QUERY_PARAMS", "ProfileRequest", "get_peers", "post_profile"]
 
@@ -84,12 +85,14 @@ async def post_profile(request: web.Request) -> web.Response:
         return await _session_line(ctx, req, fields, mesh.slug)
     link = ctx.runtime(mesh.slug).link
     try:
-        answer = await link.request({"type": "set_profile", **fields})
+        answer = (await link.request({"type": "set_profile", **fields})).data
     except TimeoutError:
         raise BrokerUnavailable("the broker did not confirm the profile in time") from None
-    if answer.get("type") != "result":
-        raise BrokerRejected(f"the broker refused the profile: {answer.get('code')}:"
-                             f" {answer.get('detail')}", broker_error=answer.get("code"))
+    except BrokerUnavailable:
+        raise
+    except ClaudemeshError as exc:  # the broker's refusal, as its typed error
+        raise BrokerRejected(f"the broker refused the profile: {exc.code}: {exc.detail}",
+                             broker_error=exc.code) from exc
     return json_reply({"mesh": mesh.slug, "applied": answer.get("applied", []),
                        "peer": answer.get("peer")})
 
@@ -104,13 +107,12 @@ async def _session_line(ctx: DaemonContext, req: ProfileRequest, fields: dict[st
     row = await ctx.sessions.set_line(req.session or "", summary=req.summary,
                                       status=req.status)
     runtime = ctx.runtime(slug)
-    answer: dict[str, Any] | None = None
+    answer: Result | None = None
     if runtime.link.is_open and runtime.publishes_sessions:
         try:
             answer = await runtime.publish_sessions()
         except (BrokerUnavailable, TimeoutError):
             answer = None
-    published = answer is not None and answer.get("type") == "result"
     return json_reply({"mesh": slug, "session": row.name, "session_id": row.id,
-                       "applied": sorted(fields), "published": published,
-                       "peer": answer.get("peer") if published and answer else None})
+                       "applied": sorted(fields), "published": answer is not None,
+                       "peer": answer.data.get("peer") if answer is not None else None})
