@@ -17,6 +17,8 @@ import random
 from collections.abc import Iterator
 from typing import Final
 
+from claudemesh.backoff import Schedule
+
 __all__ = [
     "TERMINAL",
     "TRANSITIONS",
@@ -77,10 +79,7 @@ def backoff_delays(rng: random.Random, *, initial_s: float = INITIAL_BACKOFF_S,
                    factor: float = BACKOFF_FACTOR, cap_s: float = MAX_BACKOFF_S,
                    jitter: float = JITTER) -> Iterator[float]:
     """Reconnect delays: ``initial * factor**n`` capped at ``cap``, each +-``jitter``."""
-    base = initial_s
-    while True:
-        yield base * (1.0 + rng.uniform(-jitter, jitter))
-        base = min(cap_s, base * factor)
+    return Schedule(initial_s, cap_s, factor, jitter).delays(rng)
 
 
 class CloseVerdict(enum.Enum):
