@@ -51,6 +51,7 @@ from claudemesh.protocol.features import (
 )
 from claudemesh.protocol.frames import FrameError
 from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
+from claudemesh.sending import with_req_id
 
 __all__ = ["BrokerLink", "LinkTimings"]
 
@@ -312,10 +313,12 @@ class BrokerLink:
         finally:
             self.forget(req_id)
 
-    async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[dict[str, Any]]]:
+    async def submit(self, frame: dict[str, Any] | bytes) -> tuple[
+            str, asyncio.Future[dict[str, Any]]]:
         """Send a frame with a fresh ``req_id``; its future gets the answer, or
         BrokerUnavailable if the link drops first. No timeout: a caller that stops waiting
-        calls :meth:`forget` (the drain times a whole batch with one timer).
+        calls :meth:`forget` (the drain times a whole batch with one timer). A frame
+        already encoded (the drain's sends) gets its ``req_id`` spliced in, not re-encoded.
 
         Raises:
             BrokerUnavailable: the link is not open, or dropped while sending.
@@ -327,7 +330,8 @@ class BrokerLink:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
-            await self._transmit(ws, dumps({**frame, "req_id": req_id}))
+            await self._transmit(ws, with_req_id(frame, req_id) if isinstance(frame, bytes)
+                                 else dumps({**frame, "req_id": req_id}))
         except (ConnectionClosed, BrokerUnavailable):
             self._pending.pop(req_id, None)
             if future.done():  # the close already failed it: nobody else will look
