@@ -4,6 +4,10 @@ The daemon's ``/v1/send`` (then its drain), and ``claudemesh send --no-daemon`` 
 straight to the broker, both use :func:`prepare` and :func:`wire_frame`. So a message has
 the same fingerprint and the same envelope whichever way it travels, and a retry with the
 same ``client_message_id`` is recognised by the broker either way (DESIGN §5.2).
+
+The drain does not rebuild the frame on each attempt: :func:`wire_bytes` splices the id
+around the envelope's stored encoding, and :func:`with_req_id` appends the attempt's
+``req_id``, giving the same bytes as encoding :func:`wire_frame` plus ``req_id`` would.
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from claudemesh.config import MeshConfig
 from claudemesh.crypto import CryptoFailure, MemberKey, box_encrypt
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
-from claudemesh.protocol.envelope import FrozenSend
+from claudemesh.protocol.envelope import WIRE_FIELDS, FrozenSend, wire_part
 from claudemesh.protocol.fingerprint import MetaError, canonical_meta, request_fingerprint
+from claudemesh.protocol.ids import is_valid_client_message_id
 from claudemesh.protocol.sealed import Receipts, seal_message, seal_receipts
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_receipts", "sign_receipts",
-           "wire_frame"]
+           "wire_bytes", "wire_frame", "with_req_id"]
 
 BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
+_SEND_HEAD: Final = b'{"type":"send","client_message_id":'
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +117,28 @@ def _encrypt(raw: bytes, dest: Destination, secret_key: str) -> dict[str, str]:
 
 def wire_frame(client_message_id: str, frozen: FrozenSend) -> dict[str, Any]:
     """The broker ``send`` frame: the id plus the envelope frozen at accept."""
-    return {"type": "send", "client_message_id": client_message_id,
-            "envelope_version": frozen.envelope_version,
-            "destination_kind": frozen.destination_kind,
-            "destination_ref": frozen.destination_ref, "priority": frozen.priority,
-            "reply_to": frozen.reply_to, "meta": frozen.meta, "body_hash": frozen.body_hash,
-            "body": frozen.body}
+    frame: dict[str, Any] = {"type": "send", "client_message_id": client_message_id}
+    for name in WIRE_FIELDS:
+        frame[name] = getattr(frozen, name)
+    return frame
+
+
+def wire_bytes(client_message_id: str, mesh: str, payload: bytes) -> bytes:
+    """``dumps(wire_frame(client_message_id, FrozenSend.from_bytes(payload)))``, spliced
+    from the stored envelope without decoding it.
+
+    The splice needs the envelope in :meth:`FrozenSend.to_bytes`'s layout and an id of
+    printable ASCII (R-CMID-3), which every JSON encoder writes alike; anything else (a
+    payload from before the layout) is decoded and encoded as before.
+    """
+    part = wire_part(payload, mesh) if is_valid_client_message_id(client_message_id) else None
+    if part is None:
+        return dumps(wire_frame(client_message_id, FrozenSend.from_bytes(payload)))
+    return b"".join((_SEND_HEAD, dumps(client_message_id), b",", part))
+
+
+def with_req_id(encoded: bytes, req_id: str) -> bytes:
+    """``dumps({**frame, "req_id": req_id})`` for ``encoded = dumps(frame)``, a frame
+    without a ``req_id``: the member goes last, as the dict merge puts it."""
+    comma = b"," if len(encoded) > 2 else b""  # a compact empty object is b"{}"
+    return b"".join((memoryview(encoded)[:-1], comma, b'"req_id":', dumps(req_id), b"}"))

@@ -18,9 +18,10 @@ from importkit import Import, imports_of, module_files
 # longest matching entry decides.
 LAYERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("protocol", ("claudemesh.protocol",)),
-    ("core", ("claudemesh", "claudemesh.errors", "claudemesh.clock", "claudemesh.config",
-              "claudemesh.crypto", "claudemesh.privatefs", "claudemesh.sqlitedb",
-              "claudemesh.logs", "claudemesh.cork", "claudemesh.sending")),
+    ("core", ("claudemesh", "claudemesh.errors", "claudemesh.clock", "claudemesh.backoff",
+              "claudemesh.config", "claudemesh.crypto", "claudemesh.privatefs",
+              "claudemesh.sqlitedb", "claudemesh.logs", "claudemesh.cork",
+              "claudemesh.sending")),
     ("stores", ("claudemesh.daemon.store", "claudemesh.broker.store")),
     ("services", ("claudemesh.daemon", "claudemesh.broker", "claudemesh.direct",
                   "claudemesh.joining")),

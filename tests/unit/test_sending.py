@@ -18,6 +18,7 @@ from claudemesh.config import MeshConfig
 from claudemesh.crypto import BoxedBody, MemberKey, box_decrypt, verify
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
+from claudemesh.protocol.envelope import FrozenSend, wire_part
 from claudemesh.protocol.fingerprint import canonical_meta, request_fingerprint
 from claudemesh.protocol.frames import Send
 from claudemesh.protocol.sealed import (
@@ -29,7 +30,16 @@ from claudemesh.protocol.sealed import (
     SealedMessage,
     open_plaintext,
 )
-from claudemesh.sending import BOX_OVERHEAD, Prepared, prepare, prepare_receipts, wire_frame
+from claudemesh.protocol.strictjson import dumps, loads_object
+from claudemesh.sending import (
+    BOX_OVERHEAD,
+    Prepared,
+    prepare,
+    prepare_receipts,
+    wire_bytes,
+    wire_frame,
+    with_req_id,
+)
 
 ALICE = MemberKey.generate()
 BOB = MemberKey.generate()
@@ -180,3 +190,82 @@ def test_the_same_receipt_batch_is_the_same_message() -> None:
     assert one.frozen.body_hash == two.frozen.body_hash
     fewer = Receipts("m-1", ALICE.pubkey, BOB.pubkey, RECEIPTS.items[:1])
     assert prepare_receipts(MESH, fewer).fingerprint != one.fingerprint
+
+
+# The drain's send, spliced from the stored envelope, against what the daemon sent before
+# issue 13: decode the payload, build the frame, add the req_id, encode it all.
+
+
+def old_frame(cmid: str, frozen: FrozenSend, req_id: str) -> dict[str, Any]:
+    """The frame exactly as sending.wire_frame and BrokerLink.submit built it."""
+    return {**{"type": "send", "client_message_id": cmid,
+               "envelope_version": frozen.envelope_version,
+               "destination_kind": frozen.destination_kind,
+               "destination_ref": frozen.destination_ref, "priority": frozen.priority,
+               "reply_to": frozen.reply_to, "meta": frozen.meta,
+               "body_hash": frozen.body_hash, "body": frozen.body}, "req_id": req_id}
+
+
+def old_layout(frozen: FrozenSend) -> bytes:
+    """A payload as FrozenSend.to_bytes wrote it before issue 13 (field order)."""
+    return dumps({name: getattr(frozen, name) for name in FrozenSend.__slots__})
+
+
+SAMPLES = [
+    pytest.param(lambda: send(TOPIC, "hi"), id="plain"),
+    pytest.param(lambda: send(TOPIC, "déploy 😀 日本語 עברית \u2028 \"q\" \\ \n\t\x01 \x7f",
+                              reply_to="01PREV", priority="now",
+                              meta={"é": [1, 2.5, -0.0, 1e300, True, None, {"z": "😀"}],
+                                    "a": "x" * 300}), id="unicode-and-meta"),
+    pytest.param(lambda: send(TOPIC, "ü" * 600_000), id="large-unicode-body"),
+    pytest.param(lambda: send(DM, "psst" * 50_000, to_session="build"), id="large-dm"),
+    pytest.param(lambda: prepare_receipts(MESH, RECEIPTS), id="receipts"),
+]
+
+
+@pytest.mark.parametrize("make", SAMPLES)
+@pytest.mark.parametrize("cmid", ["01JC8Z6Y3T0Q9V1W2X3Y4Z5A6B", 'odd"\\id~!', "x" * 128])
+def test_the_spliced_send_is_byte_for_byte_the_old_encoding(make: Any, cmid: str) -> None:
+    frozen = make().frozen
+    payload = frozen.to_bytes()
+    assert wire_part(payload, "demo") is not None  # the splice, not the fallback, is tested
+    for req_id in ("1", "4294967296"):
+        spliced = with_req_id(wire_bytes(cmid, "demo", payload), req_id)
+        expected = old_frame(cmid, FrozenSend.from_bytes(payload), req_id)
+        assert spliced == dumps(expected)
+        assert loads_object(spliced) == expected  # the broker's strict parser takes it
+        assert Send.model_validate(loads_object(spliced)).client_message_id == cmid
+
+
+@pytest.mark.parametrize("make", SAMPLES[:2])
+def test_payloads_from_before_the_layout_and_odd_ids_still_encode_the_old_way(
+        make: Any) -> None:
+    frozen = make().frozen
+    new, old = frozen.to_bytes(), old_layout(frozen)
+    assert len(new) == len(old) and new != old  # same members: payload_bytes is unchanged
+    assert wire_part(old, "demo") is None and wire_part(new, "work") is None
+    for cmid, payload, mesh in [("c-1", old, "demo"), ("c-1", new, "work"),
+                                ("has space", new, "demo"), ("dé", new, "demo")]:
+        assert with_req_id(wire_bytes(cmid, mesh, payload), "7") == dumps(
+            old_frame(cmid, frozen, "7"))
+
+
+def test_the_wire_frame_dict_and_the_spliced_bytes_agree() -> None:
+    prepared = send(TOPIC, "hi", meta={"k": 1}, reply_to="01PREV")
+    assert wire_bytes("c-7", "demo", prepared.frozen.to_bytes()) == dumps(
+        wire_frame("c-7", prepared.frozen))
+
+
+def test_req_id_goes_last_as_the_dict_merge_put_it() -> None:
+    for frame in ({}, {"type": "list_peers"}, {"a": [1, {"b": "é"}], "z": None}):
+        assert with_req_id(dumps(frame), "12") == dumps({**frame, "req_id": "12"})
+
+
+def test_the_splice_decodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    payload = send(TOPIC, "hi").frozen.to_bytes()
+
+    def decoded(cls: type[FrozenSend], raw: bytes) -> FrozenSend:
+        raise AssertionError("the payload was decoded")
+
+    monkeypatch.setattr(FrozenSend, "from_bytes", classmethod(decoded))
+    assert wire_bytes("c-1", "demo", payload).endswith(payload[len(b'{"mesh":"demo",'):])

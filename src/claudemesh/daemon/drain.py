@@ -41,9 +41,8 @@ from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore, Transition
 from claudemesh.daemon.store.outbox_rules import OutboxEvent
 from claudemesh.errors import BrokerRejected, BrokerUnavailable, ClaudemeshError
-from claudemesh.protocol.envelope import FrozenSend
 from claudemesh.protocol.replies import BrokerReply
-from claudemesh.sending import wire_frame
+from claudemesh.sending import wire_bytes
 from claudemesh.sqlitedb.worker import DbWorker
 
 __all__ = ["Drain", "DrainCounters"]
@@ -159,7 +158,7 @@ class Drain:
         batch = _Awaited(time.perf_counter())
         for row, payload in claimed:
             self._in_flight += 1
-            frame = wire_frame(row.client_message_id, FrozenSend.from_bytes(payload))
+            frame = wire_bytes(row.client_message_id, row.mesh, payload)  # no re-encoding
             try:
                 req_id, future = await self.link.submit(frame)
             except BrokerUnavailable:

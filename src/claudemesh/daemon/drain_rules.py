@@ -25,6 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
+from claudemesh.backoff import Schedule
 from claudemesh.protocol.features import DedupeParams
 from claudemesh.protocol.replies import BrokerReply, SendResult
 
@@ -75,9 +76,11 @@ def classify_result(answer: BrokerReply) -> Verdict:
 
 def retry_delay_ms(attempts: int, rng: random.Random, *, initial_ms: int = 500,
                    cap_ms: int = 30_000, jitter: float = 0.25) -> int:
-    """Delay before attempt ``attempts + 1`` (``attempts`` >= 1 transmissions so far)."""
-    base: int = min(cap_ms, initial_ms * (1 << min(30, max(0, attempts - 1))))
-    return max(1, round(base * (1.0 + rng.uniform(-jitter, jitter))))
+    """Delay before attempt ``attempts + 1`` (``attempts`` >= 1 transmissions so far).
+
+    The first delay is capped too, and the exponent stops at 30 doublings."""
+    schedule = Schedule(min(initial_ms, cap_ms), cap_ms, 2, jitter)
+    return max(1, round(schedule.delay(min(30, max(0, attempts - 1)), rng)))
 
 
 def max_age_hours(dedupe: DedupeParams | None, *, override: int | None = None) -> int:

@@ -60,6 +60,7 @@ from claudemesh.protocol.replies import (
     parse_reply,
 )
 from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
+from claudemesh.sending import with_req_id
 
 __all__ = ["BrokerLink", "LinkTimings"]
 
@@ -330,11 +331,13 @@ class BrokerLink:
             raise error_from_frame(reply)
         raise BrokerRejected(f"unexpected answer to {frame.get('type')}: {reply.type}")
 
-    async def submit(self, frame: dict[str, Any]) -> tuple[str, asyncio.Future[BrokerReply]]:
+    async def submit(self, frame: dict[str, Any] | bytes) -> tuple[
+            str, asyncio.Future[BrokerReply]]:
         """Send a frame with a fresh ``req_id``; its future gets the answer (any reply, a
         refusal included), BrokerRejected for an unreadable one, or BrokerUnavailable if
         the link drops first. No timeout: a caller that stops waiting calls :meth:`forget`
-        (the drain times a whole batch with one timer).
+        (the drain times a whole batch with one timer). A frame already encoded (the
+        drain's sends) gets its ``req_id`` spliced in, not re-encoded.
 
         Raises:
             BrokerUnavailable: the link is not open, or dropped while sending.
@@ -346,7 +349,8 @@ class BrokerLink:
         future: asyncio.Future[BrokerReply] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = future
         try:
-            await self._transmit(ws, dumps({**frame, "req_id": req_id}))
+            await self._transmit(ws, with_req_id(frame, req_id) if isinstance(frame, bytes)
+                                 else dumps({**frame, "req_id": req_id}))
         except (ConnectionClosed, BrokerUnavailable):
             self._pending.pop(req_id, None)
             if future.done():  # the close already failed it: nobody else will look

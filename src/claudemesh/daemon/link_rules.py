@@ -17,6 +17,9 @@ import random
 from collections.abc import Iterator
 from typing import Final
 
+from claudemesh.backoff import Schedule
+from claudemesh.protocol.close import CloseCode
+
 __all__ = [
     "TERMINAL",
     "TRANSITIONS",
@@ -77,10 +80,7 @@ def backoff_delays(rng: random.Random, *, initial_s: float = INITIAL_BACKOFF_S,
                    factor: float = BACKOFF_FACTOR, cap_s: float = MAX_BACKOFF_S,
                    jitter: float = JITTER) -> Iterator[float]:
     """Reconnect delays: ``initial * factor**n`` capped at ``cap``, each +-``jitter``."""
-    base = initial_s
-    while True:
-        yield base * (1.0 + rng.uniform(-jitter, jitter))
-        base = min(cap_s, base * factor)
+    return Schedule(initial_s, cap_s, factor, jitter).delays(rng)
 
 
 class CloseVerdict(enum.Enum):
@@ -88,7 +88,8 @@ class CloseVerdict(enum.Enum):
     REJECTED = "rejected"
 
 
-_FINAL_CLOSE_CODES: Final = frozenset({4002, 4003, 4004})
+_FINAL_CLOSE_CODES: Final = frozenset({CloseCode.MEMBER_REVOKED, CloseCode.REPLACED,
+                                       CloseCode.ALREADY_CONNECTED})
 _FINAL_HELLO_ERRORS: Final = frozenset({"unknown_member", "bad_signature", "member_revoked",
                                         "member_already_connected"})
 

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
 __all__ = [
-    "CLOSE_FEATURE_UNAVAILABLE",
     "DEFAULT_BATCH",
     "DEFAULT_MAX_SESSIONS",
     "FRAME_BATCH",
@@ -32,7 +31,6 @@ __all__ = [
     "validate_features",
 ]
 
-CLOSE_FEATURE_UNAVAILABLE: Final = 4010
 REQUIRED_FEATURES: Final = ("client_message_id_dedupe", "concurrent_connection_policy")
 FRAME_BATCH: Final = "frame_batch"
 MEMBER_SESSIONS: Final = "member_sessions"

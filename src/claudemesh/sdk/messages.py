@@ -33,7 +33,12 @@ _SEND_STATUSES: Final[dict[str, SendStatus]] = {
 
 
 def send_retry_delay(attempt: int) -> float:
-    """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one."""
+    """Seconds to wait after failed attempt ``attempt`` (1-based) before the next one.
+
+    Linear, not :class:`claudemesh.backoff.Schedule`: there are only ``SEND_ATTEMPTS``
+    tries against a local daemon that is starting or restarting, so 0.2 s then 0.4 s is
+    the whole schedule, and a growing wait would only delay the caller's error.
+    """
     return 0.2 * attempt
 
 

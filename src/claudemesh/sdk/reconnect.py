@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
+from claudemesh.backoff import Schedule
 from claudemesh.errors import DaemonUnreachable, ShuttingDown
 
 if TYPE_CHECKING:
@@ -37,20 +38,23 @@ def events_path(session: str | None) -> str:
 
 
 class Backoff:
-    """Delays of ``first`` doubling up to ``cap``; :meth:`reset` starts over."""
+    """Delays of ``first`` doubling up to ``cap``; :meth:`reset` starts over.
+
+    The shared :class:`~claudemesh.backoff.Schedule` without jitter: one local client
+    reconnecting to its own daemon has nobody to fall in step with.
+    """
 
     def __init__(self, first: float = FIRST_DELAY_S, cap: float = MAX_DELAY_S) -> None:
-        self._first = first
-        self._cap = cap
+        self._schedule = Schedule(first, cap)
         self._next = first
 
     def next(self) -> float:
         delay = self._next
-        self._next = min(self._cap, self._next * 2)
+        self._next = self._schedule.step(delay)
         return delay
 
     def reset(self) -> None:
-        self._next = self._first
+        self._next = self._schedule.initial
 
 
 class EventCursor:

@@ -2,8 +2,10 @@
 
 The SQL side of :mod:`.outbox_rules`. Every method runs inside :func:`.db.immediate`, so
 called alone it is one ``BEGIN IMMEDIATE`` transaction and called from the worker's
-group commit it is one savepoint. Updates are guarded by the statuses the transition
-table allows (``WHERE status IN (...)``), so a stale caller changes nothing.
+group commit it is one savepoint. Every status change comes from the transition table:
+set-wise updates use a :class:`.outbox_rules.Move` (``WHERE status IN (?, ...)`` from its
+sources, ``SET status = ?`` to its target, both as parameters), and :meth:`apply` asks
+:func:`.outbox_rules.next_status` row by row; so a stale caller changes nothing.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ from typing import Any, Final
 from claudemesh.daemon.store.outbox_rules import (
     Decision,
     IllegalTransition,
+    Move,
     OutboxEvent,
     OutboxStatus,
     Reply,
     decide,
+    move,
     next_status,
-    sources,
 )
 from claudemesh.errors import (
     ClientMessageIdInUse,
@@ -92,6 +95,20 @@ OUTBOX_MIGRATIONS: Final = (
     ) WITHOUT ROWID;
     """,
 )
+
+# The set-wise moves, read from the table once. Expiry scans pending rows only: an
+# inflight row expires when its answer comes back (the drain's EXPIRED transition).
+_CLAIM: Final = move(OutboxEvent.CLAIM)
+_RESTART: Final = move(OutboxEvent.RESTART)
+_EXPIRE: Final = move(OutboxEvent.EXPIRED, only=(OutboxStatus.PENDING,))
+_REQUEUE: Final = move(OutboxEvent.REQUEUE)
+_NEW: Final = str(OutboxStatus.PENDING)  # what an accepted or requeued row starts as
+
+
+def _guard(m: Move) -> tuple[str, tuple[str, ...]]:
+    """``status IN (?, ...)`` and its parameters: the statuses ``m`` moves from."""
+    return f"status IN ({','.join('?' * len(m.sources))})", tuple(map(str, m.sources))
+
 
 _COLUMNS: Final = (
     "id, client_message_id, request_fingerprint, enqueued_at, attempts, next_attempt_at, "
@@ -226,9 +243,9 @@ class OutboxStore:
             "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
             " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
             " destination_ref, priority, purpose)"
-            " VALUES (?, ?, ?, ?, ?, 0, ?, 'pending', ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
             (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms, now_ms,
-             send.mesh, send.destination_kind, send.destination_ref, send.priority,
+             _NEW, send.mesh, send.destination_kind, send.destination_ref, send.priority,
              send.purpose),
         )
 
@@ -247,12 +264,11 @@ class OutboxStore:
             RequeueNotAllowed: the row is inflight, done or already aborted.
             ClientMessageIdInUse: ``new_client_message_id`` already belongs to a row.
         """
-        allowed = sources(OutboxEvent.REQUEUE)
         with store_errors("requeueing a row"), immediate(self._conn):
             old = self.get(row_id)
             if old is None:
                 raise OutboxRowNotFound(f"no outbox row has id {row_id!r}", id=row_id)
-            if old.status not in allowed:
+            if old.status not in _REQUEUE.sources:
                 raise RequeueNotAllowed(
                     f"row {row_id} is {old.status}; only pending or dead rows can be requeued",
                     id=row_id, status=str(old.status),
@@ -271,14 +287,14 @@ class OutboxStore:
                 "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
                 " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
                 " destination_ref, priority, purpose)"
-                " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, 'pending', mesh,"
+                " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, ?, mesh,"
                 " destination_kind, destination_ref, priority, purpose FROM outbox WHERE id = ?",
-                (new_row_id, new_cmid, now_ms, now_ms, row_id),
+                (new_row_id, new_cmid, now_ms, now_ms, _NEW, row_id),
             )
             self._conn.execute(
-                "UPDATE outbox SET status = 'aborted', aborted_at = ?, aborted_by = 'operator',"
+                "UPDATE outbox SET status = ?, aborted_at = ?, aborted_by = 'operator',"
                 " superseded_by = ? WHERE id = ? AND status = ?",
-                (now_ms, new_row_id, row_id, str(old.status)),
+                (str(_REQUEUE.target), now_ms, new_row_id, row_id, str(old.status)),
             )
         return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts, old.mesh)
 
@@ -342,11 +358,12 @@ class OutboxStore:
         may or may not have reached the broker (R-REC-1 says "incremented"; counting it
         twice would misreport). The broker's dedupe collapses a repeat.
         """
+        guard, sources = _guard(_RESTART)
         with store_errors("recovering inflight rows"), immediate(self._conn):
             cur = self._conn.execute(
-                "UPDATE outbox SET status = 'pending', next_attempt_at = ?,"
-                " last_error = 'daemon_restarted_while_inflight' WHERE status = 'inflight'",
-                (now_ms + retry_after_ms,),
+                "UPDATE outbox SET status = ?, next_attempt_at = ?,"  # noqa: S608
+                f" last_error = 'daemon_restarted_while_inflight' WHERE {guard}",
+                (str(_RESTART.target), now_ms + retry_after_ms, *sources),
             )
         return cur.rowcount
 
@@ -355,29 +372,32 @@ class OutboxStore:
         """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5).
         Each row comes with its frozen envelope, read by the same UPDATE."""
         mesh_clause, args = ("AND mesh = ?", (mesh,)) if mesh else ("", ())
+        guard, sources = _guard(_CLAIM)
         with store_errors("claiming due rows"), immediate(self._conn):
             ids = [r[0] for r in self._conn.execute(
-                f"SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"  # noqa: S608
+                f"SELECT id FROM outbox WHERE {guard} AND next_attempt_at <= ?"  # noqa: S608
                 f" {mesh_clause} ORDER BY next_attempt_at, rowid LIMIT ?",
-                (now_ms, *args, limit),
+                (*sources, now_ms, *args, limit),
             )]
             if not ids:
                 return []
             marks = ",".join("?" * len(ids))
             claimed = {row[0]: (OutboxRow.from_sql(row[:-1]), bytes(row[-1])) for row in (
                 self._conn.execute(
-                    "UPDATE outbox SET status = 'inflight', attempts = attempts + 1"  # noqa: S608
-                    f" WHERE status = 'pending' AND id IN ({marks})"
-                    f" RETURNING {_COLUMNS}, payload", ids).fetchall())}
+                    "UPDATE outbox SET status = ?, attempts = attempts + 1"  # noqa: S608
+                    f" WHERE {guard} AND id IN ({marks})"
+                    f" RETURNING {_COLUMNS}, payload",
+                    (str(_CLAIM.target), *sources, *ids)).fetchall())}
         return [claimed[i] for i in ids if i in claimed]
 
     def expire_pending(self, mesh: str, *, enqueued_before_ms: int) -> int:
         """pending -> dead for rows older than max age (R-AGE-5); returns how many."""
+        guard, sources = _guard(_EXPIRE)
         with store_errors("expiring old rows"), immediate(self._conn):
             cur = self._conn.execute(
-                "UPDATE outbox SET status = 'dead', last_error = 'max_age_exceeded'"
-                " WHERE mesh = ? AND status = 'pending' AND enqueued_at < ?",
-                (mesh, enqueued_before_ms))
+                "UPDATE outbox SET status = ?, last_error = 'max_age_exceeded'"  # noqa: S608
+                f" WHERE mesh = ? AND {guard} AND enqueued_at < ?",
+                (str(_EXPIRE.target), mesh, *sources, enqueued_before_ms))
         return cur.rowcount
 
     def next_due_ms(self, mesh: str) -> int | None:

@@ -7,7 +7,9 @@ that, rows move only along :data:`TRANSITIONS` (daemon-spec §4.8): the drain cl
 ``pending`` rows, the broker's answer makes them ``done``, ``dead`` or ``pending`` again,
 a restart returns ``inflight`` rows to ``pending`` (R-REC-1), and the operator's requeue
 retires ``pending``/``dead`` rows as ``aborted`` (R-RQ-3). ``done`` and ``aborted`` are
-terminal and nothing is ever deleted (R-DLV-3). Pure: no SQL, no clock.
+terminal and nothing is ever deleted (R-DLV-3). The store's set-wise updates (claim,
+restart, expiry, requeue) take their guard and target from :func:`move`, so the table is
+the only place a status change is written down. Pure: no SQL, no clock.
 """
 
 from __future__ import annotations
@@ -22,11 +24,14 @@ __all__ = [
     "TRANSITIONS",
     "Decision",
     "IllegalTransition",
+    "Move",
     "OutboxEvent",
     "OutboxStatus",
     "Reply",
     "decide",
+    "move",
     "next_status",
+    "sources",
 ]
 
 
@@ -126,3 +131,30 @@ def next_status(status: OutboxStatus, event: OutboxEvent) -> OutboxStatus:
 def sources(event: OutboxEvent) -> tuple[OutboxStatus, ...]:
     """The statuses from which ``event`` is legal, for guarded SQL updates."""
     return tuple(s for (s, e) in TRANSITIONS if e is event)
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One event applied to every row in ``sources`` at once: all of them go to ``target``."""
+
+    event: OutboxEvent
+    sources: tuple[OutboxStatus, ...]
+    target: OutboxStatus
+
+
+def move(event: OutboxEvent, *, only: tuple[OutboxStatus, ...] | None = None) -> Move:
+    """The table's move for ``event``, from all its source statuses or just ``only``.
+
+    ``only`` narrows a move to some of the statuses the table allows (the expiry scan
+    touches ``pending`` rows; an ``inflight`` row expires when its answer comes).
+
+    Raises:
+        IllegalTransition: a status in ``only`` cannot take ``event``.
+        ValueError: the event's sources lead to different targets, so one set-wise
+            update cannot apply it (use :func:`next_status` row by row).
+    """
+    chosen = sources(event) if only is None else only
+    targets = {next_status(status, event) for status in chosen}
+    if len(targets) != 1:
+        raise ValueError(f"event {event} has no single target from {chosen}: {targets}")
+    return Move(event, chosen, targets.pop())

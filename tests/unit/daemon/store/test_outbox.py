@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, NewSend, OutboxStore
-from claudemesh.daemon.store.outbox_rules import OutboxStatus, Reply
+from claudemesh.daemon.store.outbox_rules import TRANSITIONS, OutboxEvent, OutboxStatus, Reply
 from claudemesh.errors import (
     ClientMessageIdInUse,
     OutboxRowNotFound,
@@ -240,3 +240,61 @@ def test_a_corrupt_database_fails_the_integrity_check(tmp_path: Path) -> None:
         c = open_database(path, OUTBOX_MIGRATIONS)
         with contextlib.closing(c):
             integrity_check(c, "outbox.db")
+
+
+# Every store operation that changes statuses, checked against the transition table on a
+# real file: each row it touches makes a legal move for the operation's event, and a row
+# it creates starts pending.
+
+def one_of_each(store: OutboxStore) -> dict[OutboxStatus, str]:
+    order = (OutboxStatus.DONE, OutboxStatus.DEAD, OutboxStatus.INFLIGHT,
+             OutboxStatus.ABORTED, OutboxStatus.PENDING)  # put claims whatever is pending
+    return {status: put(store, status, cmid=f"key-{status}") for status in order}
+
+
+def statuses(conn: sqlite3.Connection) -> dict[str, OutboxStatus]:
+    return {i: OutboxStatus(s) for i, s in conn.execute("SELECT id, status FROM outbox")}
+
+
+Op = Callable[[OutboxStore, dict[OutboxStatus, str]], object]
+STORE_OPS: list[tuple[str, OutboxEvent, Op]] = [
+    ("claim_due", OutboxEvent.CLAIM, lambda s, _: s.claim_due(NOW + 1, limit=10)),
+    ("recover_inflight", OutboxEvent.RESTART,
+     lambda s, _: s.recover_inflight(NOW, retry_after_ms=500)),
+    ("expire_pending", OutboxEvent.EXPIRED,
+     lambda s, _: s.expire_pending("demo", enqueued_before_ms=NOW + 1)),
+    ("requeue pending", OutboxEvent.REQUEUE, lambda s, ids: s.requeue(
+        ids[OutboxStatus.PENDING], new_client_message_id=None, now_ms=NOW)),
+    ("requeue dead", OutboxEvent.REQUEUE, lambda s, ids: s.requeue(
+        ids[OutboxStatus.DEAD], new_client_message_id=None, now_ms=NOW)),
+    ("mark_done", OutboxEvent.ACKED, lambda s, ids: s.mark_done(
+        ids[OutboxStatus.INFLIGHT], broker_message_id="bm-2", history_id=None, now_ms=NOW)),
+    ("mark_done again", OutboxEvent.ACKED, lambda s, ids: s.mark_done(
+        ids[OutboxStatus.DONE], broker_message_id="bm-1", history_id=None, now_ms=NOW)),
+    ("mark_retry", OutboxEvent.TRANSIENT_FAILURE, lambda s, ids: s.mark_retry(
+        ids[OutboxStatus.INFLIGHT], error="503", next_attempt_at=NOW)),
+    ("mark_dead", OutboxEvent.PERMANENT_FAILURE, lambda s, ids: s.mark_dead(
+        ids[OutboxStatus.INFLIGHT], error="400")),
+    ("mark_dead expired", OutboxEvent.EXPIRED, lambda s, ids: s.mark_dead(
+        ids[OutboxStatus.INFLIGHT], error="max_age_exceeded", event=OutboxEvent.EXPIRED)),
+]
+
+
+@pytest.mark.parametrize(("event", "op"), [(e, op) for _, e, op in STORE_OPS],
+                         ids=[name for name, _, _ in STORE_OPS])
+def test_each_store_operation_moves_rows_only_along_the_table(
+        conn: sqlite3.Connection, event: OutboxEvent, op: Op) -> None:
+    store = OutboxStore(conn)
+    ids = one_of_each(store)
+    before = statuses(conn)
+    assert set(before.values()) == set(OutboxStatus)
+    op(store, ids)
+    after = statuses(conn)
+    moved = {(before[i], after[i]) for i in before if after[i] is not before[i]}
+    for old, new in moved:
+        assert TRANSITIONS.get((old, event)) is new, (old, event, new)
+    if event is OutboxEvent.ACKED and not moved:  # done -> done: the table's one self-loop
+        assert TRANSITIONS[(OutboxStatus.DONE, event)] is OutboxStatus.DONE
+    else:
+        assert moved, "the operation moved nothing"
+    assert {after[i] for i in after.keys() - before.keys()} <= {OutboxStatus.PENDING}

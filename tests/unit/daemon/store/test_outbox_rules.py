@@ -10,11 +10,14 @@ from claudemesh.daemon.store.outbox_rules import (
     TRANSITIONS,
     Decision,
     IllegalTransition,
+    Move,
     OutboxEvent,
     OutboxStatus,
     Reply,
     decide,
+    move,
     next_status,
+    sources,
 )
 
 FP = b"\x01" * 32
@@ -91,3 +94,28 @@ def test_done_and_aborted_are_terminal() -> None:
         if status in (OutboxStatus.DONE, OutboxStatus.ABORTED):
             assert target is status
     assert not any(s is OutboxStatus.ABORTED for s, _ in TRANSITIONS)
+
+
+def test_sources_are_the_table_rows_of_an_event() -> None:
+    for event in OutboxEvent:
+        assert set(sources(event)) == {s for s, e in TRANSITIONS if e is event}
+    assert sources(OutboxEvent.REQUEUE) == (OutboxStatus.PENDING, OutboxStatus.DEAD)
+
+
+@pytest.mark.parametrize(("event", "from_", "to"), [
+    ("claim", ("pending",), "inflight"),
+    ("restart", ("inflight",), "pending"),
+    ("expired", ("pending", "inflight"), "dead"),
+    ("requeue", ("pending", "dead"), "aborted"),
+])
+def test_a_set_wise_move_has_the_tables_sources_and_one_target(
+        event: str, from_: tuple[str, ...], to: str) -> None:
+    assert move(OutboxEvent(event)) == Move(
+        OutboxEvent(event), tuple(map(OutboxStatus, from_)), OutboxStatus(to))
+
+
+def test_a_move_narrowed_to_statuses_the_table_refuses_is_an_error() -> None:
+    pending = (OutboxStatus.PENDING,)
+    assert move(OutboxEvent.EXPIRED, only=pending).sources == pending
+    with pytest.raises(IllegalTransition):
+        move(OutboxEvent.RESTART, only=pending)
