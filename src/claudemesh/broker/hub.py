@@ -42,6 +42,7 @@ from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
+from claudemesh.protocol.close import CloseCode
 
 __all__ = ["DeliveryPump", "Hub", "MemberSession", "peer_view"]
 
@@ -245,7 +246,7 @@ class Hub:
     def _replace_local(self, session: MemberSession) -> None:
         log.info("connection_replaced", extra={"member_id": session.member.id,
                                                "old": session.session_id})
-        self._spawn(session.close(4003, "replaced_by_newer_connection"))
+        self._spawn(session.close(CloseCode.REPLACED, "replaced_by_newer_connection"))
 
     async def detach(self, session: MemberSession, *, revoked: bool = False) -> None:
         """The connection closed: start the presence lease (or leave at once if revoked)."""

@@ -59,6 +59,7 @@ from claudemesh.errors import (
     UnknownMember,
 )
 from claudemesh.protocol.batch import unbatch
+from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
     ClientAck,
@@ -85,10 +86,6 @@ from claudemesh.protocol.strictjson import dumps
 __all__ = ["BrokerContext", "Session", "SessionState"]
 
 log = logging.getLogger(__name__)
-
-CLOSE_NORMAL: Final = 1000
-CLOSE_POLICY: Final = 1008
-CLOSE_HELLO_TIMEOUT: Final = 4008
 
 
 class SessionState(enum.StrEnum):
@@ -178,7 +175,7 @@ class Session:
             timer.cancel()
             self.state = SessionState.CLOSED
             self._greeted.set()  # waiting senders now fail fast on the closed connection
-            if self.ws.close_code not in (None, 1000, 1001):
+            if self.ws.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY):
                 log.info("connection_closed", extra={
                     "session": self.session_id, "close_code": self.ws.close_code,
                     "close_reason": self.ws.close_reason,
@@ -194,7 +191,7 @@ class Session:
 
     def _hello_timeout(self) -> None:
         if self.state is SessionState.AWAITING_HELLO:
-            task = asyncio.ensure_future(self.close(CLOSE_HELLO_TIMEOUT, "hello_timeout"))
+            task = asyncio.ensure_future(self.close(CloseCode.HELLO_TIMEOUT, "hello_timeout"))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -260,7 +257,7 @@ class Session:
         except ClaudemeshError as exc:
             log.info("hello_refused", extra={"code": exc.code, "session": self.session_id})
             await self.error(exc.code, exc.detail, **exc.fields)
-            await self.close(exc.close_code or CLOSE_POLICY, exc.code)
+            await self.close(exc.close_code or CloseCode.POLICY, exc.code)
 
     async def _handle(self, frame: ClientFrame) -> None:
         handler = _HANDLERS[type(frame)]
@@ -351,7 +348,7 @@ class Session:
         await self.send({"type": "join_result", "mesh_id": mesh.id, "mesh_name": mesh.name,
                          "member_id": member.id, "display_name": member.display_name,
                          "pubkey": member.pubkey})
-        await self.close(CLOSE_NORMAL, "joined")
+        await self.close(CloseCode.NORMAL, "joined")
 
     # -- once open ---------------------------------------------------------------------
 
@@ -372,7 +369,7 @@ class Session:
             await self.send(error_result(frame.req_id, frame.client_message_id, exc))
             if isinstance(exc, MemberRevoked):
                 self.revoked = True
-                await self.close(4002, exc.code)
+                await self.close(CloseCode.MEMBER_REVOKED, exc.code)
             return
         await self.send(send_result(frame.req_id, frame.client_message_id, outcome))
         if outcome.kind is AcceptKind.CREATED:
