@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import hashlib
 import logging
 import math
@@ -34,6 +33,7 @@ from claudemesh.broker.accept import (
     send_result,
 )
 from claudemesh.broker.hub import Hub, peer_view
+from claudemesh.broker.session_rules import SessionState, check_move
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh, SessionProfile
 from claudemesh.clock import now_ms
@@ -88,12 +88,6 @@ __all__ = ["BrokerContext", "Session", "SessionState"]
 log = logging.getLogger(__name__)
 
 
-class SessionState(enum.StrEnum):
-    AWAITING_HELLO = "awaiting_hello"
-    OPEN = "open"
-    CLOSED = "closed"
-
-
 @dataclass(slots=True)
 class BrokerContext:
     store: BrokerStore
@@ -109,7 +103,7 @@ class Session:
         self.session_id = new_ulid()
         self.ws = ws
         self.ctx = ctx
-        self.state = SessionState.AWAITING_HELLO
+        self._state = SessionState.AWAITING_HELLO
         self.connected_at_ms = ctx.clock()
         self.revoked = False
         self._member: Member | None = None
@@ -120,6 +114,17 @@ class Session:
         # Set once hello_ack is out (or the connection is over): pushes and events that
         # another broker's notification triggers early must not overtake hello_ack.
         self._greeted = asyncio.Event()
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    def _move(self, new: SessionState) -> None:
+        """Every state change goes through here: the table allows it, the log shows it."""
+        old = self._state
+        check_move(old, new)
+        self._state = new
+        log.debug("= %s %s -> %s", self.session_id, old, new)
 
     @property
     def member(self) -> Member:
@@ -173,7 +178,7 @@ class Session:
             pass
         finally:
             timer.cancel()
-            self.state = SessionState.CLOSED
+            self._move(SessionState.CLOSED)
             self._greeted.set()  # waiting senders now fail fast on the closed connection
             if self.ws.close_code not in (None, CloseCode.NORMAL, CloseCode.GOING_AWAY):
                 log.info("connection_closed", extra={
@@ -301,7 +306,7 @@ class Session:
             raise ReplayedNonce()
         self._member, self._mesh = member, mesh
         await ctx.hub.attach(self, mesh.connection_policy)
-        self.state = SessionState.OPEN
+        self._move(SessionState.OPEN)
         log.info("hello_accepted", extra={"session": self.session_id, "mesh_id": mesh.id,
                                           "member_id": member.id, "client": frame.client})
         settings = ctx.settings
