@@ -32,7 +32,8 @@ from claudemesh.broker.accept import (
     error_result,
     send_result,
 )
-from claudemesh.broker.hub import Hub, peer_view
+from claudemesh.broker.hub import Hub
+from claudemesh.broker.presence import peer_view
 from claudemesh.broker.session_rules import SessionState, check_move
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import AcceptKind, BrokerStore, Member, Mesh, SessionProfile

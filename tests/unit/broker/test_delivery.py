@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from claudemesh.broker.hub import DeliveryPump
+from claudemesh.broker.delivery import DeliveryPump
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import Delivery, Member
 
