@@ -23,8 +23,9 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.hub import Hub
-from claudemesh.broker.session import BrokerContext, Session
+from claudemesh.broker.session import Session
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
