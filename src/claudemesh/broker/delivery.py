@@ -1,4 +1,4 @@
-"""Delivery (DESIGN §5.7): each connection's pump of pending deliveries.
+"""Delivery (DESIGN §5.7): each connection's pump of pending deliveries, and its push frames.
 
 A delivery row stays pending until its recipient acks it. Each connection's
 :class:`DeliveryPump` pushes pending rows oldest first, at most ``delivery_window`` unacked
@@ -8,6 +8,15 @@ directly, without reading them back. Recipients connected to another broker get 
 ``deliver`` notification, and that broker's pump reads them. Order: first pushes to one
 recipient follow accept order; a re-push after a lease may come later than newer
 messages, which receivers tolerate because they dedupe by ``client_message_id``.
+
+Encoding. A push frame is encoded once, when it is pushed, and those bytes are what the
+socket gets; with ``frame_batch`` the cork splices them into a batch as they are
+(``protocol.batch.encode_batch``). The body one accept sends to all its recipients is
+encoded once for all of them (:class:`PushEncoder`) and spliced into each recipient's
+frame as an ``orjson.Fragment``. The bytes are exactly ``strictjson.dumps(push_frame(d))``:
+a frame orjson refuses (an integer past 64 bits, say) is encoded whole by that function's
+fallback, as it always was. A re-push after a lease comes from a fresh store read, and
+is encoded once for that read.
 """
 
 from __future__ import annotations
@@ -15,19 +24,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from claudemesh.broker.accept import push_frame
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
+from claudemesh.protocol.strictjson import dumps
 
-__all__ = ["DeliveryPump", "MemberSession"]
+__all__ = ["DeliveryPump", "MemberSession", "PushEncoder", "encode_push"]
 
 log = logging.getLogger(__name__)
+
+Encode = Callable[[Delivery], bytes]
 
 
 class MemberSession(Protocol):
@@ -39,11 +53,42 @@ class MemberSession(Protocol):
     @property
     def member(self) -> Member: ...
 
-    async def send_unsolicited(self, frame: dict[str, Any]) -> bool:
-        """Send a push or event, never ahead of the connection's hello_ack."""
+    async def send_unsolicited(self, data: bytes) -> bool:
+        """Send an encoded push or event, never ahead of the connection's hello_ack."""
         ...
 
     async def close(self, code: int, reason: str) -> None: ...
+
+
+def encode_push(delivery: Delivery, body: orjson.Fragment | None = None) -> bytes:
+    """The push frame of ``delivery`` as it goes on the wire; ``body``, when given, is
+    ``delivery.body`` already encoded (see the module docstring)."""
+    if body is not None:
+        frame = push_frame(delivery)
+        frame["body"] = body
+        try:
+            return orjson.dumps(frame)
+        except TypeError:  # orjson.JSONEncodeError: the fallback below encodes it whole
+            pass
+    return dumps(push_frame(delivery))
+
+
+class PushEncoder:
+    """Encodes one accept's pushes: the body its recipients share is encoded on first use,
+    once. Deliveries with another body object are encoded as they are."""
+
+    def __init__(self) -> None:
+        self._body: dict[str, Any] | None = None
+        self._fragment: orjson.Fragment | None = None
+
+    def __call__(self, delivery: Delivery) -> bytes:
+        if delivery.body is not self._body:
+            self._body = delivery.body
+            try:
+                self._fragment = orjson.Fragment(orjson.dumps(delivery.body))
+            except TypeError:
+                self._fragment = None
+        return encode_push(delivery, self._fragment)
 
 
 @dataclass(slots=True)
@@ -94,25 +139,27 @@ class DeliveryPump:
         finally:
             self.fetching = False
 
-    async def _push(self, delivery: Delivery, *, from_read: bool = True) -> bool:
+    async def _push(self, delivery: Delivery, encode: Encode = encode_push, *,
+                    from_read: bool = True) -> bool:
         if from_read:  # only a read may move the cursor: it has seen everything below it
             self.cursor = max(self.cursor, delivery.delivery_id)
         if delivery.delivery_id in self.in_flight:
             return True
         self.in_flight[delivery.delivery_id] = time.monotonic() + self.settings.delivery_lease_s
         self._arm_timer()
-        return await self.session.send_unsolicited(push_frame(delivery))
+        return await self.session.send_unsolicited(encode(delivery))
 
-    async def offer(self, delivery: Delivery) -> None:
+    async def offer(self, delivery: Delivery, encode: Encode = encode_push) -> None:
         """A just-accepted delivery: push it now if nothing older is waiting, else read.
 
         A direct push does not move the cursor, so a delivery declined earlier (window
         full) is still found by the next read; the pushed one is skipped there because it
         is in flight. Declining marks the pump behind, so no newer offer jumps the queue.
+        ``encode`` builds the frame's bytes, only if it is pushed now.
         """
         if self.caught_up and not self.fetching and len(self.in_flight) < (
                 self.settings.delivery_window) and delivery.delivery_id > self.cursor:
-            await self._push(delivery, from_read=False)
+            await self._push(delivery, encode, from_read=False)
         else:
             self.caught_up = False
             self.wake.set()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from claudemesh.broker.delivery import MemberSession
+from claudemesh.broker.delivery import MemberSession, PushEncoder
 from claudemesh.broker.presence import MemberKey, Presence
 from claudemesh.broker.ratelimit import TokenBucket
 from claudemesh.broker.settings import BrokerSettings
@@ -75,10 +75,11 @@ class Hub:
     async def deliver(self, deliveries: Iterable[Delivery]) -> None:
         """Hand fresh deliveries to local pumps; wake the brokers of the other recipients."""
         remote: dict[str, list[str]] = {}
+        encode = PushEncoder()  # the body they share is encoded once, if any is pushed now
         for delivery in deliveries:
             pump = self._presence.pump_of(delivery.mesh_id, delivery.recipient_member_id)
             if pump is not None:
-                await pump.offer(delivery)
+                await pump.offer(delivery, encode)
             else:
                 remote.setdefault(delivery.mesh_id, []).append(delivery.recipient_member_id)
         for mesh_id, members in remote.items():

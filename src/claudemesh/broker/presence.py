@@ -32,6 +32,7 @@ from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Member, Notifier
 from claudemesh.clock import now_ms
 from claudemesh.protocol.close import CloseCode
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["MemberKey", "Presence", "peer_view"]
 
@@ -189,12 +190,12 @@ class Presence:
         member = await self._store.get_member_by_id(member_id)
         if member is None or (not member.visible and event != "profile_updated"):
             return
-        frame = {"type": "event", "event": event, "mesh_id": mesh_id,
-                 "peer": peer_view(member, online=online)}
+        data = dumps({"type": "event", "event": event, "mesh_id": mesh_id,
+                      "peer": peer_view(member, online=online)})  # once, for every target
         targets = [a.session for (mesh, other), a in self._attached.items()
                    if mesh == mesh_id and other != member_id]
         for target in targets:
-            self._spawn(target.send_unsolicited(frame))
+            self._spawn(target.send_unsolicited(data))
 
     def _spawn(self, awaitable: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(awaitable)

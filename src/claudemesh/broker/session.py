@@ -94,18 +94,21 @@ class Session:
 
     async def send(self, frame: dict[str, Any]) -> bool:
         """Send one frame; False when the connection is already closed."""
+        return await self._send_encoded(dumps(frame))
+
+    async def send_unsolicited(self, data: bytes) -> bool:
+        """An encoded push or event: sent only after hello_ack, whatever woke it up first."""
+        await self._greeted.wait()
+        return await self._send_encoded(data)
+
+    async def _send_encoded(self, data: bytes) -> bool:
         if self._cork is not None:
-            return await self._cork.send(dumps(frame))
+            return await self._cork.send(data)
         try:
-            await self.ws.send(dumps(frame), text=True)
+            await self.ws.send(data, text=True)
         except ConnectionClosed:
             return False
         return True
-
-    async def send_unsolicited(self, frame: dict[str, Any]) -> bool:
-        """A push or event: sent only after hello_ack, whatever woke it up first."""
-        await self._greeted.wait()
-        return await self.send(frame)
 
     async def close(self, code: int, reason: str) -> None:
         if self._cork is not None:
