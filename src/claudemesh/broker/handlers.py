@@ -4,8 +4,8 @@ A handler gets the connection and its validated frame and answers through the
 connection. A refusal it raises (a :class:`~claudemesh.errors.ClaudemeshError`) becomes
 an ``error`` frame in the session; ``send`` is the exception: every send gets exactly one
 ``send_result``, refusals included (§4.5b over WS, A-30), and a revoked sender is closed
-with 4002. The table covers every frame a client may send after hello (a test of the
-session checks that no frame type is missing).
+with 4002. The table covers every frame a client may send after hello
+(tests/unit/broker/test_handlers.py fails when a frame type is missing).
 """
 
 from __future__ import annotations
