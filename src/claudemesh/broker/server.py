@@ -23,13 +23,15 @@ from typing import Any
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.hub import Hub
-from claudemesh.broker.session import BrokerContext, Session
+from claudemesh.broker.session import Session
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
+from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import DEFAULT_BATCH, FRAME_BATCH, build_feature_map
 from claudemesh.protocol.ids import new_ulid
 
@@ -110,7 +112,7 @@ class BrokerServer:
                 session.revoked = True
                 log.info("member_revoked_closing", extra={"member_id": member.id})
                 await session.error("member_revoked", "this member has been revoked")
-                await session.close(4002, "member_revoked")
+                await session.close(CloseCode.MEMBER_REVOKED, "member_revoked")
 
 
 def _only_ws_path(connection: ServerConnection, request: Request) -> Response | None:
