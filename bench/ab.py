@@ -43,11 +43,11 @@ from _lib.stats import median
 REPO: Final = Path(__file__).resolve().parents[1]
 RUN_TIMEOUT_S: Final = 900.0
 
-# Short runs: one A/B of 3 rounds (6 runs) takes a few minutes on the 2-core machine.
+# Short runs: one A/B of 3 rounds (6 runs) takes 2 to 3 minutes on the 2-core machine.
 QUICK: Final[dict[str, tuple[str, ...]]] = {
-    "e2e": ("--sequential", "200", "--messages", "5000", "--backlog", "2000"),
-    "broker": ("--runs", "2", "--sends", "5000", "--idle", "100", "--receivers", "20",
-               "--messages", "200"),
+    "e2e": ("--sequential", "300", "--messages", "10000", "--backlog", "3000"),
+    "broker": ("--runs", "2", "--sends", "10000", "--idle", "200", "--receivers", "30",
+               "--messages", "300"),
 }
 
 # The headline figures of each script: label -> path into its --json object.
