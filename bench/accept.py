@@ -42,15 +42,11 @@ import asyncio
 import contextlib
 import itertools
 import json
-import math
 import os
 import platform
 import secrets
 import shutil
-import signal
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -61,6 +57,12 @@ from typing import Any, Final, TextIO
 
 import nacl.signing
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lib.procs import Member
+from _lib.procsample import memory_mib, process_cpu_s
+from _lib.stats import Percentiles, format_ms, median
+from _lib.uds import Connection, ProtocolError
+
 WARMUP_SENDS: Final = 200
 IDLE_SETTLE_S: Final = 0.5
 MAX_ERROR_BODIES: Final = 5
@@ -68,21 +70,9 @@ SQLITE_MODE: Final = "WAL, synchronous=FULL, group commit"
 TARGET_SENDS_PER_S: Final = 3000.0
 TARGET_P99_MS: Final = 20.0
 TARGET_IDLE_RSS_MIB: Final = 60.0
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 # -- the daemon under test -------------------------------------------------------------
-
-
-def _claudemesh_cli() -> str:
-    """The console script of the interpreter running this file, else the one on PATH."""
-    beside = Path(sys.executable).with_name("claudemesh")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("claudemesh")
-    if found is None:
-        raise SystemExit("claudemesh console script not found; install the project first")
-    return found
 
 
 def write_config(config_dir: Path) -> None:
@@ -99,114 +89,10 @@ def write_config(config_dir: Path) -> None:
         json.dump(doc, f)
 
 
-@dataclass(slots=True)
-class Daemon:
-    """One daemon process started and stopped through the CLI."""
-
-    config_dir: Path
-    cli: str = field(default_factory=_claudemesh_cli)
-    pid: int = 0
-    sock: str = ""
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "CLAUDEMESH_DAEMON_DIR"}
-        env["CLAUDEMESH_CONFIG_DIR"] = str(self.config_dir)
-        return env
-
-    @property
-    def outbox_db(self) -> Path:
-        return self.config_dir / "daemon" / "outbox.db"
-
-    def start(self) -> None:
-        out = subprocess.run([self.cli, "daemon", "up", "--json"], env=self.env,
-                             capture_output=True, text=True, timeout=60, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"daemon up failed ({out.returncode}): {out.stdout}{out.stderr}")
-        info = json.loads(out.stdout)
-        self.pid, self.sock = int(info["pid"]), str(info["sock"])
-
-    def stop(self) -> None:
-        """``claudemesh daemon down``; SIGKILL our own pid only if that fails."""
-        if not self.pid:
-            return
-        out = subprocess.run([self.cli, "daemon", "down", "--json"], env=self.env,
-                             capture_output=True, text=True, timeout=60, check=False)
-        if out.returncode == 0:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        raise SystemExit(f"daemon down failed ({out.returncode}): {out.stdout}{out.stderr};"
-                         f" killed pid {self.pid}")
-
-    def memory_mib(self) -> dict[str, float]:
-        """``VmRSS`` and ``VmHWM`` (peak) from ``/proc/<pid>/status``, in MiB."""
-        values: dict[str, float] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) / 1024  # the kernel reports kB
-        return values
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of every thread of the daemon so far."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2:].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
 def count_rows(db: Path) -> int:
     with contextlib.closing(sqlite3.connect(db)) as conn:
         (rows,) = conn.execute("SELECT count(*) FROM outbox").fetchone()
     return int(rows)
-
-
-# -- a minimal HTTP/1.1 client over the Unix socket ------------------------------------
-
-
-class ProtocolError(Exception):
-    pass
-
-
-class Connection:
-    """One keep-alive connection; requests on it are strictly sequential."""
-
-    def __init__(self, sock: str) -> None:
-        self._sock = sock
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(self._sock)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
-
-    async def request(self, method: bytes, path: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request and read the whole response: ``(status, body)``."""
-        if self._writer is None:
-            await self.open()
-        assert self._reader is not None and self._writer is not None
-        head = b"%s %s HTTP/1.1\r\nHost: localhost\r\n" % (method, path)
-        if body:
-            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        self._writer.write(head + b"\r\n" + body)
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        try:
-            status = int(raw[9:12])
-        except ValueError:
-            raise ProtocolError(f"bad status line: {raw[:40]!r}") from None
-        lower = raw.lower()
-        at = lower.find(b"\r\ncontent-length:")
-        if at < 0:
-            raise ProtocolError("response without Content-Length")
-        length = int(lower[at + 17:lower.index(b"\r\n", at + 2)])
-        data = await self._reader.readexactly(length)
-        if b"\r\nconnection: close" in lower:
-            self.close()
-        return status, data
 
 
 # -- one measured load ---------------------------------------------------------------
@@ -226,13 +112,6 @@ class RunResult:
     daemon_cpu_s: float
     bench_cpu_s: float
     error_samples: list[str]
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def run_load(sock: str, *, sends: int, clients: int, tag: str,
@@ -274,13 +153,13 @@ async def run_load(sock: str, *, sends: int, clients: int, tag: str,
         wall = time.perf_counter() - started
         for conn in conns:
             conn.close()
-    latencies.sort()
     accepted = sends - errors
+    latency = Percentiles.of(latencies)
     return RunResult(
         sends=sends, accepted=accepted, errors=errors, wall_s=wall,
         sends_per_s=accepted / wall if wall > 0 else 0.0,
-        p50_ms=percentile(latencies, 0.50) * 1e3, p90_ms=percentile(latencies, 0.90) * 1e3,
-        p99_ms=percentile(latencies, 0.99) * 1e3, max_ms=percentile(latencies, 1.0) * 1e3,
+        p50_ms=latency.p50_ms, p90_ms=latency.p90_ms, p99_ms=latency.p99_ms,
+        max_ms=latency.max_ms,
         daemon_cpu_s=cpu() - daemon_cpu0, bench_cpu_s=time.process_time() - bench_cpu0,
         error_samples=samples,
     )
@@ -317,11 +196,11 @@ class Report:
 
     @property
     def median_sends_per_s(self) -> float:
-        return statistics.median(r.sends_per_s for r in self.runs) if self.runs else 0.0
+        return median(r.sends_per_s for r in self.runs)
 
     @property
     def median_p99_ms(self) -> float:
-        return statistics.median(r.p99_ms for r in self.runs) if self.runs else 0.0
+        return median(r.p99_ms for r in self.runs)
 
     @property
     def total_errors(self) -> int:
@@ -350,30 +229,34 @@ class Report:
 
 def format_run(label: str, r: RunResult) -> str:
     return (f"{label}: {r.sends} sends, {r.errors} errors, wall {r.wall_s:.2f} s,"
-            f" {r.sends_per_s:,.0f} accepted sends/s | latency ms p50 {r.p50_ms:.2f}"
-            f" p90 {r.p90_ms:.2f} p99 {r.p99_ms:.2f} max {r.max_ms:.2f}"
+            f" {r.sends_per_s:,.0f} accepted sends/s | latency ms"
+            f" {format_ms(r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms)}"
             f" | CPU s daemon {r.daemon_cpu_s:.2f} bench {r.bench_cpu_s:.2f}")
 
 
-async def measure(daemon: Daemon, report: Report, *, runs: int, out: TextIO) -> None:
-    report.startup_rss_mib = daemon.memory_mib()["VmRSS"]
+async def measure(daemon: Member, report: Report, *, runs: int, out: TextIO) -> None:
+    report.startup_rss_mib = memory_mib(daemon.pid)["VmRSS"]
     tag = secrets.token_hex(4)
+
+    def daemon_cpu() -> float:
+        return process_cpu_s(daemon.pid)
+
     report.warmup = await run_load(daemon.sock, sends=WARMUP_SENDS, clients=report.clients,
-                                   tag=f"w{tag}", cpu=daemon.cpu_seconds)
+                                   tag=f"w{tag}", cpu=daemon_cpu)
     print(format_run("warm-up", report.warmup), file=out)
     await asyncio.sleep(IDLE_SETTLE_S)
-    report.idle_rss_mib = daemon.memory_mib()["VmRSS"]
+    report.idle_rss_mib = memory_mib(daemon.pid)["VmRSS"]
     print(f"daemon RSS: start-up {report.startup_rss_mib:.1f} MiB,"
           f" idle after warm-up {report.idle_rss_mib:.1f} MiB", file=out)
     for i in range(1, runs + 1):
         result = await run_load(daemon.sock, sends=report.sends_per_run,
                                 clients=report.clients, tag=f"r{i}{tag}",
-                                cpu=daemon.cpu_seconds)
+                                cpu=daemon_cpu)
         report.runs.append(result)
         print(format_run(f"run {i}", result), file=out)
         for sample in result.error_samples:
             print(f"  error: {sample}", file=out)
-    memory = daemon.memory_mib()
+    memory = memory_mib(daemon.pid)
     report.final_rss_mib, report.peak_rss_mib = memory["VmRSS"], memory["VmHWM"]
     report.queue_depth = await queue_depth(daemon.sock)
 
@@ -427,16 +310,17 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="cmb", dir="/tmp"))
     try:
         write_config(workdir)
-        daemon = Daemon(workdir)
+        daemon = Member("alice", workdir)
         daemon.start()
         print(f"daemon pid {daemon.pid} on {daemon.sock}", file=out)
         try:
             asyncio.run(measure(daemon, report, runs=args.runs, out=out))
         finally:
-            daemon.stop()
+            if (error := daemon.stop()) is not None:
+                raise SystemExit(error)
         report.expected_rows = sum(r.accepted for r in report.runs) + (
             report.warmup.accepted if report.warmup else 0)
-        report.outbox_rows = count_rows(daemon.outbox_db)
+        report.outbox_rows = count_rows(daemon.daemon_dir / "outbox.db")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print_summary(report, out)

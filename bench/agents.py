@@ -33,8 +33,8 @@ What is measured
     idle case is also timed with the variable set, each run compiling every module it
     imports, as in a sandbox that forbids bytecode files.
 
-    The reference loop of bench/e2e.py is printed before and after, to place the run on
-    this shared machine's drifting speed.
+    The reference loop (bench/_lib/machine.py, also printed by bench/e2e.py) runs before
+    and after, to place the run on this shared machine's drifting speed.
 
 Targets (issue 12): round trip p50 <= 25 ms and p99 <= 100 ms; hook median <= 120 ms.
 
@@ -51,7 +51,6 @@ import contextlib
 import json
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -68,8 +67,10 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from claudemesh.config import paths_from_env
 from claudemesh.sdk import Client
 
-sys.path.insert(0, str(Path(__file__).parent))
-from e2e import Broker, Member, Percentiles, reference_loop_us
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lib.machine import reference_loop_us
+from _lib.procs import Broker, Member
+from _lib.stats import Percentiles, median
 
 TARGET_P50_MS: Final = 25.0
 TARGET_P99_MS: Final = 100.0
@@ -230,9 +231,9 @@ def time_hook(bob: Member, alice: Member, runs: int, report: Report) -> None:
         owner.wait()
         shutil.rmtree(project.parent, ignore_errors=True)
     report.hook_runs = 3 * runs
-    report.hook_idle_ms = statistics.median(idle) * 1e3
-    report.hook_no_bytecode_ms = statistics.median(compiling) * 1e3
-    report.hook_one_message_ms = statistics.median(busy) * 1e3
+    report.hook_idle_ms = median(idle) * 1e3
+    report.hook_no_bytecode_ms = median(compiling) * 1e3
+    report.hook_one_message_ms = median(busy) * 1e3
 
 
 def client(member: Member) -> Client:
@@ -269,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     bob = Member("bob", root / "bob")
     try:
         broker.start()
-        invite = broker.create_mesh()
+        invite = broker.create_mesh("demo", max_uses=10)
         for member in (alice, bob):
             member.join(invite)
             member.start()

@@ -66,23 +66,14 @@ import contextlib
 import hashlib
 import itertools
 import json
-import math
-import multiprocessing
-import multiprocessing.connection
 import os
 import platform
 import secrets
-import selectors
 import shutil
-import signal
 import sqlite3
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,6 +85,12 @@ from websockets.exceptions import ConnectionClosed
 from claudemesh.crypto import MemberKey, hello_statement
 from claudemesh.joining import join_mesh
 from claudemesh.protocol.invite import decode_invite
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lib.children import BARRIER_TIMEOUT_S, Children, split
+from _lib.procs import Broker, start_py_spy, stop_py_spy
+from _lib.procsample import memory_kb, sum_cpu, thread_cpu
+from _lib.stats import Percentiles, format_ms, median
 
 TARGET_ACCEPTS_PER_S: Final = 3000.0
 TARGET_P99_MS: Final = 20.0
@@ -112,138 +109,8 @@ ACK_BATCH: Final = 50
 ACK_INTERVAL_S: Final = 0.02
 RECEIVE_IDLE_TIMEOUT_S: Final = 40.0  # > the 30 s delivery lease: re-pushes still count
 REPLY_TIMEOUT_S: Final = 30.0
-BARRIER_TIMEOUT_S: Final = 300.0
 MAX_ERROR_SAMPLES: Final = 5
 SATURATED: Final = 0.85  # a thread busy for this share of the wall time is the bottleneck
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-
-
-# -- the broker under test -------------------------------------------------------------
-
-
-def _claudemesh_cli() -> str:
-    """The console script beside this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).with_name("claudemesh")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("claudemesh")
-    if found is None:
-        raise SystemExit("claudemesh console script not found; install the project first")
-    return found
-
-
-@dataclass(slots=True)
-class CpuSample:
-    """CPU seconds of the broker so far: its event-loop (main) thread and all others."""
-
-    loop_s: float
-    other_s: float
-
-    def __sub__(self, before: CpuSample) -> CpuSample:
-        return CpuSample(self.loop_s - before.loop_s, self.other_s - before.other_s)
-
-    def __add__(self, other: CpuSample) -> CpuSample:
-        return CpuSample(self.loop_s + other.loop_s, self.other_s + other.other_s)
-
-    @property
-    def total_s(self) -> float:
-        return self.loop_s + self.other_s
-
-
-@dataclass(slots=True)
-class Broker:
-    """One ``claudemesh broker up`` process on a SQLite file inside ``root`` (or ``store``)."""
-
-    root: Path
-    cli: str = field(default_factory=_claudemesh_cli)
-    proc: subprocess.Popen[str] | None = None
-    url: str = ""
-    store: str = ""  # a postgresql:// DSN several brokers share (bench/cluster.py)
-
-    @property
-    def db(self) -> str:
-        return self.store or str(self.root / "broker.db")
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(self.root / "home")}
-
-    def start(self) -> None:
-        log = (self.root / "broker.log").open("a")
-        try:
-            self.proc = subprocess.Popen(
-                [self.cli, "broker", "up", "--port", "0", "--db", self.db, "--json",
-                 "--rate-per-s", "1000000", "--rate-burst", "1000000"],
-                env=self.env, stdout=subprocess.PIPE, stderr=log, text=True)
-        finally:
-            log.close()
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            line = self.proc.stdout.readline() if sel.select(timeout=60) else ""
-        if not line:
-            raise SystemExit("broker did not start:\n" + self.log_tail())
-        self.url = str(json.loads(line)["url"])
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; SIGKILL our own process only if it does not stop."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.root / "broker.log").read_text()[-2000:]
-        return ""
-
-    def create_mesh(self, max_uses: int, urls: list[str] | None = None) -> str:
-        """``claudemesh mesh create``; returns the invite (listing ``urls``, default ours)."""
-        listed = [arg for url in (urls or [self.url]) for arg in ("--broker-url", url)]
-        out = subprocess.run(
-            [self.cli, "mesh", "create", "bench", "--db", self.db, *listed,
-             "--max-uses", str(max_uses), "--json"],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"mesh create failed: {out.stdout}{out.stderr}")
-        return str(json.loads(out.stdout)["invite"])
-
-    def memory_kb(self) -> dict[str, int]:
-        """``VmRSS`` and ``VmHWM`` (peak) from ``/proc/<pid>/status``, in kB."""
-        values: dict[str, int] = {}
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0])
-        return values
-
-    def cpu(self) -> CpuSample:
-        loop = other = 0.0
-        for task in Path(f"/proc/{self.pid}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread may end while we read
-                stat = (task / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
-                if int(task.name) == self.pid:
-                    loop += seconds
-                else:
-                    other += seconds
-        return CpuSample(loop, other)
-
-
-def sum_cpu(samples: Iterable[CpuSample]) -> CpuSample:
-    """CPU of several brokers together (their loops, and their other threads)."""
-    return sum(samples, CpuSample(0.0, 0.0))
 
 
 # -- members and a minimal client ------------------------------------------------------
@@ -308,13 +175,6 @@ def send_text(req_id: str, cmid: str, topic: str, text: str) -> str:
         "reply_to": None, "meta": None,
         "body_hash": hashlib.sha256(text.encode()).hexdigest(),
         "body": {"kind": "plain", "text": text}})
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
 
 async def drive(conns: list[ClientConnection], total: int, *, pipeline: int, tag: str,
@@ -479,69 +339,6 @@ async def _receiver_child(job: dict[str, Any], barrier: Any) -> dict[str, Any]:
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
 
-ChildTarget = Callable[[dict[str, Any], Any], Coroutine[Any, Any, dict[str, Any]]]
-_CHILD_TARGETS: Final[dict[str, ChildTarget]] = {
-    "sender": _sender_child, "receiver": _receiver_child}
-
-
-def _child_main(kind: str, job: dict[str, Any], barrier: Any,
-                pipe: multiprocessing.connection.Connection) -> None:
-    try:
-        result = asyncio.run(_CHILD_TARGETS[kind](job, barrier))
-    except BaseException as exc:
-        barrier.abort()
-        pipe.send({"failed": f"{type(exc).__name__}: {exc}"})
-        raise
-    pipe.send(result)
-
-
-class Children:
-    """Client processes (spawned) that meet the parent twice at a barrier: ready, go."""
-
-    def __init__(self, kind: str, jobs: list[dict[str, Any]]) -> None:
-        ctx = multiprocessing.get_context("spawn")
-        self.barrier = ctx.Barrier(len(jobs) + 1)
-        self._pipes: list[multiprocessing.connection.Connection] = []
-        self._procs: list[Any] = []
-        for job in jobs:
-            ours, theirs = ctx.Pipe(duplex=False)
-            proc = ctx.Process(target=_child_main, args=(kind, job, self.barrier, theirs),
-                               daemon=True)
-            proc.start()
-            theirs.close()
-            self._pipes.append(ours)
-            self._procs.append(proc)
-
-    def meet(self) -> None:
-        try:
-            self.barrier.wait(BARRIER_TIMEOUT_S)
-        except threading.BrokenBarrierError:
-            raise RuntimeError("a client process failed: " + "; ".join(
-                str(r.get("failed")) for r in self.results(timeout_s=5.0))) from None
-
-    def results(self, timeout_s: float = BARRIER_TIMEOUT_S) -> list[dict[str, Any]]:
-        out = []
-        for pipe in self._pipes:
-            if not pipe.poll(timeout_s):
-                raise RuntimeError("a client process sent no result in time")
-            out.append(pipe.recv())
-        failed = [r["failed"] for r in out if "failed" in r]
-        if failed:
-            raise RuntimeError("client process failed: " + "; ".join(failed))
-        return out
-
-    def close(self) -> None:
-        for proc in self._procs:
-            proc.join(timeout=10)
-            if proc.is_alive():
-                proc.terminate()
-                proc.join()
-
-
-def split(items: list[Any], parts: int) -> list[list[Any]]:
-    return [items[i::parts] for i in range(parts) if items[i::parts]]
-
-
 # -- the scenarios -----------------------------------------------------------------------
 
 
@@ -620,7 +417,7 @@ async def subscribe_and_leave(url: str, member: dict[str, str], topic: str) -> N
 
 async def idle_memory(broker: Broker, members: list[dict[str, str]]) -> IdleResult:
     await asyncio.sleep(IDLE_SETTLE_S)
-    before = broker.memory_kb()["VmRSS"]
+    before = memory_kb(broker.pid)["VmRSS"]
     gate = asyncio.Semaphore(IDLE_OPEN_CONCURRENCY)
 
     async def one(member: dict[str, str]) -> ClientConnection:
@@ -638,7 +435,7 @@ async def idle_memory(broker: Broker, members: list[dict[str, str]]) -> IdleResu
     drains = [asyncio.create_task(drain(ws)) for ws in conns]
     try:
         await asyncio.sleep(IDLE_HOLD_S)
-        after = broker.memory_kb()["VmRSS"]
+        after = memory_kb(broker.pid)["VmRSS"]
     finally:
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
         await asyncio.gather(*drains, return_exceptions=True)
@@ -655,23 +452,23 @@ def accept_run(broker: Broker, senders: list[dict[str, str]], *, sends: int, pip
     jobs = [{"url": brokers[i % len(brokers)].url, "members": g, "sends": s,
              "pipeline": pipeline,
              "tag": f"{tag}p{i}"} for i, (g, s) in enumerate(zip(groups, shares, strict=True))]
-    children = Children("sender", jobs)
+    children = Children(_sender_child, jobs)
     try:
         children.meet()  # every process connected and warmed up
-        cpu0 = [b.cpu() for b in brokers]
+        cpu0 = [thread_cpu(b.pid) for b in brokers]
         children.meet()  # go
         results = children.results()
-        cpu = sum_cpu(b.cpu() - c for b, c in zip(brokers, cpu0, strict=True))
+        cpu = sum_cpu(thread_cpu(b.pid) - c for b, c in zip(brokers, cpu0, strict=True))
     finally:
         children.close()
-    latencies = sorted(x for r in results for x in r["latencies"])
+    latency = Percentiles.of(x for r in results for x in r["latencies"])
     wall = max(r["finished"] for r in results) - min(r["started"] for r in results)
     accepted = sum(r["accepted"] for r in results)
     return AcceptRun(
         sends=sends, accepted=accepted, errors=sum(r["errors"] for r in results), wall_s=wall,
         accepts_per_s=accepted / wall if wall > 0 else 0.0,
-        p50_ms=percentile(latencies, 0.50) * 1e3, p90_ms=percentile(latencies, 0.90) * 1e3,
-        p99_ms=percentile(latencies, 0.99) * 1e3, max_ms=percentile(latencies, 1.0) * 1e3,
+        p50_ms=latency.p50_ms, p90_ms=latency.p90_ms, p99_ms=latency.p99_ms,
+        max_ms=latency.max_ms,
         broker_cpu_s=cpu.total_s, broker_loop_cpu_s=cpu.loop_s,
         client_cpu_s=sum(r["cpu_s"] for r in results),
         error_samples=[s for r in results for s in r["samples"]][:MAX_ERROR_SAMPLES])
@@ -684,14 +481,14 @@ async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[st
     target = receivers_on or broker
     jobs = [{"url": target.url, "members": g, "expected": messages}
             for g in split(receivers, procs)]
-    children = Children("receiver", jobs)
+    children = Children(_receiver_child, jobs)
     send_times: dict[str, float] = {}
     try:
         ws = await open_session(broker.url, sender)
         try:
             await asyncio.to_thread(children.meet)  # receivers connected and subscribed
             brokers = [broker] if target is broker else [broker, target]
-            cpu0 = [b.cpu() for b in brokers]
+            cpu0 = [thread_cpu(b.pid) for b in brokers]
             await asyncio.to_thread(children.meet)  # go
             client0 = time.process_time()
             sent = await drive([ws], messages, pipeline=pipeline, tag="f" + secrets.token_hex(3),
@@ -700,11 +497,11 @@ async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[st
         finally:
             await ws.close()
         results = await asyncio.to_thread(children.results)
-        cpu = sum_cpu(b.cpu() - c for b, c in zip(brokers, cpu0, strict=True))
+        cpu = sum_cpu(thread_cpu(b.pid) - c for b, c in zip(brokers, cpu0, strict=True))
     finally:
         children.close()
     arrivals = [a for r in results for a in r["arrivals"]]
-    latencies = sorted(t - send_times[cmid] for cmid, t in arrivals if cmid in send_times)
+    latency = Percentiles.of(t - send_times[cmid] for cmid, t in arrivals if cmid in send_times)
     counts = [c for r in results for c in r["counts"]]
     wall = (max(t for _, t in arrivals) - sent["started"]) if arrivals else 0.0
     return FanoutResult(
@@ -713,8 +510,8 @@ async def fanout(broker: Broker, sender: dict[str, str], receivers: list[dict[st
         duplicates=sum(r["duplicates"] for r in results),
         short_receivers=sum(1 for c in counts if c < messages), wall_s=wall,
         deliveries_per_s=len(arrivals) / wall if wall > 0 else 0.0,
-        p50_ms=percentile(latencies, 0.50) * 1e3, p99_ms=percentile(latencies, 0.99) * 1e3,
-        max_ms=percentile(latencies, 1.0) * 1e3, broker_cpu_s=cpu.total_s,
+        p50_ms=latency.p50_ms, p99_ms=latency.p99_ms, max_ms=latency.max_ms,
+        broker_cpu_s=cpu.total_s,
         broker_loop_cpu_s=cpu.loop_s,
         client_cpu_s=sender_cpu + sum(r["cpu_s"] for r in results),
         error_samples=sent["samples"])
@@ -742,13 +539,11 @@ class Report:
 
     @property
     def median_accepts_per_s(self) -> float:
-        return statistics.median(r.accepts_per_s for r in self.accept_runs) if (
-            self.accept_runs) else 0.0
+        return median(r.accepts_per_s for r in self.accept_runs)
 
     @property
     def median_p99_ms(self) -> float:
-        return statistics.median(r.p99_ms for r in self.accept_runs) if (
-            self.accept_runs) else 0.0
+        return median(r.p99_ms for r in self.accept_runs)
 
     @property
     def errors(self) -> int:
@@ -804,7 +599,7 @@ def bottleneck(wall_s: float, broker_loop_s: float, broker_s: float, client_s: f
 def format_accept(label: str, r: AcceptRun, procs: int) -> str:
     return (f"{label}: {r.sends} sends, {r.accepted} accepted, {r.errors} errors,"
             f" wall {r.wall_s:.2f} s, {r.accepts_per_s:,.0f} accepts/s | latency ms"
-            f" p50 {r.p50_ms:.2f} p90 {r.p90_ms:.2f} p99 {r.p99_ms:.2f} max {r.max_ms:.2f}"
+            f" {format_ms(r.p50_ms, r.p90_ms, r.p99_ms, r.max_ms)}"
             f" | CPU s broker {r.broker_cpu_s:.2f} (loop thread {r.broker_loop_cpu_s:.2f})"
             f" clients {r.client_cpu_s:.2f}\n    "
             + bottleneck(r.wall_s, r.broker_loop_cpu_s, r.broker_cpu_s, r.client_cpu_s, procs))
@@ -870,26 +665,10 @@ def print_summary(report: Report, out: TextIO) -> None:
 # -- main -----------------------------------------------------------------------------
 
 
-def start_py_spy(pid: int, path: str) -> subprocess.Popen[bytes]:
-    spy = Path(sys.executable).with_name("py-spy")
-    return subprocess.Popen([str(spy if spy.exists() else "py-spy"), "record", "--pid",
-                             str(pid), "--format", "raw", "--threads", "--rate", "200", "-o", path],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def stop_py_spy(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-
-
 async def measure(broker: Broker, report: Report, args: argparse.Namespace,
                   out: TextIO) -> None:
     started = time.perf_counter()
-    invite = broker.create_mesh(max_uses=args.senders + args.receivers + args.idle + 2)
+    invite = broker.create_mesh("bench", max_uses=args.senders + args.receivers + args.idle + 2)
     names = ([f"sender-{i}" for i in range(args.senders)] + ["sink"]
              + [f"receiver-{i}" for i in range(args.receivers)] + ["fanout-sender"]
              + [f"idle-{i}" for i in range(args.idle)])
@@ -925,7 +704,7 @@ async def measure(broker: Broker, report: Report, args: argparse.Namespace,
         report.fanout = await fanout(broker, fan_sender, receivers, messages=args.messages,
                                      pipeline=args.pipeline, procs=args.recv_procs)
         print(format_fanout(report.fanout, args.recv_procs), file=out)
-    memory = broker.memory_kb()
+    memory = memory_kb(broker.pid)
     report.broker_rss_kb, report.broker_peak_rss_kb = memory["VmRSS"], memory["VmHWM"]
 
 

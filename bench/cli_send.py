@@ -21,16 +21,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lib.procs import Broker, Member
+from _lib.stats import spread
 
 PY = sys.executable
 TARGET_MS = 150.0
@@ -59,51 +60,38 @@ def import_time_ms(env: dict[str, str]) -> float:
     return int(last[-1].split("|")[1]) / 1000
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {"median": statistics.median(ordered), "p90": ordered[int(0.9 * (len(ordered) - 1))],
-            "min": ordered[0], "max": ordered[-1]}
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="cmc", dir="/tmp"))
-    op = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(root / "op")}
-    alice = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(root / "a")}
-    bob = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(root / "b")}
-    broker = subprocess.Popen([PY, "-m", "claudemesh", "broker", "up", "--port", "0", "--db",
-                               str(root / "broker.db"), "--json"], env=op,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    broker = Broker(root)
+    alice, bob = Member("alice", root / "a"), Member("bob", root / "b")
     try:
-        assert broker.stdout is not None
-        url = json.loads(broker.stdout.readline())["url"]
-        invite = json.loads(run(op, "mesh", "create", "bench", "--db", str(root / "broker.db"),
-                                "--broker-url", url, "--json").stdout)["invite"]
-        for env, name in ((alice, "alice"), (bob, "bob")):
-            assert run(env, "join", invite, "--name", name).returncode == 0
-        bob_key = json.loads((root / "b" / "config.json").read_text())["meshes"][0]["pubkey"]
-        assert run(alice, "daemon", "up").returncode == 0
-        warm = run(alice, "send", bob_key, "warm-up", "--json")
+        broker.start()
+        invite = broker.create_mesh("bench", max_uses=10)
+        for member in (alice, bob):
+            member.join(invite)
+        alice.start()
+        env, bob_key = alice.env, bob.pubkey
+        warm = run(env, "send", bob_key, "warm-up", "--json")
         assert warm.returncode == 0, warm.stderr
-        baseline = timed([PY, "-c", "pass"], alice, args.runs)
-        imports = timed([PY, "-c", "import claudemesh.cli.main"], alice, args.runs)
+        baseline = timed([PY, "-c", "pass"], env, args.runs)
+        imports = timed([PY, "-c", "import claudemesh.cli.main"], env, args.runs)
         sends = timed([PY, "-m", "claudemesh", "send", bob_key, "bench message", "--json"],
-                      alice, args.runs)
-        last = json.loads(run(alice, "send", bob_key, "last", "--json").stdout)
+                      env, args.runs)
+        last = json.loads(run(env, "send", bob_key, "last", "--json").stdout)
         figures: dict[str, Any] = {
-            "runs": args.runs, "python_startup_ms": stats(baseline),
-            "import_cli_ms": stats(imports), "import_cli_cumulative_ms": import_time_ms(alice),
-            "send_wall_ms": stats(sends), "last_status": last["status"],
+            "runs": args.runs, "python_startup_ms": spread(baseline),
+            "import_cli_ms": spread(imports), "import_cli_cumulative_ms": import_time_ms(env),
+            "send_wall_ms": spread(sends), "last_status": last["status"],
             "target_ms": TARGET_MS,
-            "met": statistics.median(sends) <= TARGET_MS,
+            "met": spread(sends)["median"] <= TARGET_MS,
         }
     finally:
-        run(alice, "daemon", "down")
-        broker.send_signal(signal.SIGTERM)
-        broker.wait(timeout=20)
+        alice.stop()
+        broker.stop()
         shutil.rmtree(root, ignore_errors=True)
     s = figures["send_wall_ms"]
     print(f"python {sys.version.split()[0]}; {args.runs} runs each")

@@ -48,7 +48,6 @@ import json
 import os
 import secrets
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -57,18 +56,15 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import broker as bb
+from _lib.machine import machine_jiffies
+from _lib.procs import Broker
+from _lib.stats import median
 from pgkit import PgCluster, pg_unavailable_reason
 
 CONFIGS: Final = (("sqlite", 1), ("postgres", 1), ("postgres", 2))
-
-
-def machine_jiffies() -> tuple[int, int]:
-    """(busy, total) CPU jiffies of the whole machine, from the first line of /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
 
 
 @dataclass(slots=True)
@@ -83,7 +79,7 @@ class ConfigResult:
         return f"{self.store} x{self.brokers}"
 
     def median(self, key: str) -> float:
-        return statistics.median(r[key] for r in self.accept_runs)
+        return median(r[key] for r in self.accept_runs)
 
     @property
     def ok(self) -> bool:
@@ -102,7 +98,7 @@ async def run_config(store: str, count: int, cluster: PgCluster | None,
     brokers = []
     for i in range(count):
         (root / f"b{i}").mkdir()
-        brokers.append(bb.Broker(root / f"b{i}", store=dsn))
+        brokers.append(Broker(root / f"b{i}", store=dsn))
     result = ConfigResult(store, count)
     try:
         for b in brokers:
@@ -110,7 +106,7 @@ async def run_config(store: str, count: int, cluster: PgCluster | None,
         first, last = brokers[0], brokers[-1]
         names = ([f"sender-{i}" for i in range(args.senders)] + ["sink", "e2e-sender"]
                  + [f"receiver-{i}" for i in range(args.receivers)])
-        invite = first.create_mesh(max_uses=len(names) + 1, urls=[b.url for b in brokers])
+        invite = first.create_mesh("bench", max_uses=len(names) + 1, urls=[b.url for b in brokers])
         members = await asyncio.to_thread(bb.join_members, invite, names)
         senders, sink, e2e_sender = (members[:args.senders], members[args.senders],
                                      members[args.senders + 1])

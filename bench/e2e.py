@@ -86,26 +86,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import json
-import math
 import os
 import platform
 import secrets
-import selectors
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, TextIO
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _lib.machine import reference_loop_us
+from _lib.procs import Broker, Member, start_py_spy, stop_py_spy
+from _lib.procsample import Cpu, memory_mib, thread_cpu
+from _lib.sse import SseReader, wait_watch
+from _lib.stats import Percentiles
+from _lib.uds import Connection, ProtocolError, get_json
 
 WARMUP: Final = 50
 STALL_S: Final = 60.0  # no new event for this long: the rest is reported missing
@@ -119,453 +122,14 @@ SATURATED: Final = 0.85
 TARGET_P50_MS: Final = 5.0
 TARGET_P99_MS: Final = 25.0
 TARGET_DELIVERED_PER_S: Final = 2000.0
-REFERENCE_ROUNDS: Final = 20_000
-RATE_FLAGS: Final = ("--rate-per-s", "1000000", "--rate-burst", "1000000")
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
-# -- processes under test ---------------------------------------------------------------
-
-
-def _claudemesh_cli() -> str:
-    """The console script beside this interpreter, else the one on PATH."""
-    beside = Path(sys.executable).with_name("claudemesh")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("claudemesh")
-    if found is None:
-        raise SystemExit("claudemesh console script not found; install the project first")
-    return found
-
-
-@dataclass(slots=True)
-class Cpu:
-    """CPU seconds so far (utime + stime): all threads, and the main (event-loop) thread."""
-
-    total_s: float = 0.0
-    loop_s: float = 0.0
-
-    def __sub__(self, before: Cpu) -> Cpu:
-        return Cpu(self.total_s - before.total_s, self.loop_s - before.loop_s)
-
-
-def process_cpu(pid: int) -> Cpu:
-    total = loop = 0.0
-    with contextlib.suppress(OSError):
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(OSError):  # a thread may end while we read
-                stat = (task / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2:].split()
-                seconds = (int(fields[11]) + int(fields[12])) / CLK_TCK
-                total += seconds
-                if int(task.name) == pid:
-                    loop = seconds
-    return Cpu(total, loop)
-
-
-def process_memory_mib(pid: int) -> dict[str, float]:
-    """``VmRSS`` and ``VmHWM`` (peak) from ``/proc/<pid>/status``, in MiB."""
-    values: dict[str, float] = {}
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            name, _, rest = line.partition(":")
-            if name in ("VmRSS", "VmHWM"):
-                values[name] = int(rest.split()[0]) / 1024  # the kernel reports kB
-    return values
-
-
-@dataclass(slots=True)
-class Broker:
-    """``claudemesh broker up`` on ``root/broker.db``; restartable on the same port."""
-
-    root: Path
-    cli: str = field(default_factory=_claudemesh_cli)
-    proc: subprocess.Popen[str] | None = None
-    port: int = 0
-    url: str = ""
-
-    @property
-    def db(self) -> Path:
-        return self.root / "broker.db"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(self.root / "home")}
-
-    def start(self) -> None:
-        """Start on ``self.port`` (0 the first time) and wait for the ready line."""
-        log = (self.root / "broker.log").open("a")
-        try:
-            self.proc = subprocess.Popen(
-                [self.cli, "broker", "up", "--port", str(self.port), "--db", str(self.db),
-                 "--json", *RATE_FLAGS],
-                env=self.env, stdout=subprocess.PIPE, stderr=log, text=True)
-        finally:
-            log.close()
-        assert self.proc.stdout is not None
-        with selectors.DefaultSelector() as sel:
-            sel.register(self.proc.stdout, selectors.EVENT_READ)
-            line = self.proc.stdout.readline() if sel.select(timeout=60) else ""
-        if not line:
-            raise SystemExit("broker did not start:\n" + self.log_tail())
-        info = json.loads(line)
-        self.port, self.url = int(info["port"]), str(info["url"])
-
-    def stop(self) -> int | None:
-        """SIGTERM and wait; SIGKILL our own process only if it does not stop."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return (self.root / "broker.log").read_text()[-2000:]
-        return ""
-
-    def create_mesh(self) -> str:
-        """``claudemesh mesh create demo``; returns the invite."""
-        out = subprocess.run(
-            [self.cli, "mesh", "create", "demo", "--db", str(self.db), "--broker-url",
-             self.url, "--max-uses", "10", "--json"],
-            env=self.env, capture_output=True, text=True, timeout=120, check=False)
-        if out.returncode != 0:
-            raise SystemExit(f"mesh create failed: {out.stdout}{out.stderr}")
-        return str(json.loads(out.stdout)["invite"])
-
-
-@dataclass(slots=True)
-class Member:
-    """A joined member with its own config directory and daemon."""
-
-    name: str
-    config_dir: Path
-    cli: str = field(default_factory=_claudemesh_cli)
-    pubkey: str = ""
-    pid: int = 0
-    sock: str = ""
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "CLAUDEMESH_DAEMON_DIR"}
-        env["CLAUDEMESH_CONFIG_DIR"] = str(self.config_dir)
-        return env
-
-    def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([self.cli, *args], env=self.env, capture_output=True,
-                              text=True, timeout=120, check=False)
-
-    def join(self, invite: str) -> None:
-        self.config_dir.mkdir(mode=0o700)
-        out = self._run("join", invite, "--name", self.name, "--json")
-        if out.returncode != 0:
-            raise SystemExit(f"join {self.name} failed: {out.stdout}{out.stderr}")
-        config = json.loads((self.config_dir / "config.json").read_text())
-        self.pubkey = str(config["meshes"][0]["pubkey"])
-
-    def start(self) -> dict[str, Any]:
-        out = self._run("daemon", "up", "--json")
-        if out.returncode != 0:
-            raise SystemExit(f"daemon up ({self.name}) failed: {out.stdout}{out.stderr}")
-        info: dict[str, Any] = json.loads(out.stdout)
-        self.pid, self.sock = int(info["pid"]), str(info["sock"])
-        return info
-
-    def stop(self) -> str | None:
-        """``claudemesh daemon down``; SIGKILL our own pid only if that fails."""
-        if not self.pid:
-            return None
-        out = self._run("daemon", "down", "--json")
-        if out.returncode == 0:
-            return None
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        return (f"daemon down ({self.name}) failed ({out.returncode}):"
-                f" {out.stdout}{out.stderr}; killed pid {self.pid}")
-
-
-# -- a minimal HTTP/1.1 client over the Unix socket ------------------------------------
-
-
-class ProtocolError(Exception):
-    pass
-
-
-class Connection:
-    """One keep-alive connection; requests on it are strictly sequential."""
-
-    def __init__(self, sock: str) -> None:
-        self._sock = sock
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def open(self) -> None:
-        self._reader, self._writer = await asyncio.open_unix_connection(self._sock)
-
-    def close(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-        self._reader = self._writer = None
-
-    async def request(self, method: bytes, path: bytes, body: bytes = b"") -> tuple[int, bytes]:
-        """Send one request and read the whole response: ``(status, body)``."""
-        if self._writer is None:
-            await self.open()
-        assert self._reader is not None and self._writer is not None
-        head = b"%s %s HTTP/1.1\r\nHost: localhost\r\n" % (method, path)
-        if body:
-            head += b"Content-Type: application/json\r\nContent-Length: %d\r\n" % len(body)
-        self._writer.write(head + b"\r\n" + body)
-        raw = await self._reader.readuntil(b"\r\n\r\n")
-        try:
-            status = int(raw[9:12])
-        except ValueError:
-            raise ProtocolError(f"bad status line: {raw[:40]!r}") from None
-        lower = raw.lower()
-        at = lower.find(b"\r\ncontent-length:")
-        if at < 0:
-            raise ProtocolError("response without Content-Length")
-        length = int(lower[at + 17:lower.index(b"\r\n", at + 2)])
-        data = await self._reader.readexactly(length)
-        if b"\r\nconnection: close" in lower:
-            self.close()
-        return status, data
-
-
-async def get_json(sock: str, path: str) -> dict[str, Any]:
-    conn = Connection(sock)
-    try:
-        status, body = await conn.request(b"GET", path.encode())
-    finally:
-        conn.close()
-    if status != 200:
-        raise ProtocolError(f"GET {path}: HTTP {status} {body[:200]!r}")
-    data: dict[str, Any] = json.loads(body)
-    return data
+# -- the load ------------------------------------------------------------------------
 
 
 def send_body(to: str, cmid: str, n: int) -> bytes:
     return (b'{"to":"%s","message":"e2e bench message %d","client_message_id":"%s"}'
             % (to.encode(), n, cmid.encode()))
-
-
-# -- bob's event stream -----------------------------------------------------------------
-
-
-class Watch:
-    """Waits until every id of a set has arrived on the stream."""
-
-    def __init__(self, ids: Iterable[str]) -> None:
-        self.pending = set(ids)
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if not self.pending:
-            self.done.set_result(None)
-
-    def arrived(self, cmid: str) -> None:
-        self.pending.discard(cmid)
-        if not self.pending and not self.done.done():
-            self.done.set_result(None)
-
-
-class SseReader:
-    """Holds ``GET /v1/events`` on bob's socket; stamps every ``message`` event."""
-
-    def __init__(self, sock: str) -> None:
-        self._sock = sock
-        self.arrivals: dict[str, float] = {}
-        self.duplicates: Counter[str] = Counter()
-        self.events = 0
-        self.reconnects = 0
-        self.last_id: int | None = None
-        self.last_event_at = 0.0
-        self.errors: list[str] = []
-        self._waiters: dict[str, asyncio.Future[float]] = {}
-        self._watches: list[Watch] = []
-        self._connected = asyncio.Event()
-        self._closing = False
-        self._task: asyncio.Task[None] | None = None
-        self._writer: asyncio.StreamWriter | None = None
-
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-        await asyncio.wait_for(self._connected.wait(), 30)
-
-    async def close(self) -> None:
-        self._closing = True
-        if self._writer is not None:
-            self._writer.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    def wait_for(self, cmid: str) -> asyncio.Future[float]:
-        """A future for the arrival time of ``cmid`` (already resolved if it came)."""
-        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        if cmid in self.arrivals:
-            fut.set_result(self.arrivals[cmid])
-        else:
-            self._waiters[cmid] = fut
-        return fut
-
-    def watch(self, ids: Iterable[str]) -> Watch:
-        w = Watch(i for i in ids if i not in self.arrivals)
-        self._watches.append(w)
-        return w
-
-    def unwatch(self, w: Watch) -> None:
-        with contextlib.suppress(ValueError):
-            self._watches.remove(w)
-
-    async def _run(self) -> None:
-        while not self._closing:
-            try:
-                await self._stream()
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError,
-                    ProtocolError, ValueError) as exc:
-                if self._closing:
-                    return
-                if len(self.errors) < MAX_SAMPLES:
-                    self.errors.append(f"{type(exc).__name__}: {exc}")
-            if self._closing:
-                return
-            self._connected.clear()
-            self.reconnects += 1
-            await asyncio.sleep(0.05)
-
-    async def _stream(self) -> None:
-        reader, writer = await asyncio.open_unix_connection(self._sock, limit=1 << 20)
-        self._writer = writer
-        try:
-            resume = b"" if self.last_id is None else b"Last-Event-ID: %d\r\n" % self.last_id
-            writer.write(b"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n"
-                         b"Accept: text/event-stream\r\n%s\r\n" % resume)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if head[9:12] != b"200":
-                raise ProtocolError(f"GET /v1/events: {head[:60]!r}")
-            chunked = b"transfer-encoding: chunked" in head.lower()
-            buf = bytearray()
-            while True:
-                if chunked:
-                    size_line = await reader.readuntil(b"\r\n")
-                    size = int(size_line.split(b";")[0], 16)
-                    if size == 0:
-                        return  # the daemon ended the stream (shutdown or overflow)
-                    data = await reader.readexactly(size + 2)
-                    buf += data[:-2]
-                else:
-                    data = await reader.read(65536)
-                    if not data:
-                        return
-                    buf += data
-                now = time.perf_counter()
-                while (end := buf.find(b"\n\n")) >= 0:
-                    block = bytes(buf[:end])
-                    del buf[:end + 2]
-                    self._block(block, now)
-        finally:
-            writer.close()
-            self._writer = None
-
-    def _block(self, block: bytes, now: float) -> None:
-        kind = event_id = data = None
-        for line in block.split(b"\n"):
-            if line.startswith(b":"):
-                if line.startswith(b": connected"):
-                    self._connected.set()
-                continue
-            name, _, value = line.partition(b":")
-            value = value.removeprefix(b" ")
-            if name == b"event":
-                kind = value
-            elif name == b"id":
-                event_id = value
-            elif name == b"data":
-                data = value
-        if kind != b"message" or data is None:
-            return
-        item = json.loads(data)
-        cmid = str(item.get("client_message_id"))
-        if event_id is not None:
-            self.last_id = int(event_id)
-        self.events += 1
-        self.last_event_at = now
-        if cmid in self.arrivals:
-            self.duplicates[cmid] += 1
-            return
-        self.arrivals[cmid] = now
-        waiter = self._waiters.pop(cmid, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(now)
-        for w in self._watches:
-            w.arrived(cmid)
-
-
-async def wait_watch(reader: SseReader, w: Watch, *, since: float, stall_s: float) -> bool:
-    """Wait until ``w`` is complete, or no event came for ``stall_s``; True if complete."""
-    try:
-        while not w.done.done():
-            await asyncio.wait({w.done}, timeout=1.0)
-            quiet_since = max(since, reader.last_event_at)
-            if not w.done.done() and time.perf_counter() - quiet_since > stall_s:
-                return False
-        return True
-    finally:
-        reader.unwatch(w)
-
-
-# -- load --------------------------------------------------------------------------------
-
-
-def reference_loop_us() -> float:
-    """How fast this machine runs Python right now: microseconds per round of a fixed,
-    single-threaded mix of what the system does per message (JSON both ways, sha256, dict
-    and str work). The shared machine's speed drifts by tens of percent within an hour;
-    this figure, taken with the system idle just before and after scenario 2, says which
-    kind of hour a run had."""
-    frame = {"type": "send", "req_id": "17", "client_message_id": "bench-0001",
-             "destination_ref": "ab" * 32, "body": {"nonce": "n" * 32, "ciphertext": "c" * 200}}
-    started = time.process_time()
-    for n in range(REFERENCE_ROUNDS):
-        raw = json.dumps({**frame, "req_id": str(n)})
-        doc = json.loads(raw)
-        digest = hashlib.sha256(raw.encode()).hexdigest()
-        doc["fingerprint"] = digest[:16] + doc["client_message_id"].upper()
-    return (time.process_time() - started) * 1e6 / REFERENCE_ROUNDS
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest-rank percentile of an ascending list (0 for an empty one)."""
-    if not ordered:
-        return 0.0
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-@dataclass(slots=True)
-class Percentiles:
-    p50_ms: float = 0.0
-    p90_ms: float = 0.0
-    p99_ms: float = 0.0
-    max_ms: float = 0.0
-
-    @classmethod
-    def of(cls, seconds: list[float]) -> Percentiles:
-        ordered = sorted(seconds)
-        return cls(*(percentile(ordered, q) * 1e3 for q in (0.50, 0.90, 0.99, 1.0)))
-
-    def __str__(self) -> str:
-        return (f"p50 {self.p50_ms:.2f} p90 {self.p90_ms:.2f} p99 {self.p99_ms:.2f}"
-                f" max {self.max_ms:.2f} ms")
 
 
 @dataclass(slots=True)
@@ -639,8 +203,8 @@ class Procs:
 
     def sample(self) -> dict[str, Cpu]:
         bench = time.process_time()
-        return {"alice": process_cpu(self.alice), "bob": process_cpu(self.bob),
-                "broker": process_cpu(self.broker), "bench": Cpu(bench, bench)}
+        return {"alice": thread_cpu(self.alice), "bob": thread_cpu(self.bob),
+                "broker": thread_cpu(self.broker), "bench": Cpu(bench, bench)}
 
 
 def cpu_shares(before: dict[str, Cpu], after: dict[str, Cpu],
@@ -823,9 +387,9 @@ class Bench:
             self.report.sse_errors = reader.errors
             await reader.close()
         self.report.memory_mib = {
-            "alice": process_memory_mib(self.alice.pid),
-            "bob": process_memory_mib(self.bob.pid),
-            "broker": process_memory_mib(self.broker.pid),
+            "alice": memory_mib(self.alice.pid),
+            "bob": memory_mib(self.bob.pid),
+            "broker": memory_mib(self.broker.pid),
             **self.report.memory_mib,
         }
 
@@ -1020,7 +584,7 @@ class Bench:
                                  ValueError):
             newest = (await get_json(self.bob.sock, "/v1/inbox?limit=1"))["items"]
             lines.append(f"  bob inbox newest: {[i.get('client_message_id') for i in newest]}")
-        logs = [(m.name, m.config_dir / "daemon" / "daemon.log") for m in (self.alice, self.bob)]
+        logs = [(m.name, m.daemon_dir / "daemon.log") for m in (self.alice, self.bob)]
         for name, path in [*logs, ("broker", self.broker.root / "broker.log")]:
             with contextlib.suppress(OSError):
                 text = path.read_text(errors="replace").splitlines()
@@ -1052,7 +616,7 @@ class Bench:
     async def scenario_backlog(self, reader: SseReader) -> BacklogResult:
         total, senders = self.report.backlog, self.report.senders
         tag = f"b{self.tag}"
-        self.report.memory_mib["broker before stop"] = process_memory_mib(self.broker.pid)
+        self.report.memory_mib["broker before stop"] = memory_mib(self.broker.pid)
         self.say(f"scenario 3, backlog: stopping the broker (pid {self.broker.pid},"
                  f" port {self.broker.port})")
         await asyncio.to_thread(self.broker.stop)
@@ -1188,24 +752,14 @@ class Bench:
             return None
         target, path, _ = self.spy
         pid = {"alice": self.alice.pid, "bob": self.bob.pid, "broker": self.broker.pid}[target]
-        exe = Path(sys.executable).with_name("py-spy")
         self.say(f"py-spy: sampling {target} (pid {pid}) during scenario {scenario}"
                  f" into {path}")
-        return subprocess.Popen([str(exe if exe.exists() else "py-spy"), "record", "--pid",
-                                 str(pid), "--format", "raw", "--threads", "--gil", "--rate", "200",
-                                 "-o", path],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return start_py_spy(pid, path, gil=True)
 
     @staticmethod
     def stop_spy(proc: subprocess.Popen[bytes] | None) -> None:
-        if proc is None:
-            return
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        if proc is not None:
+            stop_py_spy(proc)
 
 
 # -- main -------------------------------------------------------------------------------
@@ -1272,7 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     teardown: list[str] = []
     try:
         broker.start()
-        invite = broker.create_mesh()
+        invite = broker.create_mesh("demo", max_uses=10)
         alice.join(invite)
         bob.join(invite)
         for member in (alice, bob):
