@@ -71,14 +71,15 @@
         └── RemoteError              exit 1: an answer whose code this build does not know
 
 Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
-(DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable, 4 host mismatch,
-5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
+(an :class:`ExitCode`, DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable,
+4 host mismatch, 5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
 class lacks one or when two classes share a code, and ``error_from_wire`` rebuilds the
 same class on the client side from ``{error, detail, ...}``.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 __all__ = [
@@ -104,6 +105,7 @@ __all__ = [
     "DestinationNotFound",
     "DisplayNameTaken",
     "ExecutableNotFound",
+    "ExitCode",
     "ForbiddenHost",
     "ForbiddenOrigin",
     "HelloRequired",
@@ -152,13 +154,17 @@ __all__ = [
     "error_from_wire",
 ]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_HOST_MISMATCH = 4
-EXIT_CONFLICT = 5
-EXIT_INCOMPATIBLE = 6
+class ExitCode(enum.IntEnum):
+    """The CLI's exit statuses (DESIGN §4): scripts branch on them, and the service
+    manager is told never to restart after 4 or 6, which no restart can fix."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2  # usage or configuration
+    DAEMON_UNREACHABLE = 3
+    HOST_MISMATCH = 4  # the daemon directory was made on another machine (R-ID-12)
+    SEND_CONFLICT = 5  # the send was refused with 409
+    BROKER_INCOMPATIBLE = 6  # close 4010: the broker lacks a required feature
 
 
 class ClaudemeshError(Exception):
@@ -170,7 +176,7 @@ class ClaudemeshError(Exception):
 
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
-    exit_code: ClassVar[int] = EXIT_FAILURE
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILURE
     close_code: ClassVar[int | None] = None  # WebSocket close code, where one applies
     default_detail: ClassVar[str] = "unexpected error"
 
@@ -196,7 +202,7 @@ class RequestError(ClaudemeshError):
 class InvalidRequest(RequestError):
     code = "invalid_request"
     http_status = 400
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the request is malformed"
 
 
@@ -277,42 +283,42 @@ class PayloadTooLarge(RequestError):
 class NoMeshJoined(RequestError):
     code = "no_mesh_joined"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "this daemon has joined no mesh; run `claudemesh join <invite>`"
 
 
 class MeshRequired(RequestError):
     code = "mesh_required"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "several meshes are joined; say which one with 'mesh'"
 
 
 class UnknownMesh(RequestError):
     code = "unknown_mesh"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "this daemon has not joined that mesh"
 
 
 class UnknownDestination(RequestError):
     code = "unknown_destination"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "no known peer has that display name"
 
 
 class UnknownSession(RequestError):
     code = "unknown_session"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the sending session is not a live session of this daemon"
 
 
 class ProcessNotFound(RequestError):
     code = "process_not_found"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "no running process of this user has that pid"
 
 
@@ -332,7 +338,7 @@ class IdempotencyKeyReused(RequestError):
 
     code = "idempotency_key_reused"
     http_status = 409
-    exit_code = EXIT_CONFLICT
+    exit_code = ExitCode.SEND_CONFLICT
     default_detail = "this client_message_id is already used by another request"
 
     @property
@@ -349,7 +355,7 @@ class RequeueNotAllowed(RequestError):
 class ClientMessageIdInUse(RequestError):
     code = "client_message_id_in_use"
     http_status = 409
-    exit_code = EXIT_CONFLICT
+    exit_code = ExitCode.SEND_CONFLICT
     default_detail = "that client_message_id already belongs to an outbox row"
 
 
@@ -475,7 +481,7 @@ class BrokerUnavailable(ServiceError):
 class BrokerIncompatible(ServiceError):
     code = "broker_incompatible"
     http_status = 503
-    exit_code = EXIT_INCOMPATIBLE
+    exit_code = ExitCode.BROKER_INCOMPATIBLE
     close_code = 4010
     default_detail = "the broker lacks a feature this daemon requires"
 
@@ -510,19 +516,19 @@ class LocalError(ClaudemeshError):
 
 class ConfigError(LocalError):
     code = "config_invalid"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the configuration is invalid"
 
 
 class HostMismatch(LocalError):
     code = "host_mismatch"
-    exit_code = EXIT_HOST_MISMATCH
+    exit_code = ExitCode.HOST_MISMATCH
     default_detail = "this daemon directory was made on another machine"
 
 
 class SocketPathTooLong(LocalError):
     code = "socket_path_too_long"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the Unix socket path is longer than the OS allows"
 
 
@@ -543,7 +549,7 @@ class DaemonStopFailed(LocalError):
 
 class DaemonUnreachable(LocalError):
     code = "daemon_unreachable"
-    exit_code = EXIT_UNREACHABLE
+    exit_code = ExitCode.DAEMON_UNREACHABLE
     default_detail = "no daemon answers; start one with `claudemesh daemon up`"
 
 
@@ -575,7 +581,7 @@ class AgentSettingsInvalid(LocalError):
     """
 
     code = "agent_settings_invalid"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the agent's settings file is not valid JSON of the expected shape"
 
 
@@ -588,7 +594,7 @@ class AgentSettingsWriteFailed(LocalError):
 
 class ExecutableNotFound(LocalError):
     code = "executable_not_found"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "cannot find the claudemesh executable"
 
 

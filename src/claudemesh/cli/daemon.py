@@ -20,7 +20,7 @@ from claudemesh.cli.common import client, current_paths, json_option
 from claudemesh.cli.output import PRINTER, format_duration, format_table
 from claudemesh.config import Paths
 from claudemesh.daemon.process import STOP_TIMEOUT_S, report_ready, spawn_daemon, stop_daemon
-from claudemesh.errors import ClaudemeshError, DaemonUnreachable
+from claudemesh.errors import ClaudemeshError, DaemonUnreachable, ExitCode
 
 if TYPE_CHECKING:
     from claudemesh.sdk.messages import OutboxItem
@@ -218,7 +218,7 @@ def install_service(dry_run: bool, allow_ci: bool) -> int:
     if dry_run:
         text = [f"# {report.path}", report.content, *text]
     PRINTER.result(report.to_dict(), "\n".join(text))
-    return 0 if report.ok else 1
+    return 0 if report.ok else ExitCode.FAILURE
 
 
 @daemon.command("uninstall-service")
@@ -233,7 +233,7 @@ def uninstall_service(dry_run: bool) -> int:
     report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run)
     PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
                                                 *report.errors]))
-    return 0 if report.ok else 1
+    return 0 if report.ok else ExitCode.FAILURE
 
 
 def _roots(host_root: str | None) -> Any:

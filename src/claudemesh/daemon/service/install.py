@@ -49,6 +49,9 @@ __all__ = [
 
 # Longer than systemd's default start timeout (90 s): `enable --now` waits for READY=1.
 COMMAND_TIMEOUT_S: Final = 120.0
+# A child's exit statuses as a shell reports them, not ours (ExitCode).
+EXIT_TIMED_OUT: Final = 124  # as timeout(1)
+EXIT_CANNOT_RUN: Final = 126
 EXIT_NOT_FOUND: Final = 127
 
 
@@ -67,9 +70,10 @@ def run_command(argv: list[str]) -> CommandResult:
     except FileNotFoundError:
         return CommandResult(EXIT_NOT_FOUND, "", f"{argv[0]}: command not found")
     except subprocess.TimeoutExpired:
-        return CommandResult(124, "", f"{argv[0]}: no answer after {COMMAND_TIMEOUT_S:g} s")
+        return CommandResult(EXIT_TIMED_OUT, "",
+                             f"{argv[0]}: no answer after {COMMAND_TIMEOUT_S:g} s")
     except OSError as exc:
-        return CommandResult(126, "", f"{argv[0]}: {exc.strerror or exc}")
+        return CommandResult(EXIT_CANNOT_RUN, "", f"{argv[0]}: {exc.strerror or exc}")
     return CommandResult(done.returncode, done.stdout, done.stderr)
 
 
@@ -80,7 +84,7 @@ def _call(runner: Runner, argv: Sequence[str]) -> CommandResult:
     except FileNotFoundError:
         return CommandResult(EXIT_NOT_FOUND, "", f"{argv[0]}: command not found")
     except (OSError, subprocess.SubprocessError) as exc:
-        return CommandResult(126, "", f"{argv[0]}: {exc}")
+        return CommandResult(EXIT_CANNOT_RUN, "", f"{argv[0]}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +317,6 @@ def service_state(platform: ServicePlatform | str, *, runner: Runner = run_comma
         return state or None
     uid = os.getuid() if uid is None else uid
     result = _call(runner, ["launchctl", "print", f"gui/{uid}/{LAUNCHD_LABEL}"])
-    if result.returncode in (EXIT_NOT_FOUND, 124, 126):
+    if result.returncode in (EXIT_NOT_FOUND, EXIT_TIMED_OUT, EXIT_CANNOT_RUN):
         return None
     return "loaded" if result.ok else "not-loaded"

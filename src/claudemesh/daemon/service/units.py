@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from claudemesh.config import Paths, paths_from_env
-from claudemesh.errors import ConfigError
+from claudemesh.errors import ConfigError, ExitCode
 
 __all__ = [
     "DAEMON_ARGS",
@@ -38,7 +38,7 @@ __all__ = [
 SYSTEMD_UNIT: Final = "claudemesh-daemon.service"
 LAUNCHD_LABEL: Final = "com.claudemesh.daemon"
 DAEMON_ARGS: Final = ("-m", "claudemesh", "daemon", "up", "--foreground")
-RESTART_PREVENT_EXIT_STATUS: Final = (4, 6)  # host mismatch, broker incompatible
+RESTART_PREVENT_EXIT_STATUS: Final = (ExitCode.HOST_MISMATCH, ExitCode.BROKER_INCOMPATIBLE)
 
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _SYSTEMD_BARE: Final = re.compile(r"[A-Za-z0-9_+=:,./@-]+")  # needs no quotes in a unit
