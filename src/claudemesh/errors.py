@@ -82,6 +82,8 @@ from __future__ import annotations
 import enum
 from typing import Any, ClassVar
 
+from claudemesh.protocol.close import CloseCode
+
 __all__ = [
     "AgentSettingsInvalid",
     "AgentSettingsWriteFailed",
@@ -177,7 +179,7 @@ class ClaudemeshError(Exception):
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
     exit_code: ClassVar[ExitCode] = ExitCode.FAILURE
-    close_code: ClassVar[int | None] = None  # WebSocket close code, where one applies
+    close_code: ClassVar[CloseCode | None] = None  # WebSocket close code, where one applies
     default_detail: ClassVar[str] = "unexpected error"
 
     def __init__(self, detail: str | None = None, **fields: Any) -> None:
@@ -387,7 +389,7 @@ class AuthFailed(RequestError):
     """The hello was refused; the connection is closed with 4001."""
 
     http_status = 401
-    close_code = 4001
+    close_code = CloseCode.AUTH_FAILED
 
 
 class BadSignature(AuthFailed):
@@ -413,7 +415,7 @@ class UnknownMember(AuthFailed):
 class MemberRevoked(RequestError):
     code = "member_revoked"
     http_status = 403
-    close_code = 4002
+    close_code = CloseCode.MEMBER_REVOKED
     default_detail = "this member has been revoked"
 
 
@@ -444,7 +446,7 @@ class DisplayNameTaken(RequestError):
 class MemberAlreadyConnected(RequestError):
     code = "member_already_connected"
     http_status = 409
-    close_code = 4004
+    close_code = CloseCode.ALREADY_CONNECTED
     default_detail = "this member is already connected and the mesh prefers the oldest connection"
 
 
@@ -482,7 +484,7 @@ class BrokerIncompatible(ServiceError):
     code = "broker_incompatible"
     http_status = 503
     exit_code = ExitCode.BROKER_INCOMPATIBLE
-    close_code = 4010
+    close_code = CloseCode.FEATURE_UNAVAILABLE
     default_detail = "the broker lacks a feature this daemon requires"
 
 
