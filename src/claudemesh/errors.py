@@ -84,77 +84,23 @@ from typing import Any, ClassVar
 
 from claudemesh.protocol.close import CloseCode
 
-__all__ = [
-    "AgentSettingsInvalid",
-    "AgentSettingsWriteFailed",
-    "AlreadyAuthenticated",
-    "AlreadyJoined",
-    "AuthFailed",
-    "BadSignature",
-    "BrokerIncompatible",
-    "BrokerRejected",
-    "BrokerUnavailable",
-    "BrokerUnreachable",
-    "ClaudemeshError",
-    "ClientMessageIdInUse",
-    "ConfigError",
-    "DaemonAlreadyRunning",
-    "DaemonBusy",
-    "DaemonStartFailed",
-    "DaemonStopFailed",
-    "DaemonTimeout",
-    "DaemonUnreachable",
-    "DestinationNotFound",
-    "DisplayNameTaken",
-    "ExecutableNotFound",
-    "ExitCode",
-    "ForbiddenHost",
-    "ForbiddenOrigin",
-    "HelloRequired",
-    "HostMismatch",
-    "IdempotencyKeyReused",
-    "InternalError",
-    "InvalidEnvelope",
-    "InvalidRequest",
-    "InviteRejected",
-    "LocalError",
-    "MemberAlreadyConnected",
-    "MemberRevoked",
-    "MeshExists",
-    "MeshRequired",
-    "MessageNotFound",
-    "MethodNotAllowed",
-    "NoMeshJoined",
-    "OutboxRowNotFound",
-    "PayloadTooLarge",
-    "PreflightRefused",
-    "ProcessNotFound",
-    "RateLimited",
-    "RemoteError",
-    "ReplayedNonce",
-    "RequestError",
-    "RequestTimeout",
-    "RequeueNotAllowed",
-    "RouteNotFound",
-    "ServiceError",
-    "SessionNameTaken",
-    "SessionNotFound",
-    "ShuttingDown",
-    "SocketPathTooLong",
-    "StaleTimestamp",
-    "StoreCorrupt",
-    "StoreError",
-    "TokenInQuery",
-    "TooManyStreams",
-    "Unauthorized",
-    "UnknownDestination",
-    "UnknownMember",
-    "UnknownMesh",
-    "UnknownSession",
-    "WaitTimedOut",
-    "error_classes",
-    "error_from_wire",
-]
+__all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthenticated",
+           "AlreadyJoined", "AuthFailed", "BadSignature", "BrokerIncompatible", "BrokerRejected",
+           "BrokerUnavailable", "BrokerUnreachable", "ClaudemeshError", "ClientMessageIdInUse",
+           "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
+           "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
+           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "ForbiddenHost",
+           "ForbiddenOrigin", "HelloRequired", "HostMismatch", "IdempotencyKeyReused",
+           "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
+           "MemberAlreadyConnected", "MemberRevoked", "MeshExists", "MeshRequired",
+           "MessageNotFound", "MethodNotAllowed", "NoMeshJoined", "OutboxRowNotFound",
+           "PayloadTooLarge", "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError",
+           "ReplayedNonce", "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound",
+           "ServiceError", "SessionNameTaken", "SessionNotFound", "ShuttingDown",
+           "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery",
+           "TooManyStreams", "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh",
+           "UnknownSession", "WaitTimedOut", "error_classes", "error_from_wire"]
+
 
 class ExitCode(enum.IntEnum):
     """The CLI's exit statuses (DESIGN §4): scripts branch on them, and the service
@@ -211,9 +157,7 @@ class InvalidRequest(RequestError):
 class TokenInQuery(RequestError):
     code = "token_in_query"
     http_status = 400
-    default_detail = (
-        "the token is accepted only in the Authorization header, never in the URL"
-    )
+    default_detail = "the token is accepted only in the Authorization header, never in the URL"
 
 
 class Unauthorized(RequestError):
