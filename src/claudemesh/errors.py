@@ -71,97 +71,52 @@
         └── RemoteError              exit 1: an answer whose code this build does not know
 
 Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
-(DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable, 4 host mismatch,
-5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
+(an :class:`ExitCode`, DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable,
+4 host mismatch, 5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
 class lacks one or when two classes share a code, and ``error_from_wire`` rebuilds the
 same class on the client side from ``{error, detail, ...}``.
 """
 
 from __future__ import annotations
 
+import enum
 from typing import TYPE_CHECKING, Any, ClassVar
+
+from claudemesh.protocol.close import CloseCode
 
 if TYPE_CHECKING:
     from claudemesh.protocol.replies import Refusal
 
-__all__ = [
-    "AgentSettingsInvalid",
-    "AgentSettingsWriteFailed",
-    "AlreadyAuthenticated",
-    "AlreadyJoined",
-    "AuthFailed",
-    "BadSignature",
-    "BrokerIncompatible",
-    "BrokerRejected",
-    "BrokerUnavailable",
-    "BrokerUnreachable",
-    "ClaudemeshError",
-    "ClientMessageIdInUse",
-    "ConfigError",
-    "DaemonAlreadyRunning",
-    "DaemonBusy",
-    "DaemonStartFailed",
-    "DaemonStopFailed",
-    "DaemonTimeout",
-    "DaemonUnreachable",
-    "DestinationNotFound",
-    "DisplayNameTaken",
-    "ExecutableNotFound",
-    "ForbiddenHost",
-    "ForbiddenOrigin",
-    "HelloRequired",
-    "HostMismatch",
-    "IdempotencyKeyReused",
-    "InternalError",
-    "InvalidEnvelope",
-    "InvalidRequest",
-    "InviteRejected",
-    "LocalError",
-    "MemberAlreadyConnected",
-    "MemberRevoked",
-    "MeshExists",
-    "MeshRequired",
-    "MessageNotFound",
-    "MethodNotAllowed",
-    "NoMeshJoined",
-    "OutboxRowNotFound",
-    "PayloadTooLarge",
-    "PreflightRefused",
-    "ProcessNotFound",
-    "RateLimited",
-    "RemoteError",
-    "ReplayedNonce",
-    "RequestError",
-    "RequestTimeout",
-    "RequeueNotAllowed",
-    "RouteNotFound",
-    "ServiceError",
-    "SessionNameTaken",
-    "SessionNotFound",
-    "ShuttingDown",
-    "SocketPathTooLong",
-    "StaleTimestamp",
-    "StoreCorrupt",
-    "StoreError",
-    "TokenInQuery",
-    "TooManyStreams",
-    "Unauthorized",
-    "UnknownDestination",
-    "UnknownMember",
-    "UnknownMesh",
-    "UnknownSession",
-    "WaitTimedOut",
-    "error_classes",
-    "error_from_wire",
-]
+__all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthenticated",
+           "AlreadyJoined", "AuthFailed", "BadSignature", "BrokerIncompatible", "BrokerRejected",
+           "BrokerUnavailable", "BrokerUnreachable", "ClaudemeshError", "ClientMessageIdInUse",
+           "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
+           "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
+           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "ForbiddenHost",
+           "ForbiddenOrigin", "HelloRequired", "HostMismatch", "IdempotencyKeyReused",
+           "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
+           "MemberAlreadyConnected", "MemberRevoked", "MeshExists", "MeshRequired",
+           "MessageNotFound", "MethodNotAllowed", "NoMeshJoined", "OutboxRowNotFound",
+           "PayloadTooLarge", "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError",
+           "ReplayedNonce", "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound",
+           "ServiceError", "SessionNameTaken", "SessionNotFound", "ShuttingDown",
+           "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery",
+           "TooManyStreams", "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh",
+           "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame",
+           "error_from_wire"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 3
-EXIT_HOST_MISMATCH = 4
-EXIT_CONFLICT = 5
-EXIT_INCOMPATIBLE = 6
+
+class ExitCode(enum.IntEnum):
+    """The CLI's exit statuses (DESIGN §4): scripts branch on them, and the service
+    manager is told never to restart after 4 or 6, which no restart can fix."""
+
+    OK = 0
+    FAILURE = 1
+    USAGE = 2  # usage or configuration
+    DAEMON_UNREACHABLE = 3
+    HOST_MISMATCH = 4  # the daemon directory was made on another machine (R-ID-12)
+    SEND_CONFLICT = 5  # the send was refused with 409
+    BROKER_INCOMPATIBLE = 6  # close 4010: the broker lacks a required feature
 
 
 class ClaudemeshError(Exception):
@@ -173,8 +128,8 @@ class ClaudemeshError(Exception):
 
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
-    exit_code: ClassVar[int] = EXIT_FAILURE
-    close_code: ClassVar[int | None] = None  # WebSocket close code, where one applies
+    exit_code: ClassVar[ExitCode] = ExitCode.FAILURE
+    close_code: ClassVar[CloseCode | None] = None  # WebSocket close code, where one applies
     default_detail: ClassVar[str] = "unexpected error"
 
     def __init__(self, detail: str | None = None, **fields: Any) -> None:
@@ -199,16 +154,14 @@ class RequestError(ClaudemeshError):
 class InvalidRequest(RequestError):
     code = "invalid_request"
     http_status = 400
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the request is malformed"
 
 
 class TokenInQuery(RequestError):
     code = "token_in_query"
     http_status = 400
-    default_detail = (
-        "the token is accepted only in the Authorization header, never in the URL"
-    )
+    default_detail = "the token is accepted only in the Authorization header, never in the URL"
 
 
 class Unauthorized(RequestError):
@@ -280,42 +233,42 @@ class PayloadTooLarge(RequestError):
 class NoMeshJoined(RequestError):
     code = "no_mesh_joined"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "this daemon has joined no mesh; run `claudemesh join <invite>`"
 
 
 class MeshRequired(RequestError):
     code = "mesh_required"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "several meshes are joined; say which one with 'mesh'"
 
 
 class UnknownMesh(RequestError):
     code = "unknown_mesh"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "this daemon has not joined that mesh"
 
 
 class UnknownDestination(RequestError):
     code = "unknown_destination"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "no known peer has that display name"
 
 
 class UnknownSession(RequestError):
     code = "unknown_session"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the sending session is not a live session of this daemon"
 
 
 class ProcessNotFound(RequestError):
     code = "process_not_found"
     http_status = 422
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "no running process of this user has that pid"
 
 
@@ -335,7 +288,7 @@ class IdempotencyKeyReused(RequestError):
 
     code = "idempotency_key_reused"
     http_status = 409
-    exit_code = EXIT_CONFLICT
+    exit_code = ExitCode.SEND_CONFLICT
     default_detail = "this client_message_id is already used by another request"
 
     @property
@@ -352,7 +305,7 @@ class RequeueNotAllowed(RequestError):
 class ClientMessageIdInUse(RequestError):
     code = "client_message_id_in_use"
     http_status = 409
-    exit_code = EXIT_CONFLICT
+    exit_code = ExitCode.SEND_CONFLICT
     default_detail = "that client_message_id already belongs to an outbox row"
 
 
@@ -384,7 +337,7 @@ class AuthFailed(RequestError):
     """The hello was refused; the connection is closed with 4001."""
 
     http_status = 401
-    close_code = 4001
+    close_code = CloseCode.AUTH_FAILED
 
 
 class BadSignature(AuthFailed):
@@ -410,7 +363,7 @@ class UnknownMember(AuthFailed):
 class MemberRevoked(RequestError):
     code = "member_revoked"
     http_status = 403
-    close_code = 4002
+    close_code = CloseCode.MEMBER_REVOKED
     default_detail = "this member has been revoked"
 
 
@@ -441,7 +394,7 @@ class DisplayNameTaken(RequestError):
 class MemberAlreadyConnected(RequestError):
     code = "member_already_connected"
     http_status = 409
-    close_code = 4004
+    close_code = CloseCode.ALREADY_CONNECTED
     default_detail = "this member is already connected and the mesh prefers the oldest connection"
 
 
@@ -478,8 +431,8 @@ class BrokerUnavailable(ServiceError):
 class BrokerIncompatible(ServiceError):
     code = "broker_incompatible"
     http_status = 503
-    exit_code = EXIT_INCOMPATIBLE
-    close_code = 4010
+    exit_code = ExitCode.BROKER_INCOMPATIBLE
+    close_code = CloseCode.FEATURE_UNAVAILABLE
     default_detail = "the broker lacks a feature this daemon requires"
 
 
@@ -513,19 +466,19 @@ class LocalError(ClaudemeshError):
 
 class ConfigError(LocalError):
     code = "config_invalid"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the configuration is invalid"
 
 
 class HostMismatch(LocalError):
     code = "host_mismatch"
-    exit_code = EXIT_HOST_MISMATCH
+    exit_code = ExitCode.HOST_MISMATCH
     default_detail = "this daemon directory was made on another machine"
 
 
 class SocketPathTooLong(LocalError):
     code = "socket_path_too_long"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the Unix socket path is longer than the OS allows"
 
 
@@ -546,7 +499,7 @@ class DaemonStopFailed(LocalError):
 
 class DaemonUnreachable(LocalError):
     code = "daemon_unreachable"
-    exit_code = EXIT_UNREACHABLE
+    exit_code = ExitCode.DAEMON_UNREACHABLE
     default_detail = "no daemon answers; start one with `claudemesh daemon up`"
 
 
@@ -578,7 +531,7 @@ class AgentSettingsInvalid(LocalError):
     """
 
     code = "agent_settings_invalid"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "the agent's settings file is not valid JSON of the expected shape"
 
 
@@ -591,7 +544,7 @@ class AgentSettingsWriteFailed(LocalError):
 
 class ExecutableNotFound(LocalError):
     code = "executable_not_found"
-    exit_code = EXIT_USAGE
+    exit_code = ExitCode.USAGE
     default_detail = "cannot find the claudemesh executable"
 
 

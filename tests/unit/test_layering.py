@@ -36,18 +36,9 @@ LAYERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
 # Layers that sit side by side and must not lean on each other.
 APART: Final = (("claudemesh.daemon", "claudemesh.broker"),)
 
-# Known imports that run up the layers today, each to be removed once fixed. The test
-# also fails when an entry no longer matches an import, so a fixed one is not forgotten.
-KNOWN_UPWARD: Final[frozenset[tuple[str, str]]] = frozenset({
-    # sdk/discovery.py starts a daemon through cli.daemon.spawn_daemon (its docstring's
-    # "layering compromise"); issue 13 moves spawn_daemon to daemon/process.py on another
-    # branch. The lead removes this entry after merging that move.
-    ("claudemesh.sdk.discovery", "claudemesh.cli.daemon"),
-    # daemon/metrics.py renders GET /v1/metrics from the API's DaemonContext, so a
-    # "services" module imports daemon/ipc. It belongs under daemon/ipc/ (or should take
-    # the counters rather than the context); remove this entry when it moves.
-    ("claudemesh.daemon.metrics", "claudemesh.daemon.ipc.context"),
-})
+# Known imports that run up the layers (none today), each to be removed once fixed. The
+# test also fails when an entry no longer matches an import, so a fixed one is not forgotten.
+KNOWN_UPWARD: Final[frozenset[tuple[str, str]]] = frozenset()
 
 MODULES: Final = module_files()
 RANK: Final = {name: rank for rank, (_, names) in enumerate(LAYERS) for name in names}

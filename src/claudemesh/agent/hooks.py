@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 from claudemesh.agent import naming
 from claudemesh.agent.framing import frame
 from claudemesh.config import paths_from_env
-from claudemesh.errors import ClaudemeshError, SessionNameTaken
+from claudemesh.errors import ClaudemeshError, ExitCode, SessionNameTaken
 from claudemesh.sdk import Client
 
 if TYPE_CHECKING:
@@ -202,7 +202,7 @@ def main(argv: list[str], *, stdin: Any = None, stdout: Any = None,
     if len(argv) != 1 or argv[0] not in EVENTS:
         # 1, not 2: to Claude Code a hook's exit 2 means "block this prompt or tool call"
         sys.stderr.write(f"usage: claudemesh hook {{{'|'.join(EVENTS)}}}\n")
-        return 1
+        return ExitCode.FAILURE
     raw = (stdin or sys.stdin.buffer).read()
     hook = parse_input(raw, argv[0], fallback_cwd=str(Path.cwd()))
     try:

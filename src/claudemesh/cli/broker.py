@@ -11,6 +11,7 @@ import click
 
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
+from claudemesh.errors import ExitCode
 
 __all__ = ["broker", "db_option", "default_db"]
 
@@ -109,4 +110,4 @@ def check(db: str | None) -> int:
         f"{f['kind']}: {json.dumps({k: v for k, v in f.items() if k != 'kind'})}"
         for f in findings)
     PRINTER.result({"ok": not findings, "findings": findings}, text)
-    return 1 if findings else 0
+    return ExitCode.FAILURE if findings else 0

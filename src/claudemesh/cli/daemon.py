@@ -1,45 +1,33 @@
 """``claudemesh daemon ...``: run, stop and inspect the local daemon.
 
-Each command parses, calls the daemon (or the process layer) and hands a dict plus its
-text rendering to :data:`PRINTER`. The server stack (aiohttp, sqlite) is imported only
-inside ``up --foreground``; everything else uses the SDK's stdlib client.
+Each command parses, calls the daemon (or :mod:`claudemesh.daemon.process`, which starts
+and stops it) and hands a dict plus its text rendering to :data:`PRINTER`. The server
+stack (aiohttp, sqlite) is imported only inside ``up --foreground``; everything else uses
+the SDK's stdlib client.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import select
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from claudemesh.cli.common import client, current_paths, json_option
 from claudemesh.cli.output import PRINTER, format_duration, format_table
 from claudemesh.config import Paths
-from claudemesh.errors import (
-    ClaudemeshError,
-    DaemonStartFailed,
-    DaemonStopFailed,
-    DaemonUnreachable,
-    error_classes,
-)
+from claudemesh.daemon.process import STOP_TIMEOUT_S, report_ready, spawn_daemon, stop_daemon
+from claudemesh.errors import ClaudemeshError, DaemonUnreachable, ExitCode
 
 if TYPE_CHECKING:
     from claudemesh.sdk.messages import OutboxItem
 
-__all__ = ["daemon", "spawn_daemon"]
+__all__ = ["daemon"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-READY_TIMEOUT_S: Final = 30.0
-STOP_TIMEOUT_S: Final = 15.0
 
 
 @click.group()
@@ -117,7 +105,7 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
                 "recovered_inflight": info.recovered_inflight, "links": info.links}
         notify_ready(os.environ)  # systemd Type=notify: the unit is up now
         if ready_fd is not None:
-            _report(ready_fd, data)
+            report_ready(ready_fd, data)
         elif PRINTER.json:
             PRINTER.result(data, "")
 
@@ -135,78 +123,8 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:
         if ready_fd is not None:
-            _report(ready_fd, {"ok": False, **exc.to_wire(), "exit_code": exc.exit_code})
+            report_ready(ready_fd, {"ok": False, **exc.to_wire(), "exit_code": exc.exit_code})
         raise
-
-
-def _report(fd: int, data: dict[str, Any]) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, (json.dumps(data) + "\n").encode())
-        os.close(fd)
-
-
-def spawn_daemon(paths: Paths, extra: list[str]) -> dict[str, Any]:
-    """Start ``daemon up --foreground`` in a new session; wait for its ready line.
-
-    The daemon serves ``paths`` whatever the caller's environment says (the SDK passes
-    paths of its own), and the caller's umask is restored: a library must not change it.
-    """
-    from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
-
-    env = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(paths.config_dir),
-           "CLAUDEMESH_DAEMON_DIR": str(paths.daemon_dir)}
-    umask = os.umask(0o077)
-    try:
-        ensure_private_dir(paths.daemon_dir)
-        read_end, write_end = os.pipe()
-        log_fd = os.open(paths.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        cmd = [sys.executable, "-m", "claudemesh", "daemon", "up", "--foreground",
-               "--ready-fd", str(write_end), "--log-file", *extra]
-        try:
-            proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-                cmd, pass_fds=(write_end,), stdin=subprocess.DEVNULL, stdout=log_fd,
-                stderr=log_fd, start_new_session=True, env=env)
-        finally:
-            os.close(write_end)
-            os.close(log_fd)
-    finally:
-        os.umask(umask)
-    try:
-        line = _read_line(read_end, proc, READY_TIMEOUT_S)
-    finally:
-        os.close(read_end)
-    if line is None:
-        proc.terminate()
-        raise DaemonStartFailed(f"the daemon did not report ready within"
-                                f" {READY_TIMEOUT_S:g}s; see {paths.log}")
-    if not line:
-        status = proc.wait(timeout=10)
-        raise DaemonStartFailed(f"the daemon exited with status {status} before it was"
-                                f" ready; see {paths.log}")
-    report = json.loads(line)
-    if not report.get("ok"):
-        cls = error_classes().get(report.get("error", ""), DaemonStartFailed)
-        raise cls(report.get("detail"))
-    return {k: v for k, v in report.items() if k != "ok"}
-
-
-def _read_line(fd: int, proc: subprocess.Popen[bytes], timeout: float) -> bytes | None:
-    """One line from ``fd``: bytes, ``b""`` on EOF, ``None`` on timeout."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while time.monotonic() < deadline:
-        ready, _, _ = select.select([fd], [], [], 0.2)
-        if not ready:
-            if proc.poll() is not None:
-                return buf
-            continue
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            return buf
-        buf += chunk
-        if b"\n" in buf:
-            return buf.split(b"\n", 1)[0]
-    return None
 
 
 # -- status / version / down -----------------------------------------------------------
@@ -276,22 +194,10 @@ def version() -> int:
 @json_option
 def down(timeout: float) -> int:
     """Stop the daemon gracefully (SIGTERM, then wait for its lock to be released)."""
-    from claudemesh.daemon.lock import lock_holder  # noqa: PLC0415
-
-    paths = current_paths()
-    pid = lock_holder(paths.pid)
+    pid = stop_daemon(current_paths(), timeout)
     if pid is None:
         PRINTER.result({"stopped": False, "running": False}, "daemon is not running")
         return 0
-    if pid <= 0:
-        raise DaemonStopFailed(f"the lock on {paths.pid} is held but holds no pid")
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while lock_holder(paths.pid) is not None:
-        if time.monotonic() > deadline:
-            raise DaemonStopFailed(f"daemon pid {pid} is still running after {timeout:g}s")
-        time.sleep(0.05)
     PRINTER.result({"stopped": True, "pid": pid}, f"daemon stopped (pid {pid})")
     return 0
 
@@ -312,7 +218,7 @@ def install_service(dry_run: bool, allow_ci: bool) -> int:
     if dry_run:
         text = [f"# {report.path}", report.content, *text]
     PRINTER.result(report.to_dict(), "\n".join(text))
-    return 0 if report.ok else 1
+    return 0 if report.ok else ExitCode.FAILURE
 
 
 @daemon.command("uninstall-service")
@@ -327,7 +233,7 @@ def uninstall_service(dry_run: bool) -> int:
     report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run)
     PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
                                                 *report.errors]))
-    return 0 if report.ok else 1
+    return 0 if report.ok else ExitCode.FAILURE
 
 
 def _roots(host_root: str | None) -> Any:

@@ -15,10 +15,11 @@ import click
 
 from claudemesh import __version__
 from claudemesh.cli.output import PRINTER
-from claudemesh.errors import ClaudemeshError
+from claudemesh.errors import ClaudemeshError, ExitCode
 
 __all__ = ["cli", "main"]
 
+EXIT_INTERRUPTED: Final = 130  # 128 + SIGINT, the shell's convention, not an ExitCode
 LAZY_COMMANDS: Final = {
     "send": "claudemesh.cli.send:send",
     "inbox": "claudemesh.cli.messages:inbox",
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         code = exc.exit_code
     except click.exceptions.Abort:
         sys.stderr.write("aborted\n")
-        code = 1
+        code = ExitCode.FAILURE
     except KeyboardInterrupt:
-        code = 130
+        code = EXIT_INTERRUPTED
     sys.exit(code if isinstance(code, int) else 0)

@@ -115,8 +115,8 @@ def ensure_membership(paths: Paths, url: str, mesh_name: str, name: str) -> str 
 @json_option
 def up(name: str | None, mesh_name: str, port: int) -> int:
     """Start everything on this machine: a local broker, a mesh, your membership, the daemon."""
-    from claudemesh.cli.daemon import spawn_daemon  # noqa: PLC0415
     from claudemesh.cli.mesh import default_display_name  # noqa: PLC0415
+    from claudemesh.daemon.process import spawn_daemon  # noqa: PLC0415
     from claudemesh.privatefs import ensure_private_dir  # noqa: PLC0415
     from claudemesh.sdk.client import Client  # noqa: PLC0415
     from claudemesh.sdk.discovery import probe  # noqa: PLC0415

@@ -27,6 +27,7 @@ from claudemesh.cli.output import PRINTER, paint
 from claudemesh.config import Paths
 from claudemesh.errors import (
     DaemonUnreachable,
+    ExitCode,
     IdempotencyKeyReused,
     InvalidRequest,
     error_from_frame,
@@ -82,7 +83,7 @@ def send(*, to: str, message: str | None, mesh: str | None, priority: str,
     row = _await_outcome(api, cmid, wait)
     if row is not None and row.status == "dead":
         _report("failed", body, row.raw, note=row.last_error)
-        return 1
+        return ExitCode.FAILURE
     status = "delivered" if row is not None and row.status == "done" else "queued"
     return _report(status, body, row.raw if row is not None else answer.raw)
 

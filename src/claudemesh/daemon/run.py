@@ -52,7 +52,13 @@ from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
 from claudemesh.daemon.store.sessions import SessionRow
-from claudemesh.errors import BrokerIncompatible, DaemonStartFailed, HostMismatch, StoreCorrupt
+from claudemesh.errors import (
+    BrokerIncompatible,
+    DaemonStartFailed,
+    ExitCode,
+    HostMismatch,
+    StoreCorrupt,
+)
 from claudemesh.privatefs import ensure_private_dir, write_private_file
 from claudemesh.sqlitedb.db import integrity_check, open_database
 from claudemesh.sqlitedb.worker import DbWorker
@@ -63,7 +69,6 @@ log = logging.getLogger(__name__)
 
 MIN_BACKOFF_MS: Final = 500  # R-OBX-7: [reconnect] initial_backoff_ms, used as min_backoff
 LOOPBACK: Final = "127.0.0.1"  # R-AUTH-8: never anything else
-EXIT_INCOMPATIBLE: Final = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +143,10 @@ async def _serve_until(stop: asyncio.Event, meshes: Meshes) -> int:
         return 0
     if len(meshes.incompatible()) == len(meshes.by_slug):
         log.error("no_usable_mesh: every broker is incompatible")
-        return EXIT_INCOMPATIBLE
+        return ExitCode.BROKER_INCOMPATIBLE
     log.error("no_usable_mesh: every broker link ended",
               extra={"links": {s: str(r.link.state) for s, r in meshes.by_slug.items()}})
-    return 1
+    return ExitCode.FAILURE
 
 
 def _check_host(daemon_dir: Path, roots: HostRoots) -> None:

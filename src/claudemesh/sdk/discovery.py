@@ -5,9 +5,9 @@
    (never race it with a second daemon); otherwise start one (``daemon up``, detached).
 3. A daemon that answers with another ``ipc_api`` is an error, not "no daemon".
 
-The process work (the service manager, spawning) is imported only when a daemon must be
-started. Layering compromise: spawning reuses :func:`claudemesh.cli.daemon.spawn_daemon`,
-the one implementation of "start a detached daemon and wait for its ready line".
+The process work (the service manager, spawning with
+:func:`claudemesh.daemon.process.spawn_daemon`, which the CLI uses too) is imported only
+when a daemon must be started: ``import claudemesh.sdk`` stays light.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def _start(quick: Client, *, start: bool) -> None:
         _wait_for(quick, SERVICE_WAIT_S, f"the service ({unit}) is installed but its"
                   " daemon does not answer; see `claudemesh daemon logs`")
         return
-    from claudemesh.cli.daemon import spawn_daemon  # noqa: PLC0415
+    from claudemesh.daemon.process import spawn_daemon  # noqa: PLC0415
 
     try:
         spawn_daemon(quick.paths, [])

@@ -7,7 +7,7 @@ import sqlite3
 from aiohttp import web
 
 from claudemesh.daemon.ipc.context import CONTEXT
-from claudemesh.daemon.metrics import CONTENT_TYPE, OutboxSnapshot, render_metrics
+from claudemesh.daemon.ipc.metrics import CONTENT_TYPE, OutboxSnapshot, render_metrics
 from claudemesh.daemon.store.outbox import OutboxStore
 
 __all__ = ["get_metrics"]
