@@ -82,8 +82,9 @@ from typing import Any, Final, TextIO
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from claudemesh.crypto import MemberKey, hello_statement
+from claudemesh.crypto import MemberKey
 from claudemesh.joining import join_mesh
+from claudemesh.protocol.handshake import hello_frame
 from claudemesh.protocol.invite import decode_invite
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -131,14 +132,10 @@ def join_members(invite: str, names: list[str]) -> list[dict[str, str]]:
 
 
 def hello_text(member: dict[str, str]) -> str:
-    ts = time.time_ns() // 1_000_000
-    nonce = secrets.token_hex(16)
     key = MemberKey(member["pubkey"], member["secret_key"])
-    signature = key.sign(hello_statement(member["mesh_id"], member["member_id"],
-                                         member["pubkey"], ts, nonce))
-    return json.dumps({"type": "hello", "mesh_id": member["mesh_id"],
-                       "member_id": member["member_id"], "pubkey": member["pubkey"],
-                       "timestamp_ms": ts, "nonce": nonce, "signature": signature})
+    return json.dumps(hello_frame(mesh_id=member["mesh_id"], member_id=member["member_id"],
+                                  pubkey=member["pubkey"], sign=key.sign,
+                                  timestamp_ms=time.time_ns() // 1_000_000))
 
 
 async def open_session(url: str, member: dict[str, str]) -> ClientConnection:

@@ -1,7 +1,7 @@
 """WebSocket close codes of the broker protocol (docs/protocol.md, "Close codes").
 
 Defined here once so the broker that closes and the daemon that reads a close agree on
-the numbers; :class:`claudemesh.errors.MeshError` subclasses name theirs by member.
+the numbers; :class:`claudemesh.errors` subclasses name theirs by member.
 """
 
 from __future__ import annotations
