@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextlib
 import hashlib
@@ -81,7 +82,15 @@ class BrokerProcess:
         line = self.proc.stdout.readline()
         assert line, (self.root / "broker.log").read_text()[-2000:]
         self.port = json.loads(line)["port"]
+        atexit.register(self.reap)
         return self
+
+    def reap(self) -> None:
+        """At exit: a broker whose fixture failed before it could stop it does not outlive
+        the test run (it would hold its port and its store's connections)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
 
     def stop(self) -> int:
         assert self.proc is not None

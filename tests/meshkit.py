@@ -112,16 +112,28 @@ class SseReader:
         sock.connect(str(self.daemon.paths.sock))
         extra = f"Last-Event-ID: {self.last_event_id}\r\n" if self.last_event_id else ""
         sock.sendall(f"GET /v1/events HTTP/1.1\r\nHost: localhost\r\n{extra}\r\n".encode())
+        # The daemon subscribes before it writes ": connected": once that is here, no event
+        # published from now on can miss this stream (a test's send may follow at once).
+        sock.settimeout(10.0)
+        head = b""
+        while b": connected" not in head:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise AssertionError(f"the event stream closed before it opened: {head!r}")
+            head += chunk
+        sock.settimeout(None)
         self._sock = sock
-        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread = threading.Thread(target=self._read, args=(head,), daemon=True)
         self._thread.start()
         return self
 
-    def _read(self) -> None:
+    def _read(self, head: bytes) -> None:
         """Raw socket bytes through the SDK's SSE parser (the head's lines parse as no event;
         the chunk-size lines, with no colon, as unknown fields)."""
         assert self._sock is not None
         parser = SseParser()
+        for sse in parser.feed(head):
+            self.events.put((sse.event, sse.id, json.loads(sse.data)))
         with contextlib.suppress(OSError):
             while chunk := self._sock.recv(65536):
                 for sse in parser.feed(chunk):
