@@ -58,6 +58,8 @@ class BrokerProcess:
     port: int = 0
     proc: subprocess.Popen[str] | None = None
     dsn: str | None = None  # a PostgreSQL DSN; None means the SQLite file under root
+    tls: bool = False  # serving wss:// (started with --tls-cert/--tls-key)
+    pin: str | None = None  # then its key's pin, as the ready line reports it
 
     @property
     def db(self) -> str:
@@ -66,7 +68,7 @@ class BrokerProcess:
 
     @property
     def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://127.0.0.1:{self.port}/ws"
 
     @property
     def env(self) -> dict[str, str]:
@@ -81,7 +83,8 @@ class BrokerProcess:
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line, (self.root / "broker.log").read_text()[-2000:]
-        self.port = json.loads(line)["port"]
+        ready = json.loads(line)
+        self.port, self.tls, self.pin = ready["port"], bool(ready.get("tls")), ready.get("pin")
         atexit.register(self.reap)
         return self
 

@@ -16,6 +16,7 @@ from typing import Any, Final
 
 from claudemesh.errors import ConfigError
 from claudemesh.protocol.destination import HEX64_RE, NAME_RE
+from claudemesh.protocol.invite import PIN_RE
 
 __all__ = [
     "CONFIG_VERSION",
@@ -98,6 +99,8 @@ class MeshConfig:
     pubkey: str
     secret_key: str = field(repr=False)
     broker_urls: tuple[str, ...] = ()  # failover brokers after broker_url (issue 6)
+    pin: str | None = None  # the broker's TLS key from the invite (sha256/…, claudemesh.tls)
+    ca_file: str | None = None  # a CA bundle to trust instead of the system's
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -180,7 +183,12 @@ def _parse_mesh(config_file: Path, index: int, entry: Any) -> MeshConfig:
     if not isinstance(extra, list) or not all(
             isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in extra):
         raise ConfigError(f"{where}.broker_urls must be a list of ws:// or wss:// URLs")
-    return MeshConfig(**values, broker_urls=tuple(extra))
+    pin, ca_file = entry.get("pin"), entry.get("ca_file")
+    if pin is not None and not (isinstance(pin, str) and PIN_RE.fullmatch(pin)):
+        raise ConfigError(f"{where}.pin must be sha256/<base64 of 32 bytes> or null")
+    if ca_file is not None and not (isinstance(ca_file, str) and ca_file):
+        raise ConfigError(f"{where}.ca_file must be a file name or null")
+    return MeshConfig(**values, broker_urls=tuple(extra), pin=pin, ca_file=ca_file)
 
 
 def add_mesh(config_file: Path, entry: MeshConfig) -> None:

@@ -38,6 +38,7 @@ from claudemesh.protocol.handshake import Incompatible, Refused, hello_frame, re
 from claudemesh.protocol.replies import BrokerReply, ErrorReply, Result, SendResult, parse_reply
 from claudemesh.protocol.strictjson import JsonError, loads_object
 from claudemesh.sending import prepare, wire_frame
+from claudemesh.tls import check_pin, ssl_for
 
 __all__ = ["send_direct"]
 
@@ -50,8 +51,9 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
     """Send one message straight to the broker; returns its ``send_result``.
 
     Raises:
-        BrokerUnreachable, BrokerIncompatible, UnknownDestination, InvalidRequest,
-        PayloadTooLarge, or the broker's refusal of the hello as its typed error.
+        BrokerUnreachable, BrokerIncompatible, BrokerUntrusted (not the pinned TLS key:
+        nothing was sent), UnknownDestination, InvalidRequest, PayloadTooLarge, or the
+        broker's refusal of the hello as its typed error.
     """
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI  # noqa: PLC0415
     from websockets.sync.client import connect  # noqa: PLC0415
@@ -64,7 +66,9 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
     for url in mesh.urls:
         try:
             with connect(url, open_timeout=timeout_s, close_timeout=2,
-                         max_size=2 * 1024 * 1024) as ws:
+                         max_size=2 * 1024 * 1024,
+                         ssl=ssl_for(url, pin=mesh.pin, ca_file=mesh.ca_file)) as ws:
+                check_pin(ws.socket if url.startswith("wss://") else None, mesh.pin, url)
                 session = _Session(ws, timeout_s)
                 inline = session.hello(mesh)
                 dest = target if isinstance(target, Destination) else session.resolve(target)

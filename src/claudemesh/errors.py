@@ -50,6 +50,7 @@
     │   ├── BrokerUnavailable        503 broker_unavailable      (the link to that mesh is down)
     │   ├── BrokerIncompatible       503 broker_incompatible     (close 4010), exit 6
     │   ├── BrokerRejected           502 broker_rejected         (the broker refused a request)
+    │   ├── BrokerUntrusted          502 broker_untrusted        (not the pinned TLS key), exit 7
     │   ├── StoreError               500 store_error
     │   │   └── StoreCorrupt         500 store_corrupt           (R-REC-2)
     │   └── InternalError            500 internal
@@ -71,8 +72,7 @@
         └── RemoteError              exit 1: an answer whose code this build does not know
 
 Every concrete class declares its wire ``code``, ``http_status`` and CLI ``exit_code``
-(an :class:`ExitCode`, DESIGN §4: 0 ok, 1 failure, 2 usage/config, 3 daemon unreachable,
-4 host mismatch, 5 send conflict, 6 broker incompatible). ``tests/unit/test_errors.py`` fails when a
+(an :class:`ExitCode`: DESIGN §4's 0-6, and 7). ``tests/unit/test_errors.py`` fails when a
 class lacks one or when two classes share a code, and ``error_from_wire`` rebuilds the
 same class on the client side from ``{error, detail, ...}``.
 """
@@ -89,21 +89,21 @@ if TYPE_CHECKING:
 
 __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthenticated",
            "AlreadyJoined", "AuthFailed", "BadSignature", "BrokerIncompatible", "BrokerRejected",
-           "BrokerUnavailable", "BrokerUnreachable", "ClaudemeshError", "ClientMessageIdInUse",
-           "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
-           "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
-           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "ForbiddenHost",
-           "ForbiddenOrigin", "HelloRequired", "HostMismatch", "IdempotencyKeyReused",
-           "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
-           "MemberAlreadyConnected", "MemberRevoked", "MeshExists", "MeshRequired",
-           "MessageNotFound", "MethodNotAllowed", "NoMeshJoined", "OutboxRowNotFound",
-           "PayloadTooLarge", "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError",
-           "ReplayedNonce", "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound",
-           "ServiceError", "SessionNameTaken", "SessionNotFound", "ShuttingDown",
-           "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery",
-           "TooManyStreams", "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh",
-           "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame",
-           "error_from_wire"]
+           "BrokerUnavailable", "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError",
+           "ClientMessageIdInUse", "ConfigError", "DaemonAlreadyRunning", "DaemonBusy",
+           "DaemonStartFailed", "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable",
+           "DestinationNotFound", "DisplayNameTaken", "ExecutableNotFound", "ExitCode",
+           "ForbiddenHost", "ForbiddenOrigin", "HelloRequired", "HostMismatch",
+           "IdempotencyKeyReused", "InternalError", "InvalidEnvelope", "InvalidRequest",
+           "InviteRejected", "LocalError", "MemberAlreadyConnected", "MemberRevoked", "MeshExists",
+           "MeshRequired", "MessageNotFound", "MethodNotAllowed", "NoMeshJoined",
+           "OutboxRowNotFound", "PayloadTooLarge", "PreflightRefused", "ProcessNotFound",
+           "RateLimited", "RemoteError", "ReplayedNonce", "RequestError", "RequestTimeout",
+           "RequeueNotAllowed", "RouteNotFound", "ServiceError", "SessionNameTaken",
+           "SessionNotFound", "ShuttingDown", "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt",
+           "StoreError", "TokenInQuery", "TooManyStreams", "Unauthorized", "UnknownDestination",
+           "UnknownMember", "UnknownMesh", "UnknownSession", "WaitTimedOut", "error_classes",
+           "error_from_frame", "error_from_wire"]
 
 
 class ExitCode(enum.IntEnum):
@@ -117,6 +117,7 @@ class ExitCode(enum.IntEnum):
     HOST_MISMATCH = 4  # the daemon directory was made on another machine (R-ID-12)
     SEND_CONFLICT = 5  # the send was refused with 409
     BROKER_INCOMPATIBLE = 6  # close 4010: the broker lacks a required feature
+    BROKER_UNTRUSTED = 7  # the broker's TLS key is not the one the invite pinned
 
 
 class ClaudemeshError(Exception):
@@ -440,6 +441,14 @@ class BrokerRejected(ServiceError):
     code = "broker_rejected"
     http_status = 502
     default_detail = "the broker refused the request"
+
+
+class BrokerUntrusted(ServiceError):
+    """The broker's TLS public key is not the pinned one: nothing was sent to it."""
+    code = "broker_untrusted"
+    http_status = 502
+    exit_code = ExitCode.BROKER_UNTRUSTED
+    default_detail = "the broker's TLS key does not match the key pinned by the invite"
 
 
 class StoreError(ServiceError):

@@ -14,6 +14,7 @@ from claudemesh.crypto import MemberKey, join_statement
 from claudemesh.errors import BrokerUnreachable, ClaudemeshError, RemoteError, error_from_frame
 from claudemesh.protocol.invite import Invite, encode_invite
 from claudemesh.protocol.strictjson import JsonError, loads_object
+from claudemesh.tls import check_pin, ssl_for
 
 if TYPE_CHECKING:
     from claudemesh.protocol.replies import JoinResult
@@ -23,12 +24,15 @@ __all__ = ["join_mesh"]
 JOIN_TIMEOUT_S: Final = 10.0
 
 
-def join_mesh(invite: Invite, key: MemberKey, display_name: str,
-              *, timeout_s: float = JOIN_TIMEOUT_S) -> JoinResult:
-    """Returns the broker's ``join_result`` frame.
+def join_mesh(invite: Invite, key: MemberKey, display_name: str, *,
+              timeout_s: float = JOIN_TIMEOUT_S, ca_file: str | None = None) -> JoinResult:
+    """Returns the broker's ``join_result`` frame. Over ``wss://`` the broker's key must be
+    the invite's pin, when it has one (checked before the join frame is sent), else the
+    certificate must verify against the system's CAs or ``ca_file``.
 
     Raises:
         BrokerUnreachable: no broker answered at the invite's URL.
+        BrokerUntrusted: a broker presented another key than the invite pins.
         InviteRejected, DisplayNameTaken, ...: the broker's refusal, as its typed error.
     """
     from websockets.exceptions import ConnectionClosed, InvalidHandshake  # noqa: PLC0415
@@ -42,7 +46,10 @@ def join_mesh(invite: Invite, key: MemberKey, display_name: str,
     failures = []
     for url in invite.urls:  # failover brokers share one store: any of them can answer
         try:
-            with connect(url, open_timeout=timeout_s, close_timeout=2) as ws:
+            with connect(url, open_timeout=timeout_s, close_timeout=2,
+                         ssl=ssl_for(url, pin=invite.pin, ca_file=ca_file)) as ws:
+                check_pin(getattr(ws, "socket", None) if url.startswith("wss://") else None,
+                          invite.pin, url)
                 ws.send(json.dumps(frame))
                 raw = ws.recv(timeout=timeout_s)
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:

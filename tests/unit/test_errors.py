@@ -45,7 +45,7 @@ def test_request_errors_are_4xx_and_service_errors_5xx() -> None:
             assert 400 <= cls.http_status < 500, cls
         elif issubclass(cls, ServiceError):
             assert 500 <= cls.http_status < 600, cls
-        assert cls.exit_code in range(0, 7), cls
+        assert cls.exit_code in set(errors.ExitCode), cls
 
 
 def test_exit_codes_follow_design_section_4() -> None:

@@ -19,7 +19,7 @@ from importkit import Import, imports_of, module_files
 LAYERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("protocol", ("claudemesh.protocol",)),
     ("core", ("claudemesh", "claudemesh.errors", "claudemesh.clock", "claudemesh.backoff",
-              "claudemesh.config", "claudemesh.crypto", "claudemesh.privatefs",
+              "claudemesh.config", "claudemesh.crypto", "claudemesh.tls", "claudemesh.privatefs",
               "claudemesh.sqlitedb", "claudemesh.logs", "claudemesh.cork",
               "claudemesh.sending")),
     ("stores", ("claudemesh.daemon.store", "claudemesh.broker.store")),

@@ -18,7 +18,7 @@ from claudemesh.crypto import MemberKey, invite_statement
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import NAME_RE
 from claudemesh.protocol.ids import new_ulid
-from claudemesh.protocol.invite import Invite, encode_invite
+from claudemesh.protocol.invite import PIN_RE, Invite, encode_invite
 
 __all__ = ["MeshOptions", "create_mesh", "mint_invite", "revoke"]
 
@@ -49,21 +49,24 @@ async def create_mesh(store: BrokerStore, name: str, options: MeshOptions, *, no
 
 async def mint_invite(store: BrokerStore, mesh: Mesh, *, broker_url: str, max_uses: int,
                       valid_hours: float, now_ms: int,
-                      more_urls: tuple[str, ...] = ()) -> str:
+                      more_urls: tuple[str, ...] = (), pin: str = "") -> str:
     """A new signed invite for ``mesh``, recorded in the store; returns its text.
 
-    ``more_urls`` are failover brokers on the same store (PostgreSQL, issue 6)."""
+    ``more_urls`` are failover brokers on the same store (PostgreSQL, issue 6); ``pin`` is
+    the brokers' TLS key (``claudemesh.tls.pin_of_cert_file``), signed with the rest."""
     if max_uses < 1:
         raise InvalidRequest("an invite needs at least one use")
     if not all(u.startswith(("ws://", "wss://")) for u in (broker_url, *more_urls)):
         raise InvalidRequest("--broker-url must be a ws:// or wss:// URL")
+    if pin and not PIN_RE.fullmatch(pin):
+        raise InvalidRequest("--pin must be sha256/<base64 of 32 bytes>")
     secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
     invite_id = new_ulid(now_ms)
     expires = now_ms + int(valid_hours * HOUR_MS)
     draft = Invite(broker_url, mesh.id, mesh.name, invite_id, expires, secret, "",
-                   broker_urls=tuple(u for u in more_urls if u != broker_url))
+                   broker_urls=tuple(u for u in more_urls if u != broker_url), pin=pin)
     signer = MemberKey.from_secret(await store.mesh_invite_key(mesh.id))
-    signature = signer.sign(invite_statement(mesh.id, invite_id, draft.signed_urls, expires,
+    signature = signer.sign(invite_statement(mesh.id, invite_id, draft.signed_broker, expires,
                                              secret))
     await store.create_invite(
         NewInvite(invite_id, mesh.id, secret, expires, max_uses),

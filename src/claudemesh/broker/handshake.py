@@ -104,7 +104,7 @@ def check_invite(invite: Invite, mesh: Mesh | None) -> Mesh:
         raise InviteRejected("this broker has no mesh for that invite")
     try:
         verify(mesh.invite_pubkey, invite_statement(
-            invite.mesh_id, invite.invite_id, invite.signed_urls, invite.expires_at_ms,
+            invite.mesh_id, invite.invite_id, invite.signed_broker, invite.expires_at_ms,
             invite.secret), invite.signature)
     except CryptoFailure:
         raise InviteRejected("the invite's signature does not verify") from None

@@ -16,8 +16,10 @@ import asyncio
 import http
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -30,10 +32,11 @@ from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.clock import now_ms
-from claudemesh.errors import ClaudemeshError
+from claudemesh.errors import ClaudemeshError, ConfigError
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import DEFAULT_BATCH, FRAME_BATCH, build_feature_map
 from claudemesh.protocol.ids import new_ulid
+from claudemesh.tls import load_chain, pin_of_cert_file, server_context
 
 __all__ = ["BrokerServer", "run_broker"]
 
@@ -52,6 +55,11 @@ class BrokerServer:
             batch=batch, omit=settings.omit_features), batch=batch)
         self._server: Server | None = None
         self._jobs: list[asyncio.Task[None]] = []
+        self.tls: ssl.SSLContext | None = None
+        self.pin: str | None = None  # the SHA-256 of the TLS key, which invites carry
+        if settings.tls_cert and settings.tls_key:
+            self.tls = server_context(Path(settings.tls_cert), Path(settings.tls_key))
+            self.pin = pin_of_cert_file(Path(settings.tls_cert))
 
     async def start(self) -> int:
         s = self.settings
@@ -62,16 +70,35 @@ class BrokerServer:
             max_size=s.frame_hard_limit_bytes, ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s, close_timeout=s.close_timeout_s,
             server_header="claudemesh-broker",
-            compression=None)
+            compression=None, ssl=self.tls)
         port = int(self._server.sockets[0].getsockname()[1])
         presence_every = min(s.presence_sweep_s, s.presence_lease_s / 4)
         self._jobs = [asyncio.create_task(self._every(s.sweep_interval_s, self._sweep)),
                       asyncio.create_task(self._every(s.revocation_poll_s, self._revocations)),
                       asyncio.create_task(self._every(s.heartbeat_interval_s, self._heartbeat)),
                       asyncio.create_task(self._every(presence_every, self.hub.expire_leases))]
-        log.info("broker_started", extra={"host": s.host, "port": port,
-                                          "broker_id": self.broker_id})
+        log.info("broker_started", extra={"host": s.host, "port": port, "tls": bool(self.tls),
+                                          "pin": self.pin, "broker_id": self.broker_id})
         return port
+
+    def reload_tls(self) -> None:
+        """SIGHUP: load the certificate files again into the live context. Connections
+        that are open keep their session; new handshakes present the new certificate. A
+        pair that does not load is logged and the old one stays in use."""
+        s = self.settings
+        if self.tls is None or s.tls_cert is None or s.tls_key is None:
+            return
+        try:
+            load_chain(self.tls, Path(s.tls_cert), Path(s.tls_key))
+            pin = pin_of_cert_file(Path(s.tls_cert))
+        except ConfigError as exc:
+            log.error("tls_reload_failed", extra={"detail": exc.detail})  # noqa: TRY400
+            return
+        if pin != self.pin:
+            log.warning("tls_key_changed: invites pinned to the old key stop working",
+                        extra={"old_pin": self.pin, "pin": pin})
+        self.pin = pin
+        log.info("tls_reloaded", extra={"cert": s.tls_cert, "pin": pin})
 
     async def stop(self) -> None:
         for job in self._jobs:
@@ -139,8 +166,11 @@ async def run_broker(settings: BrokerSettings, location: str,
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        on_ready({"ok": True, "url": f"ws://{settings.host}:{port}/ws", "port": port,
-                  "db": redact_location(location)})
+        loop.add_signal_handler(signal.SIGHUP, server.reload_tls)
+        scheme = "wss" if server.tls else "ws"
+        on_ready({"ok": True, "url": f"{scheme}://{settings.host}:{port}/ws", "port": port,
+                  "db": redact_location(location), "tls": server.tls is not None,
+                  "pin": server.pin})
         await stop.wait()
     finally:
         try:

@@ -34,3 +34,5 @@ class BrokerSettings:
     sweep_interval_s: float = 60.0
     revocation_poll_s: float = 1.0
     omit_features: frozenset[str] = field(default_factory=frozenset)  # tests only
+    tls_cert: str | None = None  # PEM certificate chain: serve wss:// (issue 14)
+    tls_key: str | None = None  # its private key; both reload on SIGHUP

@@ -11,7 +11,7 @@ import click
 
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER
-from claudemesh.errors import ExitCode
+from claudemesh.errors import ExitCode, InvalidRequest
 
 __all__ = ["broker", "db_option", "default_db"]
 
@@ -58,18 +58,29 @@ def broker() -> None:
               help="A broker silent this long loses its members' presence leases.")
 @click.option("--omit-feature", multiple=True, hidden=True,
               help="Tests only: leave a feature out of hello_ack.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False),
+              help="PEM certificate (chain): serve wss://. SIGHUP reloads it and the key.")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
+              help="The certificate's PEM private key.")
 @json_option
 def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeout: float,
        presence_lease: float, delivery_lease: float, hello_timeout: float, rate_per_s: float,
        rate_burst: int, inline_bytes: int, revocation_poll: float, sweep_interval: float,
-       heartbeat_interval: float, dead_after: float, omit_feature: tuple[str, ...]) -> int:
-    """Serve meshes over WebSocket at ws://HOST:PORT/ws until SIGTERM or Ctrl-C."""
+       heartbeat_interval: float, dead_after: float, omit_feature: tuple[str, ...],
+       tls_cert: str | None, tls_key: str | None) -> int:
+    """Serve meshes over WebSocket at ws[s]://HOST:PORT/ws until SIGTERM or Ctrl-C."""
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
     from claudemesh.broker.server import run_broker  # noqa: PLC0415
     from claudemesh.broker.settings import BrokerSettings  # noqa: PLC0415
     from claudemesh.logs import configure_logging  # noqa: PLC0415
 
+    if (tls_cert is None) != (tls_key is None):
+        raise InvalidRequest("give both --tls-cert and --tls-key, or neither")
+    if tls_cert is None and not _loopback_host(host):
+        PRINTER.warn(f"serving plain ws:// on {host}: links from other machines are not"
+                     " encrypted and cannot authenticate this broker; use --tls-cert/--tls-key"
+                     " (`claudemesh broker cert --self-signed` makes a pair)")
     configure_logging()
     settings = BrokerSettings(
         host=host, port=port, ping_interval_s=ping_interval, ping_timeout_s=ping_timeout,
@@ -77,16 +88,66 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
         hello_timeout_s=hello_timeout, rate_per_s=rate_per_s, rate_burst=rate_burst,
         inline_bytes=inline_bytes, revocation_poll_s=revocation_poll,
         sweep_interval_s=sweep_interval, heartbeat_interval_s=heartbeat_interval,
-        broker_dead_after_s=dead_after, omit_features=frozenset(omit_feature))
+        broker_dead_after_s=dead_after, omit_features=frozenset(omit_feature),
+        tls_cert=tls_cert, tls_key=tls_key)
 
     def on_ready(info: dict[str, Any]) -> None:
         if PRINTER.json:
             sys.stdout.write(json.dumps(info) + "\n")
         else:
-            sys.stdout.write(f"broker listening on {info['url']} (store {info['db']})\n")
+            pin = f"; TLS key {info['pin']}" if info.get("pin") else ""
+            sys.stdout.write(f"broker listening on {info['url']} (store {info['db']}{pin})\n")
         sys.stdout.flush()
 
     return asyncio.run(run_broker(settings, str(db or default_db()), on_ready))
+
+
+def _loopback_host(host: str) -> bool:
+    from claudemesh.tls import is_loopback_url  # noqa: PLC0415
+
+    return is_loopback_url(f"ws://{host}/")
+
+
+@broker.command("cert")
+@click.option("--self-signed", is_flag=True, required=True,
+              help="Make a self-signed certificate (the only kind this command makes).")
+@click.option("--host", "hosts", multiple=True, required=True,
+              help="A name or IP address joiners use to reach the broker; repeat for more.")
+@click.option("--dir", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where to write cert.pem and key.pem"
+              " [default: $CLAUDEMESH_CONFIG_DIR/broker/tls].")
+@click.option("--renew", is_flag=True,
+              help="Keep the existing key (so invites' pins stay valid); new certificate.")
+@click.option("--days", type=click.IntRange(1, 3650), default=825, show_default=True)
+@json_option
+def cert(*, self_signed: bool, hosts: tuple[str, ...], out_dir: Path | None, renew: bool,
+         days: int) -> int:
+    """Make a TLS key and certificate for `broker up --tls-cert/--tls-key` (a quick start:
+    invites from this broker pin the key, so joiners need no CA)."""
+    from claudemesh.privatefs import ensure_private_dir, write_private_file  # noqa: PLC0415
+    from claudemesh.tls import pin_of_cert_file  # noqa: PLC0415
+    from claudemesh.tls import self_signed as make  # noqa: PLC0415
+
+    del self_signed  # required: names the kind of certificate
+    where = out_dir or current_paths().config_dir / "broker" / "tls"
+    cert_file, key_file = where / "cert.pem", where / "key.pem"
+    if key_file.exists() and not renew:
+        raise InvalidRequest(f"{key_file} exists; --renew keeps that key, or choose another"
+                             " --dir (a new key breaks the pin of every invite made so far)")
+    key_pem = key_file.read_bytes() if renew and key_file.exists() else None
+    cert_pem, key_pem = make(list(hosts), key_pem=key_pem, days=days)
+    ensure_private_dir(where)
+    write_private_file(key_file, key_pem)
+    write_private_file(cert_file, cert_pem)
+    pin = pin_of_cert_file(cert_file)
+    PRINTER.result({"cert": str(cert_file), "key": str(key_file), "pin": pin,
+                    "hosts": list(hosts)},
+                   f"wrote {cert_file} and {key_file} (key pin {pin})\n"
+                   f"run: claudemesh broker up --host 0.0.0.0 --tls-cert {cert_file}"
+                   f" --tls-key {key_file}\n"
+                   f"invite with: --broker-url wss://{hosts[0]}:{DEFAULT_PORT}/ws"
+                   f" --tls-cert {cert_file}")
+    return 0
 
 
 @broker.command("check")

@@ -39,6 +39,10 @@ class Printer:
         elif text:
             sys.stdout.write(text.rstrip("\n") + "\n")
 
+    def warn(self, text: str) -> None:
+        """On stderr in both modes, so ``--json`` output stays one parseable line."""
+        sys.stderr.write(f"{paint('warning', 'yellow', stream=sys.stderr)}: {text}\n")
+
     def error(self, exc: ClaudemeshError) -> None:
         if self.json:
             sys.stdout.write(_one_line(exc.to_wire()))

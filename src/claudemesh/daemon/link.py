@@ -39,7 +39,7 @@ from claudemesh.daemon.link_rules import (
     check_move,
     classify_close,
 )
-from claudemesh.errors import BrokerRejected, BrokerUnavailable, error_from_frame
+from claudemesh.errors import BrokerRejected, BrokerUnavailable, BrokerUntrusted, error_from_frame
 from claudemesh.protocol.batch import unbatch
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import Negotiated, NegotiationFailure
@@ -61,6 +61,7 @@ from claudemesh.protocol.replies import (
 )
 from claudemesh.protocol.strictjson import JsonError, dumps, loads_object
 from claudemesh.sending import with_req_id
+from claudemesh.tls import check_pin, ssl_for
 
 __all__ = ["BrokerLink", "LinkTimings"]
 
@@ -119,7 +120,8 @@ class BrokerLink:
         check_move(old, new)
         self._state = new
         log.debug("= %s %s -> %s", self.mesh.slug, old, new)
-        if new in (LinkState.OPEN, LinkState.INCOMPATIBLE, LinkState.REJECTED) or (
+        if new in (LinkState.OPEN, LinkState.INCOMPATIBLE, LinkState.REJECTED,
+                   LinkState.UNTRUSTED) or (
                 old is LinkState.OPEN):
             log.info("broker_link_%s", new, extra={"mesh": self.mesh.slug,
                                                    "error": self.last_error})
@@ -166,19 +168,30 @@ class BrokerLink:
                 round_failed = failures > 0 and failures % len(self.mesh.urls) == 0
                 await asyncio.sleep(next(delays) if opened or round_failed else 0.05)
         finally:
-            if self._state not in TERMINAL:  # stopped: keep INCOMPATIBLE/REJECTED visible
+            if self._state not in TERMINAL:  # stopped: keep the final state visible
                 self._move(LinkState.CLOSED)
 
     async def _session(self) -> bool:
         """One connection, from connect to close. Returns True if it reached OPEN."""
-        t = self.timings
+        t, url, m = self.timings, self.url, self.mesh
         try:
-            ws = await connect(self.url, open_timeout=t.open_timeout_s,
+            ws = await connect(url, open_timeout=t.open_timeout_s,
                                ping_interval=t.ping_interval_s, ping_timeout=t.ping_timeout_s,
                                close_timeout=2, max_size=MAX_FRAME_BYTES, compression=None,
-                               user_agent_header=f"claudemesh-daemon/{__version__}")
+                               user_agent_header=f"claudemesh-daemon/{__version__}",
+                               ssl=ssl_for(url, pin=m.pin, ca_file=m.ca_file))
         except (OSError, TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            self.last_error = f"connect to {self.url} failed: {exc}"
+            self.last_error = f"connect to {url} failed: {exc}"
+            return False
+        try:
+            check_pin(ws.transport.get_extra_info("ssl_object"), m.pin, url)
+        except BrokerUntrusted as exc:  # before our hello: the key never sees our signature
+            self.last_error = f"{exc.code}: {exc.detail}"
+            log.error("broker_untrusted", extra={  # noqa: TRY400 - a verdict, not a bug
+                "mesh": m.slug, "url": url, **exc.fields})
+            with contextlib.suppress(ConnectionClosed):
+                await ws.close(CloseCode.POLICY, exc.code)
+            self._move(LinkState.UNTRUSTED)
             return False
         self._ws = ws
         try:

@@ -7,7 +7,8 @@ jitter (R-CFG-2), reset by every successful hello. Some ends are final and stop 
 retrying: a broker whose features fail validation (INCOMPATIBLE, close 4010, DESIGN
 §5.4), and a broker that says this identity must not come back (REJECTED: revoked 4002,
 replaced 4003, already connected 4004, or a hello refused for an unknown key or a bad
-signature). CLOSED is the daemon stopping. Pure: the RNG is passed in.
+signature), and a broker whose TLS key is not the pinned one (UNTRUSTED: nothing is sent
+to it, issue 14). CLOSED is the daemon stopping. Pure: the RNG is passed in.
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ class LinkState(enum.StrEnum):
     BACKOFF = "backoff"
     INCOMPATIBLE = "incompatible"
     REJECTED = "rejected"
+    UNTRUSTED = "untrusted"
     CLOSED = "closed"
 
 
 TRANSITIONS: Final[dict[LinkState, frozenset[LinkState]]] = {
     LinkState.DISCONNECTED: frozenset({LinkState.CONNECTING, LinkState.CLOSED}),
     LinkState.CONNECTING: frozenset({LinkState.NEGOTIATING, LinkState.BACKOFF,
-                                     LinkState.CLOSED}),
+                                     LinkState.UNTRUSTED, LinkState.CLOSED}),
     LinkState.NEGOTIATING: frozenset({LinkState.OPEN, LinkState.BACKOFF,
                                       LinkState.INCOMPATIBLE, LinkState.REJECTED,
                                       LinkState.CLOSED}),
@@ -59,9 +61,11 @@ TRANSITIONS: Final[dict[LinkState, frozenset[LinkState]]] = {
     LinkState.BACKOFF: frozenset({LinkState.CONNECTING, LinkState.CLOSED}),
     LinkState.INCOMPATIBLE: frozenset({LinkState.CLOSED}),
     LinkState.REJECTED: frozenset({LinkState.CLOSED}),
+    LinkState.UNTRUSTED: frozenset({LinkState.CLOSED}),
     LinkState.CLOSED: frozenset(),
 }
-TERMINAL: Final = frozenset({LinkState.INCOMPATIBLE, LinkState.REJECTED, LinkState.CLOSED})
+TERMINAL: Final = frozenset({LinkState.INCOMPATIBLE, LinkState.REJECTED, LinkState.UNTRUSTED,
+                             LinkState.CLOSED})
 
 
 class IllegalLinkMove(ValueError):

@@ -228,7 +228,10 @@ class Meshes:
                 await asyncio.wait_for(runtime.link.settled.wait(), remaining)
 
     def incompatible(self) -> list[MeshRuntime]:
-        return [r for r in self.by_slug.values() if r.link.state is LinkState.INCOMPATIBLE]
+        return self.in_state(LinkState.INCOMPATIBLE)
+
+    def in_state(self, state: LinkState) -> list[MeshRuntime]:
+        return [r for r in self.by_slug.values() if r.link.state is state]
 
     def notify(self, slug: str) -> None:
         runtime = self.by_slug.get(slug)

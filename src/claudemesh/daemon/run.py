@@ -44,6 +44,7 @@ from claudemesh.daemon.ipc.app import build_app
 from claudemesh.daemon.ipc.auth import Transport
 from claudemesh.daemon.ipc.context import DaemonContext
 from claudemesh.daemon.link import LinkTimings
+from claudemesh.daemon.link_rules import LinkState
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.daemon.notify import notify_stopping
@@ -54,6 +55,7 @@ from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
 from claudemesh.daemon.store.sessions import SessionRow
 from claudemesh.errors import (
     BrokerIncompatible,
+    BrokerUntrusted,
     DaemonStartFailed,
     ExitCode,
     HostMismatch,
@@ -119,6 +121,10 @@ async def run_daemon(config: Config, options: DaemonOptions,
         links = {slug: str(r.link.state) for slug, r in ctx.meshes.by_slug.items()}
         if config.meshes and len(ctx.meshes.incompatible()) == len(config.meshes):
             raise _incompatible(ctx.meshes)
+        untrusted = ctx.meshes.in_state(LinkState.UNTRUSTED)
+        if config.meshes and len(untrusted) == len(config.meshes):
+            raise BrokerUntrusted("no mesh is usable: " + "; ".join(
+                f"{r.mesh.slug}: {r.link.last_error}" for r in untrusted))
         log.info("daemon_started", extra={
             "pid": os.getpid(), "sock": str(paths.sock), "tcp_port": tcp_port,
             "links": links, "recovered_inflight": recovered})
@@ -144,6 +150,9 @@ async def _serve_until(stop: asyncio.Event, meshes: Meshes) -> int:
     if len(meshes.incompatible()) == len(meshes.by_slug):
         log.error("no_usable_mesh: every broker is incompatible")
         return ExitCode.BROKER_INCOMPATIBLE
+    if len(meshes.in_state(LinkState.UNTRUSTED)) == len(meshes.by_slug):
+        log.error("no_usable_mesh: no broker presented its pinned key")
+        return ExitCode.BROKER_UNTRUSTED
     log.error("no_usable_mesh: every broker link ended",
               extra={"links": {s: str(r.link.state) for s, r in meshes.by_slug.items()}})
     return ExitCode.FAILURE

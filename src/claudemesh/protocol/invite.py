@@ -2,7 +2,8 @@
 
 An invite is ``cm1_`` followed by base64url (no padding) of a compact JSON object:
 ``{v, broker_url, broker_urls?, mesh_id, mesh_name, invite_id, secret, expires_at_ms,
-signature}``; ``broker_urls`` lists failover brokers and is covered by the signature.
+signature, pin?}``; ``broker_urls`` lists failover brokers and ``pin`` the SHA-256 of
+the broker's TLS public key (``sha256/<base64>``, issue 14); the signature covers both.
 ``signature`` is the mesh's invite key's ed25519 signature of
 :func:`claudemesh.crypto.invite_statement`; the broker checks it against the key it holds,
 then the invite row (expiry, uses left, not revoked) and the secret's hash. The secret is
@@ -14,12 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Final
 
-__all__ = ["INVITE_PREFIX", "Invite", "InviteError", "decode_invite", "encode_invite"]
+__all__ = ["INVITE_PREFIX", "PIN_RE", "Invite", "InviteError", "decode_invite", "encode_invite"]
 
 INVITE_PREFIX: Final = "cm1_"
+PIN_RE: Final = re.compile(r"^sha256/[A-Za-z0-9+/]{43}=$")
 
 
 class InviteError(ValueError):
@@ -37,6 +40,7 @@ class Invite:
     signature: str = field(repr=False)
     v: int = 1
     broker_urls: tuple[str, ...] = ()  # failover brokers after broker_url, when several
+    pin: str = ""  # the broker's TLS key (claudemesh.tls): joiners trust it, no CA needed
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -47,9 +51,18 @@ class Invite:
         """What the signature covers: every URL, comma-joined (just broker_url if one)."""
         return ",".join(self.urls)
 
+    @property
+    def signed_broker(self) -> str:
+        """What the invite statement signs about the broker: its URLs, and its pinned key
+        when there is one (an invite without a pin signs exactly what it always did)."""
+        return f"{self.signed_urls}|pin={self.pin}" if self.pin else self.signed_urls
+
 
 def encode_invite(invite: Invite) -> str:
-    raw = json.dumps(asdict(invite), separators=(",", ":"), sort_keys=True).encode()
+    doc = asdict(invite)
+    if not invite.pin:
+        del doc["pin"]  # the invites of a broker without TLS stay as they were
+    raw = json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
     return INVITE_PREFIX + base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
 
 
@@ -79,4 +92,6 @@ def decode_invite(text: str) -> Invite:
         raise InviteError("the invite has fields of the wrong type")
     if not all(isinstance(u, str) and u.startswith(("ws://", "wss://")) for u in invite.urls):
         raise InviteError("the invite's broker URLs must be ws:// or wss:// URLs")
+    if invite.pin and not (isinstance(invite.pin, str) and PIN_RE.fullmatch(invite.pin)):
+        raise InviteError("the invite's pin is not sha256/<base64 of 32 bytes>")
     return invite
