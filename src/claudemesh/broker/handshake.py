@@ -125,12 +125,12 @@ def verify_join(frame: Join, *, mesh_id: str, invite_id: str) -> None:
 
 
 def hello_ack(session_id: str, mesh: Mesh, member: Member, *, features: dict[str, Any],
-              settings: BrokerSettings) -> dict[str, Any]:
+              settings: BrokerSettings, now_ms: int) -> dict[str, Any]:
     return {
         "type": "hello_ack", "session_id": session_id, "mesh_id": mesh.id,
         "mesh_name": mesh.name, "member_id": member.id,
         "display_name": member.display_name, "features": features,
-        "server": {"name": "claudemesh-broker", "version": __version__},
+        "server": {"name": "claudemesh-broker", "version": __version__, "time_ms": now_ms},
         "heartbeat": {"ping_interval_s": settings.ping_interval_s,
                       "idle_timeout_s": settings.ping_interval_s + settings.ping_timeout_s},
         "limits": {"frame_bytes": settings.frame_soft_limit_bytes,

@@ -248,7 +248,7 @@ class Session:
         log.info("hello_accepted", extra={"session": self.session_id, "mesh_id": mesh.id,
                                           "member_id": member.id, "client": frame.client})
         await self.send(hello_ack(self.session_id, mesh, member, features=self.ctx.features,
-                                  settings=self.ctx.settings))
+                                  settings=self.ctx.settings, now_ms=self.ctx.clock()))
         self._greeted.set()
 
     async def _join(self, frame: Join) -> None:

@@ -38,6 +38,7 @@ LAZY_COMMANDS: Final = {
     "completion": "claudemesh.cli.completion:completion",
     "setup": "claudemesh.cli.setup:setup",
     "mcp": "claudemesh.cli.mcp:mcp",
+    "doctor": "claudemesh.cli.doctor:doctor",
 }
 
 
@@ -59,7 +60,8 @@ def cli() -> None:
     """Message peers on other machines through a broker, reliably.
 
     Exit codes: 0 ok, 1 failure, 2 usage or config, 3 daemon unreachable,
-    4 host fingerprint mismatch, 5 send conflict, 6 broker incompatible.
+    4 host fingerprint mismatch, 5 send conflict, 6 broker incompatible,
+    7 broker untrusted (its TLS key is not the pinned one).
     """
 
 

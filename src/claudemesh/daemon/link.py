@@ -99,6 +99,7 @@ class BrokerLink:
         self.broker_version: str | None = None
         self.session_id: str | None = None
         self.last_error: str | None = None
+        self.clock_skew_ms: int | None = None  # broker clock - ours, at the last hello_ack
         self.opened_at: float | None = None
         self._ws: ClientConnection | None = None
         self._cork: FrameCork | None = None  # this connection's, when frame_batch is on
@@ -235,6 +236,8 @@ class BrokerLink:
         result, ack = outcome.negotiated, outcome.ack
         self.negotiated = result
         self.broker_version = ack.server_version
+        if ack.server_time_ms is not None:  # the ack left up to half a round trip ago
+            self.clock_skew_ms = ack.server_time_ms - now_ms()
         self.session_id = ack.session_id
         for warning in result.warnings:
             log.warning("feature_optional_param_invalid", extra={"mesh": m.slug,

@@ -75,6 +75,12 @@ class HelloAck(_Reply):
         version = self.server.get("version")
         return str(version) if version else None
 
+    @property
+    def server_time_ms(self) -> int | None:
+        """The broker's clock when it answered (brokers from issue 14 on send it)."""
+        value = self.server.get("time_ms")
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
+
 
 class SendResult(Refusal):
     """The one answer to every ``send`` (201 accepted, 200 duplicate, else refused)."""

@@ -61,6 +61,8 @@ def _mesh_health(ctx: DaemonContext, slug: str, counts: dict[OutboxStatus, int],
         "inflight": counts[OutboxStatus.INFLIGHT],
         "dead": counts[OutboxStatus.DEAD],
         "last_error": link.last_error,
+        "clock_skew_ms": link.clock_skew_ms,
+        "pinned_key": mesh.pin,
         "features": _negotiated(link),
         "dedupe": None if negotiated is None else {
             "mode": negotiated.dedupe.mode,
