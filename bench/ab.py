@@ -19,6 +19,11 @@ Run::
     .venv/bin/python bench/ab.py e2e 24ea168                  # 3 rounds, QUICK["e2e"]
     .venv/bin/python bench/ab.py broker 24ea168 --rounds 5
     .venv/bin/python bench/ab.py e2e HEAD~1 -- --sequential 100 --messages 20000 --backlog 100
+    .venv/bin/python bench/ab.py e2e --with=--tls     # this checkout, without then with a flag
+
+With ``--with FLAG`` there is no base ref: both sides are this checkout, the base side
+runs the script as given and the current side with FLAG added (``--tls``: the same runs
+over wss:// instead of ws://, issue 14).
 
 The worktree is removed at the end. Exit status 1 when a run failed or reported a
 mismatch (its figures are still shown, marked).
@@ -88,6 +93,7 @@ class Side:
 
     name: str
     tree: Path
+    extra: tuple[str, ...] = ()  # arguments only this side's runs get (--with)
     runs: list[dict[str, float | None]] = field(default_factory=list)
     failures: int = 0
 
@@ -99,7 +105,7 @@ def run_once(side: Side, script: str, args: list[str], python: str, logs: Path,
     env = {**os.environ, "PYTHONPATH": str(side.tree / "src")}
     try:
         with log.open("w") as err:
-            done = subprocess.run([python, f"bench/{script}.py", "--json", *args],
+            done = subprocess.run([python, f"bench/{script}.py", "--json", *args, *side.extra],
                                   cwd=side.tree, env=env, stdout=subprocess.PIPE, stderr=err,
                                   text=True, timeout=RUN_TIMEOUT_S, check=False)
         doc = json.loads(done.stdout) if done.stdout.strip() else None
@@ -156,7 +162,10 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
         description=(__doc__ or "").split("\n\n")[0],
         usage="%(prog)s [--rounds N] [--python PY] {broker,e2e} base [-- script args]")
     parser.add_argument("script", choices=sorted(FIGURES), help="bench/<script>.py to A/B")
-    parser.add_argument("base", help="the git ref to compare against (checked out apart)")
+    parser.add_argument("base", nargs="?", help="the git ref to compare against (checked out"
+                        " apart); not with --with")
+    parser.add_argument("--with", dest="flag", metavar="FLAG",
+                        help="A/B this checkout without and with FLAG instead of a base ref")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each side, alternated")
     parser.add_argument("--python", default=sys.executable,
                         help="interpreter for both sides (its venv has the dependencies and"
@@ -164,20 +173,27 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[str]]:
     args = parser.parse_args(ours)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if (args.base is None) == (args.flag is None):
+        parser.error("give a base ref, or --with FLAG")
     return args, script_args or list(QUICK[args.script])
 
 
 def main(argv: list[str] | None = None) -> int:
     args, script_args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="claudemesh-ab.", dir="/tmp"))
-    base_tree = work / "tree"
+    base_tree = REPO if args.flag else work / "tree"
     base, current = Side("base", base_tree), Side("current", REPO)
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
-                    str(base_tree), args.base], check=True)
+    if args.flag:
+        current.extra = (args.flag,)
+    else:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "--quiet",
+                        str(base_tree), args.base], check=True)
     try:
         commit = subprocess.run(["git", "-C", str(base_tree), "rev-parse", "--short", "HEAD"],
                                 capture_output=True, text=True, check=True).stdout.strip()
-        print(f"A/B bench/{args.script}.py: base {args.base} ({commit}) against {REPO},"
+        what = (f"without and with {args.flag}" if args.flag else
+                f"base {args.base} ({commit}) against {REPO}")
+        print(f"A/B bench/{args.script}.py: {what},"
               f" {args.rounds} round(s), base first; python {args.python}\n"
               f"claudemesh from: base {source_of(base, args.python)},"
               f" current {source_of(current, args.python)}\n"
@@ -190,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
                 print_run(side, n, figures, note)
         print_summary(args.script, base, current)
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
-                        str(base_tree)], check=False)
+        if not args.flag:
+            subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force",
+                            str(base_tree)], check=False)
         shutil.rmtree(work, ignore_errors=True)
     return 1 if base.failures or current.failures else 0
 

@@ -60,6 +60,7 @@ class Broker:
     proc: subprocess.Popen[str] | None = None
     port: int = 0
     url: str = ""
+    tls: tuple[str, str] | None = None  # (cert, key): serve wss://, invites pin the key
 
     @property
     def db(self) -> str:
@@ -80,7 +81,7 @@ class Broker:
         try:
             self.proc = subprocess.Popen(
                 [self.cli, "broker", "up", "--port", str(self.port), "--db", self.db,
-                 "--json", *RATE_FLAGS],
+                 "--json", *RATE_FLAGS, *self.tls_flags],
                 env=self.env, stdout=subprocess.PIPE, stderr=log, text=True)
         finally:
             log.close()
@@ -92,6 +93,22 @@ class Broker:
             raise SystemExit("broker did not start:\n" + self.log_tail())
         info = json.loads(line)
         self.port, self.url = int(info["port"]), str(info["url"])
+
+    @property
+    def tls_flags(self) -> tuple[str, ...]:
+        return () if self.tls is None else ("--tls-cert", self.tls[0], "--tls-key", self.tls[1])
+
+    def make_cert(self) -> None:
+        """A self-signed pair for 127.0.0.1 (``broker cert``); start() then serves wss://."""
+        where = self.root / "tls"
+        out = subprocess.run(
+            [self.cli, "broker", "cert", "--self-signed", "--host", "127.0.0.1", "--dir",
+             str(where), "--json"], env=self.env, capture_output=True, text=True,
+            timeout=CLI_TIMEOUT_S, check=False)
+        if out.returncode != 0:
+            raise SystemExit(f"broker cert failed: {out.stdout}{out.stderr}")
+        info = json.loads(out.stdout)
+        self.tls = (str(info["cert"]), str(info["key"]))
 
     def stop(self) -> int | None:
         """SIGTERM and wait: the exit status, or None if it had to be killed."""
@@ -107,7 +124,8 @@ class Broker:
         listed = [arg for url in (urls or [self.url]) for arg in ("--broker-url", url)]
         out = subprocess.run(
             [self.cli, "mesh", "create", name, "--db", self.db, *listed,
-             "--max-uses", str(max_uses), "--json"],
+             "--max-uses", str(max_uses), "--json",
+             *(("--tls-cert", self.tls[0]) if self.tls else ())],
             env=self.env, capture_output=True, text=True, timeout=CLI_TIMEOUT_S, check=False)
         if out.returncode != 0:
             raise SystemExit(f"mesh create failed: {out.stdout}{out.stderr}")
