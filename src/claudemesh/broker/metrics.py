@@ -123,6 +123,7 @@ class Scrape:
     broker_id: str
     version: str
     queue_depth: dict[str, int] | None  # mesh name -> pending (unacked) deliveries
+    store_up: bool = True  # the store passed the readiness check (GET /readyz) just now
 
 
 Labels = tuple[tuple[str, str], ...]
@@ -193,8 +194,8 @@ def render(metrics: BrokerMetrics, scrape: Scrape) -> str:
                  "Deliveries acknowledged by their recipient",
                  [("cm_broker_deliveries_acked_total", (), m.acked)]),
         *_family("cm_broker_store_up", "gauge",
-                 "1 when the store answered this scrape's queue query in time, else 0",
-                 [("cm_broker_store_up", (), 0 if scrape.queue_depth is None else 1)]),
+                 "1 when the store passed the readiness check (GET /readyz) at this scrape",
+                 [("cm_broker_store_up", (), 1 if scrape.store_up else 0)]),
         *_family("cm_broker_queue_depth", "gauge",
                  f"Pending (unacknowledged) deliveries per mesh, the {QUEUE_DEPTH_MESHES}"
                  " deepest",

@@ -44,7 +44,7 @@ cm_broker_deliveries_pushed_total 0
 # HELP cm_broker_deliveries_acked_total Deliveries acknowledged by their recipient
 # TYPE cm_broker_deliveries_acked_total counter
 cm_broker_deliveries_acked_total 0
-# HELP cm_broker_store_up 1 when the store answered this scrape's queue query in time, else 0
+# HELP cm_broker_store_up 1 when the store passed the readiness check (GET /readyz) at this scrape
 # TYPE cm_broker_store_up gauge
 cm_broker_store_up 1
 # HELP cm_broker_queue_depth Pending (unacknowledged) deliveries per mesh, the 100 deepest
@@ -79,7 +79,7 @@ def test_queue_depth_has_one_sample_per_mesh_with_escaped_labels() -> None:
 
 
 def test_a_store_that_did_not_answer_is_store_up_0_and_no_queue_samples() -> None:
-    text = render(BrokerMetrics(), Scrape("B1", "1", None))
+    text = render(BrokerMetrics(), Scrape("B1", "1", None, store_up=False))
     assert "cm_broker_store_up 0\n" in text
     assert "cm_broker_queue_depth{" not in text
 
