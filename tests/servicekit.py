@@ -1,9 +1,11 @@
-"""What the service tests share (tests/unit/daemon/service): a spec in a temporary home,
-a runner that records argv instead of calling systemd or launchd, and the commands
-a systemd install and uninstall run."""
+"""What the service tests share (tests/unit/daemon/service, tests/unit/broker/test_service.py):
+a spec in a temporary home, a runner that records argv instead of calling systemd or
+launchd, the commands a systemd install and uninstall run, and a strict reader of unit
+files."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 from claudemesh.daemon.service import SYSTEMD_UNIT, CommandResult, ServicePlatform, ServiceSpec
 
 __all__ = ["DISABLE", "ENABLE", "LAUNCHD", "LINGER", "PYTHON", "RELOAD", "SYSTEMD", "UID",
-           "Recorder", "files_under", "make_spec"]
+           "Recorder", "files_under", "make_spec", "one", "parse_unit", "systemd_words"]
 
 PYTHON = Path(sys.executable)
 SYSTEMD = ServicePlatform.SYSTEMD
@@ -52,3 +54,35 @@ class Recorder:
 
 def files_under(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
+    """Sections -> key -> values, refusing a key repeated where systemd would override."""
+    sections: dict[str, dict[str, list[str]]] = {}
+    current: dict[str, list[str]] | None = None
+    for line in text.splitlines():
+        if not line.strip() or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            assert line.endswith("]"), line
+            assert line[1:-1] not in sections, f"section {line} twice"
+            current = sections.setdefault(line[1:-1], {})
+            continue
+        assert current is not None, f"setting outside a section: {line}"
+        key, sep, value = line.partition("=")
+        assert sep, line
+        if key in current:
+            assert key == "Environment", f"{key} set twice"
+        current.setdefault(key, []).append(value)
+    return sections
+
+
+def one(unit: dict[str, dict[str, list[str]]], section: str, key: str) -> str:
+    values = unit[section][key]
+    assert len(values) == 1, (section, key, values)
+    return values[0]
+
+
+def systemd_words(value: str) -> list[str]:
+    """Split a command line the way systemd does, for the characters we escape."""
+    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(value)]

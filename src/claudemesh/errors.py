@@ -108,7 +108,7 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
 
 class ExitCode(enum.IntEnum):
     """The CLI's exit statuses (DESIGN §4): scripts branch on them, and the service
-    manager is told never to restart after 4 or 6, which no restart can fix."""
+    manager is told never to restart after 4, 6 or 7, which no restart can fix."""
 
     OK = 0
     FAILURE = 1

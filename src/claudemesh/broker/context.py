@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from claudemesh.broker.hub import Hub
+from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.clock import now_ms
@@ -23,3 +24,4 @@ class BrokerContext:
     features: dict[str, Any]
     batch: BatchParams | None = None  # frame_batch, when this broker advertises it
     clock: Callable[[], int] = now_ms
+    metrics: BrokerMetrics = field(default_factory=BrokerMetrics)

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 import orjson
 
 from claudemesh.broker.accept import push_frame
+from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
 from claudemesh.clock import now_ms
@@ -103,6 +104,7 @@ class DeliveryPump:
     caught_up: bool = False
     fetching: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
     _timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -147,7 +149,10 @@ class DeliveryPump:
             return True
         self.in_flight[delivery.delivery_id] = time.monotonic() + self.settings.delivery_lease_s
         self._arm_timer()
-        return await self.session.send_unsolicited(encode(delivery))
+        if not await self.session.send_unsolicited(encode(delivery)):
+            return False
+        self.metrics.pushed += 1
+        return True
 
     async def offer(self, delivery: Delivery, encode: Encode = encode_push) -> None:
         """A just-accepted delivery: push it now if nothing older is waiting, else read.

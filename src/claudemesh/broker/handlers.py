@@ -87,11 +87,13 @@ async def send_message(session: OpenSession, frame: Send) -> None:
                                broker_message_id=new_ulid(now), now_ms=now)
         outcome = await ctx.store.accept(request)
     except ClaudemeshError as exc:
+        ctx.metrics.accepted(None)
         await session.send(error_result(frame.req_id, frame.client_message_id, exc))
         if isinstance(exc, MemberRevoked):
             session.revoked = True
             await session.close(CloseCode.MEMBER_REVOKED, exc.code)
         return
+    ctx.metrics.accepted(outcome.kind)
     await session.send(send_result(frame.req_id, frame.client_message_id, outcome))
     if outcome.kind is AcceptKind.CREATED:
         await ctx.hub.deliver(deliveries_for(frame, request, outcome))
@@ -99,7 +101,8 @@ async def send_message(session: OpenSession, frame: Send) -> None:
 
 async def client_ack(session: OpenSession, frame: ClientAck) -> None:
     ids = [int(d) for d in frame.delivery_ids]
-    await session.ctx.store.ack_deliveries(session.member.id, ids, session.ctx.clock())
+    session.ctx.metrics.acked += await session.ctx.store.ack_deliveries(
+        session.member.id, ids, session.ctx.clock())
     session.ctx.hub.acked(session.member, ids)
 
 

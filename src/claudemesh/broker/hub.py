@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from claudemesh.broker.delivery import MemberSession, PushEncoder
+from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.presence import MemberKey, Presence
 from claudemesh.broker.ratelimit import TokenBucket
 from claudemesh.broker.settings import BrokerSettings
@@ -22,11 +23,13 @@ __all__ = ["Hub"]
 
 
 class Hub:
-    def __init__(self, store: BrokerStore, settings: BrokerSettings, broker_id: str) -> None:
+    def __init__(self, store: BrokerStore, settings: BrokerSettings, broker_id: str, *,
+                 metrics: BrokerMetrics | None = None) -> None:
         self._settings = settings
         self.broker_id = broker_id
         self._notifier = store.notifier()
-        self._presence = Presence(store, settings, broker_id, self._notifier)
+        self._presence = Presence(store, settings, broker_id, self._notifier,
+                                  metrics or BrokerMetrics())
         self._buckets: dict[MemberKey, TokenBucket] = {}
 
     async def start(self) -> None:

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from claudemesh.broker.delivery import DeliveryPump, MemberSession
+from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Member, Notifier
 from claudemesh.clock import now_ms
@@ -66,8 +67,9 @@ class Presence:
     """This broker's attached connections and the cluster-wide presence rows behind them."""
 
     def __init__(self, store: BrokerStore, settings: BrokerSettings, broker_id: str,
-                 notifier: Notifier) -> None:
+                 notifier: Notifier, metrics: BrokerMetrics) -> None:
         self._store = store
+        self._metrics = metrics
         self._settings = settings
         self._broker_id = broker_id
         self._notifier = notifier
@@ -109,7 +111,7 @@ class Presence:
             session_id=session.session_id, now_ms=now_ms(),
             prefer_oldest=policy == "prefer_oldest", dead_after_ms=self._dead_after_ms)
         old = self._attached.pop(key, None)
-        pump = DeliveryPump(session, self._store, self._settings)
+        pump = DeliveryPump(session, self._store, self._settings, metrics=self._metrics)
         self._attached[key] = _Attached(session, pump, asyncio.create_task(
             pump.run(), name=f"pump-{session.session_id}"))
         if old is not None:

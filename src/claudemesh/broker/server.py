@@ -1,5 +1,7 @@
 """The broker process: a WebSocket endpoint at ``/ws``, two maintenance jobs, and a clean stop.
 
+The same port answers ``/healthz``, ``/readyz`` and ``/metrics`` over plain HTTP (ops.py).
+
 Lifecycle. ``start`` opens the store and binds the listener (``port`` 0 lets the OS
 choose; the bound port is reported); ``serve_until`` awaits an event set by SIGTERM or
 SIGINT; ``stop`` closes every connection with 1001 ("going away"), stops the jobs, and
@@ -13,7 +15,6 @@ use LISTEN/NOTIFY instead.
 from __future__ import annotations
 
 import asyncio
-import http
 import logging
 import signal
 import ssl
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.http11 import Request, Response
 
 from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.hub import Hub
+from claudemesh.broker.metrics import BrokerMetrics, time_store
+from claudemesh.broker.ops import OpsEndpoints
 from claudemesh.broker.session import Session
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
@@ -46,13 +48,15 @@ log = logging.getLogger(__name__)
 class BrokerServer:
     def __init__(self, settings: BrokerSettings, store: BrokerStore) -> None:
         self.settings = settings
-        self.store = store
+        self.metrics = BrokerMetrics()
+        self.store = store = time_store(store, self.metrics)
         self.broker_id = new_ulid()
-        self.hub = Hub(store, settings, self.broker_id)
+        self.hub = Hub(store, settings, self.broker_id, metrics=self.metrics)
         batch = None if FRAME_BATCH in settings.omit_features else DEFAULT_BATCH
         self.ctx = BrokerContext(store, self.hub, settings, build_feature_map(
             inline_bytes=settings.inline_bytes, blob_bytes=settings.inline_bytes,
-            batch=batch, omit=settings.omit_features), batch=batch)
+            batch=batch, omit=settings.omit_features), batch=batch, metrics=self.metrics)
+        self.ops = OpsEndpoints(store, self.metrics, broker_id=self.broker_id)
         self._server: Server | None = None
         self._jobs: list[asyncio.Task[None]] = []
         self.tls: ssl.SSLContext | None = None
@@ -66,7 +70,7 @@ class BrokerServer:
         await self.store.broker_heartbeat(self.broker_id, now_ms=now_ms())  # before any attach
         await self.hub.start()
         self._server = await serve(
-            self._handle, s.host, s.port, process_request=_only_ws_path,
+            self._handle, s.host, s.port, process_request=self.ops.answer,
             max_size=s.frame_hard_limit_bytes, ping_interval=s.ping_interval_s,
             ping_timeout=s.ping_timeout_s, close_timeout=s.close_timeout_s,
             server_header="claudemesh-broker",
@@ -140,12 +144,6 @@ class BrokerServer:
                 log.info("member_revoked_closing", extra={"member_id": member.id})
                 await session.error("member_revoked", "this member has been revoked")
                 await session.close(CloseCode.MEMBER_REVOKED, "member_revoked")
-
-
-def _only_ws_path(connection: ServerConnection, request: Request) -> Response | None:
-    if request.path != "/ws":
-        return connection.respond(http.HTTPStatus.NOT_FOUND, "the broker serves /ws only\n")
-    return None
 
 
 # The event loop and the store's writer thread hand the GIL back and forth for every

@@ -133,12 +133,16 @@ class Session:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(self.ctx.settings.hello_timeout_s, self._hello_timeout)
+        metrics = self.ctx.metrics
+        metrics.connections += 1
+        metrics.connections_open += 1
         try:
             async for message in self.ws:
                 await self._receive(message)
         except ConnectionClosed:
             pass
         finally:
+            metrics.connections_open -= 1
             timer.cancel()
             self._move(SessionState.CLOSED)
             self._greeted.set()  # waiting senders now fail fast on the closed connection

@@ -172,3 +172,72 @@ def check(db: str | None) -> int:
         for f in findings)
     PRINTER.result({"ok": not findings, "findings": findings}, text)
     return ExitCode.FAILURE if findings else 0
+
+
+# -- the broker as a service (cli/broker_service.py) ------------------------------------
+
+
+def _scope_options(fn: Any) -> Any:
+    return click.option("--system", is_flag=True,
+                        help="A system service (/etc/systemd/system, /Library/LaunchDaemons;"
+                        " needs root) instead of the invoking user's.")(fn)
+
+
+@broker.command("install-service")
+@click.option("--host", default="127.0.0.1", show_default=True, help="As for `broker up`.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
+              help="As for `broker up`.")
+@db_option
+@click.option("--tls-cert", type=click.Path(dir_okay=False), help="As for `broker up`.")
+@click.option("--tls-key", type=click.Path(dir_okay=False), help="As for `broker up`.")
+@_scope_options
+@click.option("--run-as", metavar="USER",
+              help="The account a --system service runs as [default: $SUDO_USER, else you].")
+@click.option("--dry-run", is_flag=True, help="Print the unit/plist and the commands only.")
+@click.option("--allow-ci", is_flag=True, help="Install even in a CI environment.")
+@click.argument("extra", nargs=-1, type=click.UNPROCESSED, metavar="[-- BROKER_UP_ARGS...]")
+@json_option
+def install_service(*, host: str, port: int, db: str | None, tls_cert: str | None,
+                    tls_key: str | None, system: bool, run_as: str | None, dry_run: bool,
+                    allow_ci: bool, extra: tuple[str, ...]) -> int:
+    """Run `broker up` as a systemd service (Linux) or a launchd job (macOS).
+
+    Arguments after `--` are passed to `broker up` as they are.
+    """
+    import getpass  # noqa: PLC0415
+    import os  # noqa: PLC0415
+
+    from claudemesh.cli.broker_service import broker_args, broker_spec  # noqa: PLC0415
+    from claudemesh.daemon.service import install  # noqa: PLC0415
+
+    if run_as is not None and not system:
+        raise click.UsageError("--run-as needs --system: a user service runs as you")
+    if system and run_as is None:
+        run_as = os.environ.get("SUDO_USER") or getpass.getuser()
+    args = broker_args(db=str(db or default_db()), host=host, port=port, cwd=Path.cwd(),
+                       tls_cert=tls_cert, tls_key=tls_key, extra=extra)
+    spec = broker_spec(os.environ, home=Path.home(), args=args, system=system, run_as=run_as)
+    report = install(spec, env=os.environ, dry_run=dry_run, allow_ci=allow_ci)
+    text = [report.summary, *report.warnings, *report.errors]
+    if dry_run:
+        text = [f"# {report.path}", report.content, *text]
+    PRINTER.result(report.to_dict(), "\n".join(text))
+    return 0 if report.ok else ExitCode.FAILURE
+
+
+@broker.command("uninstall-service")
+@_scope_options
+@click.option("--dry-run", is_flag=True, help="Print the commands only.")
+@json_option
+def uninstall_service(system: bool, dry_run: bool) -> int:
+    """Stop and remove the service installed by `broker install-service`."""
+    import os  # noqa: PLC0415
+
+    from claudemesh.cli.broker_service import broker_unit  # noqa: PLC0415
+    from claudemesh.daemon.service import uninstall  # noqa: PLC0415
+
+    report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run,
+                       unit=broker_unit(system=system))
+    PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
+                                                *report.errors]))
+    return 0 if report.ok else ExitCode.FAILURE

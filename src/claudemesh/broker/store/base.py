@@ -403,6 +403,20 @@ class BrokerStore(abc.ABC):
     @abc.abstractmethod
     async def get_member_by_id(self, member_id: str) -> Member | None: ...
 
+    # -- operations (GET /readyz, GET /metrics) ----------------------------------------
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Answer a trivial query on the store's tables (GET /readyz).
+
+        Raises:
+            StoreError: the store cannot answer (its file is gone, its server is down).
+        """
+
+    @abc.abstractmethod
+    async def pending_by_mesh(self, *, limit: int) -> dict[str, int]:
+        """Unacked deliveries per mesh name, for the ``limit`` meshes with the most."""
+
     # -- maintenance -------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -1,5 +1,9 @@
 """Install the daemon as a user service: a systemd user unit on Linux, a launchd agent on macOS.
 
+The same package installs the broker (``claudemesh broker install-service``): the unit is
+data (:class:`ServiceUnit`: names, command, user or system scope), :data:`DAEMON_UNIT` the
+daemon's, and everything below holds for both except where it names the daemon.
+
 Theory of operation. The service runs ``<python> -m claudemesh daemon up --foreground``
 with the interpreter and the ``CLAUDEMESH_CONFIG_DIR`` (and ``CLAUDEMESH_DAEMON_DIR``, when
 set) of the CLI that installed it, so the service and the CLI always mean the same daemon
@@ -57,10 +61,12 @@ from claudemesh.daemon.service.plan import (
 )
 from claudemesh.daemon.service.units import (
     DAEMON_ARGS,
+    DAEMON_UNIT,
     LAUNCHD_LABEL,
     SYSTEMD_UNIT,
     ServicePlatform,
     ServiceSpec,
+    ServiceUnit,
     detect_platform,
     render_launchd_plist,
     render_systemd_unit,
@@ -73,6 +79,7 @@ from claudemesh.daemon.service.units import (
 __all__ = [
     "CI_REFUSAL",
     "DAEMON_ARGS",
+    "DAEMON_UNIT",
     "LAUNCHD_LABEL",
     "SYSTEMD_UNIT",
     "CommandResult",
@@ -83,6 +90,7 @@ __all__ = [
     "Runner",
     "ServicePlatform",
     "ServiceSpec",
+    "ServiceUnit",
     "Step",
     "detect_ci",
     "detect_platform",

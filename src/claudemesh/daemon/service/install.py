@@ -26,10 +26,10 @@ from claudemesh.daemon.service.plan import (
     uninstall_plan,
 )
 from claudemesh.daemon.service.units import (
-    LAUNCHD_LABEL,
-    SYSTEMD_UNIT,
+    DAEMON_UNIT,
     ServicePlatform,
     ServiceSpec,
+    ServiceUnit,
     detect_platform,
     render_unit_file,
     unit_path,
@@ -113,6 +113,7 @@ class InstallReport:
     commands: list[CommandRun] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    unit: ServiceUnit = DAEMON_UNIT
 
     @property
     def ok(self) -> bool:
@@ -126,20 +127,19 @@ class InstallReport:
                 "warnings": list(self.warnings), "errors": list(self.errors)}
 
 
-def _failure_message(step: Step, result: CommandResult, platform: ServicePlatform,
-                     action: str, path: Path) -> str:
+def _failure_message(step: Step, result: CommandResult, report: InstallReport) -> str:
     shown = " ".join(step.argv)
     text = f"`{shown}` failed: {result.detail()}"
-    program = step.argv[0]
+    program, unit, path = step.argv[0], report.unit, report.path
     if result.returncode == EXIT_NOT_FOUND:
-        system = "systemd" if platform is ServicePlatform.SYSTEMD else "launchd"
+        system = "systemd" if report.platform is ServicePlatform.SYSTEMD else "launchd"
         text += f" ({program} is missing: this system does not seem to run {system})"
-    elif program == "systemctl" and "bus" in result.detail().lower():
+    elif program == "systemctl" and "bus" in result.detail().lower() and not unit.system:
         text += (" (no systemd user session to talk to: containers, `su` and ssh sessions "
                  "without a login often have no user bus)")
-    elif step.argv[-1] == SYSTEMD_UNIT and "--now" in step.argv:
-        text += f"; see `journalctl --user -u {SYSTEMD_UNIT}`"
-    if action == "install":
+    elif step.argv[-1] == unit.systemd_unit and "--now" in step.argv:
+        text += f"; see `{' '.join(('journalctl', *unit.manager_scope))} -u {unit.systemd_unit}`"
+    if report.action == "install":
         text += f". The unit file is at {path}, but the service is not running"
     else:
         text += f". {path} is removed, but the service may still be loaded"
@@ -164,8 +164,7 @@ def _run_steps(steps: Sequence[Step], report: InstallReport, runner: Runner,
         if step.on_failure is OnFailure.WARN:
             report.warnings.append(f"`{' '.join(step.argv)}` failed: {result.detail()}")
             continue
-        report.errors.append(_failure_message(step, result, report.platform, report.action,
-                                              report.path))
+        report.errors.append(_failure_message(step, result, report))
         skip = True
     return not skip
 
@@ -223,11 +222,12 @@ def install(spec: ServiceSpec, *, env: Mapping[str, str], dry_run: bool = False,
     if ci_variable and not allow_ci:
         raise ConfigError(CI_REFUSAL, ci_variable=ci_variable)
     uid = os.getuid() if uid is None else uid
-    path = unit_path(platform, home or spec.home, env)
+    unit = spec.unit
+    path = unit_path(platform, home or spec.home, env, unit=unit)
     content = render_unit_file(spec, platform)
-    plan = install_plan(platform, path, uid)
+    plan = install_plan(platform, path, uid, unit)
     report = InstallReport(action="install", platform=platform, path=path, content=content,
-                           dry_run=dry_run, installed=True, summary="")
+                           dry_run=dry_run, installed=True, summary="", unit=unit)
     if dry_run:
         _run_steps((*plan.before, *plan.after), report, runner, skip=False)
         report.summary = f"would write {path} and run {len(report.commands)} command(s)"
@@ -237,10 +237,12 @@ def install(spec: ServiceSpec, *, env: Mapping[str, str], dry_run: bool = False,
     try:
         if platform is ServicePlatform.LAUNCHD:
             # launchd does not create the directory of StandardErrorPath.
-            ensure_private_dir(spec.paths.daemon_dir)
+            ensure_private_dir(spec.log.parent)
         _write_public_file(path, content.encode("utf-8"))
     except (OSError, ConfigError) as exc:
         reason = exc.detail if isinstance(exc, ConfigError) else (exc.strerror or str(exc))
+        if unit.system and isinstance(exc, PermissionError):
+            reason += " (a system service is installed as root: run it with sudo)"
         report.installed = previous is not None
         report.errors.append(f"cannot write {path}: {reason}")
         _run_steps(plan.after, report, runner, skip=True)
@@ -248,18 +250,19 @@ def install(spec: ServiceSpec, *, env: Mapping[str, str], dry_run: bool = False,
         return report
     ok = _run_steps(plan.after, report, runner, skip=not ok)
     if previous is not None and previous != content and platform is ServicePlatform.SYSTEMD:
+        restart = " ".join(("systemctl", *unit.manager_scope, "restart", unit.systemd_unit))
         report.warnings.append(
-            f"{path} changed; a daemon that was already running keeps its old settings "
-            f"until `systemctl --user restart {SYSTEMD_UNIT}`")
-    name = SYSTEMD_UNIT if platform is ServicePlatform.SYSTEMD else LAUNCHD_LABEL
-    report.summary = (f"installed {name} ({path}); {platform} runs the daemon" if ok
+            f"{path} changed; {unit.what} keeps its old settings if it was already running,"
+            f" until `{restart}`")
+    name = unit.systemd_unit if platform is ServicePlatform.SYSTEMD else unit.launchd_label
+    report.summary = (f"installed {name} ({path}); {platform} runs {unit.what}" if ok
                       else f"wrote {path}, but the service is not running")
     return report
 
 
 def uninstall(*, home: Path, env: Mapping[str, str] | None = None, dry_run: bool = False,
               runner: Runner = run_command, platform: ServicePlatform | str | None = None,
-              uid: int | None = None) -> InstallReport:
+              uid: int | None = None, unit: ServiceUnit = DAEMON_UNIT) -> InstallReport:
     """Stop the service and remove its file; nothing installed is reported, not an error.
 
     The file is removed even when stopping fails (no user bus, say): the user asked for
@@ -270,16 +273,16 @@ def uninstall(*, home: Path, env: Mapping[str, str] | None = None, dry_run: bool
     """
     platform = detect_platform(platform)
     uid = os.getuid() if uid is None else uid
-    path = unit_path(platform, home, env)
+    path = unit_path(platform, home, env, unit=unit)
     previous = _read_text(path)
     if previous is None:
         return InstallReport(action="uninstall", platform=platform, path=path, content="",
                              dry_run=dry_run, installed=False,
-                             summary=f"not installed: there is no {path}")
-    plan = uninstall_plan(platform, path, uid)
+                             summary=f"not installed: there is no {path}", unit=unit)
+    plan = uninstall_plan(platform, path, uid, unit)
     report = InstallReport(action="uninstall", platform=platform, path=path,
                            content=previous, dry_run=dry_run, installed=not dry_run,
-                           summary="")
+                           summary="", unit=unit)
     if dry_run:
         _run_steps((*plan.before, *plan.after), report, runner, skip=False)
         report.summary = f"would remove {path} and run {len(report.commands)} command(s)"
@@ -300,7 +303,7 @@ def uninstall(*, home: Path, env: Mapping[str, str] | None = None, dry_run: bool
 
 
 def service_state(platform: ServicePlatform | str, *, runner: Runner = run_command,
-                  uid: int | None = None) -> str | None:
+                  uid: int | None = None, unit: ServiceUnit = DAEMON_UNIT) -> str | None:
     """Ask the service manager about the service; None when it cannot be asked.
 
     systemd answers ``active``, ``activating``, ``inactive``, ``failed``...; launchd
@@ -312,11 +315,13 @@ def service_state(platform: ServicePlatform | str, *, runner: Runner = run_comma
     """
     platform = detect_platform(platform)
     if platform is ServicePlatform.SYSTEMD:
-        result = _call(runner, ["systemctl", "--user", "is-active", SYSTEMD_UNIT])
+        result = _call(runner, ["systemctl", *unit.manager_scope, "is-active",
+                                unit.systemd_unit])
         state = result.stdout.strip()
         return state or None
     uid = os.getuid() if uid is None else uid
-    result = _call(runner, ["launchctl", "print", f"gui/{uid}/{LAUNCHD_LABEL}"])
+    domain = "system" if unit.system else f"gui/{uid}"
+    result = _call(runner, ["launchctl", "print", f"{domain}/{unit.launchd_label}"])
     if result.returncode in (EXIT_NOT_FOUND, EXIT_TIMED_OUT, EXIT_CANNOT_RUN):
         return None
     return "loaded" if result.ok else "not-loaded"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from claudemesh.daemon.service.units import SYSTEMD_UNIT, ServicePlatform
+from claudemesh.daemon.service.units import DAEMON_UNIT, ServicePlatform, ServiceUnit
 
 __all__ = [
     "CI_REFUSAL",
@@ -62,32 +62,41 @@ class Plan:
     after: tuple[Step, ...]
 
 
-def _systemctl(*args: str) -> Step:
-    return Step(("systemctl", "--user", *args))
+def _systemctl(unit: ServiceUnit, *args: str) -> Step:
+    return Step(("systemctl", *unit.manager_scope, *args))
 
 
-def install_plan(platform: ServicePlatform, path: Path, uid: int) -> Plan:
-    """Write the file, then load and start it (and, on systemd, check lingering)."""
+def _launchd_domain(unit: ServiceUnit, uid: int) -> str:
+    return "system" if unit.system else f"gui/{uid}"
+
+
+def install_plan(platform: ServicePlatform, path: Path, uid: int,
+                 unit: ServiceUnit = DAEMON_UNIT) -> Plan:
+    """Write the file, then load and start it (and, for a systemd user unit, check
+    lingering)."""
     if platform is ServicePlatform.SYSTEMD:
-        return Plan(before=(), after=(
-            _systemctl("daemon-reload"),
-            _systemctl("enable", "--now", SYSTEMD_UNIT),
+        linger = () if unit.system else (
             Step(("loginctl", "show-user", str(uid), "--property=Linger"),
-                 OnFailure.WARN, checks_linger=True),
+                 OnFailure.WARN, checks_linger=True),)
+        return Plan(before=(), after=(
+            _systemctl(unit, "daemon-reload"),
+            _systemctl(unit, "enable", "--now", unit.systemd_unit),
+            *linger,
         ))
-    domain = f"gui/{uid}"
+    domain = _launchd_domain(unit, uid)
     return Plan(before=(), after=(
         Step(("launchctl", "bootout", domain, str(path)), OnFailure.IGNORE),
         Step(("launchctl", "bootstrap", domain, str(path))),
     ))
 
 
-def uninstall_plan(platform: ServicePlatform, path: Path, uid: int) -> Plan:
+def uninstall_plan(platform: ServicePlatform, path: Path, uid: int,
+                   unit: ServiceUnit = DAEMON_UNIT) -> Plan:
     """Stop and unload, remove the file, and (systemd) forget it."""
     if platform is ServicePlatform.SYSTEMD:
-        return Plan(before=(_systemctl("disable", "--now", SYSTEMD_UNIT),),
-                    after=(_systemctl("daemon-reload"),))
-    return Plan(before=(Step(("launchctl", "bootout", f"gui/{uid}", str(path)),
+        return Plan(before=(_systemctl(unit, "disable", "--now", unit.systemd_unit),),
+                    after=(_systemctl(unit, "daemon-reload"),))
+    return Plan(before=(Step(("launchctl", "bootout", _launchd_domain(unit, uid), str(path)),
                              OnFailure.IGNORE),),
                 after=())
 

@@ -1,4 +1,9 @@
-"""What the service runs and the file that says so: a systemd user unit or a launchd plist.
+"""What the service runs and the file that says so: a systemd unit or a launchd plist.
+
+Which service is a :class:`ServiceUnit`: its names, the command after the interpreter,
+and how the manager runs it. :data:`DAEMON_UNIT` is the daemon's user service; the
+broker's (``claudemesh broker install-service``, cli/broker_service.py) is another unit
+through the same renderers, plans and installer, and may be a system service.
 
 The interpreter path is kept as given, never resolved: a virtualenv's ``bin/python`` is a
 symlink, and resolving it would lose the virtualenv. Rendering is pure, so the tests (and
@@ -21,11 +26,13 @@ from claudemesh.errors import ConfigError, ExitCode
 
 __all__ = [
     "DAEMON_ARGS",
+    "DAEMON_UNIT",
     "LAUNCHD_LABEL",
     "RESTART_PREVENT_EXIT_STATUS",
     "SYSTEMD_UNIT",
     "ServicePlatform",
     "ServiceSpec",
+    "ServiceUnit",
     "detect_platform",
     "render_launchd_plist",
     "render_systemd_unit",
@@ -38,10 +45,14 @@ __all__ = [
 SYSTEMD_UNIT: Final = "claudemesh-daemon.service"
 LAUNCHD_LABEL: Final = "com.claudemesh.daemon"
 DAEMON_ARGS: Final = ("-m", "claudemesh", "daemon", "up", "--foreground")
-RESTART_PREVENT_EXIT_STATUS: Final = (ExitCode.HOST_MISMATCH, ExitCode.BROKER_INCOMPATIBLE)
+# No restart can fix these: another machine's directory, a broker lacking a feature, a
+# broker presenting another TLS key than the invite pinned (issue 14).
+RESTART_PREVENT_EXIT_STATUS: Final = (ExitCode.HOST_MISMATCH, ExitCode.BROKER_INCOMPATIBLE,
+                                      ExitCode.BROKER_UNTRUSTED)
 
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 _SYSTEMD_BARE: Final = re.compile(r"[A-Za-z0-9_+=:,./@-]+")  # needs no quotes in a unit
+_NAME: Final = re.compile(r"[A-Za-z0-9_.@-]+")  # unit names, labels, account names
 
 
 class ServicePlatform(enum.StrEnum):
@@ -72,6 +83,40 @@ def detect_platform(sys_platform: str | ServicePlatform | None = None) -> Servic
 
 
 @dataclass(frozen=True, slots=True)
+class ServiceUnit:
+    """Which service: its names, the command after the interpreter, and how it is run."""
+
+    systemd_unit: str
+    launchd_label: str
+    description: str
+    args: tuple[str, ...]  # after the interpreter
+    notify: bool = False  # Type=notify: the program sends READY=1 (the daemon does)
+    restart_prevent: tuple[int, ...] = ()  # exit statuses no restart can fix
+    system: bool = False  # a system service (/etc/systemd/system, /Library/LaunchDaemons)
+    run_as: str | None = None  # the account a system service runs as (User=, UserName)
+    limit_nofile: int | None = None  # open files: a broker holds one per connection
+    what: str = "the daemon"  # in messages: "systemd runs the daemon"
+
+    def __post_init__(self) -> None:
+        names = [self.systemd_unit, self.launchd_label]
+        for name in [*names, *([] if self.run_as is None else [self.run_as])]:
+            if not _NAME.fullmatch(name):
+                raise ConfigError(f"not a service or account name: {name!r}")
+        if self.run_as is not None and not self.system:
+            raise ConfigError("only a system service runs as another account")
+
+    @property
+    def manager_scope(self) -> tuple[str, ...]:
+        """systemctl's and journalctl's scope option: ``--user``, or none for the system."""
+        return () if self.system else ("--user",)
+
+
+DAEMON_UNIT: Final = ServiceUnit(
+    SYSTEMD_UNIT, LAUNCHD_LABEL, "claudemesh local messaging daemon", DAEMON_ARGS,
+    notify=True, restart_prevent=tuple(RESTART_PREVENT_EXIT_STATUS))
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceSpec:
     """What the service runs; every path absolute, because a service has no working dir."""
 
@@ -79,10 +124,12 @@ class ServiceSpec:
     config_dir: Path
     daemon_dir: Path | None  # None: the default under config_dir, and no variable set
     home: Path
+    unit: ServiceUnit = DAEMON_UNIT
+    log_file: Path | None = None  # launchd's output file; None: the daemon's log
 
     def __post_init__(self) -> None:
         named = {"interpreter": self.interpreter, "config_dir": self.config_dir,
-                 "daemon_dir": self.daemon_dir, "home": self.home}
+                 "daemon_dir": self.daemon_dir, "home": self.home, "log_file": self.log_file}
         for name, path in named.items():
             if path is None:
                 continue
@@ -96,6 +143,11 @@ class ServiceSpec:
         """The daemon's paths as the service will see them."""
         return Paths(config_dir=self.config_dir,
                      daemon_dir=self.daemon_dir or self.config_dir / "daemon")
+
+    @property
+    def log(self) -> Path:
+        """Where launchd writes the service's output."""
+        return self.log_file or self.paths.log
 
 
 def spec_from_env(env: Mapping[str, str], *, home: Path,
@@ -143,44 +195,50 @@ def _systemd_word(word: str, *, exec_line: bool) -> str:
 
 
 def render_systemd_unit(spec: ServiceSpec) -> str:
-    """The ``claudemesh-daemon.service`` user unit (see the package docstring)."""
+    """The unit file, ``claudemesh-daemon.service`` by default (see the package docstring)."""
+    u = spec.unit
     exec_start = " ".join(_systemd_word(w, exec_line=True)
-                          for w in (str(spec.interpreter), *DAEMON_ARGS))
+                          for w in (str(spec.interpreter), *u.args))
     environment = [f"Environment={_systemd_word(f'{k}={v}', exec_line=False)}"
                    for k, v in _environment(spec).items()]
     lines = [
         "# Installed by `claudemesh`; remove it with the matching uninstall command.",
         "[Unit]",
-        "Description=claudemesh local messaging daemon",
+        f"Description={u.description}",
         "After=network-online.target",
         "Wants=network-online.target",
         "StartLimitIntervalSec=300",
         "StartLimitBurst=5",
         "",
         "[Service]",
-        "Type=notify",
+        f"Type={'notify' if u.notify else 'exec'}",
         f"ExecStart={exec_start}",
+        *([f"User={u.run_as}"] if u.run_as else []),
         "Restart=on-failure",
         "RestartSec=5",
-        "RestartPreventExitStatus=" + " ".join(str(c) for c in RESTART_PREVENT_EXIT_STATUS),
+        *(["RestartPreventExitStatus=" + " ".join(str(int(c)) for c in u.restart_prevent)]
+          if u.restart_prevent else []),
         *environment,
         "StandardOutput=journal",
         "StandardError=journal",
+        *([f"LimitNOFILE={u.limit_nofile}"] if u.limit_nofile else []),
         "TimeoutStopSec=30",
         "NoNewPrivileges=yes",
         "",
         "[Install]",
-        "WantedBy=default.target",
+        f"WantedBy={'multi-user.target' if u.system else 'default.target'}",
     ]
     return "\n".join(lines) + "\n"
 
 
 def render_launchd_plist(spec: ServiceSpec) -> bytes:
-    """The ``com.claudemesh.daemon`` launch agent, as XML plist bytes."""
-    log = str(spec.paths.log)
+    """The launch agent (or daemon, for a system unit), ``com.claudemesh.daemon`` by
+    default, as XML plist bytes."""
+    u = spec.unit
+    log = str(spec.log)
     doc: dict[str, Any] = {
-        "Label": LAUNCHD_LABEL,
-        "ProgramArguments": [str(spec.interpreter), *DAEMON_ARGS],
+        "Label": u.launchd_label,
+        "ProgramArguments": [str(spec.interpreter), *u.args],
         "EnvironmentVariables": _environment(spec),
         "RunAtLoad": True,
         "KeepAlive": {"SuccessfulExit": False},
@@ -189,6 +247,10 @@ def render_launchd_plist(spec: ServiceSpec) -> bytes:
         "StandardErrorPath": log,
         "WorkingDirectory": str(spec.home),
     }
+    if u.run_as:
+        doc["UserName"] = u.run_as
+    if u.limit_nofile:
+        doc["SoftResourceLimits"] = {"NumberOfFiles": u.limit_nofile}
     return plistlib.dumps(doc, fmt=plistlib.FMT_XML, sort_keys=True)
 
 
@@ -200,18 +262,24 @@ def render_unit_file(spec: ServiceSpec, platform: ServicePlatform) -> str:
 
 
 def unit_path(platform: ServicePlatform | str, home: Path,
-              env: Mapping[str, str] | None = None) -> Path:
-    """Where the unit or plist lives; systemd reads ``$XDG_CONFIG_HOME`` when absolute.
+              env: Mapping[str, str] | None = None, *,
+              unit: ServiceUnit = DAEMON_UNIT) -> Path:
+    """Where the unit or plist lives; a user unit under ``home`` (systemd reads
+    ``$XDG_CONFIG_HOME`` when absolute), a system unit in the system's directory.
 
     Raises:
         ConfigError: ``platform`` is neither a service platform nor a supported OS.
     """
     platform = detect_platform(platform)
     if platform is ServicePlatform.LAUNCHD:
-        return home / "Library" / "LaunchAgents" / f"{LAUNCHD_LABEL}.plist"
+        folder = (Path("/Library/LaunchDaemons") if unit.system
+                  else home / "Library" / "LaunchAgents")
+        return folder / f"{unit.launchd_label}.plist"
+    if unit.system:
+        return Path("/etc/systemd/system") / unit.systemd_unit
     xdg = (env or {}).get("XDG_CONFIG_HOME", "")
     config_home = Path(xdg) if xdg and Path(xdg).is_absolute() else home / ".config"
-    return config_home / "systemd" / "user" / SYSTEMD_UNIT
+    return config_home / "systemd" / "user" / unit.systemd_unit
 
 
 def unit_installed(home: Path, platform: ServicePlatform | str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import plistlib
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,41 +24,9 @@ from claudemesh.daemon.service import (
     unit_path,
 )
 from claudemesh.errors import ConfigError
-from servicekit import LAUNCHD, PYTHON, SYSTEMD, make_spec
+from servicekit import LAUNCHD, PYTHON, SYSTEMD, make_spec, one, parse_unit, systemd_words
 
 # -- systemd unit -----------------------------------------------------------------------
-
-
-def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
-    """Sections -> key -> values, refusing a key repeated where systemd would override."""
-    sections: dict[str, dict[str, list[str]]] = {}
-    current: dict[str, list[str]] | None = None
-    for line in text.splitlines():
-        if not line.strip() or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            assert line.endswith("]"), line
-            assert line[1:-1] not in sections, f"section {line} twice"
-            current = sections.setdefault(line[1:-1], {})
-            continue
-        assert current is not None, f"setting outside a section: {line}"
-        key, sep, value = line.partition("=")
-        assert sep, line
-        if key in current:
-            assert key == "Environment", f"{key} set twice"
-        current.setdefault(key, []).append(value)
-    return sections
-
-
-def one(unit: dict[str, dict[str, list[str]]], section: str, key: str) -> str:
-    values = unit[section][key]
-    assert len(values) == 1, (section, key, values)
-    return values[0]
-
-
-def systemd_words(value: str) -> list[str]:
-    """Split a command line the way systemd does, for the characters we escape."""
-    return [w.replace("%%", "%").replace("$$", "$") for w in shlex.split(value)]
 
 
 def test_unit_has_the_settings_that_matter(tmp_path: Path) -> None:
@@ -76,7 +43,7 @@ def test_unit_has_the_settings_that_matter(tmp_path: Path) -> None:
         "ExecStart": f"{PYTHON} -m claudemesh daemon up --foreground",
         "Restart": "on-failure",
         "RestartSec": "5",
-        "RestartPreventExitStatus": "4 6",
+        "RestartPreventExitStatus": "4 6 7",
         "StandardOutput": "journal",
         "StandardError": "journal",
         "TimeoutStopSec": "30",

@@ -493,6 +493,21 @@ class PostgresBrokerStore(BrokerStore):
             return None if row is None else _member(row)
         return await self._db.run("reading a member", op, tx=False)
 
+    # -- operations --------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        async def op(conn: Conn) -> None:
+            await conn.fetchval("SELECT 1 FROM mesh.mesh LIMIT 1")
+        await self._db.run("checking the store", op, tx=False)
+
+    async def pending_by_mesh(self, *, limit: int) -> dict[str, int]:
+        async def op(conn: Conn) -> dict[str, int]:
+            return {str(r[0]): int(r[1]) for r in await conn.fetch(
+                "SELECT m.name, count(*) FROM mesh.delivery_queue q JOIN mesh.mesh m"
+                " ON m.id = q.mesh_id WHERE q.acked_at IS NULL GROUP BY m.name"
+                " ORDER BY count(*) DESC, m.name LIMIT $1", limit)}
+        return await self._db.run("counting pending deliveries", op, tx=False)
+
     # -- maintenance -------------------------------------------------------------------
 
     async def orphan_check(self) -> list[dict[str, Any]]:

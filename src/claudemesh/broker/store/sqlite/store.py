@@ -7,6 +7,7 @@ The tables are :mod:`.schema`'s. Every operation runs on
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any, Final
@@ -56,6 +57,12 @@ __all__ = ["SqliteBrokerStore"]
 _MEMBER_COLUMNS: Final = member_columns()
 
 
+def _file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode): which file ``path`` names now."""
+    st = path.stat()
+    return st.st_dev, st.st_ino
+
+
 def _groups(conn: sqlite3.Connection, member_id: str) -> tuple[str, ...]:
     return tuple(r[0] for r in conn.execute(
         "SELECT group_name FROM group_member WHERE member_id = ? ORDER BY group_name",
@@ -73,6 +80,8 @@ class SqliteBrokerStore(BrokerStore):
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._worker = DbWorker(open_database(path, BROKER_MIGRATIONS), name="broker")
+        self._path = path
+        self._file = _file_identity(path)
         self._worker.start()
         self._notifier = LocalNotifier()
 
@@ -360,6 +369,32 @@ class SqliteBrokerStore(BrokerStore):
                                (member_id,)).fetchone()
             return None if row is None else member_from_row(row, _groups(conn, row[0]))
         return await self._worker.run(op)
+
+    async def ping(self) -> None:
+        def op(conn: sqlite3.Connection) -> None:
+            conn.execute("SELECT 1 FROM mesh LIMIT 1").fetchall()
+            # The open connection keeps answering from a file that was since deleted,
+            # replaced or made unreadable; a restart would not find it: not ready.
+            try:
+                now = _file_identity(self._path)
+            except OSError as exc:
+                raise StoreError(f"the store file {self._path} is gone:"
+                                 f" {exc.strerror or exc}") from exc
+            if now != self._file:
+                raise StoreError(f"the store file {self._path} was replaced after the"
+                                 " broker opened it")
+            if not os.access(self._path, os.R_OK | os.W_OK):
+                raise StoreError(f"the store file {self._path} is no longer readable and"
+                                 " writable")
+        await self._worker.run(op, durable=False)
+
+    async def pending_by_mesh(self, *, limit: int) -> dict[str, int]:
+        def op(conn: sqlite3.Connection) -> dict[str, int]:
+            return {name: n for name, n in conn.execute(
+                "SELECT m.name, count(*) FROM delivery_queue q JOIN mesh m ON m.id = q.mesh_id"
+                " WHERE q.acked_at IS NULL GROUP BY m.name ORDER BY count(*) DESC, m.name"
+                " LIMIT ?", (limit,))}
+        return await self._worker.run(op, durable=False)
 
     async def orphan_check(self) -> list[dict[str, Any]]:
         def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
