@@ -807,6 +807,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              " the drain)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object on stdout (progress goes to stderr)")
+    parser.add_argument("--tls", action="store_true",
+                        help="the broker serves wss:// with a self-signed key the invite pins"
+                             " (A/B against plain ws://: bench/ab.py e2e --with=--tls)")
     args = parser.parse_args(argv)
     for name in ("sequential", "messages", "senders", "backlog"):
         if getattr(args, name) < 1:
@@ -825,6 +828,8 @@ def main(argv: list[str] | None = None) -> int:
     alice, bob = Member("alice", root / "a"), Member("bob", root / "b")
     teardown: list[str] = []
     try:
+        if args.tls:
+            broker.make_cert()
         broker.start()
         invite = broker.create_mesh("demo", max_uses=10)
         alice.join(invite)
