@@ -51,7 +51,8 @@
     │   ├── BrokerIncompatible       503 broker_incompatible     (close 4010), exit 6
     │   ├── BrokerRejected           502 broker_rejected         (the broker refused a request)
     │   ├── StoreError               500 store_error
-    │   │   └── StoreCorrupt         500 store_corrupt           (R-REC-2)
+    │   │   ├── StoreCorrupt         500 store_corrupt           (R-REC-2)
+    │   │   └── InsufficientStorage  507 insufficient_storage    (disk full, fsync failed)
     │   └── InternalError            500 internal
     └── LocalError                   raised by the CLI or the process, never on the wire
         ├── ConfigError              exit 2 config_invalid
@@ -92,8 +93,8 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "BrokerUnavailable", "BrokerUnreachable", "ClaudemeshError", "ClientMessageIdInUse",
            "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
            "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
-           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "ForbiddenHost",
-           "ForbiddenOrigin", "HelloRequired", "HostMismatch", "IdempotencyKeyReused",
+           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "ForbiddenHost", "ForbiddenOrigin",
+           "HelloRequired", "HostMismatch", "IdempotencyKeyReused", "InsufficientStorage",
            "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
            "MemberAlreadyConnected", "MemberRevoked", "MeshExists", "MeshRequired",
            "MessageNotFound", "MethodNotAllowed", "NoMeshJoined", "OutboxRowNotFound",
@@ -102,8 +103,7 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "ServiceError", "SessionNameTaken", "SessionNotFound", "ShuttingDown",
            "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery",
            "TooManyStreams", "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh",
-           "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame",
-           "error_from_wire"]
+           "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame", "error_from_wire"]
 
 
 class ExitCode(enum.IntEnum):
@@ -452,6 +452,12 @@ class StoreCorrupt(StoreError):
     code = "store_corrupt"
     http_status = 500
     default_detail = "a local database failed its integrity check"
+
+
+class InsufficientStorage(StoreError):
+    code = "insufficient_storage"
+    http_status = 507
+    default_detail = "the disk is full or failed to sync; nothing was written, retry later"
 
 
 class InternalError(ServiceError):
