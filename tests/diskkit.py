@@ -28,13 +28,15 @@ _CHUNKS = (1 << 16, 1 << 12, 1 << 9, 1)  # write big, then smaller, until nothin
 def tmpfs(size: str = "2m", *, at: Path | None = None) -> Iterator[Path]:
     """A fresh tmpfs of ``size`` mounted at ``at`` (created if missing) or a new temp dir,
     mode 0700 as the daemon wants its directory."""
-    where = at if at is not None else short_tmpdir("cmfs")
-    where.mkdir(mode=0o700, parents=True, exist_ok=True)
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root and mount(8)")
+    where = at if at is not None else short_tmpdir("cmfs")
+    where.mkdir(mode=0o700, parents=True, exist_ok=True)
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs",
                               str(where)], capture_output=True, text=True, check=False)
     if mounted.returncode != 0:
+        with contextlib.suppress(OSError):
+            where.rmdir()
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
     try:
         yield where

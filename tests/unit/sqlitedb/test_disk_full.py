@@ -176,3 +176,22 @@ async def test_a_really_full_tmpfs_fails_at_commit_and_recovers_when_space_retur
         finally:
             worker.stop()
         assert rows(path) == ["before", "big"]
+
+
+def test_a_commit_that_finds_no_room_leaves_no_transaction_open() -> None:
+    """``immediate`` at top level (no worker): the COMMIT gets ENOSPC; the connection is
+    left with no transaction, nothing kept, and commits again once there is room."""
+    with tmpfs("2m") as root:
+        path = root / "c.db"
+        conn = open_database(path, SCHEMA)
+        try:
+            filler = fill(root)
+            with pytest.raises(InsufficientStorage):
+                insert("big", BIG)(conn)
+            assert not conn.in_transaction
+            assert rows(path) == []
+            filler.unlink()
+            insert("big", BIG)(conn)
+        finally:
+            conn.close()
+        assert rows(path) == ["big"]
