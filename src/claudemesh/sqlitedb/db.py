@@ -34,7 +34,7 @@ _CORRUPT_CODES: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
 # SQLITE_FULL; EIO on write or fsync as these extended SQLITE_IOERR codes).
 _NO_ROOM_CODES: Final = frozenset({
     "SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_DIR_FSYNC",
-    "SQLITE_IOERR_TRUNCATE", "SQLITE_IOERR_SHMSIZE"})
+    "SQLITE_IOERR_SHMSIZE"})
 _NO_ROOM_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
