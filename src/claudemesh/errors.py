@@ -52,7 +52,8 @@
     │   ├── BrokerRejected           502 broker_rejected         (the broker refused a request)
     │   ├── BrokerUntrusted          502 broker_untrusted        (not the pinned TLS key), exit 7
     │   ├── StoreError               500 store_error
-    │   │   └── StoreCorrupt         500 store_corrupt           (R-REC-2)
+    │   │   ├── StoreCorrupt         500 store_corrupt           (R-REC-2)
+    │   │   └── InsufficientStorage  507 insufficient_storage    (disk full, fsync failed)
     │   └── InternalError            500 internal
     └── LocalError                   raised by the CLI or the process, never on the wire
         ├── ConfigError              exit 2 config_invalid
@@ -94,16 +95,16 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "DaemonStartFailed", "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable",
            "DestinationNotFound", "DisplayNameTaken", "ExecutableNotFound", "ExitCode",
            "ForbiddenHost", "ForbiddenOrigin", "HelloRequired", "HostMismatch",
-           "IdempotencyKeyReused", "InternalError", "InvalidEnvelope", "InvalidRequest",
-           "InviteRejected", "LocalError", "MemberAlreadyConnected", "MemberRevoked", "MeshExists",
-           "MeshRequired", "MessageNotFound", "MethodNotAllowed", "NoMeshJoined",
-           "OutboxRowNotFound", "PayloadTooLarge", "PreflightRefused", "ProcessNotFound",
-           "RateLimited", "RemoteError", "ReplayedNonce", "RequestError", "RequestTimeout",
-           "RequeueNotAllowed", "RouteNotFound", "ServiceError", "SessionNameTaken",
-           "SessionNotFound", "ShuttingDown", "SocketPathTooLong", "StaleTimestamp", "StoreCorrupt",
-           "StoreError", "TokenInQuery", "TooManyStreams", "Unauthorized", "UnknownDestination",
-           "UnknownMember", "UnknownMesh", "UnknownSession", "WaitTimedOut", "error_classes",
-           "error_from_frame", "error_from_wire"]
+           "IdempotencyKeyReused", "InsufficientStorage", "InternalError", "InvalidEnvelope",
+           "InvalidRequest", "InviteRejected", "LocalError", "MemberAlreadyConnected",
+           "MemberRevoked", "MeshExists", "MeshRequired", "MessageNotFound", "MethodNotAllowed",
+           "NoMeshJoined", "OutboxRowNotFound", "PayloadTooLarge", "PreflightRefused",
+           "ProcessNotFound", "RateLimited", "RemoteError", "ReplayedNonce", "RequestError",
+           "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
+           "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
+           "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery", "TooManyStreams",
+           "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh", "UnknownSession",
+           "WaitTimedOut", "error_classes", "error_from_frame", "error_from_wire"]
 
 
 class ExitCode(enum.IntEnum):
@@ -121,11 +122,8 @@ class ExitCode(enum.IntEnum):
 
 
 class ClaudemeshError(Exception):
-    """Base of every error we raise on purpose.
-
-    ``fields`` are structured extras that travel with the error on the wire (for a
-    conflict: ``conflict``, ``client_message_id``, ``daemon_fingerprint_prefix``...).
-    """
+    """Base of every error we raise on purpose. ``fields`` are structured extras that
+    travel with it on the wire (a conflict's ``conflict``, ``client_message_id``...)."""
 
     code: ClassVar[str] = "error"
     http_status: ClassVar[int] = 500
@@ -280,12 +278,9 @@ class SessionNameTaken(RequestError):
 
 
 class IdempotencyKeyReused(RequestError):
-    """A ``client_message_id`` that is already tied to a row the caller cannot reuse.
-
-    ``conflict`` is one of the R-ACC-2 table's values; ``daemon_fingerprint_prefix`` is
-    the first 8 bytes (16 hex) of the fingerprint stored with that id (R-ACC-3), and
-    ``request_fingerprint_prefix`` the same for the request just refused.
-    """
+    """A ``client_message_id`` tied to a row the caller cannot reuse. ``conflict`` is an
+    R-ACC-2 value; ``daemon_fingerprint_prefix`` is 16 hex of the fingerprint stored with
+    that id (R-ACC-3), ``request_fingerprint_prefix`` the same for the refused request."""
 
     code = "idempotency_key_reused"
     http_status = 409
@@ -463,6 +458,12 @@ class StoreCorrupt(StoreError):
     default_detail = "a local database failed its integrity check"
 
 
+class InsufficientStorage(StoreError):
+    code = "insufficient_storage"
+    http_status = 507
+    default_detail = "the disk is full or failed to sync; nothing was written, retry later"
+
+
 class InternalError(ServiceError):
     code = "internal"
     http_status = 500
@@ -533,11 +534,8 @@ class AlreadyJoined(LocalError):
 
 
 class AgentSettingsInvalid(LocalError):
-    """An agent's configuration file is not the JSON we can merge into; it is left as is.
-
-    ``path`` is the file, ``where`` the key path inside it (``hooks.Stop[0]``), or ``""``
-    for the file as a whole.
-    """
+    """An agent's settings file is not JSON we can merge into (left as is): ``path``, and
+    ``where`` the key path inside it (``hooks.Stop[0]``), ``""`` for the whole file."""
 
     code = "agent_settings_invalid"
     exit_code = ExitCode.USAGE

@@ -10,6 +10,11 @@ those rows go back to ``pending``, due at once; the reconnect's own backoff pace
 Each answer settles its row from a future's callback, with no task per send; one timer
 per claimed batch turns what is still unanswered after ``request_timeout_s`` into retries.
 
+A failing store (a full disk: :class:`~claudemesh.errors.InsufficientStorage`) stops
+nothing: a claim that fails is tried again after a backoff, and answers that could not be
+written are kept and written again after a backoff, so no row is left ``inflight`` and the
+drain carries on by itself once there is room.
+
 Ordering. Rows of one mesh go out in enqueue order, and the broker accepts frames of one
 connection in arrival order (a batch's frames too), so the first attempts of sends to one
 destination reach their recipient in the order they were accepted here. A row that had to
@@ -40,7 +45,7 @@ from claudemesh.daemon.drain_rules import (
 from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore, Transition
 from claudemesh.daemon.store.outbox_rules import OutboxEvent
-from claudemesh.errors import BrokerRejected, BrokerUnavailable, ClaudemeshError
+from claudemesh.errors import BrokerRejected, BrokerUnavailable, ClaudemeshError, StoreError
 from claudemesh.protocol.replies import BrokerReply
 from claudemesh.sending import wire_bytes
 from claudemesh.sqlitedb.worker import DbWorker
@@ -101,6 +106,7 @@ class Drain:
         return self._in_flight
 
     async def run(self) -> None:
+        failures = 0  # claims in a row the store refused
         try:
             while True:
                 await self.link.wait_open()
@@ -108,10 +114,18 @@ class Drain:
                 if self._in_flight >= self._window:
                     await self._wake.wait()  # only an answer can make room
                     continue
-                claimed, room = await self._claim()
-                if claimed and claimed == room:
-                    continue  # the window filled: there may be more due rows
-                await self._sleep(await self._next_due_s())
+                try:
+                    claimed, room = await self._claim()
+                    due_s = None if claimed and claimed == room else await self._next_due_s()
+                except StoreError as exc:
+                    failures += 1
+                    log.warning("outbox_claim_failed", extra={"mesh": self.mesh,
+                                                              "error": str(exc)})
+                    await self._sleep(retry_delay_ms(failures, self._rng) / 1000)
+                    continue
+                failures = 0
+                if due_s is not None:  # else the window filled: there may be more due rows
+                    await self._sleep(due_s)
         finally:
             # Rows still awaiting answers stay inflight; the next start puts them back
             # to pending (R-REC-1), so a late answer must not write anything now.
@@ -212,10 +226,16 @@ class Drain:
         return max(0.0, (due - self._clock()) / 1000)
 
     async def _write_answered(self) -> None:
+        failures = 0  # writes in a row the store refused
         try:
             while self._answered:
                 batch, self._answered = self._answered, []
-                await self._write(batch)
+                if await self._write(batch):
+                    failures = 0
+                    continue
+                failures += 1
+                self._answered = batch + self._answered  # kept, in order, for the next try
+                await asyncio.sleep(retry_delay_ms(failures, self._rng) / 1000)
         finally:
             self._writer = None
 
@@ -250,7 +270,8 @@ class Drain:
                                                     "error": verdict.error})
                 return Transition.dead(row.id, error=str(verdict.error), event=event)
 
-    async def _write(self, transitions: list[Transition]) -> None:
+    async def _write(self, transitions: list[Transition]) -> bool:
+        """Apply the answers' transitions; False when the store refused (try again)."""
         def op(conn: sqlite3.Connection) -> None:
             OutboxStore(conn).apply(transitions)
 
@@ -258,6 +279,11 @@ class Drain:
             # Not fsynced: a transition lost in a power cut only means the row is sent
             # again after the restart, and the broker answers 200 duplicate (R-REC-1).
             await self._outbox.run(op, durable=False)
+        except StoreError as exc:
+            log.warning("outbox_update_failed; retrying", extra={
+                "mesh": self.mesh, "rows": len(transitions), "error": str(exc)})
+            return False
         except ClaudemeshError:
             log.exception("outbox_update_failed", extra={"mesh": self.mesh,
                                                          "rows": len(transitions)})
+        return True

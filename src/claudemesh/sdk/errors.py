@@ -7,7 +7,9 @@ Every error answer of the daemon (``{error, detail, ...}``) becomes the class wi
 wrong" (4xx), :class:`ServiceError` for "the daemon or broker could not" (5xx). Sessions
 add :class:`SessionNotFound` (404), :class:`SessionNameTaken` (409, ``fields["holder"]``),
 :class:`ProcessNotFound` and :class:`UnknownSession` (422); :meth:`message_status` of an
-id this daemon never sent raises :class:`MessageNotFound`.
+id this daemon never sent raises :class:`MessageNotFound`. A send (or any write) on a
+daemon whose disk is full raises :class:`InsufficientStorage` (507): nothing was kept,
+retry once there is room.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from claudemesh.errors import (
     DaemonUnreachable,
     ForbiddenHost,
     IdempotencyKeyReused,
+    InsufficientStorage,
     InvalidRequest,
     MeshRequired,
     MessageNotFound,
@@ -57,6 +60,7 @@ __all__ = [
     "DaemonUnreachable",
     "ForbiddenHost",
     "IdempotencyKeyReused",
+    "InsufficientStorage",
     "InvalidRequest",
     "MeshRequired",
     "MessageNotFound",

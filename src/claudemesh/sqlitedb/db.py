@@ -1,7 +1,12 @@
 """SQLite plumbing for our databases (daemon and broker): open, pragmas, migrations, transactions.
 
-Every ``sqlite3`` error is turned into a :class:`~claudemesh.errors.StoreError` here or in
-the worker, so no other package imports ``sqlite3`` (STYLE (b)7).
+Every ``sqlite3`` (and OS) error is turned into a :class:`~claudemesh.errors.StoreError` by
+:func:`store_error`, here and in the worker, so no other package imports ``sqlite3``
+(STYLE (b)7). A full disk or a failed fsync becomes
+:class:`~claudemesh.errors.InsufficientStorage` (507): nothing was written, and the same
+connection works again once there is room. SQLite may roll a whole transaction back on
+such an error (SQLITE_FULL, SQLITE_IOERR); :func:`immediate` and the worker check
+``in_transaction`` rather than assume their savepoint survived.
 
 Durability (R-DLV-2, A-24): WAL with ``synchronous=FULL``, so a COMMIT returns only after
 the WAL is fsynced. The worker groups the accepts that arrive together into one
@@ -12,18 +17,25 @@ transaction and answers each of them only after that COMMIT, which keeps the pro
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from claudemesh.errors import StoreCorrupt, StoreError
+from claudemesh.errors import InsufficientStorage, StoreCorrupt, StoreError
 
-__all__ = ["immediate", "integrity_check", "open_database", "store_errors"]
+__all__ = ["immediate", "integrity_check", "open_database", "store_error", "store_errors"]
 
 _DB_FILE_MODE: Final = 0o600
 _CORRUPT_CODES: Final = frozenset({"SQLITE_CORRUPT", "SQLITE_NOTADB"})
+# The disk is full, or would not take the write or the sync (SQLite reports ENOSPC as
+# SQLITE_FULL; EIO on write or fsync as these extended SQLITE_IOERR codes).
+_NO_ROOM_CODES: Final = frozenset({
+    "SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_IOERR_FSYNC", "SQLITE_IOERR_DIR_FSYNC",
+    "SQLITE_IOERR_SHMSIZE"})
+_NO_ROOM_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})
 
 
 def open_database(path: Path, migrations: Sequence[str]) -> sqlite3.Connection:
@@ -97,8 +109,9 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
         try:
             yield
         except BaseException:
-            conn.execute("ROLLBACK TO unit")
-            conn.execute("RELEASE unit")
+            if conn.in_transaction:  # else SQLite already rolled it all back (SQLITE_FULL)
+                conn.execute("ROLLBACK TO unit")
+                conn.execute("RELEASE unit")
             raise
         conn.execute("RELEASE unit")
         return
@@ -106,9 +119,29 @@ def immediate(conn: sqlite3.Connection) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
-    conn.execute("COMMIT")
+    try:
+        conn.execute("COMMIT")
+    except sqlite3.Error:
+        if conn.in_transaction:  # a COMMIT that failed may leave it open: nothing half-kept
+            conn.execute("ROLLBACK")
+        raise
+
+
+def store_error(exc: sqlite3.Error | OSError, action: str) -> StoreError:
+    """The one translation of a ``sqlite3`` or OS error into the store's error (raise it
+    ``from exc``): a damaged file, no room on the disk, or anything else."""
+    if isinstance(exc, OSError):
+        cls = InsufficientStorage if exc.errno in _NO_ROOM_ERRNOS else StoreError
+        return cls(f"{action}: {exc.strerror or exc}")
+    name = getattr(exc, "sqlite_errorname", None)
+    if name in _CORRUPT_CODES:
+        return StoreCorrupt(f"{action}: {exc}")
+    if name in _NO_ROOM_CODES:
+        return InsufficientStorage(f"{action}: {exc}")
+    return StoreError(f"{action}: {exc}")
 
 
 @contextlib.contextmanager
@@ -116,9 +149,5 @@ def store_errors(action: str) -> Iterator[None]:
     """Translate ``sqlite3`` (and OS) errors into StoreError at the store's edge."""
     try:
         yield
-    except sqlite3.Error as exc:
-        if getattr(exc, "sqlite_errorname", None) in _CORRUPT_CODES:
-            raise StoreCorrupt(f"{action}: {exc}") from exc
-        raise StoreError(f"{action}: {exc}") from exc
-    except OSError as exc:
-        raise StoreError(f"{action}: {exc.strerror or exc}") from exc
+    except (sqlite3.Error, OSError) as exc:
+        raise store_error(exc, action) from exc

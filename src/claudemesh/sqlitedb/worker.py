@@ -13,6 +13,12 @@ Durability per group. An operation says whether its result must survive power lo
 a restart repairs, e.g. marking a row done: the row is just sent again and deduplicated)
 commits with ``synchronous=NORMAL``, which is still crash-safe for the process.
 
+A full disk. SQLite may answer an operation or the COMMIT with SQLITE_FULL (or an I/O
+error on write or fsync) and roll the whole group back by itself. Then every operation of
+the group fails with :class:`~claudemesh.errors.InsufficientStorage` (nothing of it was
+kept, so none may be answered as done), and the thread carries on: the next group runs
+on the same connection and succeeds once there is room again.
+
 The thread is the only writer of its database: sqlite3 objects never cross threads, and
 SQLite's own lock is never contended inside the process.
 """
@@ -29,7 +35,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
-from claudemesh.errors import ClaudemeshError, ShuttingDown, StoreError
+from claudemesh.errors import ClaudemeshError, InsufficientStorage, ShuttingDown, StoreError
+from claudemesh.sqlitedb.db import store_error
 
 __all__ = ["DbWorker"]
 
@@ -116,34 +123,59 @@ class DbWorker:
         return batch, False
 
     def _execute(self, batch: list[_Op[Any]]) -> None:
-        durable = any(op.durable for op in batch)
-        if durable is not self._durable:
-            self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._durable = durable
+        lost = self._commit(batch)
+        if lost is not None:
+            self._fail(batch, lost)
+        self._resolve(batch)
+
+    def _commit(self, batch: list[_Op[Any]]) -> BaseException | None:
+        """Run the group in one transaction; None once it committed, else what lost it."""
         try:
+            durable = any(op.durable for op in batch)
+            if durable is not self._durable:
+                self._conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._durable = durable
             self._conn.execute("BEGIN IMMEDIATE")
             for op in batch:
                 self._run_one(op)
+                if not self._conn.in_transaction:  # SQLite rolled the whole group back
+                    return op.error or StoreError(f"{self._name}: the transaction was lost")
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.exception("group commit failed; every operation in it is rolled back",
-                          extra={"store": self._name, "size": len(batch)})
-            with contextlib.suppress(sqlite3.Error):
+            return exc
+        return None
+
+    def _fail(self, batch: list[_Op[Any]], cause: BaseException) -> None:
+        """Nothing of the group was kept: every operation gets the group's error."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
-            failure = StoreError(f"{self._name} commit failed: {exc}")
-            for op in batch:
-                op.error = failure
-        self._resolve(batch)
+        if isinstance(cause, StoreError):
+            failure = cause
+        elif isinstance(cause, sqlite3.Error):
+            failure = store_error(cause, f"{self._name} commit failed")
+        else:
+            failure = StoreError(f"{self._name} commit failed: {cause}")
+        no_room = isinstance(failure, InsufficientStorage)  # expected: no traceback
+        log.error("group commit failed; every operation in it is rolled back: %s", failure,
+                  exc_info=None if no_room else cause,
+                  extra={"store": self._name, "size": len(batch)})
+        for op in batch:
+            op.error = failure
 
     def _run_one(self, op: _Op[Any]) -> None:
         self._conn.execute("SAVEPOINT op")
         try:
             op.result = op.fn(self._conn)
-        except (ClaudemeshError, sqlite3.Error) as exc:
-            op.error = exc if isinstance(exc, ClaudemeshError) else StoreError(str(exc))
+        except ClaudemeshError as exc:
+            op.error = exc
+        except sqlite3.Error as exc:
+            op.error = store_error(exc, self._name)
         except Exception as exc:  # a bug in an operation must not kill the writer
             log.exception("store operation raised", extra={"store": self._name})
             op.error = exc
+        if not self._conn.in_transaction:
+            return  # the savepoint went with the transaction; _execute fails the group
         if op.error is None:
             self._conn.execute("RELEASE op")
         else:

@@ -24,7 +24,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from claudemesh.broker.store import redact_location
 from claudemesh.broker.store.rows import Row
-from claudemesh.errors import ShuttingDown, StoreCorrupt, StoreError
+from claudemesh.errors import InsufficientStorage, ShuttingDown, StoreCorrupt, StoreError
 
 __all__ = ["Conn", "PgPool", "Retry", "count", "describe", "store_errors"]
 
@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _ATTEMPTS: Final = 4  # a transaction that hit a deadlock or serialization failure
 _CORRUPT_STATES: Final = frozenset({"XX001", "XX002"})  # data_corrupted, index_corrupted
+_NO_ROOM_STATES: Final = frozenset({"53100"})  # disk_full: a retryable 507, nothing kept
 
 
 class Conn(Protocol):
@@ -61,6 +62,8 @@ def store_errors(action: str) -> Iterator[None]:
     except asyncpg.PostgresError as exc:
         if getattr(exc, "sqlstate", None) in _CORRUPT_STATES:
             raise StoreCorrupt(f"{action}: {exc}") from exc
+        if getattr(exc, "sqlstate", None) in _NO_ROOM_STATES:
+            raise InsufficientStorage(f"{action}: {describe(exc)}") from exc
         raise StoreError(f"{action}: {describe(exc)}") from exc
     except (asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError) as exc:
         raise StoreError(f"{action}: {describe(exc)}") from exc
