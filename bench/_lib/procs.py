@@ -167,9 +167,9 @@ class Member:
         config = json.loads((self.config_dir / "config.json").read_text())
         self.pubkey = str(config["meshes"][0]["pubkey"])
 
-    def start(self) -> dict[str, Any]:
-        """``claudemesh daemon up --json``; returns what it printed."""
-        out = self._run("daemon", "up", "--json")
+    def start(self, *extra: str) -> dict[str, Any]:
+        """``claudemesh daemon up --json [extra]``; returns what it printed."""
+        out = self._run("daemon", "up", "--json", *extra)
         if out.returncode != 0:
             raise SystemExit(f"daemon up ({self.name}) failed: {out.stdout}{out.stderr}")
         info: dict[str, Any] = json.loads(out.stdout)

@@ -251,4 +251,5 @@ async def test_sigterm_closes_links_with_1001_and_daemons_back_off(
     wait_for(lambda: link_state(pair.alice) in ("backoff", "connecting"))
     lines = (pair.broker.root / "broker.log").read_text().splitlines()
     events = [json.loads(line)["event"] for line in lines]  # every line is one JSON object
-    assert events[0] == "broker_started" and events[-1] == "broker_stopped"
+    # (asyncio's debug mode, as CI runs, logs lines of its own around them: JSON too)
+    assert events.index("broker_started") < events.index("broker_stopped")
