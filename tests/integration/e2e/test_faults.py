@@ -146,6 +146,10 @@ CASES = {
     "bandwidth": Case((Bandwidth(32_000),), hold_for(FAULT_S)),
     "reset_mid_frame": Case((ResetMidFrame(7),), hold_until_reset),
     "half_open": Case((HalfOpen(),), hold_until_detected),
+    # 300 x 20 kB written into a frozen connection: the send buffers fill, so alice's
+    # keepalive ping waits behind them (the pong timer never starts); the link must be cut
+    # all the same (daemon/link.py _bound_stalls).
+    "half_open_full_buffers": Case((HalfOpen(),), hold_until_detected, padding=20_000),
     "blackhole": Case((Blackhole(),), blackhole_after_cut),
     "fragmentation": Case((Fragment(max_bytes=16, pause_s=0.0005),), hold_for(FAULT_S)),
 }
