@@ -120,17 +120,34 @@ def hold_until_reset(f: Faulty, _events: SseReader) -> None:
     time.sleep(1.0)
 
 
-def hold_until_detected(f: Faulty, events: SseReader) -> None:
-    """Half-open: nothing says the connection is gone; alice's keepalive must find out."""
+def detect_half_open(events: SseReader) -> None:
+    """Nothing says the connection is gone: alice's keepalive must find out."""
     left = left_open(events, timeout=LIVENESS_BOUND_S + 10)
     assert left["mesh"] == "demo", left
 
 
+def hold_until_detected(f: Faulty, events: SseReader) -> None:
+    """Half-open: once found out, the fault stays on a while, so the reconnect meets the
+    broker while it still holds the stale connection (which it replaces)."""
+    detect_half_open(events)
+    time.sleep(FAULT_S)
+
+
+def hold_partitioned(f: Faulty, events: SseReader) -> None:
+    """Half-open and a blackhole at once: the dead link is found out, and the reconnects
+    hang in the hole until the network heals (only then can the backlog drain)."""
+    held = f.proxy.stats.held
+    detect_half_open(events)
+    wait_for(lambda: f.proxy.stats.held > held, timeout=15)
+    time.sleep(FAULT_S)
+
+
 def blackhole_after_cut(f: Faulty, events: SseReader) -> None:
     """The open connections are reset, and the reconnects fall into the hole."""
+    held = f.proxy.stats.held
     f.proxy.cut()
     left_open(events, timeout=10)
-    wait_for(lambda: f.proxy.stats.held >= 1, timeout=15)
+    wait_for(lambda: f.proxy.stats.held > held, timeout=15)
     time.sleep(FAULT_S)
 
 
@@ -150,6 +167,7 @@ CASES = {
     # keepalive ping waits behind them (the pong timer never starts); the link must be cut
     # all the same (daemon/link.py _bound_stalls).
     "half_open_full_buffers": Case((HalfOpen(),), hold_until_detected, padding=20_000),
+    "partition": Case((HalfOpen(), Blackhole()), hold_partitioned),
     "blackhole": Case((Blackhole(),), blackhole_after_cut),
     "fragmentation": Case((Fragment(max_bytes=16, pause_s=0.0005),), hold_for(FAULT_S)),
 }
@@ -191,6 +209,7 @@ def test_every_message_arrives_exactly_once_through_a_network_fault(
 
     wait_for(lambda: quiet(health(f.alice)), timeout=60, interval=0.1)
     wait_for(lambda: len(arrived()) >= MESSAGES, timeout=60, interval=0.1)
+    wait_for(lambda: quiet(health(f.bob)), timeout=60, interval=0.1)  # bob's receipts
     time.sleep(0.5)  # a duplicate would land now
     got = arrived()
     assert set(got) == set(ids)
