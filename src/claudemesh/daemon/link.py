@@ -9,8 +9,8 @@ When the broker offers ``frame_batch``, the link asks for it (so the broker may 
 it sends) and writes its own frames through a :class:`~claudemesh.cork.FrameCork`.
 Heartbeats are websockets' own: a ping every 30 s, and 45 s more without a pong (75 s of
 silence) cuts the connection, which then reconnects (DESIGN §5.8); so do 75 s in which the
-bytes sent stay unacknowledged (TCP_USER_TIMEOUT, :func:`_bound_stalls`), which the
-keepalive cannot see behind a full send buffer.
+bytes sent stay unacknowledged (:mod:`claudemesh.liveness`), which the keepalive
+cannot see behind a full send buffer.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import contextlib
 import itertools
 import logging
 import random
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from claudemesh.daemon.link_rules import (
     classify_close,
 )
 from claudemesh.errors import BrokerRejected, BrokerUnavailable, BrokerUntrusted, error_from_frame
+from claudemesh.liveness import bound_stalls
 from claudemesh.protocol.batch import unbatch
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import Negotiated, NegotiationFailure
@@ -81,24 +81,6 @@ class LinkTimings:
     open_timeout_s: float = 10.0
     hello_timeout_s: float = 10.0
     request_timeout_s: float = 30.0
-
-
-def _bound_stalls(ws: ClientConnection, seconds: float) -> None:
-    """Cut the connection when bytes it sent stay unacknowledged, or unsent behind a zero
-    window, for ``seconds`` (TCP_USER_TIMEOUT, where the platform has it: Linux).
-
-    The keepalive alone misses this: websockets writes its ping behind the frames already
-    buffered and starts the pong timer only once the ping is out, so a dead peer with a
-    full send buffer kept the link OPEN until TCP gave up (about 15 minutes of
-    retransmissions; never, for a peer holding a zero window). Found with the fault
-    proxy's half-open toxic (tests/integration/e2e/test_faults.py).
-    """
-    option = getattr(socket, "TCP_USER_TIMEOUT", None)
-    sock = ws.transport.get_extra_info("socket")
-    if option is None or sock is None:
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.IPPROTO_TCP, option, max(1, int(seconds * 1000)))
 
 
 PushHandler = Callable[[dict[str, Any]], Awaitable[None]]
@@ -216,7 +198,7 @@ class BrokerLink:
             self._move(LinkState.UNTRUSTED)
             return False
         self._ws = ws
-        _bound_stalls(ws, self.timings.ping_interval_s + self.timings.ping_timeout_s)
+        bound_stalls(ws.transport, self.timings.ping_interval_s + self.timings.ping_timeout_s)
         try:
             self._move(LinkState.NEGOTIATING)
             if not await self._hello(ws):
