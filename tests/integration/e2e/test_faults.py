@@ -7,11 +7,13 @@ once and alice's outbox all done. The daemons' keepalive is shortened (a ping ea
 2 s for the pong) so that a half-open connection is found out within seconds. One broker
 and one pair of daemons serve every case in turn (each case has its own message ids and
 starts from open links and empty queues), so they also show recovery from fault after
-fault.
+fault. A last test puts bob alone behind the proxy to see the broker's end of a
+half-open connection.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections import Counter
@@ -29,6 +31,7 @@ from faultproxy import (
     Fragment,
     HalfOpen,
     Latency,
+    ProxyStats,
     ResetMidFrame,
     Toxic,
 )
@@ -109,14 +112,18 @@ def left_open(events: SseReader, timeout: float) -> dict[str, Any]:
             return data
 
 
-def hold_for(seconds: float) -> Callable[[Faulty, SseReader], None]:
-    return lambda _f, _events: time.sleep(seconds)
+# How a case keeps its fault on: given the proxy's counters from when it went on.
+Hold = Callable[[Faulty, SseReader, ProxyStats], None]
 
 
-def hold_until_reset(f: Faulty, _events: SseReader) -> None:
+def hold_for(seconds: float) -> Hold:
+    return lambda _f, _events, _before: time.sleep(seconds)
+
+
+def hold_until_reset(f: Faulty, _events: SseReader, before: ProxyStats) -> None:
     """Both daemons' connections are cut mid-frame at least once (bob's by a push or a
     ping), and the fault stays on a while longer (the reconnects are cut too)."""
-    wait_for(lambda: f.proxy.stats.resets >= 2, timeout=15)
+    wait_for(lambda: f.proxy.stats.resets >= before.resets + 2, timeout=15)
     time.sleep(1.0)
 
 
@@ -126,35 +133,33 @@ def detect_half_open(events: SseReader) -> None:
     assert left["mesh"] == "demo", left
 
 
-def hold_until_detected(f: Faulty, events: SseReader) -> None:
+def hold_until_detected(_f: Faulty, events: SseReader, _before: ProxyStats) -> None:
     """Half-open: once found out, the fault stays on a while, so the reconnect meets the
     broker while it still holds the stale connection (which it replaces)."""
     detect_half_open(events)
     time.sleep(FAULT_S)
 
 
-def hold_partitioned(f: Faulty, events: SseReader) -> None:
+def hold_partitioned(f: Faulty, events: SseReader, before: ProxyStats) -> None:
     """Half-open and a blackhole at once: the dead link is found out, and the reconnects
     hang in the hole until the network heals (only then can the backlog drain)."""
-    held = f.proxy.stats.held
     detect_half_open(events)
-    wait_for(lambda: f.proxy.stats.held > held, timeout=15)
+    wait_for(lambda: f.proxy.stats.held > before.held, timeout=15)
     time.sleep(FAULT_S)
 
 
-def blackhole_after_cut(f: Faulty, events: SseReader) -> None:
+def blackhole_after_cut(f: Faulty, events: SseReader, before: ProxyStats) -> None:
     """The open connections are reset, and the reconnects fall into the hole."""
-    held = f.proxy.stats.held
     f.proxy.cut()
     left_open(events, timeout=10)
-    wait_for(lambda: f.proxy.stats.held > held, timeout=15)
+    wait_for(lambda: f.proxy.stats.held > before.held, timeout=15)
     time.sleep(FAULT_S)
 
 
 @dataclass(frozen=True)
 class Case:
     toxics: tuple[Toxic, ...]
-    hold: Callable[[Faulty, SseReader], None]
+    hold: Hold
     padding: int = 0  # bytes added to each message body
 
 
@@ -165,7 +170,7 @@ CASES = {
     "half_open": Case((HalfOpen(),), hold_until_detected),
     # 300 x 20 kB written into a frozen connection: the send buffers fill, so alice's
     # keepalive ping waits behind them (the pong timer never starts); the link must be cut
-    # all the same (daemon/link.py _bound_stalls).
+    # all the same (liveness.py, set by daemon/link.py).
     "half_open_full_buffers": Case((HalfOpen(),), hold_until_detected, padding=20_000),
     "partition": Case((HalfOpen(), Blackhole()), hold_partitioned),
     "blackhole": Case((Blackhole(),), blackhole_after_cut),
@@ -196,9 +201,10 @@ def test_every_message_arrives_exactly_once_through_a_network_fault(
     try:
         with ThreadPoolExecutor(SENDERS) as pool:
             send_all(f.alice, f.mesh.bob_key, ids[:BEFORE], pool, padding=case.padding)
+            before = dataclasses.replace(f.proxy.stats)
             f.proxy.set(*case.toxics)
             send_all(f.alice, f.mesh.bob_key, ids[BEFORE:], pool, padding=case.padding)
-        case.hold(f, events)
+        case.hold(f, events, before)
     finally:
         f.proxy.clear()
         events.close()
@@ -219,3 +225,38 @@ def test_every_message_arrives_exactly_once_through_a_network_fault(
     at_broker = [c for (c,) in f.mesh.broker.query("SELECT client_message_id FROM message")
                  if c.startswith(f"{name}-")]
     assert sorted(at_broker) == sorted(ids)  # one accepted message per id
+
+
+def closed_sessions(m: Mesh2) -> set[str]:
+    """The broker sessions its log says have closed."""
+    lines = (m.broker.root / "broker.log").read_text().splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    return {e["session"] for e in events if e.get("event") == "connection_closed"}
+
+
+def test_the_broker_cuts_a_stale_connection_whose_send_buffer_is_full() -> None:
+    """1. bob, alone behind the proxy, goes half-open; 2. alice sends him 200 x 20 kB,
+    which the broker pushes into the frozen connection until its buffers are full; 3. bob's
+    keepalive finds out, he reconnects and gets everything once; 4. while the fault is
+    still on, the broker closes the stale connection within its own bound (its keepalive,
+    and its close, wait behind the full buffer: broker/server.py sets liveness.py's)."""
+    m = mesh2("--ping-interval", "1", "--ping-timeout", "2", start=False)
+    proxy = FaultProxy(("127.0.0.1", m.broker.port)).start()
+    try:
+        m.alice.start(*KEEPALIVE)
+        through(m.bob, proxy.url())
+        m.bob.start(*KEEPALIVE)
+        stale = health(m.bob)["meshes"][0]["session_id"]
+        ids = [f"stale-{i}" for i in range(200)]
+        with proxy.toxic(HalfOpen()):
+            with ThreadPoolExecutor(SENDERS) as pool:
+                send_all(m.alice, m.bob_key, ids, pool, padding=20_000)
+            wait_for(lambda: len(inbox(m.bob)) >= len(ids), timeout=60, interval=0.1)
+            wait_for(lambda: stale in closed_sessions(m), timeout=LIVENESS_BOUND_S + 10)
+        time.sleep(0.5)
+        got = Counter(item["client_message_id"] for item in inbox(m.bob))
+        assert got == Counter(ids)
+    finally:
+        proxy.clear()
+        m.cleanup()
+        proxy.stop()
