@@ -35,6 +35,7 @@ from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError, ConfigError
+from claudemesh.liveness import bound_stalls
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import DEFAULT_BATCH, FRAME_BATCH, build_feature_map
 from claudemesh.protocol.ids import new_ulid
@@ -116,6 +117,8 @@ class BrokerServer:
         log.info("broker_stopped")
 
     async def _handle(self, ws: ServerConnection) -> None:
+        s = self.settings  # a stalled connection is cut like a silent one (liveness.py)
+        bound_stalls(ws.transport, s.ping_interval_s + s.ping_timeout_s)
         await Session(ws, self.ctx).run()
 
     async def _every(self, interval_s: float, job: Callable[[], Awaitable[None]]) -> None:

@@ -48,6 +48,10 @@ def daemon() -> None:
 @click.option("--host-root", hidden=True, help="Tests only: read host ids under this root.")
 @click.option("--request-timeout", type=click.FloatRange(0.1, 300), hidden=True,
               help="Tests only: seconds to wait for the broker's answer to a frame.")
+@click.option("--ping-interval", type=click.FloatRange(0.1, 300), hidden=True,
+              help="Tests only: seconds between the link's keepalive pings.")
+@click.option("--ping-timeout", type=click.FloatRange(0.1, 300), hidden=True,
+              help="Tests only: seconds to wait for a pong before the link is cut.")
 @click.option("--receipt-delay", type=click.FloatRange(0, 600), hidden=True,
               help="Tests only: seconds to hold receipts back before sending them.")
 @click.option("--session-check", type=click.FloatRange(0.1, 60), hidden=True,
@@ -55,18 +59,21 @@ def daemon() -> None:
 @json_option
 def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
        log_file: bool, host_root: str | None, request_timeout: float | None,
+       ping_interval: float | None, ping_timeout: float | None,
        receipt_delay: float | None, session_check: float | None) -> int:
     """Start the daemon (detached unless --foreground)."""
     paths = current_paths()
+    timings = {"request_timeout_s": request_timeout, "ping_interval_s": ping_interval,
+               "ping_timeout_s": ping_timeout}
     if foreground:
         return _run_foreground(paths, tcp=not no_tcp, tcp_port=tcp_port, ready_fd=ready_fd,
-                               log_file=log_file, host_root=host_root,
-                               request_timeout=request_timeout, receipt_delay=receipt_delay,
-                               session_check=session_check)
+                               log_file=log_file, host_root=host_root, timings=timings,
+                               receipt_delay=receipt_delay, session_check=session_check)
     extra = ["--no-tcp"] if no_tcp else ["--tcp-port", str(tcp_port)]
     if host_root:
         extra += ["--host-root", host_root]
     for flag, value in (("--request-timeout", request_timeout),
+                        ("--ping-interval", ping_interval), ("--ping-timeout", ping_timeout),
                         ("--receipt-delay", receipt_delay), ("--session-check", session_check)):
         if value is not None:
             extra += [flag, str(value)]
@@ -87,8 +94,11 @@ def _ready_text(info: dict[str, Any]) -> str:
 
 def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | None,
                     log_file: bool, host_root: str | None,
-                    request_timeout: float | None = None, receipt_delay: float | None = None,
+                    timings: dict[str, float | None] | None = None,
+                    receipt_delay: float | None = None,
                     session_check: float | None = None) -> int:
+    """Run the daemon in this process; ``timings`` holds the LinkTimings fields the
+    hidden test options set (None: the default)."""
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
     from claudemesh.config import load_config  # noqa: PLC0415
@@ -114,11 +124,11 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         ensure_private_dir(paths.daemon_dir)
         configure_logging(file=paths.log if log_file else None)
         config = load_config(paths)
-        timings = LinkTimings() if request_timeout is None else LinkTimings(
-            request_timeout_s=request_timeout)
+        link_timings = LinkTimings(**{k: v for k, v in (timings or {}).items()
+                                      if v is not None})
         linger = LINGER_S if receipt_delay is None else receipt_delay
         options = DaemonOptions(tcp=tcp, tcp_port=tcp_port, host_roots=_roots(host_root),
-                                link_timings=timings, receipt_delay_s=linger,
+                                link_timings=link_timings, receipt_delay_s=linger,
                                 session_check_s=session_check or CHECK_INTERVAL_S)
         return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:

@@ -8,7 +8,9 @@ callers never hang. Pushes and presence events go to the callbacks the mesh runt
 When the broker offers ``frame_batch``, the link asks for it (so the broker may batch what
 it sends) and writes its own frames through a :class:`~claudemesh.cork.FrameCork`.
 Heartbeats are websockets' own: a ping every 30 s, and 45 s more without a pong (75 s of
-silence) cuts the connection, which then reconnects (DESIGN §5.8).
+silence) cuts the connection, which then reconnects (DESIGN §5.8); so do 75 s in which the
+bytes sent stay unacknowledged (:mod:`claudemesh.liveness`), which the keepalive
+cannot see behind a full send buffer.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from claudemesh.daemon.link_rules import (
     classify_close,
 )
 from claudemesh.errors import BrokerRejected, BrokerUnavailable, BrokerUntrusted, error_from_frame
+from claudemesh.liveness import bound_stalls
 from claudemesh.protocol.batch import unbatch
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import Negotiated, NegotiationFailure
@@ -195,6 +198,7 @@ class BrokerLink:
             self._move(LinkState.UNTRUSTED)
             return False
         self._ws = ws
+        bound_stalls(ws.transport, self.timings.ping_interval_s + self.timings.ping_timeout_s)
         try:
             self._move(LinkState.NEGOTIATING)
             if not await self._hello(ws):
