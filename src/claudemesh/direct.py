@@ -68,7 +68,7 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
             with connect(url, open_timeout=timeout_s, close_timeout=2,
                          max_size=2 * 1024 * 1024,
                          ssl=ssl_for(url, pin=mesh.pin, ca_file=mesh.ca_file)) as ws:
-                check_pin(ws.socket if url.startswith("wss://") else None, mesh.pin, url)
+                check_pin(ws.socket, mesh.pin, url)
                 session = _Session(ws, timeout_s)
                 inline = session.hello(mesh)
                 dest = target if isinstance(target, Destination) else session.resolve(target)

@@ -48,8 +48,7 @@ def join_mesh(invite: Invite, key: MemberKey, display_name: str, *,
         try:
             with connect(url, open_timeout=timeout_s, close_timeout=2,
                          ssl=ssl_for(url, pin=invite.pin, ca_file=ca_file)) as ws:
-                check_pin(getattr(ws, "socket", None) if url.startswith("wss://") else None,
-                          invite.pin, url)
+                check_pin(ws.socket, invite.pin, url)
                 ws.send(json.dumps(frame))
                 raw = ws.recv(timeout=timeout_s)
         except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:

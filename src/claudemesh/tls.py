@@ -102,15 +102,18 @@ def ssl_for(url: str, *, pin: str | None, ca_file: str | None) -> ssl.SSLContext
     return client_context(pin=pin, ca_file=ca_file) if url.startswith("wss://") else None
 
 
-def check_pin(ssl_object: Any, pin: str | None, url: str) -> None:
+def check_pin(peer: Any, pin: str | None, url: str) -> None:
     """Compare the broker's key with the pin, before anything is sent over the link.
+    ``peer`` is the connection's SSL socket or SSL object; a plain socket (``ws://``) or
+    None has no certificate.
 
     Raises:
         BrokerUntrusted: the key differs (or the connection is not TLS at all).
     """
     if not pin:
         return
-    der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
+    getpeercert = getattr(peer, "getpeercert", None)
+    der = getpeercert(binary_form=True) if getpeercert is not None else None
     if not der:
         raise BrokerUntrusted(f"{url} presented no certificate; the invite pins {pin}",
                               expected_pin=pin)
