@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from claudemesh.cli.common import current_paths, json_option
+from claudemesh.cli.common import current_paths, json_option, service_report
 from claudemesh.cli.output import PRINTER
 from claudemesh.errors import ExitCode, InvalidRequest
 
@@ -218,11 +218,7 @@ def install_service(*, host: str, port: int, db: str | None, tls_cert: str | Non
                        tls_cert=tls_cert, tls_key=tls_key, extra=extra)
     spec = broker_spec(os.environ, home=Path.home(), args=args, system=system, run_as=run_as)
     report = install(spec, env=os.environ, dry_run=dry_run, allow_ci=allow_ci)
-    text = [report.summary, *report.warnings, *report.errors]
-    if dry_run:
-        text = [f"# {report.path}", report.content, *text]
-    PRINTER.result(report.to_dict(), "\n".join(text))
-    return 0 if report.ok else ExitCode.FAILURE
+    return service_report(report, show_unit=dry_run)
 
 
 @broker.command("uninstall-service")
@@ -238,6 +234,4 @@ def uninstall_service(system: bool, dry_run: bool) -> int:
 
     report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run,
                        unit=broker_unit(system=system))
-    PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
-                                                *report.errors]))
-    return 0 if report.ok else ExitCode.FAILURE
+    return service_report(report)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from claudemesh.cli.common import client, current_paths, json_option
+from claudemesh.cli.common import client, current_paths, json_option, service_report
 from claudemesh.cli.output import PRINTER, format_duration, format_table
 from claudemesh.config import Paths
 from claudemesh.daemon.process import STOP_TIMEOUT_S, report_ready, spawn_daemon, stop_daemon
-from claudemesh.errors import ClaudemeshError, DaemonUnreachable, ExitCode
+from claudemesh.errors import ClaudemeshError, DaemonUnreachable
 
 if TYPE_CHECKING:
     from claudemesh.sdk.messages import OutboxItem
@@ -224,11 +224,7 @@ def install_service(dry_run: bool, allow_ci: bool) -> int:
 
     spec = spec_from_env(os.environ, home=Path.home())
     report = install(spec, env=os.environ, dry_run=dry_run, allow_ci=allow_ci)
-    text = [report.summary, *report.warnings, *report.errors]
-    if dry_run:
-        text = [f"# {report.path}", report.content, *text]
-    PRINTER.result(report.to_dict(), "\n".join(text))
-    return 0 if report.ok else ExitCode.FAILURE
+    return service_report(report, show_unit=dry_run)
 
 
 @daemon.command("uninstall-service")
@@ -241,9 +237,7 @@ def uninstall_service(dry_run: bool) -> int:
     from claudemesh.daemon.service import uninstall  # noqa: PLC0415
 
     report = uninstall(home=Path.home(), env=os.environ, dry_run=dry_run)
-    PRINTER.result(report.to_dict(), "\n".join([report.summary, *report.warnings,
-                                                *report.errors]))
-    return 0 if report.ok else ExitCode.FAILURE
+    return service_report(report)
 
 
 def _roots(host_root: str | None) -> Any:
