@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -24,15 +22,6 @@ from claudemesh.protocol.replies import parse_reply
 from storekit import send, setup_mesh
 
 BIG_BODY = '{"kind":"plain","text":"' + "x" * 300_000 + '"}'  # about 75 pages of 4 KiB
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteBrokerStore]:
-    s = SqliteBrokerStore(tmp_path / "broker.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def room(store: SqliteBrokerStore, extra_pages: int | None) -> None:

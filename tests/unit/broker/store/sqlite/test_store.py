@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -16,15 +14,6 @@ from claudemesh.protocol.ids import new_ulid
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteBrokerStore]:
-    s = SqliteBrokerStore(tmp_path / "broker.db")
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def setup_mesh(store: SqliteBrokerStore, mode: str = "retention_scoped",
