@@ -28,15 +28,16 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _lib.procs import Broker, Member
 from _lib.stats import median
-from _lib.uds import get_json
+from _lib.uds import Connection, get_json
 from faultproxy import Blackhole, FaultProxy, HalfOpen
 
 TARGET_S: Final = 5.0
@@ -67,42 +68,74 @@ class Report:
         return out
 
 
-def _send(member: Member, to: str, cmid: str) -> int:
-    import http.client  # noqa: PLC0415
-    import socket  # noqa: PLC0415
-
-    class Conn(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.connect(member.sock)
-
-    conn = Conn("localhost", timeout=10)
-    try:
-        conn.request("POST", "/v1/send", json.dumps(
-            {"to": to, "message": f"blackhole {cmid}", "client_message_id": cmid}),
-            {"Content-Type": "application/json"})
-        return conn.getresponse().status
-    finally:
-        conn.close()
+def _body(to: str, cmid: str) -> bytes:
+    return json.dumps({"to": to, "message": f"blackhole {cmid}",
+                       "client_message_id": cmid}).encode()
 
 
-def _get(member: Member, path: str) -> dict[str, Any]:
-    return asyncio.run(get_json(member.sock, path))
-
-
-def _inbox_ids(member: Member) -> set[str]:
+async def _inbox_ids(member: Member) -> set[str]:
     ids: set[str] = set()
     cursor = ""
     while True:
-        page = _get(member, f"/v1/inbox?limit=500{cursor}")
+        page = await get_json(member.sock, f"/v1/inbox?limit=500{cursor}")
         ids |= {str(item["client_message_id"]) for item in page["items"]}
         if not page.get("next_cursor"):
             return ids
         cursor = f"&cursor={page['next_cursor']}"
 
 
-def _link(member: Member) -> str:
-    return str(_get(member, "/v1/health")["meshes"][0]["link"])
+async def _link(member: Member) -> str:
+    return str((await get_json(member.sock, "/v1/health"))["meshes"][0]["link"])
+
+
+async def _wait(predicate: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{what}: not done within {timeout:.0f} s")
+        await asyncio.sleep(POLL_S)
+
+
+async def _measure(alice: Member, bob: Member, proxy: FaultProxy, run: Run,
+                   args: argparse.Namespace) -> None:
+    """Warm up, partition while sending, heal, and time the drain (fills ``run``)."""
+    async def opened() -> bool:
+        return await _link(alice) == "open" and await _link(bob) == "open"
+
+    await _wait(opened, 15, "links open")
+    conn = Connection(alice.sock)
+    expected: set[str] = set()
+
+    async def send(cmid: str) -> bool:
+        status, _ = await conn.request(b"POST", b"/v1/send", _body(bob.pubkey, cmid))
+        if status == 202:
+            expected.add(cmid)
+        return status == 202
+
+    async def drained() -> bool:
+        return expected <= await _inbox_ids(bob)
+
+    try:
+        tag = f"{run.keepalive}-{int(time.time() * 1000)}"
+        for n in range(5):
+            if not await send(f"w-{tag}-{n}"):
+                raise SystemExit("warm-up send refused")
+        await _wait(drained, 15, "warm-up")
+        proxy.set(HalfOpen(), Blackhole())
+        start = time.monotonic()
+        n = 0
+        while time.monotonic() < start + args.partition_s:
+            run.during_partition += await send(f"p-{tag}-{n}")
+            n += 1
+            run.link_cut = run.link_cut or await _link(alice) != "open"
+            await asyncio.sleep(max(0.0, start + n / args.rate - time.monotonic()))
+        proxy.clear()
+        healed = time.monotonic()
+        await _wait(drained, 120, "drain after heal")
+        run.drained_after_heal_s = time.monotonic() - healed
+        run.sent = len(expected)
+    finally:
+        conn.close()
 
 
 def through(member: Member, url: str) -> None:
@@ -131,35 +164,7 @@ def one_run(root: Path, keepalive: str, args: argparse.Namespace) -> Run:
                 "--ping-timeout", str(args.short_ping_timeout))
             alice.start(*flags)
             bob.start()
-            deadline = time.monotonic() + 15
-            while _link(alice) != "open" or _link(bob) != "open":
-                if time.monotonic() > deadline:
-                    raise SystemExit("links did not open")
-                time.sleep(0.05)
-            expected: set[str] = set()
-            tag = f"{keepalive}-{int(time.time() * 1000)}"
-            for n in range(5):  # warm-up
-                cmid = f"w-{tag}-{n}"
-                if _send(alice, bob.pubkey, cmid) != 202:
-                    raise SystemExit("warm-up send refused")
-                expected.add(cmid)
-            _wait(lambda: expected <= _inbox_ids(bob), 15, "warm-up")
-            proxy.set(HalfOpen(), Blackhole())
-            start = time.monotonic()
-            n = 0
-            while time.monotonic() < start + args.partition_s:
-                cmid = f"p-{tag}-{n}"
-                if _send(alice, bob.pubkey, cmid) == 202:
-                    expected.add(cmid)
-                    run.during_partition += 1
-                n += 1
-                run.link_cut = run.link_cut or _link(alice) != "open"
-                time.sleep(max(0.0, start + n / args.rate - time.monotonic()))
-            proxy.clear()
-            healed = time.monotonic()
-            _wait(lambda: expected <= _inbox_ids(bob), 120, "drain after heal")
-            run.drained_after_heal_s = time.monotonic() - healed
-            run.sent = len(expected)
+            asyncio.run(_measure(alice, bob, proxy, run, args))
         finally:
             proxy.clear()
             alice.stop()
@@ -168,14 +173,6 @@ def one_run(root: Path, keepalive: str, args: argparse.Namespace) -> Run:
     finally:
         broker.stop()
     return run
-
-
-def _wait(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what}: not done within {timeout:.0f} s")
-        time.sleep(POLL_S)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
