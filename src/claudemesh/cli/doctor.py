@@ -69,6 +69,8 @@ def check_url(mesh: MeshConfig, *, loopback: bool) -> Finding:
                    "invite made with --tls-cert")
 
 
+_UNREACHABLE: Final = ("the broker is unreachable: check that it runs and that the URL is"
+                       " reachable from here")
 _LINK_FIXES: Final = {
     "untrusted": "the broker presented another TLS key than the invite pinned; if its key"
                  " changed on purpose, join again with a new invite, else treat it as an"
@@ -76,10 +78,8 @@ _LINK_FIXES: Final = {
     "incompatible": "the broker lacks a feature this daemon needs: upgrade the broker",
     "rejected": "the broker refused this member (revoked, or replaced by another"
                 " connection): check `claudemesh mesh revoke` on the broker, or join again",
-    "backoff": "the broker is unreachable: check that it runs and that the URL is reachable"
-               " from here",
-    "connecting": "the broker is unreachable: check that it runs and that the URL is"
-                  " reachable from here",
+    "backoff": _UNREACHABLE,
+    "connecting": _UNREACHABLE,
     "disconnected": "the link has not started: restart the daemon",
     "closed": "the daemon is stopping: start it again",
 }
