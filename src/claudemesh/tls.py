@@ -26,6 +26,7 @@ __all__ = [
     "PIN_RE",
     "check_pin",
     "client_context",
+    "is_loopback_host",
     "is_loopback_url",
     "load_chain",
     "pin_of_cert_file",
@@ -124,7 +125,13 @@ def check_pin(peer: Any, pin: str | None, url: str) -> None:
 
 
 def is_loopback_url(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
+    return is_loopback_host(urlsplit(url).hostname or "")
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (``127.0.0.1``, ``::1``, with or without
+    brackets): the traffic never leaves this machine."""
+    host = host.strip("[]")
     if host == "localhost":
         return True
     try:

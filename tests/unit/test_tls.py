@@ -20,6 +20,7 @@ from claudemesh.protocol.invite import (
 from claudemesh.tls import (
     check_pin,
     client_context,
+    is_loopback_host,
     is_loopback_url,
     pin_of_cert_file,
     pin_of_der,
@@ -98,6 +99,14 @@ def test_server_context_names_the_files_that_do_not_load(tmp_path: Path) -> None
 ])
 def test_loopback_urls(url: str, loopback: bool) -> None:
     assert is_loopback_url(url) is loopback
+
+
+@pytest.mark.parametrize(("host", "loopback"), [
+    ("127.0.0.1", True), ("::1", True), ("[::1]", True), ("localhost", True),
+    ("0.0.0.0", False), ("::", False), ("broker.example", False),
+])
+def test_loopback_hosts_as_broker_up_takes_them(host: str, loopback: bool) -> None:
+    assert is_loopback_host(host) is loopback
 
 
 INVITE: Any = Invite("wss://b:1/ws", "m", "demo", "i", 1, "s", "sig")

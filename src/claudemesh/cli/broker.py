@@ -77,7 +77,9 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
 
     if (tls_cert is None) != (tls_key is None):
         raise InvalidRequest("give both --tls-cert and --tls-key, or neither")
-    if tls_cert is None and not _loopback_host(host):
+    from claudemesh.tls import is_loopback_host  # noqa: PLC0415
+
+    if tls_cert is None and not is_loopback_host(host):
         PRINTER.warn(f"serving plain ws:// on {host}: links from other machines are not"
                      " encrypted and cannot authenticate this broker; use --tls-cert/--tls-key"
                      " (`claudemesh broker cert --self-signed` makes a pair)")
@@ -100,12 +102,6 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
         sys.stdout.flush()
 
     return asyncio.run(run_broker(settings, str(db or default_db()), on_ready))
-
-
-def _loopback_host(host: str) -> bool:
-    from claudemesh.tls import is_loopback_url  # noqa: PLC0415
-
-    return is_loopback_url(f"ws://{host}/")
 
 
 @broker.command("cert")
