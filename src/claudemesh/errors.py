@@ -98,9 +98,9 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "IdempotencyKeyReused", "InsufficientStorage", "InternalError", "InvalidEnvelope",
            "InvalidRequest", "InviteRejected", "LocalError", "MemberAlreadyConnected",
            "MemberRevoked", "MeshExists", "MeshRequired", "MessageNotFound", "MethodNotAllowed",
-           "NoMeshJoined", "OutboxRowNotFound", "PayloadTooLarge", "PreflightRefused",
-           "ProcessNotFound", "RateLimited", "RemoteError", "ReplayedNonce", "RequestError",
-           "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
+           "NoMeshJoined", "NotSubscribed", "OutboxRowNotFound", "PayloadTooLarge",
+           "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError", "ReplayedNonce",
+           "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
            "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
            "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery", "TooManyStreams",
            "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh", "UnknownSession",
@@ -373,6 +373,12 @@ class DestinationNotFound(RequestError):
     code = "destination_not_found"
     http_status = 404
     default_detail = "no such member, topic or group in this mesh"
+
+
+class NotSubscribed(RequestError):
+    code = "not_subscribed"
+    http_status = 403
+    default_detail = "only a subscriber of the topic may read its history"
 
 
 class MeshExists(RequestError):

@@ -1,7 +1,8 @@
 """B1 of an accept (daemon-spec §4.6.2, R-BRK-5): checks with no side effects, then the
 inputs of the store's one transaction, and the answer frames (§4.5b over WS, A-30).
 
-B1 refuses, leaving no dedupe row: an unsupported envelope version or destination kind, a
+B1 refuses, leaving no dedupe row: an unsupported envelope version or destination kind
+(``queue`` is anycast and takes only an ``@group``), a
 body of the wrong kind for its destination (DMs must be ``crypto_box``, everything else
 ``plain``, so a DM can never travel in the clear by mistake), a plain body whose hash is
 not the declared ``body_hash``, meta that RFC 8785 cannot canonicalise, a body larger than
@@ -42,9 +43,12 @@ def check_send(frame: Send, *, inline_bytes: int) -> bytes:
         raise InvalidEnvelope(f"unsupported envelope_version {frame.envelope_version!r};"
                               f" this broker speaks {ENVELOPE_VERSION!r}")
     ref = frame.destination_ref
-    if frame.destination_kind == "queue":
-        raise InvalidEnvelope("queue destinations are reserved (A-42)")
-    if frame.destination_kind == "dm":
+    if frame.destination_kind == "queue":  # anycast: one member of a group (issue 15)
+        if not (ref.startswith("@") and NAME_RE.fullmatch(ref[1:])):
+            raise InvalidEnvelope("a queue destination_ref is an @group (anycast)")
+        if not isinstance(frame.body, PlainBody):
+            raise InvalidEnvelope("anycast bodies are plain text, as group bodies are")
+    elif frame.destination_kind == "dm":
         if not HEX64_RE.fullmatch(ref):
             raise InvalidEnvelope("a dm destination_ref is a 64-hex lower-case pubkey")
         if not isinstance(frame.body, BoxBody):

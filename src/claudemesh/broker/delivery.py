@@ -38,7 +38,7 @@ from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.strictjson import dumps
 
-__all__ = ["DeliveryPump", "MemberSession", "PushEncoder", "encode_push"]
+__all__ = ["DeliveryPump", "MemberSession", "PushEncoder", "encode_push", "history_item"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,15 @@ def encode_push(delivery: Delivery, body: orjson.Fragment | None = None) -> byte
         except TypeError:  # orjson.JSONEncodeError: the fallback below encodes it whole
             pass
     return dumps(push_frame(delivery))
+
+
+def history_item(delivery: Delivery) -> dict[str, Any]:
+    """A stored message as a ``topic_history`` item: its push to the reader, made by
+    :func:`encode_push` (so whatever a push carries for its recipient, history carries
+    too), minus the ``type`` and ``delivery_id`` that only a delivery has."""
+    item: dict[str, Any] = orjson.loads(encode_push(delivery))
+    del item["type"], item["delivery_id"]
+    return item
 
 
 class PushEncoder:

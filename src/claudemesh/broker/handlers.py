@@ -22,9 +22,16 @@ from claudemesh.broker.accept import (
     send_result,
 )
 from claudemesh.broker.context import BrokerContext
+from claudemesh.broker.delivery import history_item
 from claudemesh.broker.handshake import already_authenticated
 from claudemesh.broker.presence import peer_view
-from claudemesh.broker.store.base import AcceptKind, Member, Mesh, SessionProfile
+from claudemesh.broker.store.base import (
+    AcceptKind,
+    GroupMembership,
+    Member,
+    Mesh,
+    SessionProfile,
+)
 from claudemesh.errors import ClaudemeshError, MemberRevoked, RateLimited
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
@@ -35,11 +42,13 @@ from claudemesh.protocol.frames import (
     Join,
     JoinGroup,
     LeaveGroup,
+    ListGroups,
     ListPeers,
     ListTopics,
     Send,
     SetProfile,
     Subscribe,
+    TopicHistory,
     Unsubscribe,
 )
 from claudemesh.protocol.ids import new_ulid
@@ -142,10 +151,45 @@ async def list_topics(session: OpenSession, frame: ListTopics) -> None:
     await _result(session, frame.req_id, topics=topics)
 
 
+async def topic_history(session: OpenSession, frame: TopicHistory) -> None:
+    """A page of the topic's messages, newest first; only a subscriber may read it."""
+    deliveries = await session.ctx.store.topic_history(
+        session.mesh.id, session.member.id, frame.topic,
+        before=None if frame.before is None else int(frame.before), limit=frame.limit)
+    items = [history_item(d) for d in deliveries]
+    last = items[-1]["history_id"] if len(items) == frame.limit else None
+    await _result(session, frame.req_id, topic=frame.topic, items=items, next_before=last)
+
+
 async def join_group(session: OpenSession, frame: JoinGroup) -> None:
     changed = await session.ctx.store.join_group(session.mesh.id, session.member.id,
-                                                 frame.group, session.ctx.clock())
-    await _result(session, frame.req_id, group=frame.group, member=True, changed=changed)
+                                                 frame.group, session.ctx.clock(), frame.role)
+    await _result(session, frame.req_id, group=frame.group, member=True, changed=changed,
+                  role=frame.role)
+
+
+async def list_groups(session: OpenSession, frame: ListGroups) -> None:
+    rows = await session.ctx.store.group_members(session.mesh.id)
+    online = await session.ctx.hub.online_members(session.mesh.id)
+    await _result(session, frame.req_id, groups=group_views(rows, session.member.id, online))
+
+
+def group_views(rows: list[GroupMembership], me: str,
+                online: set[str] | frozenset[str]) -> list[dict[str, Any]]:
+    """``list_groups``' answer: each group with its size, whether (and as what) the asker
+    is in it, and its roster."""
+    groups: dict[str, list[GroupMembership]] = {}
+    for row in rows:
+        groups.setdefault(row.group, []).append(row)
+    views = []
+    for name, members in groups.items():
+        mine = next((m for m in members if m.member_id == me), None)
+        views.append({"group": name, "members": len(members), "member": mine is not None,
+                      "role": None if mine is None else mine.role,
+                      "roster": [{"pubkey": m.pubkey, "display_name": m.display_name,
+                                  "role": m.role, "online": m.member_id in online}
+                                 for m in members]})
+    return views
 
 
 async def leave_group(session: OpenSession, frame: LeaveGroup) -> None:
@@ -184,8 +228,10 @@ HANDLERS: Final[dict[type[Any], Handler]] = {
     Subscribe: subscribe,
     Unsubscribe: unsubscribe,
     ListTopics: list_topics,
+    TopicHistory: topic_history,
     JoinGroup: join_group,
     LeaveGroup: leave_group,
+    ListGroups: list_groups,
     ListPeers: list_peers,
     SetProfile: set_profile,
 }

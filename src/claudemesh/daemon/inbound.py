@@ -15,6 +15,11 @@ sessions is filed for its ``to_session``; a receipt for one of our messages is c
 ``outbox.db`` beside the message, never stored in the inbox. Each new DM from another
 member queues its ``stored`` receipt in the inbox transaction; ``on_stored`` then wakes
 the receipt pump.
+
+Topic history (``topic_history`` pages, backfill) goes through the same validation, the
+same opening and the same insert as pushes (:meth:`Inbound.file_history`): a message
+already in the inbox is not filed twice and raises no second event. The member's own
+posts come back in history too; they are shown but not filed (a push never brings them).
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore, NewInboxItem
 from claudemesh.daemon.store.receipts import ReceiptStore
 from claudemesh.errors import ClaudemeshError
-from claudemesh.protocol.frames import BoxBody, FrameError, Push, parse_push
+from claudemesh.protocol.frames import (
+    BoxBody,
+    FrameError,
+    HistoryItem,
+    Push,
+    parse_history_item,
+    parse_push,
+)
 from claudemesh.protocol.ids import new_ulid
 from claudemesh.protocol.sealed import (
     Plain,
@@ -210,7 +222,49 @@ class Inbound:
             raise FrameError("invalid_frame", "a push for another mesh", frame)
         return push
 
-    def _item(self, push: Push) -> NewInboxItem | Receipts:
+    def _validate_item(self, doc: Any) -> HistoryItem:
+        if not isinstance(doc, dict):
+            raise FrameError("invalid_frame", "a history item is not an object")
+        entry = parse_history_item(doc)
+        if entry.mesh_id != self.mesh.mesh_id:
+            raise FrameError("invalid_frame", "a history item of another mesh", doc)
+        return entry
+
+    async def file_history(self, docs: list[Any]) -> list[dict[str, Any]]:
+        """File a page of topic history like pushes (no acks: nothing was delivered).
+
+        Returns every valid item as the inbox shows it, in the page's order; rows that
+        were new raise the ``message`` event, repeats count as dedupe hits.
+        """
+        items: list[NewInboxItem] = []
+        for doc in docs:
+            self.counters.received += 1
+            try:
+                entry = self._validate_item(doc)
+            except FrameError as exc:
+                self.counters.invalid += 1
+                log.warning("invalid_history_item", extra={"mesh": self.mesh.slug,
+                                                           "reason": exc.detail})
+                continue
+            opened = self._item(entry)
+            if isinstance(opened, NewInboxItem):
+                items.append(opened)
+        filed = [i for i in items if i.sender_pubkey != self.mesh.pubkey]
+        now, slug = self._clock(), self.mesh.slug
+
+        def op(conn: sqlite3.Connection) -> tuple[list[InboxItem], dict[str, InboxItem]]:
+            created = _insert(conn, filed, now) if filed else []
+            return created, InboxStore(conn).by_client_ids(
+                slug, [i.client_message_id for i in filed])
+        created, rows = await self._inbox.run(op)
+        self.counters.stored += len(created)
+        self.counters.dedupe_hits += len(filed) - len(created)
+        for item in created:
+            self._bus.publish(Event("message", inbox_item_view(item, self._iso), id=item.seq))
+        return [inbox_item_view(rows[i.client_message_id], self._iso)
+                if i.client_message_id in rows else _unfiled_view(i, self._iso) for i in items]
+
+    def _item(self, push: HistoryItem) -> NewInboxItem | Receipts:
         """The inbox row a push becomes, or the receipt it carries."""
         body, reason = self._open(push)
         to_session = from_session = None
@@ -241,7 +295,7 @@ class Inbound:
             reply_to_id=push.reply_to, history_id=push.history_id, created_at=push.created_at,
             session=to_session, from_session=from_session)
 
-    def _open(self, push: Push) -> tuple[bytes | None, str | None]:
+    def _open(self, push: HistoryItem) -> tuple[bytes | None, str | None]:
         """The plaintext bytes, checked against ``body_hash``, or None and why not."""
         raw, reason = self._raw(push)
         if raw is None:
@@ -251,7 +305,7 @@ class Inbound:
         return raw, None
 
 
-    def _raw(self, push: Push) -> tuple[bytes | None, str | None]:
+    def _raw(self, push: HistoryItem) -> tuple[bytes | None, str | None]:
         if push.destination_kind != "dm":
             if isinstance(push.body, BoxBody):
                 return None, "an encrypted body on a topic; no topic keys here"
@@ -270,3 +324,12 @@ class Inbound:
 
 def _insert(conn: sqlite3.Connection, items: list[NewInboxItem], now: int) -> list[InboxItem]:
     return InboxStore(conn).insert_new(items, now)
+
+
+def _unfiled_view(item: NewInboxItem, iso: Callable[[int], str | None]) -> dict[str, Any]:
+    """A history item not in the inbox (our own post) as a view: no seq, never received."""
+    row = InboxItem(0, item.id, item.client_message_id, item.broker_message_id, item.mesh,
+                    item.recipient_pubkey, item.topic, item.sender_pubkey, item.sender_name,
+                    item.body, item.undecryptable, item.meta, item.priority, item.reply_to_id,
+                    item.history_id, item.created_at, 0, item.session, item.from_session)
+    return {**inbox_item_view(row, iso), "seq": None, "received_at": None}

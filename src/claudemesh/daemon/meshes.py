@@ -5,7 +5,9 @@ Per mesh: the link (:mod:`.link`), the drain (:mod:`.drain`), the inbound proces
 refreshed with ``list_peers`` and saved to ``inbox.db`` (so names still resolve while the
 broker is down), and presence events update it. Broker events become SSE events:
 ``peer_joined`` -> ``peer_join``, ``peer_left`` -> ``peer_leave``, every link state
-change -> ``broker_status``. Each task has an owner here and is cancelled at stop.
+change -> ``broker_status``. On every OPEN the mesh's recorded topic subscriptions and
+group memberships (:mod:`.memberships`) are asserted again. Each task has an owner here
+and is cancelled at stop.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from claudemesh.daemon.events import Event, EventBus
 from claudemesh.daemon.inbound import Inbound
 from claudemesh.daemon.link import BrokerLink, LinkTimings
 from claudemesh.daemon.link_rules import TERMINAL, LinkState
+from claudemesh.daemon.memberships import Memberships
 from claudemesh.daemon.store.inbox import InboxStore
 from claudemesh.errors import BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.replies import EventReply, Result
@@ -50,8 +53,10 @@ class MeshRuntime:
                  iso: Callable[[int], str | None], timings: LinkTimings | None = None,
                  on_state: Callable[[MeshRuntime], None] | None = None,
                  on_stored: Callable[[], None] = lambda: None,
-                 sessions: SessionsSource = _no_sessions) -> None:
+                 sessions: SessionsSource = _no_sessions,
+                 memberships: Memberships | None = None) -> None:
         self.mesh = mesh
+        self.memberships = memberships
         self._inbox = inbox
         self._bus = bus
         self._directory = directory
@@ -152,8 +157,29 @@ class MeshRuntime:
             self.drain.notify()
             self._publish.set()
             self._spawn(self.refresh_peers())
+            self._spawn(self.reassert_memberships())
         if self._on_state is not None:
             self._on_state(self)
+
+    async def reassert_memberships(self) -> None:
+        """Subscribe and join again as recorded (both idempotent at the broker); one the
+        broker refuses is logged and the rest still go."""
+        if self.memberships is None:
+            return
+        slug = self.mesh.slug
+        frames: list[dict[str, Any]] = [{"type": "subscribe", "topic": t}
+                                        for t in self.memberships.topics(slug)]
+        for group, role in self.memberships.groups(slug).items():
+            frames.append({"type": "join_group", "group": group}
+                          | ({} if role is None else {"role": role}))
+        for frame in frames:
+            try:
+                await self.link.request(frame)
+            except (BrokerUnavailable, TimeoutError):
+                raise
+            except ClaudemeshError as exc:
+                log.warning("membership_not_reasserted", extra={
+                    "mesh": slug, "frame": frame, "code": exc.code, "detail": exc.detail})
 
     # -- the directory -----------------------------------------------------------------
 

@@ -46,6 +46,8 @@ from claudemesh.daemon.ipc.context import DaemonContext
 from claudemesh.daemon.link import LinkTimings
 from claudemesh.daemon.link_rules import LinkState
 from claudemesh.daemon.lock import InstanceLock
+from claudemesh.daemon.memberships import FILE_NAME as MEMBERSHIPS_FILE
+from claudemesh.daemon.memberships import Memberships
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.daemon.notify import notify_stopping
 from claudemesh.daemon.receipts import LINGER_S, ReceiptPump
@@ -210,9 +212,11 @@ def _open_stores(config: Config, options: DaemonOptions,
     async def published() -> list[dict[str, Any]]:
         return [session_entry(row) for row in await sessions.live()]
 
+    memberships = Memberships.load(paths.daemon_dir / MEMBERSHIPS_FILE)
     runtimes = [MeshRuntime(m, outbox=outbox, inbox=inbox, bus=bus, directory=directory,
                             clock=now_ms, iso=iso_ms, timings=options.link_timings,
-                            on_state=meshes.watch, on_stored=pump.notify, sessions=published)
+                            on_state=meshes.watch, on_stored=pump.notify, sessions=published,
+                            memberships=memberships)
                 for m in config.meshes]
     meshes.by_slug = {r.mesh.slug: r for r in runtimes}
     ctx = DaemonContext(config=config, outbox=outbox, inbox=inbox, directory=directory,

@@ -7,12 +7,14 @@
 ``#name``            ``topic``     ``name``
 ``@name``            ``topic``     ``@name`` (a group)
 ``*``                ``topic``     ``*`` (everyone in the mesh)
+``@name`` + anycast  ``queue``     ``@name`` (one member of the group)
 anything else        (a name)      resolved to a pubkey via the peer directory
 ===================  ============  ===================================
 
 The spec's ``destination_kind`` has only ``topic``, ``dm`` and ``queue`` (R-FP-2,
 A-42: ``queue`` is reserved), so groups and broadcast ride on ``topic`` with a ref that a
-topic name can never take: topic names must start with a letter or digit.
+topic name can never take: topic names must start with a letter or digit. ``queue`` is
+anycast (issue 15): the broker hands the message to one member of the group, not all.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ __all__ = [
     "DestinationError",
     "DestinationKind",
     "PeerName",
+    "anycast",
     "parse_address",
     "parse_to",
 ]
@@ -47,7 +50,7 @@ DISPLAY_NAME_RE: Final = re.compile(r"[^\s#@*\x00-\x1f\x7f]([^\x00-\x1f\x7f]{0,6
 class DestinationKind(enum.StrEnum):
     DM = "dm"
     TOPIC = "topic"
-    QUEUE = "queue"  # reserved (A-42); nothing in v1 produces it
+    QUEUE = "queue"  # anycast to one member of an @group (issue 15; A-42 reserved it)
 
 
 class DestinationError(ValueError):
@@ -80,6 +83,19 @@ class Address:
 
     target: Destination | PeerName
     session: str | None = None
+
+
+def anycast(target: Destination | PeerName) -> Destination:
+    """The anycast form of an ``@group`` destination.
+
+    Raises:
+        DestinationError: ``target`` is not a group.
+    """
+    if not (isinstance(target, Destination) and target.kind is DestinationKind.TOPIC
+            and target.ref.startswith("@")):
+        raise DestinationError("anycast takes an @group; a member, #topic or * has no"
+                               " anycast form")
+    return Destination(DestinationKind.QUEUE, target.ref)
 
 
 def parse_address(to: str) -> Address:

@@ -34,9 +34,11 @@ __all__ = [
     "FeatureNegotiationRequest",
     "FrameError",
     "Hello",
+    "HistoryItem",
     "Join",
     "JoinGroup",
     "LeaveGroup",
+    "ListGroups",
     "ListPeers",
     "ListTopics",
     "PlainBody",
@@ -44,9 +46,11 @@ __all__ = [
     "SessionEntry",
     "SetProfile",
     "Subscribe",
+    "TopicHistory",
     "Unsubscribe",
     "decode_frame",
     "parse_client_frame",
+    "parse_history_item",
     "parse_push",
     "validate_client_frame",
 ]
@@ -61,6 +65,9 @@ DisplayName = Annotated[str, StringConstraints(pattern=f"^{DISPLAY_NAME_RE.patte
 Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
                                           max_length=4 * 1024 * 1024)]
 ShortText = Annotated[str, StringConstraints(max_length=512)]
+#: A group member's role label: a name of at most 32 characters.
+Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
+HISTORY_MAX: Final = 1000  # messages per topic_history page
 
 
 class FrameError(ValueError):
@@ -159,10 +166,26 @@ class ListTopics(_Frame):
     req_id: ReqId
 
 
+class TopicHistory(_Frame):
+    """A page of a topic's stored messages, newest first, below the ``before`` cursor."""
+
+    type: Literal["topic_history"]
+    req_id: ReqId
+    topic: Name
+    before: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")] | None = None
+    limit: Annotated[int, Field(ge=1, le=HISTORY_MAX)] = 50
+
+
 class JoinGroup(_Frame):
     type: Literal["join_group"]
     req_id: ReqId
     group: Name
+    role: Role | None = None  # None: keep the role already held (if any)
+
+
+class ListGroups(_Frame):
+    type: Literal["list_groups"]
+    req_id: ReqId
 
 
 class LeaveGroup(_Frame):
@@ -210,18 +233,17 @@ class SetProfile(_Frame):
         default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
-class Push(_Frame):
-    """A delivery from the broker to a member (the daemon validates it: R-IN-5)."""
+class HistoryItem(_Frame):
+    """A stored message as the broker hands it on: a push without its delivery (a
+    ``topic_history`` item), and the fields every push carries."""
 
-    type: Literal["push"]
-    delivery_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
     mesh_id: Ident
     client_message_id: ClientMessageId
     broker_message_id: Ident
     history_id: Annotated[str, StringConstraints(max_length=64)] | None = None
     sender_pubkey: Hex64
     sender_name: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    destination_kind: Literal["dm", "topic"]
+    destination_kind: Literal["dm", "topic", "queue"]
     destination_ref: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     priority: Literal["now", "next", "low"]
     reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
@@ -231,7 +253,23 @@ class Push(_Frame):
     created_at: Annotated[str, StringConstraints(max_length=40)]
 
 
+class Push(HistoryItem):
+    """A delivery from the broker to a member (the daemon validates it: R-IN-5)."""
+
+    type: Literal["push"]
+    delivery_id: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,20}$")]
+
+
 _PUSH: Final[TypeAdapter[Push]] = TypeAdapter(Push)
+_HISTORY_ITEM: Final[TypeAdapter[HistoryItem]] = TypeAdapter(HistoryItem)
+
+
+def parse_history_item(doc: dict[str, Any]) -> HistoryItem:
+    """Validate one ``topic_history`` item. Raises FrameError ``invalid_frame``."""
+    try:
+        return _HISTORY_ITEM.validate_python(doc)
+    except ValidationError as exc:
+        raise FrameError("invalid_frame", _describe(exc.errors()[0], tagged=False), doc) from None
 
 
 def parse_push(doc: dict[str, Any]) -> Push:
@@ -243,7 +281,8 @@ def parse_push(doc: dict[str, Any]) -> Push:
 
 
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
-               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
+               | Unsubscribe | ListTopics | TopicHistory | JoinGroup | LeaveGroup | ListGroups
+               | ListPeers | SetProfile)
 
 # Fields that exist only with a feature. A broker that does not advertise the feature
 # refuses them as unknown fields, exactly as a model without them would.
@@ -254,7 +293,8 @@ _ADAPTER: Final[TypeAdapter[ClientFrame]] = TypeAdapter(
 FRAME_TYPES: Final = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
-              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile))
+              ListTopics, TopicHistory, JoinGroup, LeaveGroup, ListGroups, ListPeers,
+              SetProfile))
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:

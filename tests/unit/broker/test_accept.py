@@ -85,8 +85,15 @@ def test_another_envelope_version_is_refused() -> None:
     assert "unsupported envelope_version '2'" in refusal(plain(envelope_version="2")).detail
 
 
-def test_queue_destinations_are_reserved() -> None:
-    assert "reserved" in refusal(plain(destination_kind="queue")).detail
+@pytest.mark.parametrize("ref", ["general", "@", "@-x", "*"])
+def test_a_queue_ref_is_an_at_group(ref: str) -> None:
+    """``queue`` is anycast (issue 15): to a group only."""
+    assert "@group (anycast)" in refusal(plain(destination_kind="queue", ref=ref)).detail
+
+
+def test_a_queue_body_is_plain_and_an_at_group_passes() -> None:
+    assert "plain text" in refusal(boxed(destination_kind="queue", ref="@ops")).detail
+    check_send(plain(destination_kind="queue", ref="@ops"), inline_bytes=1024)
 
 
 @pytest.mark.parametrize("ref", ["AB" * 32, "ab" * 31, "general"])

@@ -40,6 +40,7 @@ __all__ = [
     "AcceptOutcome",
     "BrokerStore",
     "Delivery",
+    "GroupMembership",
     "LocalNotifier",
     "Member",
     "Mesh",
@@ -201,6 +202,17 @@ class Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class GroupMembership:
+    """One live member of one group (``list_groups``)."""
+
+    group: str
+    member_id: str
+    pubkey: str
+    display_name: str
+    role: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class SweepResult:
     dedupe_rows_expired: int
     messages_pruned: int
@@ -328,7 +340,24 @@ class BrokerStore(abc.ABC):
     async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]: ...
 
     @abc.abstractmethod
-    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool: ...
+    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int,
+                         role: str | None = None) -> bool:
+        """Join (or, already in, set a new ``role``; None keeps the one held). True when
+        something changed."""
+
+    @abc.abstractmethod
+    async def group_members(self, mesh_id: str) -> list[GroupMembership]:
+        """Every live member of every group of the mesh, by group then display name."""
+
+    @abc.abstractmethod
+    async def topic_history(self, mesh_id: str, member_id: str, topic: str, *,
+                            before: int | None, limit: int) -> list[Delivery]:
+        """The topic's stored messages (what retention left), newest first, with
+        ``history_id < before``; each as a Delivery to ``member_id`` with id 0.
+
+        Raises:
+            NotSubscribed: ``member_id`` is not a subscriber of ``topic``.
+        """
 
     @abc.abstractmethod
     async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool: ...

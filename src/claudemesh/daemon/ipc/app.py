@@ -15,6 +15,7 @@ from claudemesh.daemon.ipc.auth import Transport, guard_middleware
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import errors_middleware, limit_middleware
 from claudemesh.daemon.ipc.routes_events import get_events
+from claudemesh.daemon.ipc.routes_groups import get_groups, post_join, post_leave
 from claudemesh.daemon.ipc.routes_inbox import get_inbox, post_seen
 from claudemesh.daemon.ipc.routes_info import get_health, get_version
 from claudemesh.daemon.ipc.routes_messages import get_message
@@ -29,6 +30,13 @@ from claudemesh.daemon.ipc.routes_sessions import (
     get_sessions,
     post_heartbeat,
     post_session,
+)
+from claudemesh.daemon.ipc.routes_topics import (
+    get_history,
+    get_topics,
+    post_subscribe,
+    post_topic,
+    post_unsubscribe,
 )
 
 __all__ = ["ROUTES", "build_app"]
@@ -54,6 +62,14 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/v1/events", get_events),
     ("GET", "/v1/peers", get_peers),
     ("POST", "/v1/profile", post_profile),
+    ("POST", "/v1/topic/subscribe", post_subscribe),
+    ("POST", "/v1/topic/unsubscribe", post_unsubscribe),
+    ("GET", "/v1/topic/list", get_topics),
+    ("POST", "/v1/topic/post", post_topic),
+    ("GET", "/v1/topic/history", get_history),
+    ("POST", "/v1/group/join", post_join),
+    ("POST", "/v1/group/leave", post_leave),
+    ("GET", "/v1/group/list", get_groups),
     ("GET", "/v1/metrics", get_metrics),
     ("GET", "/v1/openapi.json", get_openapi),
 )

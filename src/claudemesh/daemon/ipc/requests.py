@@ -70,6 +70,7 @@ class SendRequest(StrictModel):
     meta: dict[str, Any] | None = None
     reply_to: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     session: Annotated[str, Field(min_length=1, max_length=128)] | None = None  # the sender's
+    anycast: bool = False  # with an @group: one member gets it (destination_kind queue)
 
     @field_validator("to", "message", "mesh", "reply_to", "session")
     @classmethod

@@ -31,13 +31,14 @@ from claudemesh.protocol.destination import (
     DestinationError,
     DestinationKind,
     PeerName,
+    anycast,
     parse_address,
 )
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
 from claudemesh.sending import prepare
 
-__all__ = ["post_send", "prepare_send"]
+__all__ = ["accept_send", "post_send", "prepare_send"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +106,10 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
     mesh = ctx.pick_mesh(req.mesh)
     try:
         address = parse_address(req.to)
+        target = anycast(address.target) if req.anycast else address.target
     except DestinationError as exc:
         raise InvalidRequest(f"field 'to': {exc}") from None
-    dest = resolve_destination(address.target, mesh.slug, ctx.directory)
+    dest = resolve_destination(target, mesh.slug, ctx.directory)
     negotiated = ctx.runtime(mesh.slug).link.negotiated
     prepared = prepare(mesh, dest, req.message, priority=req.priority, reply_to=req.reply_to,
                        meta=req.meta, inline_limit=None if negotiated is None
@@ -124,8 +126,14 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
 async def post_send(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
+    return await accept_send(ctx, req, request.headers.get("Idempotency-Key"))
+
+
+async def accept_send(ctx: DaemonContext, req: SendRequest,
+                      header_id: str | None) -> web.Response:
+    """The accept of a validated send: ``/v1/send`` and ``/v1/topic/post`` (A-53)."""
     from_session = await sending_session(ctx, req.session)
-    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"), from_session)
+    prepared = prepare_send(ctx, req, header_id, from_session)
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:

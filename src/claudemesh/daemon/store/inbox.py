@@ -278,6 +278,20 @@ class InboxStore:
                 (*seen_args, *args, f.limit)).fetchall()
         return [InboxItem.from_sql(r) for r in rows]
 
+    def by_client_ids(self, mesh: str, ids: list[str]) -> dict[str, InboxItem]:
+        """The rows of ``mesh`` with these ``client_message_id``s, by id (absent: none)."""
+        found: dict[str, InboxItem] = {}
+        with store_errors("reading the inbox"):
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                for row in self._conn.execute(
+                        f"SELECT {_COLUMNS} FROM inbox WHERE mesh = ?"  # noqa: S608
+                        f" AND client_message_id IN ({marks})", (mesh, *chunk)):
+                    item = InboxItem.from_sql(row)
+                    found[item.client_message_id] = item
+        return found
+
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT max(seq) FROM inbox").fetchone()
         return int(row[0] or 0)

@@ -30,6 +30,131 @@ log = logging.getLogger(__name__)
 
 _MIGRATION_LOCK: Final = 0x636C_6D65_7368_0001  # one bigint key: "clmesh" + 1
 
+#: Migration 3, the accept function as first released (migration 5 derives its successor).
+_ACCEPT_V1: Final =     """
+    CREATE FUNCTION mesh.accept_message(
+      p_mesh_id TEXT, p_cmid TEXT, p_bmid TEXT, p_fp BYTEA, p_kind TEXT, p_ref TEXT,
+      p_now BIGINT, p_expires BIGINT, p_sender TEXT, p_sender_pubkey TEXT,
+      p_sender_name TEXT, p_priority TEXT, p_reply_to TEXT, p_meta TEXT, p_body TEXT,
+      p_body_hash TEXT, p_lock_class INTEGER)
+    RETURNS TABLE (o_kind TEXT, o_bmid TEXT, o_history BIGINT, o_fp BYTEA, o_first_seen BIGINT,
+                   o_history_available BOOLEAN, o_members TEXT[], o_seqs BIGINT[])
+    LANGUAGE plpgsql AS $$
+    DECLARE
+      claim RECORD;
+      hist BIGINT;
+      members TEXT[];
+      sender_revoked BIGINT;
+      target TEXT;
+    BEGIN
+      LOOP  -- steps 3-4: claim the key, then read whoever holds it
+        INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id,
+          broker_message_id, request_fingerprint, destination_kind, destination_ref,
+          first_seen_at, expires_at)
+        VALUES (p_mesh_id, p_cmid, p_bmid, p_fp, p_kind, p_ref, p_now, p_expires)
+        ON CONFLICT (mesh_id, client_message_id) DO NOTHING;
+        SELECT d.broker_message_id AS bmid, d.request_fingerprint AS fp,
+               d.history_available AS available, d.first_seen_at AS first_seen
+          INTO claim FROM mesh.client_message_dedupe d
+         WHERE d.mesh_id = p_mesh_id AND d.client_message_id = p_cmid FOR SHARE;
+        EXIT WHEN FOUND;  -- else the winner's row was swept in between: claim again
+      END LOOP;
+      IF claim.bmid <> p_bmid THEN  -- step 5: someone else's row; end without writes
+        SELECT h.seq INTO hist FROM mesh.message_history h WHERE h.message_id = claim.bmid;
+        RETURN QUERY SELECT CASE WHEN claim.fp = p_fp THEN 'duplicate' ELSE 'conflict' END,
+          claim.bmid, hist, claim.fp, claim.first_seen, claim.available,
+          NULL::TEXT[], NULL::BIGINT[];
+        RETURN;
+      END IF;
+      -- step 6, B2: raising rolls the claim back with everything else
+      SELECT m.revoked_at INTO sender_revoked FROM mesh.member m WHERE m.id = p_sender
+         FOR SHARE;
+      IF NOT FOUND OR sender_revoked IS NOT NULL THEN
+        RAISE EXCEPTION 'sender' USING ERRCODE = 'CM403';
+      END IF;
+      IF p_kind = 'dm' THEN
+        SELECT m.id INTO target FROM mesh.member m
+         WHERE m.mesh_id = p_mesh_id AND m.pubkey = p_ref AND m.revoked_at IS NULL;
+        IF target IS NULL THEN
+          RAISE EXCEPTION 'dm' USING ERRCODE = 'CM404';
+        END IF;
+        members := ARRAY[target];
+      ELSIF p_ref = '*' THEN
+        SELECT coalesce(array_agg(m.id ORDER BY m.id COLLATE "C"), '{}') INTO members
+          FROM mesh.member m WHERE m.mesh_id = p_mesh_id AND m.revoked_at IS NULL;
+        members := array_remove(members, p_sender);
+      ELSIF left(p_ref, 1) = '@' THEN
+        SELECT coalesce(array_agg(g.member_id ORDER BY g.member_id COLLATE "C"), '{}')
+          INTO members FROM mesh.group_member g JOIN mesh.member m ON m.id = g.member_id
+         WHERE g.mesh_id = p_mesh_id AND g.group_name = substr(p_ref, 2)
+           AND m.revoked_at IS NULL;
+        IF cardinality(members) = 0 THEN
+          RAISE EXCEPTION 'group' USING ERRCODE = 'CM404';
+        END IF;
+        members := array_remove(members, p_sender);
+      ELSE
+        PERFORM 1 FROM mesh.topic t WHERE t.mesh_id = p_mesh_id AND t.name = p_ref;
+        IF NOT FOUND THEN
+          RAISE EXCEPTION 'topic' USING ERRCODE = 'CM404';
+        END IF;
+        SELECT coalesce(array_agg(s.member_id ORDER BY s.member_id COLLATE "C"), '{}')
+          INTO members FROM mesh.topic_subscription s JOIN mesh.member m
+            ON m.id = s.member_id
+         WHERE s.mesh_id = p_mesh_id AND s.topic = p_ref AND m.revoked_at IS NULL;
+        members := array_remove(members, p_sender);
+      END IF;
+      -- the mesh's commit order (see Ordering), held to the end of the transaction
+      PERFORM pg_advisory_xact_lock(p_lock_class, hashtext(p_mesh_id));
+      -- step 7: the side effects
+      INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,
+        sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,
+        meta, body, body_hash, created_at)
+      VALUES (p_bmid, p_mesh_id, p_cmid, p_sender, p_sender_pubkey, p_sender_name, p_kind,
+        p_ref, p_priority, p_reply_to, p_meta, p_body, p_body_hash, p_now);
+      INSERT INTO mesh.message_history (mesh_id, message_id, created_at)
+      VALUES (p_mesh_id, p_bmid, p_now) RETURNING seq INTO hist;
+      RETURN QUERY
+        WITH queued AS (
+          INSERT INTO mesh.delivery_queue (mesh_id, message_id, recipient_member_id,
+                                           created_at)
+          SELECT p_mesh_id, p_bmid, r.id, p_now
+            FROM unnest(members) WITH ORDINALITY AS r(id, n) ORDER BY r.n
+          RETURNING seq, recipient_member_id)
+        SELECT 'created', p_bmid, hist, p_fp, p_now, TRUE,
+          (SELECT array_agg(q.recipient_member_id ORDER BY q.recipient_member_id COLLATE "C")
+             FROM queued q),
+          (SELECT array_agg(q.seq ORDER BY q.recipient_member_id COLLATE "C") FROM queued q);
+    END
+    $$;
+    """
+
+# Migration 5's accept: the same function, plus anycast (``queue`` to ``@group``, issue 15):
+# one other live member of the group, online ones first, round-robin by ``anycast_seq``.
+_ANYCAST_AFTER: Final = """        members := ARRAY[target];
+"""
+_ANYCAST_BRANCH: Final = """      ELSIF p_kind = 'queue' THEN
+        SELECT g.member_id INTO target FROM mesh.group_member g
+          JOIN mesh.member m ON m.id = g.member_id
+         WHERE g.mesh_id = p_mesh_id AND g.group_name = substr(p_ref, 2)
+           AND m.revoked_at IS NULL AND g.member_id <> p_sender
+         ORDER BY EXISTS (SELECT 1 FROM mesh.presence p WHERE p.mesh_id = g.mesh_id
+                          AND p.member_id = g.member_id) DESC,
+                  g.anycast_seq, g.member_id COLLATE "C"
+         LIMIT 1 FOR UPDATE OF g;
+        IF target IS NULL THEN
+          RAISE EXCEPTION 'group' USING ERRCODE = 'CM404';
+        END IF;
+        UPDATE mesh.group_member SET anycast_seq = 1 + (SELECT max(x.anycast_seq)
+          FROM mesh.group_member x WHERE x.mesh_id = p_mesh_id
+           AND x.group_name = substr(p_ref, 2))
+         WHERE mesh_id = p_mesh_id AND group_name = substr(p_ref, 2) AND member_id = target;
+        members := ARRAY[target];
+"""
+if _ANYCAST_AFTER not in _ACCEPT_V1:  # pragma: no cover - a build-time check
+    raise RuntimeError("migration 5 cannot find its anchor in the accept function")
+_ACCEPT_V2: Final = _ACCEPT_V1.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1).replace(
+    _ANYCAST_AFTER, _ANYCAST_AFTER + _ANYCAST_BRANCH, 1)
+
 PG_MIGRATIONS: Final = (
     """
     CREATE TABLE mesh.mesh (
@@ -176,106 +301,19 @@ PG_MIGRATIONS: Final = (
     CREATE INDEX presence_lease ON mesh.presence (state, lease_expires_at);
     """,
     # 3: the accept (R-BRK-10, §4.7.2) as one server-side call: one round trip, not ten
-    """
-    CREATE FUNCTION mesh.accept_message(
-      p_mesh_id TEXT, p_cmid TEXT, p_bmid TEXT, p_fp BYTEA, p_kind TEXT, p_ref TEXT,
-      p_now BIGINT, p_expires BIGINT, p_sender TEXT, p_sender_pubkey TEXT,
-      p_sender_name TEXT, p_priority TEXT, p_reply_to TEXT, p_meta TEXT, p_body TEXT,
-      p_body_hash TEXT, p_lock_class INTEGER)
-    RETURNS TABLE (o_kind TEXT, o_bmid TEXT, o_history BIGINT, o_fp BYTEA, o_first_seen BIGINT,
-                   o_history_available BOOLEAN, o_members TEXT[], o_seqs BIGINT[])
-    LANGUAGE plpgsql AS $$
-    DECLARE
-      claim RECORD;
-      hist BIGINT;
-      members TEXT[];
-      sender_revoked BIGINT;
-      target TEXT;
-    BEGIN
-      LOOP  -- steps 3-4: claim the key, then read whoever holds it
-        INSERT INTO mesh.client_message_dedupe (mesh_id, client_message_id,
-          broker_message_id, request_fingerprint, destination_kind, destination_ref,
-          first_seen_at, expires_at)
-        VALUES (p_mesh_id, p_cmid, p_bmid, p_fp, p_kind, p_ref, p_now, p_expires)
-        ON CONFLICT (mesh_id, client_message_id) DO NOTHING;
-        SELECT d.broker_message_id AS bmid, d.request_fingerprint AS fp,
-               d.history_available AS available, d.first_seen_at AS first_seen
-          INTO claim FROM mesh.client_message_dedupe d
-         WHERE d.mesh_id = p_mesh_id AND d.client_message_id = p_cmid FOR SHARE;
-        EXIT WHEN FOUND;  -- else the winner's row was swept in between: claim again
-      END LOOP;
-      IF claim.bmid <> p_bmid THEN  -- step 5: someone else's row; end without writes
-        SELECT h.seq INTO hist FROM mesh.message_history h WHERE h.message_id = claim.bmid;
-        RETURN QUERY SELECT CASE WHEN claim.fp = p_fp THEN 'duplicate' ELSE 'conflict' END,
-          claim.bmid, hist, claim.fp, claim.first_seen, claim.available,
-          NULL::TEXT[], NULL::BIGINT[];
-        RETURN;
-      END IF;
-      -- step 6, B2: raising rolls the claim back with everything else
-      SELECT m.revoked_at INTO sender_revoked FROM mesh.member m WHERE m.id = p_sender
-         FOR SHARE;
-      IF NOT FOUND OR sender_revoked IS NOT NULL THEN
-        RAISE EXCEPTION 'sender' USING ERRCODE = 'CM403';
-      END IF;
-      IF p_kind = 'dm' THEN
-        SELECT m.id INTO target FROM mesh.member m
-         WHERE m.mesh_id = p_mesh_id AND m.pubkey = p_ref AND m.revoked_at IS NULL;
-        IF target IS NULL THEN
-          RAISE EXCEPTION 'dm' USING ERRCODE = 'CM404';
-        END IF;
-        members := ARRAY[target];
-      ELSIF p_ref = '*' THEN
-        SELECT coalesce(array_agg(m.id ORDER BY m.id COLLATE "C"), '{}') INTO members
-          FROM mesh.member m WHERE m.mesh_id = p_mesh_id AND m.revoked_at IS NULL;
-        members := array_remove(members, p_sender);
-      ELSIF left(p_ref, 1) = '@' THEN
-        SELECT coalesce(array_agg(g.member_id ORDER BY g.member_id COLLATE "C"), '{}')
-          INTO members FROM mesh.group_member g JOIN mesh.member m ON m.id = g.member_id
-         WHERE g.mesh_id = p_mesh_id AND g.group_name = substr(p_ref, 2)
-           AND m.revoked_at IS NULL;
-        IF cardinality(members) = 0 THEN
-          RAISE EXCEPTION 'group' USING ERRCODE = 'CM404';
-        END IF;
-        members := array_remove(members, p_sender);
-      ELSE
-        PERFORM 1 FROM mesh.topic t WHERE t.mesh_id = p_mesh_id AND t.name = p_ref;
-        IF NOT FOUND THEN
-          RAISE EXCEPTION 'topic' USING ERRCODE = 'CM404';
-        END IF;
-        SELECT coalesce(array_agg(s.member_id ORDER BY s.member_id COLLATE "C"), '{}')
-          INTO members FROM mesh.topic_subscription s JOIN mesh.member m
-            ON m.id = s.member_id
-         WHERE s.mesh_id = p_mesh_id AND s.topic = p_ref AND m.revoked_at IS NULL;
-        members := array_remove(members, p_sender);
-      END IF;
-      -- the mesh's commit order (see Ordering), held to the end of the transaction
-      PERFORM pg_advisory_xact_lock(p_lock_class, hashtext(p_mesh_id));
-      -- step 7: the side effects
-      INSERT INTO mesh.message (id, mesh_id, client_message_id, sender_member_id,
-        sender_pubkey, sender_name, destination_kind, destination_ref, priority, reply_to,
-        meta, body, body_hash, created_at)
-      VALUES (p_bmid, p_mesh_id, p_cmid, p_sender, p_sender_pubkey, p_sender_name, p_kind,
-        p_ref, p_priority, p_reply_to, p_meta, p_body, p_body_hash, p_now);
-      INSERT INTO mesh.message_history (mesh_id, message_id, created_at)
-      VALUES (p_mesh_id, p_bmid, p_now) RETURNING seq INTO hist;
-      RETURN QUERY
-        WITH queued AS (
-          INSERT INTO mesh.delivery_queue (mesh_id, message_id, recipient_member_id,
-                                           created_at)
-          SELECT p_mesh_id, p_bmid, r.id, p_now
-            FROM unnest(members) WITH ORDINALITY AS r(id, n) ORDER BY r.n
-          RETURNING seq, recipient_member_id)
-        SELECT 'created', p_bmid, hist, p_fp, p_now, TRUE,
-          (SELECT array_agg(q.recipient_member_id ORDER BY q.recipient_member_id COLLATE "C")
-             FROM queued q),
-          (SELECT array_agg(q.seq ORDER BY q.recipient_member_id COLLATE "C") FROM queued q);
-    END
-    $$;
-    """,
+_ACCEPT_V1,
     # 4: the sessions a member publishes (member_sessions), a JSON list
     """
     ALTER TABLE mesh.member ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
     """,
+    # 5 (issue 15): group roles, the anycast rotation, topic history by topic, and the
+    # accept with anycast (see _ACCEPT_V2)
+    """
+    ALTER TABLE mesh.group_member ADD COLUMN role TEXT;
+    ALTER TABLE mesh.group_member ADD COLUMN anycast_seq BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX message_destination ON mesh.message (mesh_id, destination_kind,
+                                                      destination_ref);
+    """ + _ACCEPT_V2,
 )
 
 

@@ -54,6 +54,7 @@ from claudemesh.broker.store.base import (
     AcceptOutcome,
     BrokerStore,
     Delivery,
+    GroupMembership,
     Member,
     Mesh,
     NewInvite,
@@ -85,6 +86,7 @@ from claudemesh.errors import (
     MemberAlreadyConnected,
     MemberRevoked,
     MeshExists,
+    NotSubscribed,
     StoreError,
 )
 
@@ -333,11 +335,42 @@ class PostgresBrokerStore(BrokerStore):
             return [topic_entry(r[0], r[1], r[2]) for r in rows]
         return await self._db.run("listing topics", op, tx=False)
 
-    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool:
+    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int,
+                         role: str | None = None) -> bool:
         return await self._changed_one(
             "joining a group",
-            "INSERT INTO mesh.group_member (mesh_id, group_name, member_id, created_at)"
-            " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING", mesh_id, group, member_id, now_ms)
+            "INSERT INTO mesh.group_member (mesh_id, group_name, member_id, created_at, role)"
+            " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (mesh_id, group_name, member_id)"
+            " DO UPDATE SET role = excluded.role WHERE excluded.role IS NOT NULL"
+            " AND mesh.group_member.role IS DISTINCT FROM excluded.role",
+            mesh_id, group, member_id, now_ms, role)
+
+    async def group_members(self, mesh_id: str) -> list[GroupMembership]:
+        async def op(conn: Conn) -> list[GroupMembership]:
+            rows = await conn.fetch(
+                "SELECT g.group_name, m.id, m.pubkey, m.display_name, g.role"
+                " FROM mesh.group_member g JOIN mesh.member m ON m.id = g.member_id"
+                " WHERE g.mesh_id = $1 AND m.revoked_at IS NULL ORDER BY"
+                " g.group_name COLLATE \"C\", lower(m.display_name COLLATE \"C\"),"
+                " m.id COLLATE \"C\"", mesh_id)
+            return [GroupMembership(r[0], r[1], r[2], r[3], r[4]) for r in rows]
+        return await self._db.run("listing groups", op, tx=False)
+
+    async def topic_history(self, mesh_id: str, member_id: str, topic: str, *,
+                            before: int | None, limit: int) -> list[Delivery]:
+        async def op(conn: Conn) -> list[Delivery]:
+            if await conn.fetchval(
+                    "SELECT 1 FROM mesh.topic_subscription WHERE mesh_id = $1 AND topic = $2"
+                    " AND member_id = $3", mesh_id, topic, member_id) is None:
+                raise NotSubscribed(f"subscribe to #{topic} to read its history")
+            rows = await conn.fetch(
+                f"SELECT 0::bigint, $1::text, {DELIVERY_MESSAGE_COLUMNS}"  # noqa: S608
+                " FROM mesh.message m JOIN mesh.message_history h ON h.message_id = m.id"
+                " WHERE m.mesh_id = $2 AND m.destination_kind = 'topic'"
+                " AND m.destination_ref = $3 AND h.seq < $4 ORDER BY h.seq DESC LIMIT $5",
+                member_id, mesh_id, topic, 2**63 - 1 if before is None else before, limit)
+            return [delivery_from_row(r) for r in rows]
+        return await self._db.run("reading topic history", op, tx=False)
 
     async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool:
         return await self._changed_one(

@@ -156,4 +156,11 @@ BROKER_MIGRATIONS: Final = (
     """
     ALTER TABLE member ADD COLUMN sessions TEXT NOT NULL DEFAULT '[]';
     """,
+    # 4 (issue 15): a member's role in a group; the anycast rotation (the group's last
+    # anycast went to the member with the highest anycast_seq); topic history by topic
+    """
+    ALTER TABLE group_member ADD COLUMN role TEXT;
+    ALTER TABLE group_member ADD COLUMN anycast_seq INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX message_destination ON message(mesh_id, destination_kind, destination_ref);
+    """,
 )

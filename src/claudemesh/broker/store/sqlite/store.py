@@ -18,6 +18,7 @@ from claudemesh.broker.store.base import (
     AcceptOutcome,
     BrokerStore,
     Delivery,
+    GroupMembership,
     LocalNotifier,
     Member,
     Mesh,
@@ -47,6 +48,7 @@ from claudemesh.errors import (
     MemberAlreadyConnected,
     MemberRevoked,
     MeshExists,
+    NotSubscribed,
     StoreError,
 )
 from claudemesh.sqlitedb.db import immediate, open_database, store_errors
@@ -263,10 +265,39 @@ class SqliteBrokerStore(BrokerStore):
             return [topic_entry(*r) for r in rows]
         return await self._worker.run(op)
 
-    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int) -> bool:
-        return await self._changed_one("INSERT INTO group_member (mesh_id, group_name, member_id,"
-                                       " created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                                       (mesh_id, group, member_id, now_ms))
+    async def join_group(self, mesh_id: str, member_id: str, group: str, now_ms: int,
+                         role: str | None = None) -> bool:
+        return await self._changed_one(
+            "INSERT INTO group_member (mesh_id, group_name, member_id, created_at, role)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (mesh_id, group_name, member_id) DO UPDATE"
+            " SET role = excluded.role WHERE excluded.role IS NOT NULL"
+            " AND group_member.role IS NOT excluded.role",
+            (mesh_id, group, member_id, now_ms, role))
+
+    async def group_members(self, mesh_id: str) -> list[GroupMembership]:
+        def op(conn: sqlite3.Connection) -> list[GroupMembership]:
+            return [GroupMembership(*r) for r in conn.execute(
+                "SELECT g.group_name, m.id, m.pubkey, m.display_name, g.role"
+                " FROM group_member g JOIN member m ON m.id = g.member_id"
+                " WHERE g.mesh_id = ? AND m.revoked_at IS NULL"
+                " ORDER BY g.group_name, lower(m.display_name), m.id", (mesh_id,))]
+        return await self._worker.run(op)
+
+    async def topic_history(self, mesh_id: str, member_id: str, topic: str, *,
+                            before: int | None, limit: int) -> list[Delivery]:
+        def op(conn: sqlite3.Connection) -> list[Delivery]:
+            if conn.execute("SELECT 1 FROM topic_subscription WHERE mesh_id = ? AND topic = ?"
+                            " AND member_id = ?", (mesh_id, topic, member_id)).fetchone() is None:
+                raise NotSubscribed(f"subscribe to #{topic} to read its history")
+            rows = conn.execute(
+                f"SELECT 0, ?, {DELIVERY_MESSAGE_COLUMNS}"  # noqa: S608
+                " FROM message m JOIN message_history h ON h.message_id = m.id"
+                " WHERE m.mesh_id = ? AND m.destination_kind = 'topic'"
+                " AND m.destination_ref = ? AND h.seq < ? ORDER BY h.seq DESC LIMIT ?",
+                (member_id, mesh_id, topic, 2**63 - 1 if before is None else before,
+                 limit)).fetchall()
+            return [delivery_from_row(r) for r in rows]
+        return await self._worker.run(op)
 
     async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool:
         return await self._changed_one("DELETE FROM group_member WHERE mesh_id = ?"
@@ -487,6 +518,8 @@ def _recipients(conn: sqlite3.Connection, req: AcceptInput) -> list[str]:
         if row is None:
             raise b2_refusal("dm", ref)
         return [row[0]]
+    if req.destination_kind == "queue":
+        return [_anycast_pick(conn, req)]
     args: tuple[str, ...]
     if ref == "*":
         sql, args = ("SELECT id FROM member WHERE mesh_id = ? AND revoked_at IS NULL", (mesh,))
@@ -505,3 +538,23 @@ def _recipients(conn: sqlite3.Connection, req: AcceptInput) -> list[str]:
     if ref.startswith("@") and not members:
         raise b2_refusal("group", ref)
     return sorted(m for m in members if m != req.sender_member_id)
+
+
+def _anycast_pick(conn: sqlite3.Connection, req: AcceptInput) -> str:
+    """The one member of the group an anycast goes to: another live member, online ones
+    first, the one whose last anycast is oldest (round-robin); marked as the latest."""
+    group = req.destination_ref[1:]
+    row = conn.execute(
+        "SELECT g.member_id FROM group_member g JOIN member m ON m.id = g.member_id"
+        " WHERE g.mesh_id = ? AND g.group_name = ? AND m.revoked_at IS NULL"
+        " AND g.member_id <> ? ORDER BY EXISTS (SELECT 1 FROM presence p"
+        " WHERE p.mesh_id = g.mesh_id AND p.member_id = g.member_id) DESC,"
+        " g.anycast_seq, g.member_id LIMIT 1",
+        (req.mesh_id, group, req.sender_member_id)).fetchone()
+    if row is None:
+        raise b2_refusal("group", req.destination_ref)
+    conn.execute(
+        "UPDATE group_member SET anycast_seq = 1 + (SELECT max(anycast_seq) FROM group_member"
+        " WHERE mesh_id = ? AND group_name = ?) WHERE mesh_id = ? AND group_name = ?"
+        " AND member_id = ?", (req.mesh_id, group, req.mesh_id, group, row[0]))
+    return str(row[0])
