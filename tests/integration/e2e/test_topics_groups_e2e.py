@@ -1,0 +1,210 @@
+"""Topics and groups through real daemons and a real broker (issue 15 items 1-2, anycast):
+subscriptions that survive restarts of both sides, history filed exactly once, group
+fan-out and anycast counts, roles, and the routes' refusals."""
+
+from __future__ import annotations
+
+import json
+import stat
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from claudemesh.errors import NotSubscribed
+from helpers import DaemonHandle
+from meshkit import Mesh2, SseReader, inbox, joined_daemon, link_state, wait_for
+
+
+def call(daemon: DaemonHandle, method: str, path: str, body: Any = None) -> Any:
+    return daemon.uds().call(method, path, body)
+
+
+def status(daemon: DaemonHandle, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    resp = daemon.uds().request(method, path, body)
+    return resp.status, resp.body
+
+
+def bodies(daemon: DaemonHandle) -> list[str]:
+    return [i["body"] for i in inbox(daemon)]
+
+
+def test_subscriptions_survive_daemon_and_broker_restarts(pair: Mesh2) -> None:
+    alice, bob, broker = pair.alice, pair.bob, pair.broker
+    assert call(bob, "POST", "/v1/topic/subscribe", {"topic": "#news"}) == {
+        "mesh": "demo", "topic": "news", "subscribed": True, "changed": True}
+    assert call(bob, "POST", "/v1/topic/subscribe", {"topic": "news"})["changed"] is False
+    record = bob.paths.daemon_dir / "topic_subscriptions.json"
+    assert stat.S_IMODE(record.stat().st_mode) == 0o600
+    assert json.loads(record.read_text())["meshes"]["demo"]["topics"] == ["news"]
+    posted = alice.uds().request("POST", "/v1/topic/post", {"topic": "news", "message": "m1"})
+    assert posted.status == 202, posted.body
+    wait_for(lambda: bodies(bob) == ["m1"])
+    assert call(bob, "GET", "/v1/topic/list")["topics"] == [
+        {"topic": "news", "subscribers": 1, "subscribed": True}]
+    bob.stop()
+    bob.start()
+    wait_for(lambda: link_state(bob) == "open")
+    assert call(alice, "POST", "/v1/topic/post", {"topic": "news", "message": "m2"})
+    wait_for(lambda: bodies(bob) == ["m1", "m2"])
+    # The broker restarts having lost the subscription: bob's daemon asserts it again.
+    broker.stop()
+    assert broker.query("SELECT count(*) FROM topic_subscription") == [(1,)]
+    import sqlite3  # noqa: PLC0415
+    with sqlite3.connect(broker.db) as conn:
+        conn.execute("DELETE FROM topic_subscription")
+    broker.start()
+    wait_for(lambda: broker.query("SELECT count(*) FROM topic_subscription") == [(1,)])
+    wait_for(lambda: link_state(alice) == "open")
+    assert call(alice, "POST", "/v1/topic/post", {"topic": "news", "message": "m3"})
+    wait_for(lambda: bodies(bob) == ["m1", "m2", "m3"])
+    page = call(bob, "GET", "/v1/topic/history?topic=news")
+    assert [i["body"] for i in page["items"]] == ["m3", "m2", "m1"]
+    assert page["next_before"] is None
+    assert len(inbox(bob)) == 3  # all three were filed already: nothing twice
+
+
+def test_a_late_subscribers_backfill_files_each_message_once(pair: Mesh2) -> None:
+    alice, bob = pair.alice, pair.bob
+    call(alice, "POST", "/v1/topic/subscribe", {"topic": "build"})
+    for n in range(5):
+        call(alice, "POST", "/v1/topic/post", {"topic": "#build", "message": f"b{n}",
+                                               "client_message_id": f"build-{n}"})
+    wait_for(lambda: {r["status"] for r in alice.outbox()} == {"done"})
+    status_code, refused = status(bob, "GET", "/v1/topic/history?topic=build")
+    assert (status_code, refused["error"]) == (403, NotSubscribed.code)
+    events = SseReader(bob).start()
+    try:
+        sub = call(bob, "POST", "/v1/topic/subscribe", {"topic": "build", "backfill": 3})
+        assert [i["body"] for i in sub["backfill"]["items"]] == ["b4", "b3", "b2"]
+        assert sub["backfill"]["next_before"] == sub["backfill"]["items"][-1]["history_id"]
+        assert sorted(d["body"] for _, d in events.messages(3)) == ["b2", "b3", "b4"]
+        older = call(bob, "GET", "/v1/topic/history?topic=build&before="
+                     f"{sub['backfill']['next_before']}&limit=10")
+        assert [i["body"] for i in older["items"]] == ["b1", "b0"]
+        assert sorted(d["body"] for _, d in events.messages(2)) == ["b0", "b1"]
+        again = call(bob, "GET", "/v1/topic/history?topic=build&limit=500")
+        assert [i["body"] for i in again["items"]] == ["b4", "b3", "b2", "b1", "b0"]
+        assert all(i["seq"] is not None for i in again["items"])
+        # No event for the repeats: the next message event is this DM.
+        call(alice, "POST", "/v1/send", {"to": "bob", "message": "sentinel"})
+        _, nxt = events.next("message")
+        assert nxt["body"] == "sentinel"
+    finally:
+        events.close()
+    rows = inbox(bob)
+    assert sorted(i["client_message_id"] for i in rows if i["topic"] == "build") == [
+        f"build-{n}" for n in range(5)]
+    # alice's own posts come back in her history, shown but not filed.
+    own = call(alice, "GET", "/v1/topic/history?topic=build")["items"]
+    assert [(i["body"], i["seq"]) for i in own] == [(f"b{n}", None) for n in range(4, -1, -1)]
+    assert [i for i in inbox(alice) if i["topic"] == "build"] == []
+    assert call(bob, "POST", "/v1/topic/unsubscribe", {"topic": "build"})["changed"] is True
+    assert status(bob, "GET", "/v1/topic/history?topic=build")[0] == 403
+
+
+@pytest.fixture
+def team(pair: Mesh2) -> Iterator[tuple[Mesh2, list[DaemonHandle]]]:
+    others = [joined_daemon(pair.invite, name) for name in ("carol", "dave")]
+    try:
+        yield pair, [pair.bob, *others]
+    finally:
+        for daemon in others:
+            daemon.cleanup()
+
+
+def test_group_fanout_reaches_each_member_once_and_anycast_one(
+        team: tuple[Mesh2, list[DaemonHandle]]) -> None:
+    pair, members = team
+    alice = pair.alice
+    for daemon, role in zip(members, ("lead", None, "reviewer"), strict=True):
+        body: dict[str, Any] = {"group": "@ops"} | ({"role": role} if role else {})
+        assert call(daemon, "POST", "/v1/group/join", body)["role"] == role
+    listed = call(pair.bob, "GET", "/v1/group/list")["groups"]
+    [ops] = listed
+    assert (ops["group"], ops["members"], ops["member"], ops["role"]) == ("ops", 3, True, "lead")
+    assert sorted((r["display_name"], r["role"], r["online"]) for r in ops["roster"]) == [
+        ("bob", "lead", True), ("carol", None, True), ("dave", "reviewer", True)]
+    assert call(alice, "GET", "/v1/group/list")["groups"][0]["member"] is False
+    call(alice, "POST", "/v1/send", {"to": "@ops", "message": "all hands"})
+    for daemon in members:
+        wait_for(lambda d=daemon: bodies(d) == ["all hands"])
+    for n in range(6):
+        sent = alice.send({"to": "@ops", "message": f"one-{n}", "anycast": True})
+        assert sent.status == 202, sent.body
+    wait_for(lambda: sum(len(inbox(d)) for d in members) == 3 + 6)
+    got = {d.meshes[0]["display_name"]: [b for b in bodies(d) if b.startswith("one-")]
+           for d in members}
+    assert sorted(b for bs in got.values() for b in bs) == [f"one-{n}" for n in range(6)]
+    assert {len(bs) for bs in got.values()} == {2}, got  # round-robin over the online three
+    item = next(i for i in inbox(pair.bob) if i["body"].startswith("one-"))
+    assert item["destination"] == "@ops"
+    assert call(pair.bob, "POST", "/v1/group/leave", {"group": "ops"})["changed"] is True
+    record = json.loads((pair.bob.paths.daemon_dir / "topic_subscriptions.json").read_text())
+    assert record["meshes"]["demo"]["groups"] == {}
+    assert json.loads((members[2].paths.daemon_dir / "topic_subscriptions.json")
+                      .read_text())["meshes"]["demo"]["groups"] == {"ops": "reviewer"}
+    # Anycast is for groups only.
+    assert status(alice, "POST", "/v1/send",
+                  {"to": pair.bob_key, "message": "x", "anycast": True})[0] == 400
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/v1/topic/subscribe", {"topic": "bad topic"}),
+    ("POST", "/v1/topic/subscribe", {"topic": "#"}),
+    ("POST", "/v1/topic/subscribe", {"topic": "news", "extra": 1}),
+    ("POST", "/v1/topic/subscribe", {"topic": "news", "backfill": 1001}),
+    ("POST", "/v1/topic/subscribe", {"topic": "news", "backfill": "3"}),
+    ("POST", "/v1/topic/unsubscribe", {}),
+    ("POST", "/v1/topic/post", {"topic": "news"}),
+    ("POST", "/v1/topic/post", {"topic": "news", "message": "m", "to": "#news"}),
+    ("POST", "/v1/topic/post", {"topic": "news", "message": "m", "anycast": True}),
+    ("POST", "/v1/topic/post", {"message": "m"}),
+    ("GET", "/v1/topic/history", None),
+    ("GET", "/v1/topic/history?topic=news&limit=0", None),
+    ("GET", "/v1/topic/history?topic=news&limit=501", None),
+    ("GET", "/v1/topic/history?topic=news&limit=%C2%B2", None),
+    ("GET", "/v1/topic/history?topic=news&before=abc", None),
+    ("GET", "/v1/topic/history?topic=news&topic=x", None),
+    ("GET", "/v1/topic/list?bogus=1", None),
+    ("POST", "/v1/group/join", {"group": "ops", "role": "x" * 33}),
+    ("POST", "/v1/group/join", {"group": "ops", "role": "has space"}),
+    ("POST", "/v1/group/join", {"group": "@"}),
+    ("POST", "/v1/group/leave", {"group": "ops", "role": "lead"}),
+    ("GET", "/v1/group/list?mesh=demo&x=1", None),
+    ("POST", "/v1/send", {"to": "#news", "message": "m", "anycast": True}),
+    ("POST", "/v1/send", {"to": "*", "message": "m", "anycast": True}),
+    ("POST", "/v1/send", {"to": "@ops", "message": "m", "anycast": "yes"}),
+])
+def test_bad_input_is_400(shared_daemon: DaemonHandle, method: str, path: str,
+                          body: Any) -> None:
+    code, answer = status(shared_daemon, method, path, body)
+    assert (code, answer["error"]) == (400, "invalid_request"), answer
+
+
+def test_unknown_mesh_is_422_and_a_down_link_503(shared_daemon: DaemonHandle) -> None:
+    assert status(shared_daemon, "POST", "/v1/topic/subscribe",
+                  {"topic": "news", "mesh": "nope"})[0] == 422
+    assert status(shared_daemon, "GET", "/v1/group/list?mesh=nope")[0] == 422
+    for method, path, body in [
+            ("POST", "/v1/topic/subscribe", {"topic": "news"}),
+            ("POST", "/v1/topic/unsubscribe", {"topic": "news"}),
+            ("GET", "/v1/topic/list", None),
+            ("GET", "/v1/topic/history?topic=news", None),
+            ("POST", "/v1/group/join", {"group": "ops"}),
+            ("POST", "/v1/group/leave", {"group": "ops"}),
+            ("GET", "/v1/group/list", None)]:
+        code, answer = status(shared_daemon, method, path, body)
+        assert (code, answer["error"]) == (503, "broker_unavailable"), (path, answer)
+    # A post is an accept: queued in the outbox while the broker is away (A-53).
+    code, answer = status(shared_daemon, "POST", "/v1/topic/post",
+                          {"topic": "news", "message": "later", "client_message_id": "tp-1"})
+    assert (code, answer["status"]) == (202, "queued")
+    again = shared_daemon.uds().request("POST", "/v1/topic/post",
+                                        {"topic": "#news", "message": "later"},
+                                        {"Idempotency-Key": "tp-1"})
+    assert again.status == 202 and again.body["outbox_id"] == answer["outbox_id"]
+    clash = shared_daemon.uds().request("POST", "/v1/topic/post",
+                                        {"topic": "other", "message": "later"},
+                                        {"Idempotency-Key": "tp-1"})
+    assert clash.status == 409
