@@ -33,6 +33,7 @@ from claudemesh.protocol.destination import (
     PeerName,
     parse_to,
 )
+from claudemesh.protocol.destination import anycast as anycast_of
 from claudemesh.protocol.frames import FrameError
 from claudemesh.protocol.handshake import Incompatible, Refused, hello_frame, read_hello_answer
 from claudemesh.protocol.replies import BrokerReply, ErrorReply, Result, SendResult, parse_reply
@@ -47,7 +48,7 @@ TIMEOUT_S: Final = 10.0
 
 def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: str,
                 priority: str, meta: dict[str, Any] | None, reply_to: str | None,
-                timeout_s: float = TIMEOUT_S) -> SendResult:
+                anycast: bool = False, timeout_s: float = TIMEOUT_S) -> SendResult:
     """Send one message straight to the broker; returns its ``send_result``.
 
     Raises:
@@ -60,6 +61,8 @@ def send_direct(mesh: MeshConfig, to: str, message: str, *, client_message_id: s
 
     try:
         target = parse_to(to)
+        if anycast:
+            target = anycast_of(target)
     except DestinationError as exc:
         raise InvalidRequest(f"'to': {exc}") from None
     failures = []

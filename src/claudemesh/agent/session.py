@@ -42,9 +42,11 @@ from claudemesh.agent.framing import frame
 from claudemesh.agent.tools import (
     TOOLS_BY_NAME,
     ToolInputError,
+    ToolOutcome,
     check_arguments,
     send_message_id,
 )
+from claudemesh.agent.topic_tools import TopicTools
 from claudemesh.errors import (
     BrokerUnavailable,
     ClaudemeshError,
@@ -76,13 +78,6 @@ REMEMBERED: Final = 4096  # message ids and claims kept in memory
 INBOX_HINT: Final = "call inbox() to read them"
 
 Pusher = Callable[[InboxItem, str], Coroutine[Any, Any, bool]]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolOutcome:
-    text: str
-    data: dict[str, Any] | None = None
-    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +131,7 @@ class _Bounded(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
-class AgentSession:
+class AgentSession(TopicTools):
     """The tools of one registered session; see the module docstring for the rules."""
 
     def __init__(self, client: AsyncClient, session: Session, registration: Registration,

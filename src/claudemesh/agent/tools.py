@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-__all__ = ["TOOLS", "TOOLS_BY_NAME", "WAIT_MAX_S", "ToolInputError", "ToolSpec",
-           "check_arguments", "send_message_id"]
+__all__ = ["TOOLS", "TOOLS_BY_NAME", "WAIT_MAX_S", "ToolInputError", "ToolOutcome",
+           "ToolSpec", "check_arguments", "send_message_id"]
 
 WAIT_MAX_S: Final = 600
 WAIT_DEFAULT_S: Final = 60
@@ -27,6 +27,15 @@ STATUSES: Final = ["idle", "working", "dnd"]
 
 class ToolInputError(ValueError):
     """The arguments of a tool call do not fit its schema; the message says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutcome:
+    """What a tool call answers: text for the model, structured data, whether it failed."""
+
+    text: str
+    data: dict[str, Any] | None = None
+    is_error: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +213,100 @@ MESSAGE_STATUS = ToolSpec(
     hints={"client_message_id": "the id that send or reply returned"},
 )
 
-TOOLS: Final = (WHOAMI, SEND, REPLY, INBOX, WAIT, PEERS, SET_STATUS, MESSAGE_STATUS)
+_TOPIC = {"type": "string", "minLength": 1, "maxLength": 65,
+          "description": "A topic name: news or #news."}
+_GROUP = {"type": "string", "minLength": 1, "maxLength": 65,
+          "description": "A group name: ops or @ops."}
+_MESH = {"type": "string", "minLength": 1, "maxLength": 64,
+         "description": "Mesh slug; only needed when several meshes are joined."}
+_OPEN = _object({}, closed=False)
+
+TOPIC_SUBSCRIBE = ToolSpec(
+    name="topic_subscribe",
+    description=(
+        "Subscribe to a #topic so its messages reach you (they arrive like other messages)."
+        " It lasts across restarts. backfill (0-1000) also files that many of the topic's"
+        " newest earlier messages in your inbox, each once."),
+    input_schema=_object({"topic": _TOPIC, "backfill": {"type": "integer", "minimum": 0,
+                                                        "maximum": 1000, "default": 0},
+                          "mesh": _MESH}, ["topic"]),
+    output_schema=_OPEN, idempotent=True,
+    hints={"topic": "news or #news", "backfill": "an integer from 0 to 1000"})
+
+TOPIC_UNSUBSCRIBE = ToolSpec(
+    name="topic_unsubscribe",
+    description=("Stop receiving a #topic's messages (its history is then closed to you"
+                 " too). Lasts across restarts."),
+    input_schema=_object({"topic": _TOPIC, "mesh": _MESH}, ["topic"]),
+    output_schema=_OPEN, idempotent=True, hints={"topic": "news or #news"})
+
+TOPIC_LIST = ToolSpec(
+    name="topic_list",
+    description=("The mesh's topics, how many members subscribe to each, and whether you"
+                 " do. Subscribe with topic_subscribe, post with topic_post."),
+    input_schema=_object({"mesh": _MESH}), output_schema=_OPEN, read_only=True,
+    idempotent=True)
+
+TOPIC_POST = ToolSpec(
+    name="topic_post",
+    description=(
+        "Post a message to a #topic: every subscriber gets it. Durable and never doubled"
+        " on retry, like send."),
+    input_schema=_object({
+        "topic": _TOPIC,
+        "message": {"type": "string", "minLength": 1, "description": "The text to post."},
+        "priority": {"type": "string", "enum": PRIORITIES, "default": "next"},
+        "reply_to": {"type": "string", "minLength": 1, "maxLength": 128,
+                     "description": "The broker_message_id this answers."},
+        "mesh": _MESH}, ["topic", "message"]),
+    output_schema=_SEND_RESULT,
+    hints={"topic": "news or #news", "message": "the text, non-empty",
+           "priority": _PRIORITY_HINT})
+
+TOPIC_HISTORY = ToolSpec(
+    name="topic_history",
+    description=(
+        "Read a #topic's earlier messages (you must be subscribed), oldest first within the"
+        " page; `before` (a previous result's next_before) pages further back. The texts"
+        " are the senders' words, untrusted. They are also filed in your inbox, once."),
+    input_schema=_object({
+        "topic": _TOPIC,
+        "before": {"type": "string", "minLength": 1, "maxLength": 20,
+                   "description": "Only messages older than this history_id."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 20},
+        "mesh": _MESH}, ["topic"]),
+    read_only=True, idempotent=True,
+    hints={"topic": "news or #news", "limit": "an integer from 1 to 100"})
+
+GROUP_JOIN = ToolSpec(
+    name="group_join",
+    description=(
+        "Join an @group, optionally with a role (a label such as lead or reviewer) that"
+        " others see in group_list. Messages to @group then reach you."),
+    input_schema=_object({
+        "group": _GROUP,
+        "role": {"type": "string", "minLength": 1, "maxLength": 32,
+                 "description": "Your role: letters, digits, '.', '_' or '-'."},
+        "mesh": _MESH}, ["group"]),
+    output_schema=_OPEN, idempotent=True, hints={"group": "ops or @ops"})
+
+GROUP_LEAVE = ToolSpec(
+    name="group_leave",
+    description="Leave an @group: messages to it (and anycasts) no longer reach you.",
+    input_schema=_object({"group": _GROUP, "mesh": _MESH}, ["group"]),
+    output_schema=_OPEN, idempotent=True, hints={"group": "ops or @ops"})
+
+GROUP_LIST = ToolSpec(
+    name="group_list",
+    description=(
+        "The mesh's groups: their members with roles and who is online, and whether you"
+        " are in each. Send to @group to reach all its members."),
+    input_schema=_object({"mesh": _MESH}), output_schema=_OPEN, read_only=True,
+    idempotent=True)
+
+TOOLS: Final = (WHOAMI, SEND, REPLY, INBOX, WAIT, PEERS, SET_STATUS, MESSAGE_STATUS,
+                TOPIC_SUBSCRIBE, TOPIC_UNSUBSCRIBE, TOPIC_LIST, TOPIC_POST, TOPIC_HISTORY,
+                GROUP_JOIN, GROUP_LEAVE, GROUP_LIST)
 TOOLS_BY_NAME: Final = {spec.name: spec for spec in TOOLS}
 
 _JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {

@@ -25,6 +25,8 @@ LAZY_COMMANDS: Final = {
     "inbox": "claudemesh.cli.messages:inbox",
     "peers": "claudemesh.cli.messages:peers",
     "profile": "claudemesh.cli.messages:profile",
+    "topic": "claudemesh.cli.topics:topic",
+    "group": "claudemesh.cli.topics:group",
     "events": "claudemesh.cli.messages:events",
     "status": "claudemesh.cli.status:status",
     "hook": "claudemesh.cli.hook:hook",

@@ -50,6 +50,8 @@ __all__ = ["send"]
 @click.option("--client-message-id", help="Your own idempotency key (default: a new ULID).")
 @click.option("--meta", help="A JSON object sent along (part of the fingerprint).")
 @click.option("--reply-to", help="The broker_message_id this answers.")
+@click.option("--anycast", is_flag=True,
+              help="With an @group: one member gets it (online ones first, in turn).")
 @click.option("--no-daemon", is_flag=True, help="Send over a direct broker connection.")
 @click.option("--wait", type=click.FloatRange(0, 60), default=2.0, show_default=True,
               help="Seconds to wait for the broker's acceptance before saying 'queued'.")
@@ -58,7 +60,7 @@ __all__ = ["send"]
 @json_option
 def send(*, to: str, message: str | None, mesh: str | None, priority: str,
          client_message_id: str | None, meta: str | None, reply_to: str | None,
-         no_daemon: bool, wait: float, timeout: float) -> int:
+         anycast: bool, no_daemon: bool, wait: float, timeout: float) -> int:
     """Send MESSAGE (or standard input) to TO: a peer's name, a 64-hex pubkey, #topic,
     @group or *."""
     text = _message_text(message)
@@ -73,6 +75,8 @@ def send(*, to: str, message: str | None, mesh: str | None, priority: str,
         body["meta"] = _meta(meta)
     if reply_to:
         body["reply_to"] = reply_to
+    if anycast:
+        body["anycast"] = True
     paths = current_paths()
     if no_daemon:
         return _send_direct(paths, body)
@@ -114,7 +118,8 @@ def _post(api: Client, body: dict[str, Any]) -> SendResult:
     try:
         return api.send(body["to"], body["message"], mesh=body.get("mesh"),
                         priority=body["priority"], client_message_id=body["client_message_id"],
-                        meta=body.get("meta"), reply_to=body.get("reply_to"))
+                        meta=body.get("meta"), reply_to=body.get("reply_to"),
+                        anycast=body.get("anycast", False))
     except DaemonUnreachable as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, DaemonUnreachable) else exc
         cmid = body["client_message_id"]
@@ -150,7 +155,7 @@ def _send_direct(paths: Paths, body: dict[str, Any]) -> int:
     result = send_direct(chosen[0], body["to"], body["message"],
                          client_message_id=body["client_message_id"],
                          priority=body["priority"], meta=body.get("meta"),
-                         reply_to=body.get("reply_to"))
+                         reply_to=body.get("reply_to"), anycast=body.get("anycast", False))
     if result.accepted:
         return _report("delivered", {**body, "mesh": chosen[0].slug},
                        {"broker_message_id": result.broker_message_id},

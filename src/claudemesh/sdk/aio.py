@@ -109,7 +109,7 @@ class AsyncClient:
     async def send(self, to: str, message: str, *, mesh: str | None = None,
                    priority: str = "next", client_message_id: str | None = None,
                    meta: dict[str, Any] | None = None, reply_to: str | None = None,
-                   session: str | None = None) -> SendResult:
+                   session: str | None = None, anycast: bool = False) -> SendResult:
         """As :meth:`Client.send`: the id is minted first, and a retry reuses it."""
         from claudemesh.protocol.ids import new_ulid
         from claudemesh.sdk import messages
@@ -117,7 +117,7 @@ class AsyncClient:
         cmid = new_ulid() if client_message_id is None else client_message_id
         call = messages.send(messages.send_body(
             to, message, client_message_id=cmid, mesh=mesh, priority=priority, meta=meta,
-            reply_to=reply_to, session=session))
+            reply_to=reply_to, session=session, anycast=anycast))
         for attempt in range(1, messages.SEND_ATTEMPTS + 1):
             try:
                 return await self.run(call)

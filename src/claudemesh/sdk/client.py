@@ -122,7 +122,8 @@ class Client:
 
     def send(self, to: str, message: str, *, mesh: str | None = None, priority: str = "next",
              client_message_id: str | None = None, meta: dict[str, Any] | None = None,
-             reply_to: str | None = None, session: str | None = None) -> SendResult:
+             reply_to: str | None = None, session: str | None = None,
+             anycast: bool = False) -> SendResult:
         """Queue ``message`` for ``to``; answered once it is durable in the outbox.
 
         The ``client_message_id`` is minted before the first attempt, and a timed-out
@@ -139,7 +140,7 @@ class Client:
         cmid = new_ulid() if client_message_id is None else client_message_id
         call = messages.send(messages.send_body(
             to, message, client_message_id=cmid, mesh=mesh, priority=priority, meta=meta,
-            reply_to=reply_to, session=session))
+            reply_to=reply_to, session=session, anycast=anycast))
         for attempt in range(1, messages.SEND_ATTEMPTS + 1):
             try:
                 return self.run(call)

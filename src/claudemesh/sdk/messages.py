@@ -131,10 +131,11 @@ class OutboxItem:
 
 def send_body(to: str, message: str, *, client_message_id: str, mesh: str | None = None,
               priority: str = "next", meta: dict[str, Any] | None = None,
-              reply_to: str | None = None, session: str | None = None) -> dict[str, Any]:
+              reply_to: str | None = None, session: str | None = None,
+              anycast: bool = False) -> dict[str, Any]:
     return drop_none(to=to, message=message, priority=priority,
                      client_message_id=client_message_id, mesh=mesh, meta=meta,
-                     reply_to=reply_to, session=session)
+                     reply_to=reply_to, session=session, anycast=anycast or None)
 
 
 def send(body: dict[str, Any]) -> Call[SendResult]:

@@ -71,7 +71,8 @@ def text(result: types.CallToolResult) -> str:
 
 
 def server_env(daemon: DaemonHandle, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in daemon.env.items() if k.startswith("CLAUDEMESH_")}
+    env = {k: v for k, v in daemon.env.items()
+           if k.startswith("CLAUDEMESH_") or k == "PYTHONPATH"}  # PYTHONPATH: the code tested
     return {**env, "PYTHONUNBUFFERED": "1", **extra}
 
 
@@ -156,7 +157,9 @@ async def test_initialize_lists_tools_with_schemas(pair: Mesh2) -> None:
         assert init.instructions is not None and "untrusted" in init.instructions
         tools = {t.name: t for t in (await alice.session.list_tools()).tools}
         assert set(tools) == {"whoami", "send", "reply", "inbox", "wait_for_message",
-                              "peers", "set_status", "message_status"}
+                              "peers", "set_status", "message_status", "topic_subscribe",
+                              "topic_unsubscribe", "topic_list", "topic_post", "topic_history",
+                              "group_join", "group_leave", "group_list"}
         for tool in tools.values():
             assert tool.description and len(tool.description) > 40
             assert tool.input_schema["type"] == "object"
@@ -389,6 +392,37 @@ async def test_peers_and_set_status(pair: Mesh2) -> None:
         listed = (await alice.ok("peers")).structured_content
         assert listed is not None
         assert [p["you"] for p in listed["peers"] if p["name"] == "alice"] == [True]
+
+
+async def test_topic_and_group_tools(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-topic") as alice, \
+            agent(pair.bob, "--session", "b-topic") as bob:
+        sub = (await bob.ok("topic_subscribe", {"topic": "#mcp-news"})).structured_content
+        assert sub is not None and (sub["topic"], sub["subscribed"]) == ("mcp-news", True)
+        listed = (await alice.ok("topic_list")).structured_content
+        assert listed is not None
+        assert {"topic": "mcp-news", "subscribers": 1, "subscribed": False} in listed["topics"]
+        posted = await alice.ok("topic_post", {"topic": "mcp-news", "message": "first post"})
+        assert posted.structured_content is not None
+        assert posted.structured_content["to"] == "#mcp-news"
+        got = await bob.ok("wait_for_message", {"timeout_s": 20})
+        assert "first post" in text(got)
+        history = text(await bob.ok("topic_history", {"topic": "mcp-news"}))
+        assert re.search(r"<<<begin peer-message cm[0-9a-f]{16}>>>\nfirst post\n", history)
+        refused = await alice.call("topic_history", {"topic": "mcp-news"})
+        assert refused.is_error and "not_subscribed" in text(refused), text(refused)
+        assert (await bob.ok("topic_unsubscribe", {"topic": "mcp-news"})).structured_content
+        joined = (await bob.ok("group_join", {"group": "@mcp-ops", "role": "lead"}))
+        assert joined.structured_content is not None
+        assert joined.structured_content["role"] == "lead"
+        groups = (await alice.ok("group_list")).structured_content
+        assert groups is not None
+        [ops] = [g for g in groups["groups"] if g["group"] == "mcp-ops"]
+        assert [(m["display_name"], m["role"]) for m in ops["roster"]] == [("bob", "lead")]
+        left = (await bob.ok("group_leave", {"group": "mcp-ops"})).structured_content
+        assert left is not None and left["member"] is False
+        bad = await bob.call("group_join", {"group": "ops", "role": "has space"})
+        assert bad.is_error
 
 
 async def test_session_names_and_end_of_life(pair: Mesh2) -> None:

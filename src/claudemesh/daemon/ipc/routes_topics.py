@@ -36,9 +36,11 @@ from claudemesh.errors import (
 )
 from claudemesh.protocol.destination import NAME_RE
 
-__all__ = ["ask_broker", "get_history", "get_topics", "name_of", "post_subscribe",
-           "post_topic", "post_unsubscribe", "query_of"]
+__all__ = ["HISTORY_PARAMS", "LIST_PARAMS", "ask_broker", "get_history", "get_topics",
+           "name_of", "post_subscribe", "post_topic", "post_unsubscribe", "query_of"]
 
+LIST_PARAMS: Final = frozenset({"mesh"})  # of GET /v1/topic/list (and /v1/group/list)
+HISTORY_PARAMS: Final = frozenset({"topic", "mesh", "before", "limit"})
 HISTORY_LIMIT: Final = 500
 DEFAULT_LIMIT: Final = 50
 BACKFILL_MAX: Final = 1000
@@ -129,7 +131,7 @@ async def _set_subscribed(ctx: DaemonContext, mesh: str | None, topic: str, on: 
 
 async def get_topics(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    query = query_of(request, frozenset({"mesh"}))
+    query = query_of(request, LIST_PARAMS)
     runtime = ctx.runtime(ctx.pick_mesh(query.get("mesh") or None).slug)
     data = await ask_broker(runtime.link, {"type": "list_topics"}, "the topic list")
     topics = data.get("topics")
@@ -155,7 +157,7 @@ async def post_topic(request: web.Request) -> web.Response:
 
 async def get_history(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
-    query = query_of(request, frozenset({"topic", "mesh", "before", "limit"}))
+    query = query_of(request, HISTORY_PARAMS)
     if "topic" not in query:
         raise InvalidRequest("missing query parameter 'topic'")
     name = name_of(query["topic"], "#", "topic")

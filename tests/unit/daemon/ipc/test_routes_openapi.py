@@ -17,7 +17,13 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from claudemesh.daemon.ipc import routes_inbox, routes_outbox, routes_peers, routes_sessions
+from claudemesh.daemon.ipc import (
+    routes_inbox,
+    routes_outbox,
+    routes_peers,
+    routes_sessions,
+    routes_topics,
+)
 from claudemesh.daemon.ipc.app import ROUTES
 from claudemesh.daemon.ipc.routes_info import IPC_FEATURES
 from claudemesh.daemon.ipc.routes_openapi import openapi_document
@@ -85,6 +91,9 @@ def test_every_route_and_method_is_documented_and_nothing_else(doc: dict[str, An
     ("/v1/outbox", routes_outbox.QUERY_PARAMS),
     ("/v1/peers", routes_peers.QUERY_PARAMS),
     ("/v1/sessions", routes_sessions.QUERY_PARAMS),
+    ("/v1/topic/list", routes_topics.LIST_PARAMS),
+    ("/v1/topic/history", routes_topics.HISTORY_PARAMS),
+    ("/v1/group/list", routes_topics.LIST_PARAMS),
 ])
 def test_the_query_parameters_are_the_ones_the_route_accepts(
         doc: dict[str, Any], path: str, accepted: frozenset[str]) -> None:
