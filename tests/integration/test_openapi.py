@@ -154,8 +154,8 @@ def _keep_what_json_schema_cannot_say(case: Case) -> None:
             case.body.get("to", "")).startswith("@"):
         case.body = {**case.body, "anycast": False}
     key = (case.headers or {}).get("Idempotency-Key")
-    if case.path in ("/v1/send", "/v1/topic/post") and isinstance(case.body, dict) and key is not None and (
-            case.body.get("client_message_id") is not None):
+    if case.path in ("/v1/send", "/v1/topic/post") and isinstance(case.body, dict) and (
+            key is not None and case.body.get("client_message_id") is not None):
         case.body = {**case.body, "client_message_id": key}
 
 
