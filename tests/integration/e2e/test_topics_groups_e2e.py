@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from claudemesh.errors import NotSubscribed
-from helpers import DaemonHandle
+from helpers import DaemonHandle, cli
 from meshkit import Mesh2, SseReader, inbox, joined_daemon, link_state, wait_for
 
 
@@ -208,3 +208,42 @@ def test_unknown_mesh_is_422_and_a_down_link_503(shared_daemon: DaemonHandle) ->
                                         {"topic": "other", "message": "later"},
                                         {"Idempotency-Key": "tp-1"})
     assert clash.status == 409
+
+
+def run_cli(daemon: DaemonHandle, *args: str, ok: bool = True) -> Any:
+    result = cli(daemon.env, *args)
+    assert (result.returncode == 0) is ok, (result.stdout, result.stderr)
+    return json.loads(result.stdout) if "--json" in args and ok else result
+
+
+def test_the_cli_commands(pair: Mesh2) -> None:
+    alice, bob = pair.alice, pair.bob
+    sub = run_cli(bob, "topic", "sub", "#cli-news", "--json")
+    assert (sub["topic"], sub["subscribed"], sub["changed"]) == ("cli-news", True, True)
+    assert run_cli(bob, "topic", "list", "--json")["topics"] == [
+        {"topic": "cli-news", "subscribers": 1, "subscribed": True}]
+    for n in range(3):
+        posted = run_cli(alice, "topic", "post", "cli-news", f"line {n}", "--json")
+        assert posted["status"] == "queued"
+    wait_for(lambda: len(inbox(bob)) == 3)
+    page = run_cli(bob, "topic", "history", "cli-news", "--limit", "2", "--json")
+    assert [i["body"] for i in page["items"]] == ["line 2", "line 1"]
+    human = run_cli(bob, "topic", "history", "cli-news").stdout
+    assert human.index("line 0") < human.index("line 1") < human.index("line 2")  # oldest first
+    again = run_cli(bob, "topic", "sub", "cli-news", "--backfill", "10", "--json")
+    assert (again["changed"], len(again["backfill"]["items"])) == (False, 3)
+    assert len(inbox(bob)) == 3
+    assert run_cli(bob, "topic", "unsub", "cli-news", "--json")["subscribed"] is False
+    refused = run_cli(bob, "topic", "history", "cli-news", "--json", ok=False)
+    assert json.loads(refused.stdout)["error"] == "not_subscribed"
+    joined = run_cli(bob, "group", "join", "@cli-ops", "--role", "lead", "--json")
+    assert (joined["group"], joined["role"], joined["changed"]) == ("cli-ops", "lead", True)
+    [ops] = run_cli(alice, "group", "list", "--json")["groups"]
+    assert [(m["display_name"], m["role"]) for m in ops["roster"]] == [("bob", "lead")]
+    assert "lead" in run_cli(alice, "group", "list").stdout
+    sent = run_cli(alice, "send", "@cli-ops", "one of you", "--anycast", "--json")
+    assert sent["status"] in ("queued", "delivered")
+    wait_for(lambda: [i["body"] for i in inbox(bob)][-1:] == ["one of you"])
+    assert run_cli(bob, "group", "leave", "cli-ops", "--json")["member"] is False
+    bad = run_cli(alice, "send", "bob", "x", "--anycast", "--json", ok=False)
+    assert json.loads(bad.stdout)["error"] == "invalid_request"
