@@ -13,6 +13,8 @@ from claudemesh.protocol.frames import (
     SessionEntry,
     SetProfile,
     parse_client_frame,
+    parse_history_item,
+    parse_push,
     validate_client_frame,
 )
 
@@ -135,3 +137,48 @@ def test_sessions_are_an_unknown_field_without_the_feature() -> None:
                       SetProfile)
     assert isinstance(validate_client_frame(doc, features=build_feature_map()), SetProfile)
     assert isinstance(validate_client_frame(doc), SetProfile)  # no feature map: every field
+
+
+# issue 15: topic history, group roles, anycast pushes
+
+def _frame(doc: dict[str, Any]) -> Any:
+    return validate_client_frame({"req_id": "r1", **doc})
+
+
+def test_topic_history_limits_and_cursor() -> None:
+    page = _frame({"type": "topic_history", "topic": "news"})
+    assert (page.limit, page.before) == (50, None)
+    assert _frame({"type": "topic_history", "topic": "news", "before": "42",
+                   "limit": 1000}).before == "42"
+    for bad in ({"limit": 0}, {"limit": 1001}, {"limit": "5"}, {"before": "4x"},
+                {"before": 4}, {"topic": "#news"}, {"topic": "@ops"}):
+        with pytest.raises(FrameError):
+            _frame({"type": "topic_history", "topic": "news", **bad})
+
+
+def test_join_group_takes_an_optional_role_and_list_groups_nothing() -> None:
+    assert _frame({"type": "join_group", "group": "ops"}).role is None
+    assert _frame({"type": "join_group", "group": "ops", "role": "lead.1"}).role == "lead.1"
+    for role in ("", "x" * 33, "has space", "-lead", 5):
+        with pytest.raises(FrameError):
+            _frame({"type": "join_group", "group": "ops", "role": role})
+    _frame({"type": "list_groups"})
+    with pytest.raises(FrameError, match="unknown field 'roster'"):
+        _frame({"type": "list_groups", "roster": True})
+
+
+PUSH = {"type": "push", "delivery_id": "7", "mesh_id": "m1", "client_message_id": "c1",
+        "broker_message_id": "b1", "history_id": "3", "sender_pubkey": "ab" * 32,
+        "sender_name": "alice", "destination_kind": "queue", "destination_ref": "@ops",
+        "priority": "next", "reply_to": None, "meta": None, "body_hash": "00" * 32,
+        "body": {"kind": "plain", "text": "hi"}, "created_at": "2026-12-03T00:00:00.000Z"}
+
+
+def test_a_history_item_is_a_push_without_its_delivery() -> None:
+    assert parse_push(PUSH).destination_kind == "queue"  # anycast pushes parse
+    item = {k: v for k, v in PUSH.items() if k not in ("type", "delivery_id")}
+    assert parse_history_item(item).client_message_id == "c1"
+    with pytest.raises(FrameError, match="delivery_id"):
+        parse_push({**item, "type": "push"})
+    with pytest.raises(FrameError, match="unknown field 'delivery_id'"):
+        parse_history_item({**item, "delivery_id": "7"})
