@@ -33,7 +33,7 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True, slots=True)
 class OutboxSnapshot:
     depth: dict[str, dict[OutboxStatus, int]]  # mesh -> status -> rows
-    oldest_ms: dict[str, int | None]  # mesh -> enqueued_at of the oldest undelivered row
+    oldest_ms: dict[str, int | None]  # mesh -> when the oldest undelivered row fell due
     now_ms: int
 
 
