@@ -88,8 +88,9 @@ from claudemesh.protocol.close import CloseCode
 if TYPE_CHECKING:
     from claudemesh.protocol.replies import Refusal
 
-__all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthenticated",
-           "AlreadyJoined", "AuthFailed", "BadSignature", "BrokerIncompatible", "BrokerRejected",
+__all__ = ["AbortNotAllowed", "AgentSettingsInvalid", "AgentSettingsWriteFailed",
+           "AlreadyAuthenticated", "AlreadyJoined", "AuthFailed", "BadSignature",
+           "BrokerIncompatible", "BrokerRejected",
            "BrokerUnavailable", "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError",
            "ClientMessageIdInUse", "ConfigError", "DaemonAlreadyRunning", "DaemonBusy",
            "DaemonStartFailed", "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable",
@@ -295,7 +296,13 @@ class IdempotencyKeyReused(RequestError):
 class RequeueNotAllowed(RequestError):
     code = "requeue_not_allowed"
     http_status = 409
-    default_detail = "only pending or dead rows can be requeued"
+    default_detail = "only pending, scheduled or dead rows can be requeued"
+
+
+class AbortNotAllowed(RequestError):
+    code = "abort_not_allowed"
+    http_status = 409
+    default_detail = "only pending, scheduled or dead rows can be aborted"
 
 
 class ClientMessageIdInUse(RequestError):

@@ -18,6 +18,7 @@ import click
 
 from claudemesh.cli.common import client, current_paths, json_option, service_report
 from claudemesh.cli.output import PRINTER, format_duration, format_table
+from claudemesh.cli.schedule import deliver_at, schedule_options
 from claudemesh.config import Paths
 from claudemesh.daemon.process import STOP_TIMEOUT_S, report_ready, spawn_daemon, stop_daemon
 from claudemesh.errors import ClaudemeshError, DaemonUnreachable
@@ -165,13 +166,18 @@ def status() -> int:
     return 0
 
 
+def _scheduled(health: dict[str, Any]) -> str:
+    n = health.get("scheduled") or 0
+    return f" {n} scheduled," if n else ""
+
+
 def format_status(health: dict[str, Any], paths: Paths) -> str:
     lines = [
         f"daemon: running (pid {health['pid']}, up {format_duration(health['uptime_s'])},"
         f" v{health['daemon_version']})",
         f"socket: {paths.sock}",
         f"outbox: {health['queue_depth']} queued ({health['inflight']} inflight),"
-        f" {health['dead']} dead",
+        f"{_scheduled(health)} {health['dead']} dead",
     ]
     if not health["meshes"]:
         lines.append("meshes: none joined")
@@ -341,7 +347,7 @@ def metrics() -> int:
 @daemon.group("outbox", invoke_without_command=True)
 @click.pass_context
 def outbox(ctx: click.Context) -> None:
-    """Inspect the outbox and recover failed sends."""
+    """Inspect the outbox, recover failed sends, cancel scheduled ones."""
     if ctx.invoked_subcommand is None:
         ctx.invoke(outbox_list)
 
@@ -351,11 +357,12 @@ def _status_flag(name: str, value: str, help_text: str) -> Callable[[F], F]:
 
 
 @outbox.command("list")
+@_status_flag("scheduled", "scheduled", "Only rows waiting for their deliver_at.")
 @_status_flag("failed", "dead", "Only dead rows (dead letters).")
 @_status_flag("pending", "pending", "Only rows waiting to be sent.")
 @_status_flag("inflight", "inflight", "Only rows being sent now.")
 @_status_flag("done", "done", "Only rows the broker accepted.")
-@_status_flag("aborted", "aborted", "Only rows retired by requeue.")
+@_status_flag("aborted", "aborted", "Only rows retired by requeue or abort.")
 @click.option("--limit", type=click.IntRange(1, 500), default=50, show_default=True)
 @json_option
 def outbox_list(status_filter: str | None = None, limit: int = 50) -> int:
@@ -368,6 +375,12 @@ def outbox_list(status_filter: str | None = None, limit: int = 50) -> int:
 def format_outbox(items: list[OutboxItem]) -> str:
     if not items:
         return "outbox is empty"
+    if any(i.deliver_at for i in items):  # scheduled sends: say when they go out
+        return format_table(
+            ["ID", "CLIENT_MESSAGE_ID", "STATUS", "TRIES", "MESH", "TO", "DELIVER_AT",
+             "LAST_ERROR"],
+            [(i.id, i.client_message_id, i.status, i.attempts, i.mesh, _short(i.destination),
+              i.deliver_at or "-", i.last_error) for i in items])
     rows = [(i.id, i.client_message_id, i.status, i.attempts, i.mesh, _short(i.destination),
              i.enqueued_at, i.last_error) for i in items]
     return format_table(["ID", "CLIENT_MESSAGE_ID", "STATUS", "TRIES", "MESH", "TO",
@@ -382,12 +395,30 @@ def _short(destination: str) -> str:
 @click.argument("row_id")
 @click.option("--new-client-id", "--new-id", "new_client_id",
               help="Id for the new row (default: a fresh ULID). Never one used before.")
+@schedule_options
 @json_option
-def outbox_requeue(row_id: str, new_client_id: str | None) -> int:
-    """Retire a pending or dead row and queue a copy under a new client_message_id."""
-    result = client(current_paths()).requeue(row_id, new_client_id)
+def outbox_requeue(row_id: str, new_client_id: str | None, delay: str | None = None,
+                   at: str | None = None) -> int:
+    """Retire a pending, scheduled or dead row and queue a copy under a new
+    client_message_id (--in/--at reschedule it; default: the old row's time)."""
+    result = client(current_paths()).requeue(row_id, new_client_id, deliver_at(delay, at))
+    verb = (f"scheduled for {result['deliver_at']}" if result.get("status") == "scheduled"
+            else "queued")
     text = (f"row {result['aborted_row_id']} aborted; new row {result['new_row_id']}"
-            f" queued as {result['new_client_message_id']}")
+            f" {verb} as {result['new_client_message_id']}")
+    if "warning" in result:
+        text += f"\nwarning: {result['warning']}"
+    PRINTER.result(result, text)
+    return 0
+
+
+@outbox.command("abort")
+@click.argument("row_id")
+@json_option
+def outbox_abort(row_id: str) -> int:
+    """Cancel a scheduled, pending or dead row for good (nothing is queued instead)."""
+    result = client(current_paths()).abort(row_id)
+    text = f"row {result['aborted_row_id']} aborted (was {result['previous_status']})"
     if "warning" in result:
         text += f"\nwarning: {result['warning']}"
     PRINTER.result(result, text)

@@ -6,7 +6,8 @@
 3. ``POST /v1/send`` through the SDK, which retries a timeout or a broken connection with
    the same id: the daemon's lookup table makes a retry a no-op (R-ACC-2). A refusal
    (4xx, 409) is reported and never retried another way (R-ROUTE-4).
-4. Wait briefly for the row to reach the broker, and say ``delivered`` or ``queued``.
+4. Wait briefly for the row to reach the broker, and say ``delivered`` or ``queued``;
+   a send with ``--in``/``--at`` is ``scheduled`` and answered at once (issue 15).
 
 ``--no-daemon`` sends over a short broker connection of its own (:mod:`claudemesh.direct`)
 with the same id and fingerprint rules. It refuses while a daemon runs, because the
@@ -24,6 +25,7 @@ import click
 
 from claudemesh.cli.common import current_paths, json_option
 from claudemesh.cli.output import PRINTER, paint
+from claudemesh.cli.schedule import deliver_at, schedule_options
 from claudemesh.config import Paths
 from claudemesh.errors import (
     DaemonUnreachable,
@@ -53,6 +55,7 @@ __all__ = ["send"]
 @click.option("--anycast", is_flag=True,
               help="With an @group: one member gets it (online ones first, in turn).")
 @click.option("--no-daemon", is_flag=True, help="Send over a direct broker connection.")
+@schedule_options
 @click.option("--wait", type=click.FloatRange(0, 60), default=2.0, show_default=True,
               help="Seconds to wait for the broker's acceptance before saying 'queued'.")
 @click.option("--timeout", type=click.FloatRange(0.05, 120), default=5.0, show_default=True,
@@ -60,7 +63,8 @@ __all__ = ["send"]
 @json_option
 def send(*, to: str, message: str | None, mesh: str | None, priority: str,
          client_message_id: str | None, meta: str | None, reply_to: str | None,
-         anycast: bool, no_daemon: bool, wait: float, timeout: float) -> int:
+         anycast: bool, no_daemon: bool, wait: float, timeout: float,
+         delay: str | None = None, at: str | None = None) -> int:
     """Send MESSAGE (or standard input) to TO: a peer's name, a 64-hex pubkey, #topic,
     @group or *."""
     text = _message_text(message)
@@ -77,13 +81,21 @@ def send(*, to: str, message: str | None, mesh: str | None, priority: str,
         body["reply_to"] = reply_to
     if anycast:
         body["anycast"] = True
+    when = deliver_at(delay, at)
+    if when is not None:
+        body["deliver_at"] = when
     paths = current_paths()
     if no_daemon:
+        if when is not None:
+            raise InvalidRequest("--in/--at need the daemon (the send waits in its outbox);"
+                                 " drop --no-daemon")
         return _send_direct(paths, body)
     api = Client.connect(paths, timeout=timeout, start=True)
     answer = _post(api, body)
     if answer.duplicate:
         return _report("delivered", body, answer.raw, note="already sent earlier")
+    if answer.status == "scheduled":
+        return _report("scheduled", body, answer.raw)
     row = _await_outcome(api, cmid, wait)
     if row is not None and row.status == "dead":
         _report("failed", body, row.raw, note=row.last_error)
@@ -119,7 +131,7 @@ def _post(api: Client, body: dict[str, Any]) -> SendResult:
         return api.send(body["to"], body["message"], mesh=body.get("mesh"),
                         priority=body["priority"], client_message_id=body["client_message_id"],
                         meta=body.get("meta"), reply_to=body.get("reply_to"),
-                        anycast=body.get("anycast", False))
+                        anycast=body.get("anycast", False), deliver_at=body.get("deliver_at"))
     except DaemonUnreachable as exc:
         cause = exc.__cause__ if isinstance(exc.__cause__, DaemonUnreachable) else exc
         cmid = body["client_message_id"]
@@ -173,12 +185,15 @@ def _report(status: str, body: dict[str, Any], row: dict[str, Any],
             "to": body["to"], "mesh": row.get("mesh", body.get("mesh")),
             "outbox_id": row.get("id", row.get("outbox_id")),
             "broker_message_id": row.get("broker_message_id")}
+    if row.get("deliver_at"):
+        data["deliver_at"] = row["deliver_at"]
     if note:
         data["note"] = note
     word = {"delivered": paint("delivered", "green"), "queued": paint("queued", "yellow"),
-            "failed": paint("failed", "red")}[status]
+            "scheduled": paint("scheduled", "bold"), "failed": paint("failed", "red")}[status]
     detail = {"delivered": "the broker accepted it",
               "queued": "stored; it goes out when the broker is reachable",
+              "scheduled": f"stored; it goes out at {row.get('deliver_at')}",
               "failed": "the broker refused it"}[status]
     text = f"{word} to {body['to']}: {detail} ({body['client_message_id']})"
     if note:

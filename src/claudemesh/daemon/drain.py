@@ -5,7 +5,9 @@ rows (oldest ``next_attempt_at`` first), marks them ``inflight``, and sends thei
 envelopes, keeping up to ``window`` sends awaiting answers. Each answer moves its row to
 ``done``, ``dead`` or back to ``pending`` with a backoff (daemon-spec §4.8). It never
 polls: it sleeps until a send is queued (``notify``), the link opens, a send finishes, or
-the earliest retry falls due. When the link drops, the answers still awaited fail, and
+the earliest retry or scheduled send (issue 15: a ``scheduled`` row's ``next_attempt_at``
+is its ``deliver_at``) falls due; accepting a scheduled send notifies it, so the timer is
+re-armed to the new earliest time. When the link drops, the answers still awaited fail, and
 those rows go back to ``pending``, due at once; the reconnect's own backoff paces them.
 Each answer settles its row from a future's callback, with no task per send; one timer
 per claimed batch turns what is still unanswered after ``request_timeout_s`` into retries.
@@ -18,7 +20,8 @@ drain carries on by itself once there is room.
 Ordering. Rows of one mesh go out in enqueue order, and the broker accepts frames of one
 connection in arrival order (a batch's frames too), so the first attempts of sends to one
 destination reach their recipient in the order they were accepted here. A row that had to
-be retried can land after rows queued later; nothing stronger is promised (recipients
+be retried can land after rows queued later, and a scheduled row goes out at its time,
+after rows queued later for earlier; nothing stronger is promised (recipients
 dedupe and sort by time if they need to).
 """
 
@@ -57,6 +60,10 @@ log = logging.getLogger(__name__)
 HOUR_MS: Final = 3_600_000
 IDLE_WAKE_S: Final = 3600.0  # with nothing due, look again hourly (max-age expiry)
 EXPIRY_CHECK_S: Final = 60.0  # the pending-row expiry scan runs at most this often
+# The timer to the next due row (a retry, or a scheduled send's deliver_at) is a monotonic
+# sleep toward a wall-clock time; re-reading the schedule at least this often bounds how
+# late a clock step or a suspend can make a scheduled send.
+DUE_RECHECK_S: Final = 60.0
 # The link dropped before the answer: due again at once; the reconnect's backoff paces it.
 LINK_DROPPED: Final = Verdict(VerdictKind.RETRY, error="link dropped before the answer",
                               retry_after_ms=0)
@@ -223,7 +230,7 @@ class Drain:
         due = await self._outbox.run(op)
         if due is None:
             return IDLE_WAKE_S
-        return max(0.0, (due - self._clock()) / 1000)
+        return min(DUE_RECHECK_S, max(0.0, (due - self._clock()) / 1000))
 
     async def _write_answered(self) -> None:
         failures = 0  # writes in a row the store refused
@@ -245,7 +252,7 @@ class Drain:
         now = self._clock()
         counters = self.counters
         event = OutboxEvent.PERMANENT_FAILURE  # what a DEAD verdict records
-        if verdict.kind is VerdictKind.RETRY and row.enqueued_at < now - self._max_age_ms():
+        if verdict.kind is VerdictKind.RETRY and row.age_from < now - self._max_age_ms():
             verdict = Verdict(VerdictKind.DEAD, error=f"max_age_exceeded ({verdict.error})")
             event = OutboxEvent.EXPIRED
         match verdict.kind:

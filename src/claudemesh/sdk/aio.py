@@ -109,7 +109,8 @@ class AsyncClient:
     async def send(self, to: str, message: str, *, mesh: str | None = None,
                    priority: str = "next", client_message_id: str | None = None,
                    meta: dict[str, Any] | None = None, reply_to: str | None = None,
-                   session: str | None = None, anycast: bool = False) -> SendResult:
+                   session: str | None = None, anycast: bool = False,
+                   deliver_at: str | None = None) -> SendResult:
         """As :meth:`Client.send`: the id is minted first, and a retry reuses it."""
         from claudemesh.protocol.ids import new_ulid
         from claudemesh.sdk import messages
@@ -117,7 +118,7 @@ class AsyncClient:
         cmid = new_ulid() if client_message_id is None else client_message_id
         call = messages.send(messages.send_body(
             to, message, client_message_id=cmid, mesh=mesh, priority=priority, meta=meta,
-            reply_to=reply_to, session=session, anycast=anycast))
+            reply_to=reply_to, session=session, anycast=anycast, deliver_at=deliver_at))
         for attempt in range(1, messages.SEND_ATTEMPTS + 1):
             try:
                 return await self.run(call)
@@ -135,11 +136,17 @@ class AsyncClient:
         return await self.run(messages.outbox(
             status=status, limit=limit, client_message_id=client_message_id, purpose=purpose))
 
-    async def requeue(self, row_id: str,
-                      new_client_message_id: str | None = None) -> dict[str, Any]:
+    async def requeue(self, row_id: str, new_client_message_id: str | None = None,
+                      deliver_at: str | None = None) -> dict[str, Any]:
         from claudemesh.sdk import messages
 
-        return await self.run(messages.requeue(row_id, new_client_message_id))
+        return await self.run(messages.requeue(row_id, new_client_message_id, deliver_at))
+
+    async def abort(self, row_id: str) -> dict[str, Any]:
+        """As :meth:`Client.abort`."""
+        from claudemesh.sdk import messages
+
+        return await self.run(messages.abort(row_id))
 
     async def message_status(self, client_message_id: str) -> MessageStatus:
         from claudemesh.sdk import receipts

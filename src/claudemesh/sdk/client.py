@@ -123,7 +123,7 @@ class Client:
     def send(self, to: str, message: str, *, mesh: str | None = None, priority: str = "next",
              client_message_id: str | None = None, meta: dict[str, Any] | None = None,
              reply_to: str | None = None, session: str | None = None,
-             anycast: bool = False) -> SendResult:
+             anycast: bool = False, deliver_at: str | None = None) -> SendResult:
         """Queue ``message`` for ``to``; answered once it is durable in the outbox.
 
         The ``client_message_id`` is minted before the first attempt, and a timed-out
@@ -140,7 +140,7 @@ class Client:
         cmid = new_ulid() if client_message_id is None else client_message_id
         call = messages.send(messages.send_body(
             to, message, client_message_id=cmid, mesh=mesh, priority=priority, meta=meta,
-            reply_to=reply_to, session=session, anycast=anycast))
+            reply_to=reply_to, session=session, anycast=anycast, deliver_at=deliver_at))
         for attempt in range(1, messages.SEND_ATTEMPTS + 1):
             try:
                 return self.run(call)
@@ -158,10 +158,19 @@ class Client:
         return self.run(messages.outbox(status=status, limit=limit,
                                         client_message_id=client_message_id, purpose=purpose))
 
-    def requeue(self, row_id: str, new_client_message_id: str | None = None) -> dict[str, Any]:
+    def requeue(self, row_id: str, new_client_message_id: str | None = None,
+                deliver_at: str | None = None) -> dict[str, Any]:
+        """Retire a row and queue a copy; ``deliver_at`` reschedules it (default: the old
+        row's time, if any)."""
         from claudemesh.sdk import messages
 
-        return self.run(messages.requeue(row_id, new_client_message_id))
+        return self.run(messages.requeue(row_id, new_client_message_id, deliver_at))
+
+    def abort(self, row_id: str) -> dict[str, Any]:
+        """Cancel a scheduled, pending or dead row for good (no copy is queued)."""
+        from claudemesh.sdk import messages
+
+        return self.run(messages.abort(row_id))
 
     def message_status(self, client_message_id: str) -> MessageStatus:
         from claudemesh.sdk import receipts

@@ -1,4 +1,6 @@
-"""Sending, and the outbox behind it: ``/v1/send``, ``/v1/outbox``, ``/v1/outbox/requeue``.
+"""Sending, and the outbox behind it: ``/v1/send``, ``/v1/outbox``, ``/v1/outbox/requeue``,
+``/v1/outbox/abort``. A send with ``deliver_at`` (ISO 8601 with a zone) waits in the
+outbox as ``scheduled`` until then.
 
 A send is made safe to retry by its ``client_message_id``: the daemon answers the same id
 with the same row (its lookup table, R-ACC-2), so the clients mint the id *before* the
@@ -18,6 +20,7 @@ __all__ = [
     "SEND_ATTEMPTS",
     "OutboxItem",
     "SendResult",
+    "abort",
     "outbox",
     "requeue",
     "send",
@@ -27,9 +30,9 @@ __all__ = [
 ]
 
 SEND_ATTEMPTS: Final = 3
-SendStatus = Literal["queued", "inflight", "done"]
+SendStatus = Literal["queued", "scheduled", "inflight", "done"]
 _SEND_STATUSES: Final[dict[str, SendStatus]] = {
-    "queued": "queued", "inflight": "inflight", "done": "done"}
+    "queued": "queued", "scheduled": "scheduled", "inflight": "inflight", "done": "done"}
 
 
 def send_retry_delay(attempt: int) -> float:
@@ -55,8 +58,9 @@ def send_gave_up(exc: DaemonUnreachable, client_message_id: str) -> DaemonUnreac
 class SendResult:
     """The daemon's answer to a send: durable once you hold it.
 
-    ``status`` is ``queued`` or ``inflight`` for a new or still-moving row (202), and
-    ``done`` with ``duplicate`` for an id the broker already accepted (200).
+    ``status`` is ``queued``, ``scheduled`` or ``inflight`` for a new or still-moving row
+    (202), and ``done`` with ``duplicate`` for an id the broker already accepted (200).
+    ``deliver_at`` is the row's stored time (a retry with another time keeps the first).
     """
 
     client_message_id: str
@@ -65,6 +69,7 @@ class SendResult:
     duplicate: bool
     broker_message_id: str | None
     history_id: str | None
+    deliver_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -79,7 +84,8 @@ class SendResult:
         return cls(client_message_id=f.text("client_message_id"),
                    outbox_id=f.opt_text("outbox_id"), status=status,
                    duplicate=duplicate, broker_message_id=f.opt_text("broker_message_id"),
-                   history_id=f.opt_text("history_id"), raw=f.raw)
+                   history_id=f.opt_text("history_id"), deliver_at=f.opt_text("deliver_at"),
+                   raw=f.raw)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +94,7 @@ class OutboxItem:
 
     id: str
     client_message_id: str
-    status: str  # pending | inflight | done | dead | aborted
+    status: str  # scheduled | pending | inflight | done | dead | aborted
     attempts: int
     enqueued_at: str
     next_attempt_at: str | None
@@ -108,6 +114,7 @@ class OutboxItem:
     surfaced_at: str | None = None
     surfaced_path: str | None = None
     purpose: str | None = None
+    deliver_at: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -126,16 +133,17 @@ class OutboxItem:
             fingerprint_prefix=f.opt_text("fingerprint_prefix"),
             payload_bytes=f.opt_integer("payload_bytes"), stored_at=f.opt_text("stored_at"),
             surfaced_at=f.opt_text("surfaced_at"), surfaced_path=f.opt_text("surfaced_path"),
-            purpose=f.opt_text("purpose"), raw=f.raw)
+            purpose=f.opt_text("purpose"), deliver_at=f.opt_text("deliver_at"), raw=f.raw)
 
 
 def send_body(to: str, message: str, *, client_message_id: str, mesh: str | None = None,
               priority: str = "next", meta: dict[str, Any] | None = None,
               reply_to: str | None = None, session: str | None = None,
-              anycast: bool = False) -> dict[str, Any]:
+              anycast: bool = False, deliver_at: str | None = None) -> dict[str, Any]:
     return drop_none(to=to, message=message, priority=priority,
                      client_message_id=client_message_id, mesh=mesh, meta=meta,
-                     reply_to=reply_to, session=session, anycast=anycast or None)
+                     reply_to=reply_to, session=session, anycast=anycast or None,
+                     deliver_at=deliver_at)
 
 
 def send(body: dict[str, Any]) -> Call[SendResult]:
@@ -152,6 +160,13 @@ def outbox(*, status: str | None = None, limit: int = 50, client_message_id: str
                                   client_message_id=client_message_id, purpose=purpose), _items)
 
 
-def requeue(row_id: str, new_client_message_id: str | None = None) -> Call[dict[str, Any]]:
+def requeue(row_id: str, new_client_message_id: str | None = None,
+            deliver_at: str | None = None) -> Call[dict[str, Any]]:
     return Call("POST", "/v1/outbox/requeue", as_object,
-                drop_none(id=row_id, new_client_message_id=new_client_message_id))
+                drop_none(id=row_id, new_client_message_id=new_client_message_id,
+                          deliver_at=deliver_at))
+
+
+def abort(row_id: str) -> Call[dict[str, Any]]:
+    """Cancel a scheduled, pending or dead row; nothing is queued in its place."""
+    return Call("POST", "/v1/outbox/abort", as_object, {"id": row_id})

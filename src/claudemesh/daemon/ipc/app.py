@@ -21,7 +21,7 @@ from claudemesh.daemon.ipc.routes_info import get_health, get_version
 from claudemesh.daemon.ipc.routes_messages import get_message
 from claudemesh.daemon.ipc.routes_metrics import get_metrics
 from claudemesh.daemon.ipc.routes_openapi import get_openapi
-from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_requeue
+from claudemesh.daemon.ipc.routes_outbox import get_outbox, post_abort, post_requeue
 from claudemesh.daemon.ipc.routes_peers import get_peers, post_profile
 from claudemesh.daemon.ipc.routes_send import post_send
 from claudemesh.daemon.ipc.routes_sessions import (
@@ -51,6 +51,7 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/v1/send", post_send),
     ("GET", "/v1/outbox", get_outbox),
     ("POST", "/v1/outbox/requeue", post_requeue),
+    ("POST", "/v1/outbox/abort", post_abort),
     ("GET", "/v1/inbox", get_inbox),
     ("POST", "/v1/inbox/seen", post_seen),
     ("GET", "/v1/messages/{client_message_id}", get_message),

@@ -33,7 +33,7 @@ CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 @dataclass(frozen=True, slots=True)
 class OutboxSnapshot:
     depth: dict[str, dict[OutboxStatus, int]]  # mesh -> status -> rows
-    oldest_ms: dict[str, int | None]  # mesh -> enqueued_at of the oldest undelivered row
+    oldest_ms: dict[str, int | None]  # mesh -> when the oldest undelivered row fell due
     now_ms: int
 
 
@@ -134,7 +134,8 @@ class _DaemonCollector(Collector):
         snap = self._outbox
         for slug in sorted(self._ctx.meshes.by_slug):
             counts = snap.depth.get(slug, dict.fromkeys(OutboxStatus, 0))
-            for status in (OutboxStatus.PENDING, OutboxStatus.INFLIGHT, OutboxStatus.DEAD):
+            for status in (OutboxStatus.SCHEDULED, OutboxStatus.PENDING, OutboxStatus.INFLIGHT,
+                           OutboxStatus.DEAD):
                 depth.add_metric([slug, str(status)], counts[status])
             oldest = snap.oldest_ms.get(slug)
             age.add_metric([slug], 0.0 if oldest is None else (snap.now_ms - oldest) / 1000)

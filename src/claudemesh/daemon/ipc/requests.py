@@ -7,7 +7,8 @@ NaN), and strings holding lone surrogates are refused (they could not be hashed)
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -16,10 +17,13 @@ from claudemesh.protocol.ids import is_valid_client_message_id
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
+    "AbortRequest",
     "RequeueRequest",
     "SendRequest",
     "StrictModel",
     "ascii_digits",
+    "deliver_at_ms",
+    "instant_ms",
     "parse_json_object",
     "validate",
 ]
@@ -27,6 +31,10 @@ __all__ = [
 Priority = Literal["now", "next", "low"]
 M = TypeVar("M", bound=BaseModel)
 _ClientId = Annotated[str, Field(min_length=1, max_length=128)]
+_Instant = Annotated[str, Field(min_length=1, max_length=64)]
+# How far ahead a send may be scheduled (issue 15). A year: further out is almost surely a
+# typo (a wrong year), and the row would sit in every `outbox list --scheduled` meanwhile.
+MAX_SCHEDULE_AHEAD_MS: Final = 366 * 86_400_000
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -44,6 +52,40 @@ def ascii_digits(text: str) -> bool:
     (which ``int`` reads as 3): neither is a number on the wire.
     """
     return text.isascii() and text.isdigit()
+
+
+def instant_ms(text: str) -> int:
+    """An ISO 8601 time with a zone (``2026-12-03T18:00:00Z``, ``…+01:00``) as epoch ms.
+
+    Raises:
+        ValueError: not ISO 8601, or no zone (a local time would depend on the daemon's TZ).
+    """
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time, e.g. 2026-12-03T18:00:00Z") from None
+    if moment.tzinfo is None:
+        raise ValueError("needs a time zone (e.g. a trailing Z)")
+    return int(moment.timestamp() * 1000)
+
+
+def deliver_at_ms(text: str | None, now_ms: int) -> int | None:
+    """A request's ``deliver_at`` as epoch ms, None when absent. A time now or past is
+    kept as given: the store treats it as "send at once".
+
+    Raises:
+        InvalidRequest: malformed, or more than :data:`MAX_SCHEDULE_AHEAD_MS` ahead.
+    """
+    if text is None:
+        return None
+    try:
+        when = instant_ms(text)
+    except ValueError as exc:
+        raise InvalidRequest(f"field 'deliver_at': {exc}") from None
+    if when - now_ms > MAX_SCHEDULE_AHEAD_MS:
+        raise InvalidRequest("field 'deliver_at': more than 366 days ahead; schedule a send"
+                             " at most a year out", deliver_at=text)
+    return when
 
 
 def _utf8(value: str | None) -> str | None:
@@ -71,6 +113,14 @@ class SendRequest(StrictModel):
     reply_to: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     session: Annotated[str, Field(min_length=1, max_length=128)] | None = None  # the sender's
     anycast: bool = False  # with an @group: one member gets it (destination_kind queue)
+    deliver_at: _Instant | None = None  # issue 15: hold the send until then
+
+    @field_validator("deliver_at")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        if value is not None:
+            instant_ms(value)
+        return value
 
     @field_validator("to", "message", "mesh", "reply_to", "session")
     @classmethod
@@ -92,11 +142,25 @@ class SendRequest(StrictModel):
         return value
 
 
+class AbortRequest(StrictModel):
+    """``POST /v1/outbox/abort`` body."""
+
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+
+
 class RequeueRequest(StrictModel):
     """``POST /v1/outbox/requeue`` body."""
 
     id: Annotated[str, Field(min_length=1, max_length=128)]
     new_client_message_id: _ClientId | None = None
+    deliver_at: _Instant | None = None  # reschedule the copy (default: the old row's time)
+
+    @field_validator("deliver_at")
+    @classmethod
+    def _instant(cls, value: str | None) -> str | None:
+        if value is not None:
+            instant_ms(value)
+        return value
 
     @field_validator("new_client_message_id")
     @classmethod

@@ -24,13 +24,15 @@ __all__ = ["get_message", "message_state"]
 
 
 def message_state(row: OutboxRow, summary: ReceiptSummary) -> str:
-    """The furthest step: queued, accepted, stored, surfaced, or failed / aborted."""
+    """The furthest step: scheduled, queued, accepted, stored, surfaced, or failed /
+    aborted."""
     if summary.surfaced_at is not None:
         return "surfaced"
     if summary.stored_at is not None:
         return "stored"
     return {OutboxStatus.DONE: "accepted", OutboxStatus.DEAD: "failed",
-            OutboxStatus.ABORTED: "aborted"}.get(row.status, "queued")
+            OutboxStatus.ABORTED: "aborted",
+            OutboxStatus.SCHEDULED: "scheduled"}.get(row.status, "queued")
 
 
 def _receipt(r: ReceiptRow) -> dict[str, Any]:

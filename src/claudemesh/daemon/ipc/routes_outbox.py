@@ -1,4 +1,5 @@
-"""Operator routes: ``GET /v1/outbox`` and ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9)."""
+"""Operator routes: ``GET /v1/outbox``, ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9) and
+``POST /v1/outbox/abort`` (issue 15: cancel a scheduled or waiting send, no copy)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from claudemesh.clock import iso_ms, iso_ms_or_none
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import (
+    AbortRequest,
     RequeueRequest,
     ascii_digits,
+    deliver_at_ms,
     parse_json_object,
     validate,
 )
@@ -22,7 +25,8 @@ from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
 
-__all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_requeue", "with_receipts"]
+__all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_abort", "post_requeue",
+           "with_receipts"]
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
@@ -38,6 +42,7 @@ def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[
         "attempts": row.attempts,
         "enqueued_at": iso_ms(row.enqueued_at),
         "next_attempt_at": iso_ms(row.next_attempt_at),
+        "deliver_at": iso_ms_or_none(row.deliver_at),
         "delivered_at": iso_ms_or_none(row.delivered_at),
         "broker_message_id": row.broker_message_id,
         "history_id": row.history_id,
@@ -101,17 +106,40 @@ async def post_requeue(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(RequeueRequest, parse_json_object(await read_body(request, ctx.config.limits)))
     now = ctx.clock()
+    when = deliver_at_ms(req.deliver_at, now)
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).requeue(
-        req.id, new_client_message_id=req.new_client_message_id, now_ms=now))
+        req.id, new_client_message_id=req.new_client_message_id, now_ms=now, deliver_at=when))
     ctx.on_enqueue(outcome.mesh)
     body: dict[str, Any] = {
         "aborted_row_id": outcome.aborted_row_id,
         "new_row_id": outcome.new_row_id,
         "new_client_message_id": outcome.new_client_message_id,
+        "status": str(outcome.new_status),
+        "deliver_at": iso_ms_or_none(outcome.deliver_at),
     }
-    if outcome.previous_status is OutboxStatus.PENDING and outcome.previous_attempts > 0:
-        # A-12: the broker may already hold the old id's message; the new id is a new send.
-        body["warning"] = (
-            f"the old row was pending after {outcome.previous_attempts} attempt(s); the"
-            " broker may already have it, so the recipient may see it twice")
+    warning = _maybe_sent(outcome.previous_status, outcome.previous_attempts)
+    if warning:
+        body["warning"] = f"{warning}, so the recipient may see it twice"
+    return json_reply(body)
+
+
+def _maybe_sent(status: OutboxStatus, attempts: int) -> str | None:
+    """A-12: a pending row after an attempt may already be at the broker."""
+    if status is OutboxStatus.PENDING and attempts > 0:
+        return (f"the old row was pending after {attempts} attempt(s); the broker may"
+                " already have it")
+    return None
+
+
+async def post_abort(request: web.Request) -> web.Response:
+    """Cancel a row for good: ``aborted`` by the operator, nothing queued in its place."""
+    ctx = request.app[CONTEXT]
+    req = validate(AbortRequest, parse_json_object(await read_body(request, ctx.config.limits)))
+    now = ctx.clock()
+    outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).abort(req.id, now_ms=now))
+    body: dict[str, Any] = {"aborted_row_id": outcome.row_id,
+                            "previous_status": str(outcome.previous_status)}
+    warning = _maybe_sent(outcome.previous_status, outcome.previous_attempts)
+    if warning:
+        body["warning"] = f"{warning}, so the recipient may see it anyway"
     return json_reply(body)

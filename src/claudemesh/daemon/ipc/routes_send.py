@@ -13,10 +13,16 @@ from typing import assert_never
 
 from aiohttp import web
 
+from claudemesh.clock import iso_ms
 from claudemesh.daemon.directory import PeerDirectory
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import (
+    SendRequest,
+    deliver_at_ms,
+    parse_json_object,
+    validate,
+)
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
 from claudemesh.errors import (
@@ -119,6 +125,7 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
         payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
         destination_ref=dest.ref, priority=req.priority,
+        deliver_at=deliver_at_ms(req.deliver_at, ctx.clock()),
     )
     return _Prepared(send, prepared.fingerprint)
 
@@ -143,15 +150,27 @@ async def accept_send(ctx: DaemonContext, req: SendRequest,
     return _reply(outcome, prepared.request_fingerprint)
 
 
+def _accepted(outcome: AcceptOutcome, status: str) -> web.Response:
+    """202; a row that has a ``deliver_at`` says it (the stored one: a retry with another
+    time answers the row as it is, since ``deliver_at`` is not part of the fingerprint)."""
+    body: dict[str, object] = {"client_message_id": outcome.client_message_id,
+                               "outbox_id": outcome.row_id, "status": status}
+    if outcome.deliver_at is not None:
+        body["deliver_at"] = iso_ms(outcome.deliver_at)
+    return json_reply(body, 202)
+
+
 def _reply(outcome: AcceptOutcome, request_fp: bytes) -> web.Response:
     decision = outcome.decision
     match decision.reply:
-        case Reply.INSERT | Reply.QUEUED:
-            return json_reply({"client_message_id": outcome.client_message_id,
-                               "outbox_id": outcome.row_id, "status": "queued"}, 202)
+        case Reply.INSERT:
+            return _accepted(outcome, "queued" if outcome.deliver_at is None else "scheduled")
+        case Reply.QUEUED:
+            return _accepted(outcome, "queued")
+        case Reply.SCHEDULED:
+            return _accepted(outcome, "scheduled")
         case Reply.INFLIGHT:
-            return json_reply({"client_message_id": outcome.client_message_id,
-                               "outbox_id": outcome.row_id, "status": "inflight"}, 202)
+            return _accepted(outcome, "inflight")
         case Reply.DUPLICATE:
             return json_reply({"client_message_id": outcome.client_message_id,
                                "outbox_id": outcome.row_id, "duplicate": True,

@@ -27,6 +27,7 @@ from claudemesh.daemon.store.outbox_rules import (
     next_status,
 )
 from claudemesh.errors import (
+    AbortNotAllowed,
     ClientMessageIdInUse,
     OutboxRowNotFound,
     RequeueNotAllowed,
@@ -36,6 +37,7 @@ from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = [
     "OUTBOX_MIGRATIONS",
+    "AbortOutcome",
     "AcceptOutcome",
     "NewSend",
     "OutboxRow",
@@ -94,15 +96,67 @@ OUTBOX_MIGRATIONS: Final = (
       PRIMARY KEY (mesh, client_message_id, recipient_pubkey, state)
     ) WITHOUT ROWID;
     """,
+    # 4 (issue 15): scheduled sends. SQLite cannot widen a CHECK in place, so the table is
+    # rebuilt with 'scheduled' allowed and a ``deliver_at`` column (NULL: send at once),
+    # rows copied with their rowids (list order is rowid order) and the indexes made
+    # again; the runner applies it in one transaction with the user_version bump.
+    """
+    CREATE TABLE outbox_v4 (
+      id                  TEXT PRIMARY KEY,
+      client_message_id   TEXT NOT NULL UNIQUE,
+      request_fingerprint BLOB NOT NULL CHECK(length(request_fingerprint) = 32),
+      payload             BLOB NOT NULL,
+      enqueued_at         INTEGER NOT NULL,
+      attempts            INTEGER NOT NULL DEFAULT 0,
+      next_attempt_at     INTEGER NOT NULL,
+      status              TEXT NOT NULL CHECK(status IN
+                            ('scheduled','pending','inflight','done','dead','aborted')),
+      last_error          TEXT,
+      delivered_at        INTEGER,
+      broker_message_id   TEXT,
+      aborted_at          INTEGER,
+      aborted_by          TEXT CHECK(aborted_by IN ('operator','auto')),
+      superseded_by       TEXT,
+      mesh                TEXT NOT NULL,
+      destination_kind    TEXT NOT NULL CHECK(destination_kind IN ('topic','dm','queue')),
+      destination_ref     TEXT NOT NULL,
+      priority            TEXT NOT NULL CHECK(priority IN ('now','next','low')),
+      history_id          TEXT,
+      purpose             TEXT NOT NULL DEFAULT 'message'
+                          CHECK(purpose IN ('message', 'receipt')),
+      deliver_at          INTEGER,
+      CHECK(status <> 'scheduled' OR deliver_at IS NOT NULL)
+    );
+    INSERT INTO outbox_v4 (rowid, id, client_message_id, request_fingerprint, payload,
+      enqueued_at, attempts, next_attempt_at, status, last_error, delivered_at,
+      broker_message_id, aborted_at, aborted_by, superseded_by, mesh, destination_kind,
+      destination_ref, priority, history_id, purpose)
+      SELECT rowid, id, client_message_id, request_fingerprint, payload, enqueued_at,
+      attempts, next_attempt_at, status, last_error, delivered_at, broker_message_id,
+      aborted_at, aborted_by, superseded_by, mesh, destination_kind, destination_ref,
+      priority, history_id, purpose FROM outbox;
+    DROP TABLE outbox;
+    ALTER TABLE outbox_v4 RENAME TO outbox;
+    CREATE INDEX outbox_pending ON outbox(status, next_attempt_at);
+    CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
+    CREATE INDEX outbox_mesh_due ON outbox(mesh, status, next_attempt_at);
+    """,
 )
 
-# The set-wise moves, read from the table once. Expiry scans pending rows only: an
-# inflight row expires when its answer comes back (the drain's EXPIRED transition).
+# The set-wise moves, read from the table once. Expiry scans pending and scheduled rows
+# only: an inflight row expires when its answer comes back (the drain's EXPIRED
+# transition). A row's age counts from its ``deliver_at`` when it has one (issue 15).
 _CLAIM: Final = move(OutboxEvent.CLAIM)
 _RESTART: Final = move(OutboxEvent.RESTART)
-_EXPIRE: Final = move(OutboxEvent.EXPIRED, only=(OutboxStatus.PENDING,))
+_EXPIRE: Final = move(OutboxEvent.EXPIRED, only=(OutboxStatus.PENDING, OutboxStatus.SCHEDULED))
 _REQUEUE: Final = move(OutboxEvent.REQUEUE)
-_NEW: Final = str(OutboxStatus.PENDING)  # what an accepted or requeued row starts as
+_ABORT: Final = move(OutboxEvent.ABORT)
+
+
+def _new_status(deliver_at: int | None, now_ms: int) -> OutboxStatus:
+    """What an accepted or requeued row starts as: scheduled while its time is ahead."""
+    return OutboxStatus.SCHEDULED if deliver_at is not None and deliver_at > now_ms else (
+        OutboxStatus.PENDING)
 
 
 def _guard(m: Move) -> tuple[str, tuple[str, ...]]:
@@ -114,7 +168,7 @@ _COLUMNS: Final = (
     "id, client_message_id, request_fingerprint, enqueued_at, attempts, next_attempt_at, "
     "status, last_error, delivered_at, broker_message_id, aborted_at, aborted_by, "
     "superseded_by, mesh, destination_kind, destination_ref, priority, history_id, "
-    "purpose, length(payload)"
+    "purpose, deliver_at, length(payload)"
 )
 
 
@@ -130,6 +184,7 @@ class NewSend:
     destination_ref: str
     priority: str
     purpose: str = "message"  # or "receipt": a receipt this daemon sends
+    deliver_at: int | None = None  # epoch ms; later than the accept's now makes it scheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +208,13 @@ class OutboxRow:
     priority: str
     history_id: str | None
     purpose: str
+    deliver_at: int | None
     payload_bytes: int
+
+    @property
+    def age_from(self) -> int:
+        """Where max age counts from: a scheduled send is not old before its time."""
+        return self.enqueued_at if self.deliver_at is None else self.deliver_at
 
     @classmethod
     def from_sql(cls, row: tuple[Any, ...]) -> OutboxRow:
@@ -171,6 +232,15 @@ class AcceptOutcome:
     broker_message_id: str | None
     history_id: str | None
     last_error: str | None
+    deliver_at: int | None = None  # the stored row's, which a retry does not change
+
+
+@dataclass(frozen=True, slots=True)
+class AbortOutcome:
+    row_id: str
+    previous_status: OutboxStatus
+    previous_attempts: int
+    mesh: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +251,8 @@ class RequeueOutcome:
     previous_status: OutboxStatus
     previous_attempts: int
     mesh: str
+    new_status: OutboxStatus = OutboxStatus.PENDING
+    deliver_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,39 +297,47 @@ class OutboxStore:
         with store_errors("accepting a send"), immediate(self._conn):
             found = self._conn.execute(
                 "SELECT id, request_fingerprint, status, broker_message_id, last_error,"
-                " history_id FROM outbox WHERE client_message_id = ?",
+                " history_id, deliver_at FROM outbox WHERE client_message_id = ?",
                 (send.client_message_id,),
             ).fetchone()
             existing = None if found is None else (OutboxStatus(found[2]), bytes(found[1]))
             decision = decide(existing, send.fingerprint)
             if decision.reply is Reply.INSERT:
                 row_id = self._new_id()
-                self._insert(row_id, send, now_ms)
+                deliver_at = self._insert(row_id, send, now_ms)
                 return AcceptOutcome(decision, row_id, send.client_message_id,
-                                     send.fingerprint, None, None, None)
+                                     send.fingerprint, None, None, None, deliver_at)
         return AcceptOutcome(decision, found[0], send.client_message_id, bytes(found[1]),
-                             found[3], found[5], found[4])
+                             found[3], found[5], found[4], found[6])
 
-    def _insert(self, row_id: str, send: NewSend, now_ms: int) -> None:
+    def _insert(self, row_id: str, send: NewSend, now_ms: int) -> int | None:
+        """Insert the row; a ``deliver_at`` not after ``now_ms`` is an immediate send (and
+        not stored). Returns the stored ``deliver_at``."""
+        status = _new_status(send.deliver_at, now_ms)
+        deliver_at = send.deliver_at if status is OutboxStatus.SCHEDULED else None
         self._conn.execute(
             "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
             " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-            " destination_ref, priority, purpose)"
-            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
-            (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms, now_ms,
-             _NEW, send.mesh, send.destination_kind, send.destination_ref, send.priority,
-             send.purpose),
+            " destination_ref, priority, purpose, deliver_at)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms,
+             deliver_at or now_ms, str(status), send.mesh, send.destination_kind,
+             send.destination_ref, send.priority, send.purpose, deliver_at),
         )
+        return deliver_at
 
     # -- operator recovery (R-RQ-2) ---------------------------------------------------
 
     def requeue(
-        self, row_id: str, *, new_client_message_id: str | None, now_ms: int
+        self, row_id: str, *, new_client_message_id: str | None, now_ms: int,
+        deliver_at: int | None = None,
     ) -> RequeueOutcome:
-        """Abort a pending/dead row and insert its successor, in one transaction.
+        """Abort a pending/dead/scheduled row and insert its successor, in one transaction.
 
         The successor copies everything needed to deliver (mesh, destination, priority,
-        frozen payload, fingerprint: DESIGN §5.6) under a new id that was never used.
+        frozen payload, fingerprint: DESIGN §5.6) under a new id that was never used. It
+        keeps the old row's ``deliver_at`` unless ``deliver_at`` is given (one not after
+        ``now_ms`` sends at once); it is ``scheduled`` while that time is ahead.
 
         Raises:
             OutboxRowNotFound: no row has ``row_id``.
@@ -270,9 +350,12 @@ class OutboxStore:
                 raise OutboxRowNotFound(f"no outbox row has id {row_id!r}", id=row_id)
             if old.status not in _REQUEUE.sources:
                 raise RequeueNotAllowed(
-                    f"row {row_id} is {old.status}; only pending or dead rows can be requeued",
-                    id=row_id, status=str(old.status),
+                    f"row {row_id} is {old.status}; only pending, scheduled or dead rows"
+                    " can be requeued", id=row_id, status=str(old.status),
                 )
+            when = old.deliver_at if deliver_at is None else deliver_at
+            status = _new_status(when, now_ms)
+            when = when if status is OutboxStatus.SCHEDULED else None
             new_cmid = new_client_message_id or new_ulid(now_ms)
             if self._conn.execute(
                 "SELECT 1 FROM outbox WHERE client_message_id = ?", (new_cmid,)
@@ -286,17 +369,40 @@ class OutboxStore:
             self._conn.execute(
                 "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
                 " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-                " destination_ref, priority, purpose)"
+                " destination_ref, priority, purpose, deliver_at)"
                 " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, ?, mesh,"
-                " destination_kind, destination_ref, priority, purpose FROM outbox WHERE id = ?",
-                (new_row_id, new_cmid, now_ms, now_ms, _NEW, row_id),
+                " destination_kind, destination_ref, priority, purpose, ? FROM outbox"
+                " WHERE id = ?",
+                (new_row_id, new_cmid, now_ms, when or now_ms, str(status), when, row_id),
             )
             self._conn.execute(
                 "UPDATE outbox SET status = ?, aborted_at = ?, aborted_by = 'operator',"
                 " superseded_by = ? WHERE id = ? AND status = ?",
                 (str(_REQUEUE.target), now_ms, new_row_id, row_id, str(old.status)),
             )
-        return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts, old.mesh)
+        return RequeueOutcome(row_id, new_row_id, new_cmid, old.status, old.attempts, old.mesh,
+                              status, when)
+
+    def abort(self, row_id: str, *, now_ms: int) -> AbortOutcome:
+        """Cancel a pending, scheduled or dead row: ``aborted`` by the operator, no successor.
+
+        Raises:
+            OutboxRowNotFound: no row has ``row_id``.
+            AbortNotAllowed: the row is inflight (being sent), done or already aborted.
+        """
+        guard, sources = _guard(_ABORT)
+        with store_errors("aborting a row"), immediate(self._conn):
+            old = self.get(row_id)
+            if old is None:
+                raise OutboxRowNotFound(f"no outbox row has id {row_id!r}", id=row_id)
+            if old.status not in _ABORT.sources:
+                raise AbortNotAllowed(
+                    f"row {row_id} is {old.status}; only pending, scheduled or dead rows can"
+                    " be aborted", id=row_id, status=str(old.status))
+            self._conn.execute(
+                "UPDATE outbox SET status = ?, aborted_at = ?, aborted_by = 'operator'"  # noqa: S608
+                f" WHERE id = ? AND {guard}", (str(_ABORT.target), now_ms, row_id, *sources))
+        return AbortOutcome(row_id, old.status, old.attempts, old.mesh)
 
     # -- reads ------------------------------------------------------------------------
 
@@ -341,8 +447,8 @@ class OutboxStore:
     def counts_by_mesh(self) -> dict[str, dict[OutboxStatus, int]]:
         with store_errors("counting the outbox"):
             rows = self._conn.execute(
-                "SELECT mesh, status, count(*) FROM outbox"
-                " WHERE status IN ('pending', 'inflight', 'dead') GROUP BY mesh, status"
+                "SELECT mesh, status, count(*) FROM outbox WHERE status IN"
+                " ('scheduled', 'pending', 'inflight', 'dead') GROUP BY mesh, status"
             ).fetchall()
         result: dict[str, dict[OutboxStatus, int]] = {}
         for mesh, status, n in rows:
@@ -369,7 +475,8 @@ class OutboxStore:
 
     def claim_due(self, now_ms: int, *, limit: int,
                   mesh: str | None = None) -> list[tuple[OutboxRow, bytes]]:
-        """pending -> inflight for due rows, oldest first; ``attempts`` + 1 (R-OBX-5).
+        """pending/scheduled -> inflight for due rows, oldest first; ``attempts`` + 1
+        (R-OBX-5). A scheduled row is due at its ``deliver_at`` (its ``next_attempt_at``).
         Each row comes with its frozen envelope, read by the same UPDATE."""
         mesh_clause, args = ("AND mesh = ?", (mesh,)) if mesh else ("", ())
         guard, sources = _guard(_CLAIM)
@@ -391,28 +498,33 @@ class OutboxStore:
         return [claimed[i] for i in ids if i in claimed]
 
     def expire_pending(self, mesh: str, *, enqueued_before_ms: int) -> int:
-        """pending -> dead for rows older than max age (R-AGE-5); returns how many."""
+        """pending/scheduled -> dead for rows older than max age (R-AGE-5), counted from
+        ``deliver_at`` when there is one; returns how many."""
         guard, sources = _guard(_EXPIRE)
         with store_errors("expiring old rows"), immediate(self._conn):
             cur = self._conn.execute(
                 "UPDATE outbox SET status = ?, last_error = 'max_age_exceeded'"  # noqa: S608
-                f" WHERE mesh = ? AND {guard} AND enqueued_at < ?",
+                f" WHERE mesh = ? AND {guard} AND coalesce(deliver_at, enqueued_at) < ?",
                 (str(_EXPIRE.target), mesh, *sources, enqueued_before_ms))
         return cur.rowcount
 
     def next_due_ms(self, mesh: str) -> int | None:
-        """When the earliest pending row of ``mesh`` falls due, or None."""
+        """When the earliest claimable row of ``mesh`` (pending, or scheduled: its
+        ``next_attempt_at`` is its ``deliver_at``) falls due, or None."""
+        guard, sources = _guard(_CLAIM)
         with store_errors("reading the schedule"):
             row = self._conn.execute(
-                "SELECT min(next_attempt_at) FROM outbox WHERE mesh = ? AND status = 'pending'",
-                (mesh,)).fetchone()
+                f"SELECT min(next_attempt_at) FROM outbox WHERE mesh = ? AND {guard}",  # noqa: S608
+                (mesh, *sources)).fetchone()
         return None if row[0] is None else int(row[0])
 
     def oldest_pending_ms(self, mesh: str) -> int | None:
-        """``enqueued_at`` of the oldest undelivered row of ``mesh`` (health's lag)."""
+        """When the oldest undelivered row of ``mesh`` was due (health's lag): its
+        ``deliver_at`` if it was scheduled, else ``enqueued_at``; rows still waiting for
+        their time are not late."""
         with store_errors("reading the queue"):
             row = self._conn.execute(
-                "SELECT min(enqueued_at) FROM outbox WHERE mesh = ?"
+                "SELECT min(coalesce(deliver_at, enqueued_at)) FROM outbox WHERE mesh = ?"
                 " AND status IN ('pending', 'inflight')", (mesh,)).fetchone()
         return None if row[0] is None else int(row[0])
 

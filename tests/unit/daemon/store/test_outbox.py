@@ -22,6 +22,8 @@ from claudemesh.sqlitedb.db import integrity_check, open_database
 NOW = 1_730_000_000_000
 FP = bytes(range(32))
 OTHER_FP = bytes(range(1, 33))
+HOUR = 3_600_000
+DUE = NOW + HOUR  # when put()'s scheduled row falls due
 
 
 @pytest.fixture
@@ -31,13 +33,17 @@ def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
         yield c
 
 
-def send(cmid: str = "key-A", fp: bytes = FP, payload: bytes = b'{"body":"x"}') -> NewSend:
+def send(cmid: str = "key-A", fp: bytes = FP, payload: bytes = b'{"body":"x"}',
+         deliver_at: int | None = None) -> NewSend:
     return NewSend(client_message_id=cmid, fingerprint=fp, payload=payload, mesh="demo",
-                   destination_kind="topic", destination_ref="general", priority="next")
+                   destination_kind="topic", destination_ref="general", priority="next",
+                   deliver_at=deliver_at)
 
 
 def put(store: OutboxStore, status: OutboxStatus, cmid: str = "key-A") -> str:
     """Bring a row to ``status`` through the store's own transitions."""
+    if status is OutboxStatus.SCHEDULED:
+        return store.accept(send(cmid, deliver_at=DUE), NOW).row_id
     row_id = store.accept(send(cmid), NOW).row_id
     if status is OutboxStatus.PENDING:
         return row_id
@@ -67,6 +73,7 @@ def test_accept_against_each_existing_state(conn: sqlite3.Connection, status: Ou
     assert outcome.stored_fingerprint == FP
     expected_reply = {
         (OutboxStatus.PENDING, True): Reply.QUEUED,
+        (OutboxStatus.SCHEDULED, True): Reply.SCHEDULED,
         (OutboxStatus.INFLIGHT, True): Reply.INFLIGHT,
         (OutboxStatus.DONE, True): Reply.DUPLICATE,
     }.get((status, matches), Reply.CONFLICT)
@@ -78,6 +85,10 @@ def test_accept_against_each_existing_state(conn: sqlite3.Connection, status: Ou
         assert outcome.last_error == "payload_too_large"
     if status is OutboxStatus.DONE and not matches:
         assert outcome.broker_message_id == "bm-1"
+    if status is OutboxStatus.SCHEDULED:
+        assert outcome.deliver_at == DUE
+        assert outcome.decision.conflict == (None if matches else
+                                             "outbox_scheduled_fingerprint_mismatch")
 
 
 def test_no_row_inserts_a_pending_row_with_everything_needed_to_deliver(
@@ -196,7 +207,7 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
         columns = [r[1] for r in c.execute("PRAGMA table_info(outbox)")]
         indexes = {r[1] for r in c.execute("PRAGMA index_list(outbox)")}
-        assert c.execute("PRAGMA user_version").fetchone() == (3,)
+        assert c.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_MIGRATIONS),)
         assert c.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert c.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         assert c.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
@@ -205,8 +216,8 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
         "attempts", "next_attempt_at", "status", "last_error", "delivered_at",
         "broker_message_id", "aborted_at", "aborted_by", "superseded_by"]
     assert set(columns[14:]) == {"mesh", "destination_kind", "destination_ref", "priority",
-                                 "history_id", "purpose"}
-    assert {"outbox_pending", "outbox_aborted"} <= indexes
+                                 "history_id", "purpose", "deliver_at"}
+    assert {"outbox_pending", "outbox_aborted", "outbox_mesh_due"} <= indexes
 
 
 def test_an_outbox_of_schema_2_migrates_in_place(tmp_path: Path) -> None:
@@ -219,9 +230,10 @@ def test_an_outbox_of_schema_2_migrates_in_place(tmp_path: Path) -> None:
             " priority) VALUES ('r1', 'old', ?, x'00', 1, 1, 'pending', 'demo', 'dm', ?,"
             " 'next')", (b"f" * 32, "ab" * 32))
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
-        assert c.execute("PRAGMA user_version").fetchone() == (3,)
+        assert c.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_MIGRATIONS),)
         rows = OutboxStore(c).list_rows(status=None, limit=10)
-        assert [(r.client_message_id, r.purpose) for r in rows] == [("old", "message")]
+        assert [(r.client_message_id, r.purpose, r.deliver_at) for r in rows] == [
+            ("old", "message", None)]
         assert c.execute("SELECT count(*) FROM receipt").fetchone() == (0,)
 
 
@@ -248,7 +260,8 @@ def test_a_corrupt_database_fails_the_integrity_check(tmp_path: Path) -> None:
 
 def one_of_each(store: OutboxStore) -> dict[OutboxStatus, str]:
     order = (OutboxStatus.DONE, OutboxStatus.DEAD, OutboxStatus.INFLIGHT,
-             OutboxStatus.ABORTED, OutboxStatus.PENDING)  # put claims whatever is pending
+             OutboxStatus.ABORTED, OutboxStatus.PENDING,  # put claims whatever is pending
+             OutboxStatus.SCHEDULED)
     return {status: put(store, status, cmid=f"key-{status}") for status in order}
 
 
@@ -259,6 +272,15 @@ def statuses(conn: sqlite3.Connection) -> dict[str, OutboxStatus]:
 Op = Callable[[OutboxStore, dict[OutboxStatus, str]], object]
 STORE_OPS: list[tuple[str, OutboxEvent, Op]] = [
     ("claim_due", OutboxEvent.CLAIM, lambda s, _: s.claim_due(NOW + 1, limit=10)),
+    ("claim_due at deliver_at", OutboxEvent.CLAIM, lambda s, _: s.claim_due(DUE, limit=10)),
+    ("requeue scheduled", OutboxEvent.REQUEUE, lambda s, ids: s.requeue(
+        ids[OutboxStatus.SCHEDULED], new_client_message_id=None, now_ms=NOW)),
+    ("abort pending", OutboxEvent.ABORT, lambda s, ids: s.abort(
+        ids[OutboxStatus.PENDING], now_ms=NOW)),
+    ("abort scheduled", OutboxEvent.ABORT, lambda s, ids: s.abort(
+        ids[OutboxStatus.SCHEDULED], now_ms=NOW)),
+    ("abort dead", OutboxEvent.ABORT, lambda s, ids: s.abort(
+        ids[OutboxStatus.DEAD], now_ms=NOW)),
     ("recover_inflight", OutboxEvent.RESTART,
      lambda s, _: s.recover_inflight(NOW, retry_after_ms=500)),
     ("expire_pending", OutboxEvent.EXPIRED,
@@ -297,4 +319,5 @@ def test_each_store_operation_moves_rows_only_along_the_table(
         assert TRANSITIONS[(OutboxStatus.DONE, event)] is OutboxStatus.DONE
     else:
         assert moved, "the operation moved nothing"
-    assert {after[i] for i in after.keys() - before.keys()} <= {OutboxStatus.PENDING}
+    assert {after[i] for i in after.keys() - before.keys()} <= {OutboxStatus.PENDING,
+                                                               OutboxStatus.SCHEDULED}

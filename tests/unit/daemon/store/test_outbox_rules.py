@@ -23,9 +23,11 @@ from claudemesh.daemon.store.outbox_rules import (
 FP = b"\x01" * 32
 OTHER = b"\x02" * 32
 
-# The spec's 11 rows, written out again by hand (R-ACC-2).
+# The spec's 11 rows, written out again by hand (R-ACC-2), and issue 15's two.
 SPEC_ROWS = [
     (None, None, 202, Reply.INSERT, None),
+    ("scheduled", True, 202, Reply.SCHEDULED, None),
+    ("scheduled", False, 409, Reply.CONFLICT, "outbox_scheduled_fingerprint_mismatch"),
     ("pending", True, 202, Reply.QUEUED, None),
     ("pending", False, 409, Reply.CONFLICT, "outbox_pending_fingerprint_mismatch"),
     ("inflight", True, 202, Reply.INFLIGHT, None),
@@ -49,7 +51,7 @@ def test_decide_follows_the_spec_table(status: str | None, matches: bool | None,
 def test_every_status_and_match_pair_has_a_row() -> None:
     pairs = {(s, m) for s in OutboxStatus for m in (True, False)}
     assert set(LOOKUP_TABLE) == pairs
-    assert len(LOOKUP_TABLE) + 1 == len(SPEC_ROWS) == 11
+    assert len(LOOKUP_TABLE) + 1 == len(SPEC_ROWS) == 13
     assert decide(None, FP) is NO_ROW
 
 
@@ -65,6 +67,12 @@ def test_every_conflict_is_a_409_with_a_reason_and_every_other_answer_has_none()
 
 @pytest.mark.parametrize(("status", "event", "target"), [
     ("pending", "claim", "inflight"),
+    ("scheduled", "claim", "inflight"),
+    ("scheduled", "expired", "dead"),
+    ("scheduled", "requeue", "aborted"),
+    ("pending", "abort", "aborted"),
+    ("scheduled", "abort", "aborted"),
+    ("dead", "abort", "aborted"),
     ("inflight", "acked", "done"),
     ("done", "acked", "done"),
     ("inflight", "transient_failure", "pending"),
@@ -99,14 +107,16 @@ def test_done_and_aborted_are_terminal() -> None:
 def test_sources_are_the_table_rows_of_an_event() -> None:
     for event in OutboxEvent:
         assert set(sources(event)) == {s for s, e in TRANSITIONS if e is event}
-    assert sources(OutboxEvent.REQUEUE) == (OutboxStatus.PENDING, OutboxStatus.DEAD)
+    assert sources(OutboxEvent.REQUEUE) == (OutboxStatus.PENDING, OutboxStatus.DEAD,
+                                            OutboxStatus.SCHEDULED)
 
 
 @pytest.mark.parametrize(("event", "from_", "to"), [
-    ("claim", ("pending",), "inflight"),
+    ("claim", ("pending", "scheduled"), "inflight"),
     ("restart", ("inflight",), "pending"),
-    ("expired", ("pending", "inflight"), "dead"),
-    ("requeue", ("pending", "dead"), "aborted"),
+    ("expired", ("pending", "inflight", "scheduled"), "dead"),
+    ("requeue", ("pending", "dead", "scheduled"), "aborted"),
+    ("abort", ("pending", "dead", "scheduled"), "aborted"),
 ])
 def test_a_set_wise_move_has_the_tables_sources_and_one_target(
         event: str, from_: tuple[str, ...], to: str) -> None:
@@ -119,3 +129,14 @@ def test_a_move_narrowed_to_statuses_the_table_refuses_is_an_error() -> None:
     assert move(OutboxEvent.EXPIRED, only=pending).sources == pending
     with pytest.raises(IllegalTransition):
         move(OutboxEvent.RESTART, only=pending)
+
+
+def test_a_scheduled_row_leaves_only_by_its_time_expiry_or_the_operator() -> None:
+    """A restart never touches it (R-REC-1 is for inflight rows), and an accept never
+    writes it: it stays scheduled across kill -9 until the drain claims it when due."""
+    exits = {e for (s, e) in TRANSITIONS if s is OutboxStatus.SCHEDULED}
+    assert exits == {OutboxEvent.CLAIM, OutboxEvent.EXPIRED, OutboxEvent.REQUEUE,
+                     OutboxEvent.ABORT}
+    assert not any(t is OutboxStatus.SCHEDULED for t in TRANSITIONS.values())
+    with pytest.raises(IllegalTransition):
+        next_status(OutboxStatus.SCHEDULED, OutboxEvent.RESTART)
