@@ -21,6 +21,7 @@ from claudemesh.broker.accept import (
     error_result,
     send_result,
 )
+from claudemesh.broker.blobs import blob_begin, blob_get, blob_put, blob_status, list_blobs
 from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.handshake import already_authenticated
 from claudemesh.broker.presence import peer_view
@@ -29,12 +30,17 @@ from claudemesh.errors import ClaudemeshError, MemberRevoked, RateLimited
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
+    BlobBegin,
+    BlobGet,
+    BlobPut,
+    BlobStatus,
     ClientAck,
     FeatureNegotiationRequest,
     Hello,
     Join,
     JoinGroup,
     LeaveGroup,
+    ListBlobs,
     ListPeers,
     ListTopics,
     Send,
@@ -188,4 +194,9 @@ HANDLERS: Final[dict[type[Any], Handler]] = {
     LeaveGroup: leave_group,
     ListPeers: list_peers,
     SetProfile: set_profile,
+    BlobBegin: blob_begin,
+    BlobPut: blob_put,
+    BlobStatus: blob_status,
+    BlobGet: blob_get,
+    ListBlobs: list_blobs,
 }

@@ -27,7 +27,12 @@ from claudemesh.protocol.features import DEFAULT_MAX_SESSIONS, MEMBER_SESSIONS
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
+    "BLOB_DATA_MAX",
     "FEATURE_FIELDS",
+    "BlobBegin",
+    "BlobGet",
+    "BlobPut",
+    "BlobStatus",
     "BoxBody",
     "ClientAck",
     "ClientFrame",
@@ -37,6 +42,7 @@ __all__ = [
     "Join",
     "JoinGroup",
     "LeaveGroup",
+    "ListBlobs",
     "ListPeers",
     "ListTopics",
     "PlainBody",
@@ -210,6 +216,53 @@ class SetProfile(_Frame):
         default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
+# Blobs (shared files, docs/protocol.md "Blobs"): ciphertext only, in slices that keep a
+# blob_put or a blob_get answer well inside the 256 KiB frame limit once in base64.
+BLOB_DATA_MAX: Final = 160 * 1024
+FileId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{16,32}$")]
+BlobData = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+                                            max_length=(BLOB_DATA_MAX + 2) // 3 * 4)]
+
+
+class BlobBegin(_Frame):
+    """Start (or resume) an upload: the answer's ``received`` is where to go on."""
+
+    type: Literal["blob_begin"]
+    req_id: ReqId
+    file_id: FileId
+    size: Annotated[int, Field(ge=0)]
+    recipients: list[Hex64] = Field(min_length=1, max_length=1024)
+
+
+class BlobPut(_Frame):
+    """Bytes at ``offset``: exactly the stored length (an append), or already stored."""
+
+    type: Literal["blob_put"]
+    req_id: ReqId
+    file_id: FileId
+    offset: Annotated[int, Field(ge=0)]
+    data: BlobData
+
+
+class BlobStatus(_Frame):
+    type: Literal["blob_status"]
+    req_id: ReqId
+    file_id: FileId
+
+
+class BlobGet(_Frame):
+    type: Literal["blob_get"]
+    req_id: ReqId
+    file_id: FileId
+    offset: Annotated[int, Field(ge=0)]
+    length: Annotated[int, Field(ge=1, le=BLOB_DATA_MAX)]
+
+
+class ListBlobs(_Frame):
+    type: Literal["list_blobs"]
+    req_id: ReqId
+
+
 class Push(_Frame):
     """A delivery from the broker to a member (the daemon validates it: R-IN-5)."""
 
@@ -243,7 +296,8 @@ def parse_push(doc: dict[str, Any]) -> Push:
 
 
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
-               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
+               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile
+               | BlobBegin | BlobPut | BlobStatus | BlobGet | ListBlobs)
 
 # Fields that exist only with a feature. A broker that does not advertise the feature
 # refuses them as unknown fields, exactly as a model without them would.
@@ -254,7 +308,8 @@ _ADAPTER: Final[TypeAdapter[ClientFrame]] = TypeAdapter(
 FRAME_TYPES: Final = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
-              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile))
+              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile, BlobBegin, BlobPut,
+              BlobStatus, BlobGet, ListBlobs))
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:
