@@ -17,7 +17,13 @@ import pytest
 import yaml
 from openapi_spec_validator import validate
 
-from claudemesh.daemon.ipc import routes_inbox, routes_outbox, routes_peers, routes_sessions
+from claudemesh.daemon.ipc import (
+    routes_files,
+    routes_inbox,
+    routes_outbox,
+    routes_peers,
+    routes_sessions,
+)
 from claudemesh.daemon.ipc.app import ROUTES
 from claudemesh.daemon.ipc.routes_info import IPC_FEATURES
 from claudemesh.daemon.ipc.routes_openapi import openapi_document
@@ -84,6 +90,8 @@ def test_every_route_and_method_is_documented_and_nothing_else(doc: dict[str, An
     ("/v1/inbox", routes_inbox.QUERY_PARAMS),
     ("/v1/outbox", routes_outbox.QUERY_PARAMS),
     ("/v1/peers", routes_peers.QUERY_PARAMS),
+    ("/v1/file/get", routes_files.GET_PARAMS),
+    ("/v1/file/list", routes_files.LIST_PARAMS),
     ("/v1/sessions", routes_sessions.QUERY_PARAMS),
 ])
 def test_the_query_parameters_are_the_ones_the_route_accepts(
