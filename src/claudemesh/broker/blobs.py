@@ -78,8 +78,8 @@ async def blob_begin(session: OpenSession, frame: BlobBegin) -> None:
 async def blob_put(session: OpenSession, frame: BlobPut) -> None:
     files, ctx = _files(session), session.ctx
     try:
-        data = base64.b64decode(frame.data, validate=True)
-    except binascii.Error:
+        data = binascii.a2b_base64(frame.data, strict_mode=True)
+    except ValueError:  # binascii.Error, or a non-ASCII string
         raise InvalidRequest("field 'data' is not base64") from None
     async with files.lock(frame.file_id):
         blob = await _own(session, frame.file_id)

@@ -66,7 +66,7 @@ async def test_upload_status_get_and_list_for_uploader_and_recipient_only(
             assert (refused["type"], refused["code"]) == ("error", "file_not_found")
         stolen = await c.request({"type": "blob_begin", "file_id": fid, "size": len(data),
                                   "recipients": [carol.pubkey]})
-        assert stolen["code"] in ("file_not_found", "blob_exists")
+        assert stolen["code"] == "blob_exists"
         listed = (await b.request({"type": "list_blobs"}))["blobs"]
         assert [(x["file_id"], x["uploader_pubkey"], x["complete"]) for x in listed] == [
             (fid, alice.pubkey, True)]
@@ -111,6 +111,10 @@ async def test_puts_out_of_place_or_past_the_size_are_refused(
         over = await a.request({"type": "blob_put", "file_id": fid, "offset": 0,
                                 "data": b64(b"x" * 1001)})
         assert over["code"] == "invalid_request"
+        for junk in ("not base64!", "é" * 8, "abc"):
+            refused = await a.request({"type": "blob_put", "file_id": fid, "offset": 0,
+                                       "data": junk})
+            assert refused["code"] == "invalid_request", (junk, refused)
         theirs = await b.request({"type": "blob_put", "file_id": fid, "offset": 0,
                                   "data": b64(b"x")})
         assert theirs["code"] == "file_not_found"  # a recipient cannot write
