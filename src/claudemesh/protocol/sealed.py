@@ -215,12 +215,13 @@ def open_plaintext(raw: bytes) -> Plain | SealedMessage | SealedFile | Receipts:
 _FILE_ID_RE: Final = re.compile(r"[0-9A-Za-z]{16,32}")
 _HEX_RE: Final = re.compile(r"[0-9a-f]+")
 MAX_FILE_NAME: Final = 255
+MAX_CHUNK_BYTES: Final = 144 * 1024  # a chunk and its MAC fit one blob_get (160 KiB)
 
 
 def _file(doc: dict[str, Any]) -> SealedFile:
     ints = (doc["size"], doc["chunk_bytes"])
     if any(isinstance(i, bool) or not isinstance(i, int) for i in ints) or not (
-            0 <= doc["size"] < MAX_CLOCK_MS and 0 < doc["chunk_bytes"] <= 1 << 20):
+            0 <= doc["size"] < MAX_CLOCK_MS and 0 < doc["chunk_bytes"] <= MAX_CHUNK_BYTES):
         raise SealedError("a file reference with a malformed size")
     strings = ("file_id", "name", "sha256", "key", "nonce_prefix")
     if not all(isinstance(doc[k], str) for k in strings):

@@ -31,7 +31,7 @@ def test_a_file_reference_round_trips_and_its_public_view_has_no_key() -> None:
 @pytest.mark.parametrize("change", [
     {"name": "../etc/passwd"}, {"name": ""}, {"name": ".."}, {"name": "a\x00b"},
     {"name": "x" * 256}, {"size": -1}, {"size": True}, {"size": "1"},
-    {"chunk_bytes": 0}, {"file_id": "short"}, {"file_id": "../../x" * 4},
+    {"chunk_bytes": 0}, {"chunk_bytes": 200_000}, {"file_id": "short"}, {"file_id": "../../x" * 4},
     {"sha256": "AB" * 32}, {"key": "cd" * 31}, {"nonce_prefix": "ef" * 15},
     {"text": ""}, {"text": 5}, {"extra": 1},
 ])

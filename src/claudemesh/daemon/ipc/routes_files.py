@@ -98,7 +98,11 @@ def _source(text: str) -> tuple[Path, int]:
         raise InvalidRequest(f"{text} is not a regular file", path=text)
     if not os.access(path, os.R_OK):
         raise PathNotFound(f"{text} is not readable by the daemon", path=text)
-    if len(path.name.encode("utf-8", "surrogateescape")) > MAX_FILE_NAME:
+    try:
+        name_bytes = len(path.name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise InvalidRequest("the file's name is not valid UTF-8; rename it first") from None
+    if name_bytes > MAX_FILE_NAME:
         raise InvalidRequest(f"file names are limited to {MAX_FILE_NAME} bytes")
     return path, info.st_size
 
