@@ -6,10 +6,12 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import sqlite3
 from pathlib import Path
 
-from brokerkit import BrokerProcess, Client, Mesh, clients
+from brokerkit import BrokerProcess, Client, Mesh, clients, pg_query
 from claudemesh.protocol.features import validate_features
+from meshkit import wait_for
 
 
 def blob_dir(broker: BrokerProcess) -> Path:
@@ -143,3 +145,29 @@ async def test_an_upload_resumes_after_kill_9_from_what_was_stored(
         done = await upload(a, fid, data, start=500_000)
         assert (done["received"], done["complete"]) == (len(data), True)
     assert (blob_dir(broker) / fid).read_bytes() == data
+
+
+async def test_the_sweep_deletes_expired_blobs_rows_and_bytes(store_kind: str) -> None:
+    """An upload left incomplete for over a day goes, row and file (both stores)."""
+    from brokerkit import new_broker  # noqa: PLC0415
+    broker = new_broker("--sweep-interval", "0.2")
+    try:
+        mesh = broker.create_mesh()
+        alice, bob = mesh.join("alice"), mesh.join("bob")
+        fid = file_id()
+        async with clients((broker.url, alice)) as (a,):
+            await a.request({"type": "blob_begin", "file_id": fid, "size": 1000,
+                             "recipients": [bob.pubkey]})
+            await a.request({"type": "blob_put", "file_id": fid, "offset": 0,
+                             "data": b64(b"x" * 10)})
+        assert (blob_dir(broker) / fid).exists()
+        two_days_ago = 1_000_000  # epoch ms: long before any retention
+        if broker.dsn is None:
+            with sqlite3.connect(broker.db) as conn:
+                conn.execute("UPDATE blob SET created_at = ?", (two_days_ago,))
+        else:
+            pg_query(broker.dsn, "UPDATE blob SET created_at = ?", two_days_ago)
+        wait_for(lambda: not (blob_dir(broker) / fid).exists())
+        assert broker.query("SELECT count(*) FROM blob") == [(0,)]
+    finally:
+        broker.cleanup()
