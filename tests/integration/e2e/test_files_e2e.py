@@ -82,9 +82,23 @@ def test_20_mb_round_trip_survives_a_broker_kill_9_mid_upload(pair: Mesh2) -> No
     assert message["body"] == "the build log"
     assert message["file"] == body["file"]
     assert "key" not in message["file"]
-    got = get(pair.bob, id=body["file"]["id"])
+    # The download resumes across a broker kill -9 too.
+    gets: list[Any] = []
+    thread = threading.Thread(target=lambda: gets.append(get(pair.bob, id=body["file"]["id"])))
+    thread.start()
+
+    def partly_downloaded() -> bool:
+        parts = list((pair.bob.config_dir / "downloads").glob("*/.*.part"))
+        return bool(parts) and 2_000_000 < parts[0].stat().st_size < SIZE
+
+    wait_for(partly_downloaded, timeout=60, interval=0.002)
+    pair.broker.kill9()
+    pair.broker.start()
+    thread.join(timeout=300)
+    [got] = gets
     assert got.status == 200, got.body
     out = Path(got.body["path"])
+    assert list(out.parent.glob(".*.part")) == []
     assert out.is_relative_to(pair.bob.config_dir / "downloads")
     assert (sha256(out), oct(out.stat().st_mode & 0o777)) == (sha256(source), "0o600")
     assert out.name == "payload.bin"
