@@ -58,25 +58,27 @@ class UploadReport:
 class _Source:
     """The file's sealed chunks, re-sealable at any index (same key, nonce, bytes)."""
 
-    def __init__(self, path: Path, ref: FileRef) -> None:
+    def __init__(self, path: Path, ref: FileRef, plain_size: int) -> None:
         self._file = path.open("rb")
         self._ref = ref
+        self._size = plain_size  # as stat'ed: a file that grows is cut there
         self._key = bytes.fromhex(ref.key)
         self._prefix = bytes.fromhex(ref.nonce_prefix)
         self._hash = hashlib.sha256()
         self._hashed = 0  # chunks already in the hash
 
     def sealed(self, index: int) -> bytes:
-        self._file.seek(index * self._ref.chunk_bytes)
-        plain = self._file.read(self._ref.chunk_bytes)
+        start = index * self._ref.chunk_bytes
+        self._file.seek(start)
+        plain = self._file.read(max(0, min(self._ref.chunk_bytes, self._size - start)))
         if index == self._hashed:
             self._hash.update(plain)
             self._hashed += 1
         return seal_chunk(plain, key=self._key, prefix=self._prefix, index=index)
 
-    def finish(self, plain_size: int) -> str:
+    def finish(self) -> str:
         """The plaintext's sha256 (hashing any chunk this upload never had to seal)."""
-        while self._hashed * self._ref.chunk_bytes < plain_size:
+        while self._hashed * self._ref.chunk_bytes < self._size:
             self.sealed(self._hashed)
         return self._hash.hexdigest()
 
@@ -123,8 +125,8 @@ async def upload(link: BrokerLink, path: Path, plain_size: int, ref: FileRef,
         BrokerUnavailable: the link stayed down past ``deadline``.
         ClaudemeshError: another refusal of the broker, as its typed error.
     """
-    job = _Upload(link, _Source(path, ref), ref, cipher_size(plain_size, ref.chunk_bytes),
-                  request_timeout_s)
+    job = _Upload(link, _Source(path, ref, plain_size), ref,
+                  cipher_size(plain_size, ref.chunk_bytes), request_timeout_s)
     begin = {"type": "blob_begin", "file_id": ref.file_id, "size": job.total,
              "recipients": recipients}
     try:
@@ -143,7 +145,7 @@ async def upload(link: BrokerLink, path: Path, plain_size: int, ref: FileRef,
                 if time.monotonic() > deadline:
                     raise BrokerUnavailable("the upload did not finish before its deadline;"
                                             " retry to resume") from None
-        job.report.sha256 = job.source.finish(plain_size)
+        job.report.sha256 = job.source.finish()
     finally:
         job.source.close()
     return job.report
