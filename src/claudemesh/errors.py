@@ -14,6 +14,9 @@
     │   ├── OutboxRowNotFound        404 outbox_row_not_found
     │   ├── SessionNotFound          404 session_not_found
     │   ├── MessageNotFound          404 message_not_found
+    │   ├── FileNotFound             404 file_not_found          (no such shared file for you)
+    │   ├── PathNotFound             404 path_not_found          (the local file to share)
+    │   ├── PathNotAllowed           403 path_not_allowed        (A-55: out of the allowed dir)
     │   ├── MethodNotAllowed         405 method_not_allowed
     │   ├── RequestTimeout           408 request_timeout
     │   ├── PayloadTooLarge          413 payload_too_large       (R-LIM-1)
@@ -23,7 +26,10 @@
     │   ├── UnknownDestination       422 unknown_destination     (A-14f)
     │   ├── UnknownSession           422 unknown_session
     │   ├── ProcessNotFound          422 process_not_found
+    │   ├── FileDestinationUnsupported 422 file_destination_unsupported
     │   ├── SessionNameTaken         409 session_name_taken
+    │   ├── BlobExists               409 blob_exists             (a file id taken by another upload)
+    │   ├── BlobOffsetMismatch       409 blob_offset_mismatch    (resume from ``received``)
     │   ├── IdempotencyKeyReused     409 idempotency_key_reused  (R-ACC-2/3), exit 5
     │   ├── RequeueNotAllowed        409 requeue_not_allowed     (R-RQ-3)
     │   ├── ClientMessageIdInUse     409 client_message_id_in_use (R-DLV-3), exit 5
@@ -51,6 +57,7 @@
     │   ├── BrokerIncompatible       503 broker_incompatible     (close 4010), exit 6
     │   ├── BrokerRejected           502 broker_rejected         (the broker refused a request)
     │   ├── BrokerUntrusted          502 broker_untrusted        (not the pinned TLS key), exit 7
+    │   ├── FileCorrupt              502 file_corrupt            (a download failed its check)
     │   ├── StoreError               500 store_error
     │   │   ├── StoreCorrupt         500 store_corrupt           (R-REC-2)
     │   │   └── InsufficientStorage  507 insufficient_storage    (disk full, fsync failed)
@@ -89,17 +96,18 @@ if TYPE_CHECKING:
     from claudemesh.protocol.replies import Refusal
 
 __all__ = ["AbortNotAllowed", "AgentSettingsInvalid", "AgentSettingsWriteFailed",
-           "AlreadyAuthenticated", "AlreadyJoined", "AuthFailed", "BadSignature",
-           "BrokerIncompatible", "BrokerRejected",
-           "BrokerUnavailable", "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError",
-           "ClientMessageIdInUse", "ConfigError", "DaemonAlreadyRunning", "DaemonBusy",
-           "DaemonStartFailed", "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable",
-           "DestinationNotFound", "DisplayNameTaken", "ExecutableNotFound", "ExitCode",
-           "ForbiddenHost", "ForbiddenOrigin", "HelloRequired", "HostMismatch",
-           "IdempotencyKeyReused", "InsufficientStorage", "InternalError", "InvalidEnvelope",
-           "InvalidRequest", "InviteRejected", "LocalError", "MemberAlreadyConnected",
-           "MemberRevoked", "MeshExists", "MeshRequired", "MessageNotFound", "MethodNotAllowed",
-           "NoMeshJoined", "NotSubscribed", "OutboxRowNotFound", "PayloadTooLarge",
+           "AlreadyAuthenticated", "AlreadyJoined", "AuthFailed", "BadSignature", "BlobExists",
+           "BlobOffsetMismatch", "BrokerIncompatible", "BrokerRejected", "BrokerUnavailable",
+           "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError", "ClientMessageIdInUse",
+           "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
+           "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
+           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "FileCorrupt",
+           "FileDestinationUnsupported", "FileNotFound", "ForbiddenHost", "ForbiddenOrigin",
+           "HelloRequired", "HostMismatch", "IdempotencyKeyReused", "InsufficientStorage",
+           "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
+           "MemberAlreadyConnected", "MemberRevoked", "MeshExists", "MeshRequired",
+           "MessageNotFound", "MethodNotAllowed", "NoMeshJoined", "NotSubscribed",
+           "OutboxRowNotFound", "PathNotAllowed", "PathNotFound", "PayloadTooLarge",
            "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError", "ReplayedNonce",
            "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
            "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
@@ -210,6 +218,45 @@ class MessageNotFound(RequestError):
     code = "message_not_found"
     http_status = 404
     default_detail = "this daemon sent no message with that client_message_id"
+
+
+class FileNotFound(RequestError):
+    code = "file_not_found"
+    http_status = 404
+    default_detail = "no shared file with that id is known to this member"
+
+
+class PathNotFound(RequestError):
+    code = "path_not_found"
+    http_status = 404
+    exit_code = ExitCode.USAGE
+    default_detail = "no readable regular file at that path"
+
+
+class PathNotAllowed(RequestError):
+    code = "path_not_allowed"
+    http_status = 403
+    exit_code = ExitCode.USAGE
+    default_detail = "that path is outside the directory files may be written to"
+
+
+class FileDestinationUnsupported(RequestError):
+    code = "file_destination_unsupported"
+    http_status = 422
+    exit_code = ExitCode.USAGE
+    default_detail = "files go to one member (a DM); files to topics need encrypted topics"
+
+
+class BlobExists(RequestError):
+    code = "blob_exists"
+    http_status = 409
+    default_detail = "another upload already uses that file id"
+
+
+class BlobOffsetMismatch(RequestError):
+    code = "blob_offset_mismatch"
+    http_status = 409
+    default_detail = "the blob does not end at that offset; resume from 'received'"
 
 
 class MethodNotAllowed(RequestError):
@@ -457,6 +504,12 @@ class BrokerUntrusted(ServiceError):
     http_status = 502
     exit_code = ExitCode.BROKER_UNTRUSTED
     default_detail = "the broker's TLS key does not match the key pinned by the invite"
+
+
+class FileCorrupt(ServiceError):
+    code = "file_corrupt"
+    http_status = 502
+    default_detail = "the downloaded file failed its integrity check; nothing was written"
 
 
 class StoreError(ServiceError):

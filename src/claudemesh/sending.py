@@ -23,10 +23,11 @@ from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import WIRE_FIELDS, FrozenSend, wire_part
 from claudemesh.protocol.fingerprint import MetaError, canonical_meta, request_fingerprint
 from claudemesh.protocol.ids import is_valid_client_message_id
-from claudemesh.protocol.sealed import Receipts, seal_message, seal_receipts
+from claudemesh.protocol.sealed import FileRef, Receipts, seal_file, seal_message, seal_receipts
 from claudemesh.protocol.strictjson import dumps
 
-__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_receipts", "sign_receipts",
+__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_file", "prepare_receipts",
+           "sign_receipts",
            "wire_bytes", "wire_frame", "with_req_id"]
 
 BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
@@ -58,6 +59,22 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
         is_dm and (to_session or from_session)) else message.encode("utf-8")
     return _prepare_raw(mesh, dest, raw, message, priority=priority, reply_to=reply_to,
                         meta=meta, inline_limit=inline_limit)
+
+
+def prepare_file(mesh: MeshConfig, dest: Destination, ref: FileRef, message: str | None, *,
+                 priority: str, inline_limit: int | None) -> Prepared:
+    """The DM that hands a shared file to its recipient: the reference and its key,
+    sealed inside the crypto_box (the broker sees neither). Only DMs carry files until
+    topics are encrypted.
+
+    Raises:
+        InvalidRequest: ``dest`` is not a DM.
+        PayloadTooLarge / UnknownDestination: as :func:`prepare`.
+    """
+    if dest.kind is not DestinationKind.DM:
+        raise InvalidRequest("files go to one member (a DM)")
+    return _prepare_raw(mesh, dest, seal_file(ref, message), "", priority=priority,
+                        reply_to=None, meta=None, inline_limit=inline_limit)
 
 
 def sign_receipts(mesh: MeshConfig, receipts: Receipts) -> Receipts:

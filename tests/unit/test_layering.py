@@ -21,7 +21,7 @@ LAYERS: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("core", ("claudemesh", "claudemesh.errors", "claudemesh.clock", "claudemesh.backoff",
               "claudemesh.config", "claudemesh.crypto", "claudemesh.tls", "claudemesh.privatefs",
               "claudemesh.sqlitedb", "claudemesh.logs", "claudemesh.cork",
-              "claudemesh.sending", "claudemesh.liveness")),
+              "claudemesh.sending", "claudemesh.liveness", "claudemesh.filecrypt")),
     ("stores", ("claudemesh.daemon.store", "claudemesh.broker.store")),
     ("services", ("claudemesh.daemon", "claudemesh.broker", "claudemesh.direct",
                   "claudemesh.joining")),

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from claudemesh.broker.blobfiles import BlobFiles
 from claudemesh.broker.hub import Hub
 from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
@@ -25,3 +26,4 @@ class BrokerContext:
     batch: BatchParams | None = None  # frame_batch, when this broker advertises it
     clock: Callable[[], int] = now_ms
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
+    blobs: BlobFiles | None = None  # where shared files' ciphertext goes (None: no files)

@@ -21,6 +21,7 @@ from claudemesh.broker.accept import (
     error_result,
     send_result,
 )
+from claudemesh.broker.blobs import blob_begin, blob_get, blob_put, blob_status, list_blobs
 from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.delivery import history_item
 from claudemesh.broker.handshake import already_authenticated
@@ -36,12 +37,17 @@ from claudemesh.errors import ClaudemeshError, MemberRevoked, RateLimited
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
+    BlobBegin,
+    BlobGet,
+    BlobPut,
+    BlobStatus,
     ClientAck,
     FeatureNegotiationRequest,
     Hello,
     Join,
     JoinGroup,
     LeaveGroup,
+    ListBlobs,
     ListGroups,
     ListPeers,
     ListTopics,
@@ -234,4 +240,9 @@ HANDLERS: Final[dict[type[Any], Handler]] = {
     ListGroups: list_groups,
     ListPeers: list_peers,
     SetProfile: set_profile,
+    BlobBegin: blob_begin,
+    BlobPut: blob_put,
+    BlobStatus: blob_status,
+    BlobGet: blob_get,
+    ListBlobs: list_blobs,
 }

@@ -25,6 +25,7 @@ from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 
+from claudemesh.broker.blobfiles import BlobFiles, blob_dir_for
 from claudemesh.broker.context import BrokerContext
 from claudemesh.broker.hub import Hub
 from claudemesh.broker.metrics import BrokerMetrics, time_store
@@ -33,6 +34,7 @@ from claudemesh.broker.session import Session
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store import open_store, redact_location
 from claudemesh.broker.store.base import BrokerStore
+from claudemesh.broker.store.rows import BLOB_ABANDONED_MS
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError, ConfigError
 from claudemesh.liveness import bound_stalls
@@ -47,7 +49,8 @@ log = logging.getLogger(__name__)
 
 
 class BrokerServer:
-    def __init__(self, settings: BrokerSettings, store: BrokerStore) -> None:
+    def __init__(self, settings: BrokerSettings, store: BrokerStore,
+                 blobs: BlobFiles | None = None) -> None:
         self.settings = settings
         self.metrics = BrokerMetrics()
         self.store = store = time_store(store, self.metrics)
@@ -55,8 +58,10 @@ class BrokerServer:
         self.hub = Hub(store, settings, self.broker_id, metrics=self.metrics)
         batch = None if FRAME_BATCH in settings.omit_features else DEFAULT_BATCH
         self.ctx = BrokerContext(store, self.hub, settings, build_feature_map(
-            inline_bytes=settings.inline_bytes, blob_bytes=settings.inline_bytes,
-            batch=batch, omit=settings.omit_features), batch=batch, metrics=self.metrics)
+            inline_bytes=settings.inline_bytes,
+            blob_bytes=settings.inline_bytes if blobs is None else settings.max_file_bytes,
+            batch=batch, omit=settings.omit_features), batch=batch, metrics=self.metrics,
+            blobs=blobs)
         self.ops = OpsEndpoints(store, self.metrics, broker_id=self.broker_id)
         self._server: Server | None = None
         self._jobs: list[asyncio.Task[None]] = []
@@ -130,10 +135,22 @@ class BrokerServer:
                 log.warning("broker_job_failed", extra={"job": job.__name__, "error": str(exc)})
 
     async def _sweep(self) -> None:
+        await self._sweep_blobs()
         result = await self.store.sweep(now_ms())
         if result.dedupe_rows_expired or result.messages_pruned:
             log.info("retention_sweep", extra={"dedupe_expired": result.dedupe_rows_expired,
                                                "messages_pruned": result.messages_pruned})
+
+    async def _sweep_blobs(self) -> None:
+        """Blobs go with their mesh's message retention; abandoned uploads after a day."""
+        blobs = self.ctx.blobs
+        if blobs is None:
+            return
+        expired = await self.store.expire_blobs(now_ms(), abandoned_after_ms=BLOB_ABANDONED_MS)
+        for file_id in expired:
+            blobs.delete(file_id)
+        if expired:
+            log.info("blob_sweep", extra={"blobs_deleted": len(expired)})
 
     async def _heartbeat(self) -> None:
         await self.store.broker_heartbeat(self.broker_id, now_ms=now_ms())
@@ -160,7 +177,9 @@ async def run_broker(settings: BrokerSettings, location: str,
                      on_ready: Callable[[dict[str, Any]], None]) -> int:
     """Run until SIGTERM/SIGINT; returns 0 after a clean stop."""
     sys.setswitchinterval(GIL_SWITCH_S)
-    server = BrokerServer(settings, open_store(location))
+    blob_dir = blob_dir_for(location, settings.blob_dir)
+    blobs = None if blob_dir is None else BlobFiles(blob_dir)
+    server = BrokerServer(settings, open_store(location), blobs)
     stop = asyncio.Event()
     try:
         port = await server.start()

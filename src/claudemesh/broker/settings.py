@@ -36,3 +36,5 @@ class BrokerSettings:
     omit_features: frozenset[str] = field(default_factory=frozenset)  # tests only
     tls_cert: str | None = None  # PEM certificate chain: serve wss:// (issue 14)
     tls_key: str | None = None  # its private key; both reload on SIGHUP
+    max_file_bytes: int = 50 * 1024 * 1024  # a shared file's plaintext (max_payload.blob_bytes)
+    blob_dir: str | None = None  # None: <db>.blobs (SQLite), config_dir/broker/blobs (PG)

@@ -62,12 +62,19 @@ def broker() -> None:
               help="PEM certificate (chain): serve wss://. SIGHUP reloads it and the key.")
 @click.option("--tls-key", type=click.Path(exists=True, dir_okay=False),
               help="The certificate's PEM private key.")
+@click.option("--max-file-bytes", type=click.IntRange(0), default=50 * 1024 * 1024,
+              show_default=True, help="The largest file members may share through this"
+              " broker (plaintext bytes; larger uploads get 413).")
+@click.option("--blob-dir", type=click.Path(file_okay=False),
+              help="Where shared files' ciphertext is kept [default: <db>.blobs beside a"
+              " SQLite store; $CLAUDEMESH_CONFIG_DIR/broker/blobs for PostgreSQL].")
 @json_option
 def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeout: float,
        presence_lease: float, delivery_lease: float, hello_timeout: float, rate_per_s: float,
        rate_burst: int, inline_bytes: int, revocation_poll: float, sweep_interval: float,
        heartbeat_interval: float, dead_after: float, omit_feature: tuple[str, ...],
-       tls_cert: str | None, tls_key: str | None) -> int:
+       tls_cert: str | None, tls_key: str | None, max_file_bytes: int,
+       blob_dir: str | None) -> int:
     """Serve meshes over WebSocket at ws[s]://HOST:PORT/ws until SIGTERM or Ctrl-C."""
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
 
@@ -84,6 +91,9 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
                      " encrypted and cannot authenticate this broker; use --tls-cert/--tls-key"
                      " (`claudemesh broker cert --self-signed` makes a pair)")
     configure_logging()
+    location = str(db or default_db())
+    if blob_dir is None and location.startswith(("postgresql://", "postgres://")):
+        blob_dir = str(current_paths().config_dir / "broker" / "blobs")
     settings = BrokerSettings(
         host=host, port=port, ping_interval_s=ping_interval, ping_timeout_s=ping_timeout,
         presence_lease_s=presence_lease, delivery_lease_s=delivery_lease,
@@ -91,7 +101,7 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
         inline_bytes=inline_bytes, revocation_poll_s=revocation_poll,
         sweep_interval_s=sweep_interval, heartbeat_interval_s=heartbeat_interval,
         broker_dead_after_s=dead_after, omit_features=frozenset(omit_feature),
-        tls_cert=tls_cert, tls_key=tls_key)
+        tls_cert=tls_cert, tls_key=tls_key, max_file_bytes=max_file_bytes, blob_dir=blob_dir)
 
     def on_ready(info: dict[str, Any]) -> None:
         if PRINTER.json:
@@ -101,7 +111,7 @@ def up(*, host: str, port: int, db: str | None, ping_interval: float, ping_timeo
             sys.stdout.write(f"broker listening on {info['url']} (store {info['db']}{pin})\n")
         sys.stdout.flush()
 
-    return asyncio.run(run_broker(settings, str(db or default_db()), on_ready))
+    return asyncio.run(run_broker(settings, location, on_ready))
 
 
 @broker.command("cert")

@@ -41,6 +41,7 @@ LAZY_COMMANDS: Final = {
     "setup": "claudemesh.cli.setup:setup",
     "mcp": "claudemesh.cli.mcp:mcp",
     "doctor": "claudemesh.cli.doctor:doctor",
+    "file": "claudemesh.cli.files:file",
 }
 
 

@@ -49,10 +49,12 @@ from claudemesh.protocol.frames import (
 )
 from claudemesh.protocol.ids import new_ulid
 from claudemesh.protocol.sealed import (
+    FileRef,
     Plain,
     ReceiptItem,
     Receipts,
     SealedError,
+    SealedFile,
     SealedMessage,
     open_plaintext,
 )
@@ -107,6 +109,7 @@ def inbox_item_view(item: InboxItem, iso: Callable[[int], str | None]) -> dict[s
         "session": item.session, "from_session": item.from_session,
         "reply_to_address": reply_address(item),
         "seen_at": None if item.seen_at is None else iso(item.seen_at),
+        "file": item.file,
     }
 
 
@@ -268,6 +271,8 @@ class Inbound:
         """The inbox row a push becomes, or the receipt it carries."""
         body, reason = self._open(push)
         to_session = from_session = None
+        file: FileRef | None = None
+        text: str | None = None
         if body is not None:
             try:
                 opened = open_plaintext(body) if push.destination_kind == "dm" else Plain(
@@ -280,9 +285,11 @@ class Inbound:
                 return opened
             if isinstance(opened, SealedMessage):
                 to_session, from_session = opened.to_session, opened.from_session
-            text = None if opened is None else opened.text
-        else:
-            text = None
+            if isinstance(opened, SealedFile):
+                file = opened.ref
+                text = opened.text or f"shared a file: {file.name} ({file.size} bytes)"
+            elif opened is not None:
+                text = opened.text
         if reason is not None:
             self.counters.undecryptable += 1
         return NewInboxItem(
@@ -293,7 +300,7 @@ class Inbound:
             sender_pubkey=push.sender_pubkey, sender_name=push.sender_name, body=text,
             undecryptable=reason, meta=push.meta, priority=push.priority,
             reply_to_id=push.reply_to, history_id=push.history_id, created_at=push.created_at,
-            session=to_session, from_session=from_session)
+            session=to_session, from_session=from_session, file=file)
 
     def _open(self, push: HistoryItem) -> tuple[bytes | None, str | None]:
         """The plaintext bytes, checked against ``body_hash``, or None and why not."""

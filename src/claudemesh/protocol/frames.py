@@ -27,7 +27,12 @@ from claudemesh.protocol.features import DEFAULT_MAX_SESSIONS, MEMBER_SESSIONS
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
+    "BLOB_DATA_MAX",
     "FEATURE_FIELDS",
+    "BlobBegin",
+    "BlobGet",
+    "BlobPut",
+    "BlobStatus",
     "BoxBody",
     "ClientAck",
     "ClientFrame",
@@ -38,6 +43,7 @@ __all__ = [
     "Join",
     "JoinGroup",
     "LeaveGroup",
+    "ListBlobs",
     "ListGroups",
     "ListPeers",
     "ListTopics",
@@ -233,6 +239,54 @@ class SetProfile(_Frame):
         default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
+# Blobs (shared files, docs/protocol.md "Blobs"): ciphertext only, in slices that keep a
+# blob_put or a blob_get answer well inside the 256 KiB frame limit once in base64.
+BLOB_DATA_MAX: Final = 160 * 1024
+FileId = Annotated[str, StringConstraints(pattern=r"^[0-9A-Za-z]{16,32}$")]
+# No pattern: the handler's strict base64 decode checks the alphabet in the same pass
+# (a regex over 175 KB cost as much again, bench/files.py).
+BlobData = Annotated[str, StringConstraints(max_length=(BLOB_DATA_MAX + 2) // 3 * 4)]
+
+
+class BlobBegin(_Frame):
+    """Start (or resume) an upload: the answer's ``received`` is where to go on."""
+
+    type: Literal["blob_begin"]
+    req_id: ReqId
+    file_id: FileId
+    size: Annotated[int, Field(ge=0)]
+    recipients: list[Hex64] = Field(min_length=1, max_length=1024)
+
+
+class BlobPut(_Frame):
+    """Bytes at ``offset``: exactly the stored length (an append), or already stored."""
+
+    type: Literal["blob_put"]
+    req_id: ReqId
+    file_id: FileId
+    offset: Annotated[int, Field(ge=0)]
+    data: BlobData
+
+
+class BlobStatus(_Frame):
+    type: Literal["blob_status"]
+    req_id: ReqId
+    file_id: FileId
+
+
+class BlobGet(_Frame):
+    type: Literal["blob_get"]
+    req_id: ReqId
+    file_id: FileId
+    offset: Annotated[int, Field(ge=0)]
+    length: Annotated[int, Field(ge=1, le=BLOB_DATA_MAX)]
+
+
+class ListBlobs(_Frame):
+    type: Literal["list_blobs"]
+    req_id: ReqId
+
+
 class HistoryItem(_Frame):
     """A stored message as the broker hands it on: a push without its delivery (a
     ``topic_history`` item), and the fields every push carries."""
@@ -282,7 +336,7 @@ def parse_push(doc: dict[str, Any]) -> Push:
 
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
                | Unsubscribe | ListTopics | TopicHistory | JoinGroup | LeaveGroup | ListGroups
-               | ListPeers | SetProfile)
+               | ListPeers | SetProfile | BlobBegin | BlobPut | BlobStatus | BlobGet | ListBlobs)
 
 # Fields that exist only with a feature. A broker that does not advertise the feature
 # refuses them as unknown fields, exactly as a model without them would.
@@ -294,7 +348,7 @@ FRAME_TYPES: Final = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
               ListTopics, TopicHistory, JoinGroup, LeaveGroup, ListGroups, ListPeers,
-              SetProfile))
+              SetProfile, BlobBegin, BlobPut, BlobStatus, BlobGet, ListBlobs))
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:

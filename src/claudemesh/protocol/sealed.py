@@ -18,7 +18,8 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import rfc8785
@@ -28,14 +29,17 @@ from claudemesh.protocol.destination import HEX64_RE, NAME_RE
 __all__ = [
     "MAX_RECEIPTS",
     "SEAL_MARK",
+    "FileRef",
     "Plain",
     "ReceiptItem",
     "ReceiptPath",
     "ReceiptState",
     "Receipts",
     "SealedError",
+    "SealedFile",
     "SealedMessage",
     "open_plaintext",
+    "seal_file",
     "seal_message",
     "seal_receipts",
 ]
@@ -74,6 +78,37 @@ class SealedMessage:
     text: str
     to_session: str | None
     from_session: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FileRef:
+    """A shared file, as its recipient learns it inside the DM: where the ciphertext is
+    (``file_id`` at the mesh's broker), how to open it (``key``, ``nonce_prefix``, hex)
+    and what it must hash to."""
+
+    file_id: str
+    name: str
+    size: int  # plaintext bytes
+    sha256: str  # of the plaintext, hex
+    chunk_bytes: int
+    key: str = field(repr=False)
+    nonce_prefix: str = ""
+
+    def public(self) -> dict[str, Any]:
+        """What the API shows: everything but the key."""
+        return {"id": self.file_id, "name": self.name, "size": self.size,
+                "sha256": self.sha256}
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"file_id": self.file_id, "name": self.name, "size": self.size,
+                "sha256": self.sha256, "chunk_bytes": self.chunk_bytes, "key": self.key,
+                "nonce_prefix": self.nonce_prefix}
+
+
+@dataclass(frozen=True, slots=True)
+class SealedFile:
+    ref: FileRef
+    text: str | None  # the message that came with it
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,12 +166,16 @@ def seal_message(text: str, *, to_session: str | None, from_session: str | None)
                   "from_session": from_session})
 
 
+def seal_file(ref: FileRef, text: str | None) -> bytes:
+    return _seal({"v": VERSION, "kind": "file", **ref.to_wire(), "text": text})
+
+
 def seal_receipts(receipts: Receipts) -> bytes:
     return _seal({"v": VERSION, "kind": "receipts", **receipts.unsigned(),
                   "signature": receipts.signature})
 
 
-def open_plaintext(raw: bytes) -> Plain | SealedMessage | Receipts:
+def open_plaintext(raw: bytes) -> Plain | SealedMessage | SealedFile | Receipts:
     """Classify and check a DM's opened plaintext.
 
     Raises:
@@ -166,7 +205,40 @@ def open_plaintext(raw: bytes) -> Plain | SealedMessage | Receipts:
         _exact_keys(doc, {"v", "kind", "mesh_id", "recipient", "sender", "receipts",
                           "signature"})
         return _receipts(doc)
+    if kind == "file":
+        _exact_keys(doc, {"v", "kind", "file_id", "name", "size", "sha256", "chunk_bytes",
+                          "key", "nonce_prefix", "text"})
+        return _file(doc)
     raise SealedError(f"a sealed document of unknown kind {str(kind)[:20]!r}")
+
+
+_FILE_ID_RE: Final = re.compile(r"[0-9A-Za-z]{16,32}")
+_HEX_RE: Final = re.compile(r"[0-9a-f]+")
+MAX_FILE_NAME: Final = 255
+MAX_CHUNK_BYTES: Final = 144 * 1024  # a chunk and its MAC fit one blob_get (160 KiB)
+
+
+def _file(doc: dict[str, Any]) -> SealedFile:
+    ints = (doc["size"], doc["chunk_bytes"])
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in ints) or not (
+            0 <= doc["size"] < MAX_CLOCK_MS and 0 < doc["chunk_bytes"] <= MAX_CHUNK_BYTES):
+        raise SealedError("a file reference with a malformed size")
+    strings = ("file_id", "name", "sha256", "key", "nonce_prefix")
+    if not all(isinstance(doc[k], str) for k in strings):
+        raise SealedError("a file reference with a malformed field")
+    if not (_FILE_ID_RE.fullmatch(doc["file_id"]) and HEX64_RE.fullmatch(doc["sha256"])
+            and HEX64_RE.fullmatch(doc["key"]) and len(doc["nonce_prefix"]) == 32
+            and _HEX_RE.fullmatch(doc["nonce_prefix"])):
+        raise SealedError("a file reference with malformed ids or keys")
+    name = doc["name"]
+    if not 0 < len(name) <= MAX_FILE_NAME or "/" in name or "\x00" in name or name in (
+            ".", ".."):
+        raise SealedError("a file reference with a bad file name")
+    text = doc["text"]
+    if text is not None and (not isinstance(text, str) or not text):
+        raise SealedError("a file reference with a malformed message")
+    return SealedFile(FileRef(doc["file_id"], name, doc["size"], doc["sha256"],
+                              doc["chunk_bytes"], doc["key"], doc["nonce_prefix"]), text)
 
 
 def _exact_keys(doc: dict[str, Any], keys: set[str]) -> None:

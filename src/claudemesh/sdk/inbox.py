@@ -44,6 +44,7 @@ class InboxItem:
     from_session: str | None = None
     reply_to_address: str | None = None
     seen_at: str | None = None
+    file: dict[str, Any] | None = None  # a shared file the DM carried: {id, name, size, sha256}
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -61,7 +62,7 @@ class InboxItem:
             received_at=f.opt_text("received_at"), session=f.opt_text("session"),
             from_session=f.opt_text("from_session"),
             reply_to_address=f.opt_text("reply_to_address"), seen_at=f.opt_text("seen_at"),
-            raw=f.raw)
+            file=f.obj("file"), raw=f.raw)
 
     @property
     def is_dm(self) -> bool:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from claudemesh.broker.store import open_store
 from claudemesh.broker.store.base import AcceptKind
+from claudemesh.broker.store.postgres.schema import PG_MIGRATIONS
 from claudemesh.broker.store.sqlite import BROKER_MIGRATIONS, SqliteBrokerStore
 from claudemesh.sqlitedb.db import open_database
 from storekit import BUILD, Backend, PostgresBackend, fresh_pg_dsn, send, setup_mesh
@@ -83,8 +84,8 @@ async def test_pg_open_store_is_lazy_and_migrations_race_safely(pg: PostgresBack
     other = PostgresBackend(dsn)
     try:
         assert await other.fetchval(
-            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [
-            1, 2, 3, 4, 5]
+            "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == (
+            list(range(1, len(PG_MIGRATIONS) + 1)))
     finally:
         await other.close()
 

@@ -38,6 +38,7 @@ __all__ = [
     "AcceptInput",
     "AcceptKind",
     "AcceptOutcome",
+    "Blob",
     "BrokerStore",
     "Delivery",
     "GroupMembership",
@@ -210,6 +211,25 @@ class GroupMembership:
     pubkey: str
     display_name: str
     role: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Blob:
+    """A shared file's ciphertext, as the store knows it: who may read it, and whether
+    it is whole. The bytes are files on disk (``broker/blobfiles.py``); how many of them
+    arrived is the file's length there, fsynced before each ``blob_put`` is answered."""
+
+    file_id: str
+    mesh_id: str
+    uploader_member_id: str
+    uploader_pubkey: str
+    recipients: tuple[str, ...]  # pubkeys that may fetch it (besides the uploader)
+    size: int  # ciphertext bytes
+    created_at: int
+    completed_at: int | None = None
+
+    def readable_by(self, pubkey: str) -> bool:
+        return pubkey == self.uploader_pubkey or pubkey in self.recipients
 
 
 @dataclass(frozen=True, slots=True)
@@ -453,6 +473,30 @@ class BrokerStore(abc.ABC):
         """§4.7.3: dedupe rows whose message is gone while ``history_available`` is true,
         and delivery rows without a message. Each finding is a dict with its ids."""
 
+
+    # -- blobs (shared files) ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def blob_begin(self, blob: Blob) -> Blob:
+        """Record a new upload, or return the row already under ``blob.file_id`` (the
+        caller compares: a resumed upload finds its own row)."""
+
+    @abc.abstractmethod
+    async def get_blob(self, file_id: str) -> Blob | None: ...
+
+    @abc.abstractmethod
+    async def blob_completed(self, file_id: str, now_ms: int) -> None:
+        """Every byte is on disk: the blob can be fetched."""
+
+    @abc.abstractmethod
+    async def list_blobs(self, mesh_id: str, pubkey: str) -> list[Blob]:
+        """The mesh's blobs ``pubkey`` uploaded or may fetch, newest first."""
+
+    @abc.abstractmethod
+    async def expire_blobs(self, now_ms: int, *, abandoned_after_ms: int) -> list[str]:
+        """Delete the rows of blobs past their mesh's message retention, and of uploads
+        left incomplete longer than ``abandoned_after_ms``; their ids (to delete the
+        bytes)."""
 
     @abc.abstractmethod
     async def sweep(self, now_ms: int) -> SweepResult:

@@ -15,6 +15,7 @@ from claudemesh.daemon.ipc.auth import Transport, guard_middleware
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import errors_middleware, limit_middleware
 from claudemesh.daemon.ipc.routes_events import get_events
+from claudemesh.daemon.ipc.routes_files import get_file, list_files, post_share
 from claudemesh.daemon.ipc.routes_groups import get_groups, post_join, post_leave
 from claudemesh.daemon.ipc.routes_inbox import get_inbox, post_seen
 from claudemesh.daemon.ipc.routes_info import get_health, get_version
@@ -71,6 +72,9 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("POST", "/v1/group/join", post_join),
     ("POST", "/v1/group/leave", post_leave),
     ("GET", "/v1/group/list", get_groups),
+    ("POST", "/v1/file/share", post_share),
+    ("GET", "/v1/file/get", get_file),
+    ("GET", "/v1/file/list", list_files),
     ("GET", "/v1/metrics", get_metrics),
     ("GET", "/v1/openapi.json", get_openapi),
 )

@@ -15,7 +15,9 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, Final
 
+from claudemesh.daemon.store.files import FileStore
 from claudemesh.protocol.destination import HEX64_RE
+from claudemesh.protocol.sealed import FileRef
 from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = ["INBOX_MIGRATIONS", "UNREAD_SEQS", "InboxFilter", "InboxItem", "InboxStore",
@@ -104,11 +106,37 @@ INBOX_MIGRATIONS: Final = (
     ) WITHOUT ROWID;
     CREATE INDEX receipt_queue_unsent ON receipt_queue(sent_at) WHERE sent_at IS NULL;
     """,
+    # 3 (issue 15): shared files. ``inbox.file`` is what the API shows of a file a DM
+    # carried (JSON, no key); ``file_ref`` keeps the keys of files shared with this member
+    # (``in``) and by it (``out``), for downloads (daemon/store/files.py).
+    """
+    ALTER TABLE inbox ADD COLUMN file TEXT;
+    CREATE TABLE file_ref (
+      file_id           TEXT NOT NULL,
+      direction         TEXT NOT NULL CHECK(direction IN ('in', 'out')),
+      mesh              TEXT NOT NULL,
+      peer_pubkey       TEXT NOT NULL,
+      peer_name         TEXT,
+      name              TEXT NOT NULL,
+      size              INTEGER NOT NULL,
+      sha256            TEXT NOT NULL,
+      chunk_bytes       INTEGER NOT NULL,
+      key               TEXT NOT NULL,
+      nonce_prefix      TEXT NOT NULL,
+      message           TEXT,
+      client_message_id TEXT,
+      created_at        INTEGER NOT NULL,
+      PRIMARY KEY (file_id, direction)
+    );
+    CREATE INDEX file_ref_created ON file_ref(created_at);
+    CREATE INDEX file_ref_cmid ON file_ref(mesh, client_message_id);
+    """,
 )
 
 _COLUMNS: Final = ("seq, id, client_message_id, broker_message_id, mesh, recipient_pubkey,"
                    " topic, sender_pubkey, sender_name, body, undecryptable, meta, priority,"
-                   " reply_to_id, history_id, created_at, received_at, session, from_session")
+                   " reply_to_id, history_id, created_at, received_at, session, from_session,"
+                   " file")
 _ALIASED: Final = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
 
 # The rows a session name may still have to read, as two ranges of index
@@ -142,6 +170,7 @@ class NewInboxItem:
     created_at: str
     session: str | None = None  # the session it is for (sealed ``to_session``)
     from_session: str | None = None
+    file: FileRef | None = None  # a shared file the DM carries (issue 15)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +194,7 @@ class InboxItem:
     received_at: int
     session: str | None = None
     from_session: str | None = None
+    file: dict[str, Any] | None = None  # a shared file: FileRef.public(), without its key
     seen_at: int | None = None  # when the session of the query marked it seen
 
     @property
@@ -177,6 +207,7 @@ class InboxItem:
     def from_sql(cls, row: tuple[Any, ...]) -> InboxItem:
         values = list(row)
         values[11] = None if values[11] is None else json.loads(values[11])
+        values[19] = None if values[19] is None else json.loads(values[19])
         return cls(*values)
 
 
@@ -216,8 +247,8 @@ class InboxStore:
                     "INSERT INTO inbox (id, client_message_id, broker_message_id, mesh,"  # noqa: S608
                     " recipient_pubkey, topic, sender_pubkey, sender_name, body, undecryptable,"
                     " meta, priority, reply_to_id, history_id, created_at, received_at,"
-                    " session, from_session)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " session, from_session, file)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (mesh, client_message_id) DO NOTHING"
                     f" RETURNING {_COLUMNS}",
                     (item.id, item.client_message_id, item.broker_message_id, item.mesh,
@@ -225,10 +256,17 @@ class InboxStore:
                      item.body, item.undecryptable,
                      None if item.meta is None else json.dumps(item.meta, ensure_ascii=False),
                      item.priority, item.reply_to_id, item.history_id, item.created_at, now_ms,
-                     session, item.from_session),
+                     session, item.from_session,
+                     None if item.file is None else json.dumps(item.file.public())),
                 ).fetchone()
                 if row is None:
                     continue
+                if item.file is not None:
+                    FileStore(self._conn).remember(item.file, direction="in", mesh=item.mesh,
+                                                   peer_pubkey=item.sender_pubkey,
+                                                   peer_name=item.sender_name,
+                                                   message=item.body, client_message_id=(
+                                                       item.client_message_id), now_ms=now_ms)
                 stored = InboxItem.from_sql(row)
                 created.append(stored)
                 if stored.wants_receipts:

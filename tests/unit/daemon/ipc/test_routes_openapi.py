@@ -18,6 +18,7 @@ import yaml
 from openapi_spec_validator import validate
 
 from claudemesh.daemon.ipc import (
+    routes_files,
     routes_inbox,
     routes_outbox,
     routes_peers,
@@ -90,6 +91,8 @@ def test_every_route_and_method_is_documented_and_nothing_else(doc: dict[str, An
     ("/v1/inbox", routes_inbox.QUERY_PARAMS),
     ("/v1/outbox", routes_outbox.QUERY_PARAMS),
     ("/v1/peers", routes_peers.QUERY_PARAMS),
+    ("/v1/file/get", routes_files.GET_PARAMS),
+    ("/v1/file/list", routes_files.LIST_PARAMS),
     ("/v1/sessions", routes_sessions.QUERY_PARAMS),
     ("/v1/topic/list", routes_topics.LIST_PARAMS),
     ("/v1/topic/history", routes_topics.HISTORY_PARAMS),

@@ -314,6 +314,20 @@ _ACCEPT_V1,
     CREATE INDEX message_destination ON mesh.message (mesh_id, destination_kind,
                                                       destination_ref);
     """ + _ACCEPT_V2,
+    # 6: shared files (issue 15): one row per blob; its bytes are files in --blob-dir
+    """
+    CREATE TABLE mesh.blob (
+      file_id            TEXT PRIMARY KEY,
+      mesh_id            TEXT NOT NULL,
+      uploader_member_id TEXT NOT NULL,
+      uploader_pubkey    TEXT NOT NULL,
+      recipients         TEXT NOT NULL,
+      size               BIGINT NOT NULL,
+      created_at         BIGINT NOT NULL,
+      completed_at       BIGINT
+    );
+    CREATE INDEX blob_mesh ON mesh.blob(mesh_id, created_at);
+    """,
 )
 
 

@@ -52,6 +52,7 @@ from claudemesh.broker.store.base import (
     AcceptInput,
     AcceptKind,
     AcceptOutcome,
+    Blob,
     BrokerStore,
     Delivery,
     GroupMembership,
@@ -67,10 +68,13 @@ from claudemesh.broker.store.postgres.connection import Conn, PgPool, Retry, cou
 from claudemesh.broker.store.postgres.notify import PgNotifier
 from claudemesh.broker.store.postgres.schema import migrate
 from claudemesh.broker.store.rows import (
+    BLOB_COLUMNS,
     DAY_MS,
     DELIVERY_MESSAGE_COLUMNS,
     MESH_COLUMNS,
     Row,
+    blob_from_row,
+    blob_params,
     dedupe_orphan,
     delivery_from_row,
     delivery_orphan,
@@ -555,6 +559,49 @@ class PostgresBrokerStore(BrokerStore):
                 " LEFT JOIN mesh.message m ON m.id = q.message_id WHERE m.id IS NULL")]
             return found
         return await self._db.run("checking for orphans", op)
+
+    # -- blobs (shared files) ----------------------------------------------------------
+
+    async def blob_begin(self, blob: Blob) -> Blob:
+        async def op(conn: Conn) -> Blob:
+            await conn.execute(f"INSERT INTO mesh.blob ({BLOB_COLUMNS})"  # noqa: S608
+                               " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                               " ON CONFLICT (file_id) DO NOTHING", *blob_params(blob))
+            return blob_from_row(await conn.fetchrow(
+                f"SELECT {BLOB_COLUMNS} FROM mesh.blob WHERE file_id = $1", blob.file_id))  # noqa: S608
+        return await self._db.run("recording an upload", op)
+
+    async def get_blob(self, file_id: str) -> Blob | None:
+        async def op(conn: Conn) -> Blob | None:
+            row = await conn.fetchrow(
+                f"SELECT {BLOB_COLUMNS} FROM mesh.blob WHERE file_id = $1", file_id)  # noqa: S608
+            return None if row is None else blob_from_row(row)
+        return await self._db.run("reading a blob", op, tx=False)
+
+    async def blob_completed(self, file_id: str, now_ms: int) -> None:
+        await self._changed_one("completing a blob",
+                                "UPDATE mesh.blob SET completed_at = $1 WHERE file_id = $2"
+                                " AND completed_at IS NULL", now_ms, file_id)
+
+    async def list_blobs(self, mesh_id: str, pubkey: str) -> list[Blob]:
+        async def op(conn: Conn) -> list[Blob]:
+            rows = await conn.fetch(
+                f"SELECT {BLOB_COLUMNS} FROM mesh.blob WHERE mesh_id = $1"  # noqa: S608
+                " AND (uploader_pubkey = $2 OR strpos(recipients, $3) > 0)"
+                " ORDER BY created_at DESC, file_id DESC LIMIT 1000",
+                mesh_id, pubkey, f'"{pubkey}"')
+            return [blob_from_row(r) for r in rows]
+        return await self._db.run("listing blobs", op, tx=False)
+
+    async def expire_blobs(self, now_ms: int, *, abandoned_after_ms: int) -> list[str]:
+        async def op(conn: Conn) -> list[str]:
+            rows = await conn.fetch(
+                "DELETE FROM mesh.blob b USING mesh.mesh x WHERE x.id = b.mesh_id"
+                " AND (b.created_at <= $1::bigint - x.message_retention_days::bigint * $2::bigint"
+                " OR (b.completed_at IS NULL AND b.created_at <= $3::bigint))"
+                " RETURNING b.file_id", now_ms, DAY_MS, now_ms - abandoned_after_ms)
+            return [str(r[0]) for r in rows]
+        return await self._db.run("expiring blobs", op)
 
     async def sweep(self, now_ms: int) -> SweepResult:
         async def op(conn: Conn) -> SweepResult:

@@ -163,4 +163,18 @@ BROKER_MIGRATIONS: Final = (
     ALTER TABLE group_member ADD COLUMN anycast_seq INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX message_destination ON message(mesh_id, destination_kind, destination_ref);
     """,
+    # 5: shared files (issue 15): one row per blob; its bytes are files in <db>.blobs/
+    """
+    CREATE TABLE blob (
+      file_id            TEXT PRIMARY KEY,
+      mesh_id            TEXT NOT NULL,
+      uploader_member_id TEXT NOT NULL,
+      uploader_pubkey    TEXT NOT NULL,
+      recipients         TEXT NOT NULL,
+      size               INTEGER NOT NULL,
+      created_at         INTEGER NOT NULL,
+      completed_at       INTEGER
+    );
+    CREATE INDEX blob_mesh ON blob(mesh_id, created_at);
+    """,
 )

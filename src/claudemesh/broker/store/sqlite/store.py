@@ -16,6 +16,7 @@ from claudemesh.broker.store.base import (
     AcceptInput,
     AcceptKind,
     AcceptOutcome,
+    Blob,
     BrokerStore,
     Delivery,
     GroupMembership,
@@ -29,9 +30,12 @@ from claudemesh.broker.store.base import (
     b2_refusal,
 )
 from claudemesh.broker.store.rows import (
+    BLOB_COLUMNS,
     DAY_MS,
     DELIVERY_MESSAGE_COLUMNS,
     MESH_COLUMNS,
+    blob_from_row,
+    blob_params,
     dedupe_orphan,
     delivery_from_row,
     delivery_orphan,
@@ -437,6 +441,48 @@ class SqliteBrokerStore(BrokerStore):
                 "SELECT q.seq, q.message_id FROM delivery_queue q"
                 " LEFT JOIN message m ON m.id = q.message_id WHERE m.id IS NULL")]
             return found
+        return await self._worker.run(op)
+
+    # -- blobs (shared files) ----------------------------------------------------------
+
+    async def blob_begin(self, blob: Blob) -> Blob:
+        def op(conn: sqlite3.Connection) -> Blob:
+            with store_errors("recording an upload"), immediate(conn):
+                conn.execute(f"INSERT INTO blob ({BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                             " ON CONFLICT (file_id) DO NOTHING", blob_params(blob))
+                row = conn.execute(f"SELECT {BLOB_COLUMNS} FROM blob WHERE file_id = ?",  # noqa: S608
+                                   (blob.file_id,)).fetchone()
+            return blob_from_row(row)
+        return await self._worker.run(op)
+
+    async def get_blob(self, file_id: str) -> Blob | None:
+        def op(conn: sqlite3.Connection) -> Blob | None:
+            row = conn.execute(f"SELECT {BLOB_COLUMNS} FROM blob WHERE file_id = ?",  # noqa: S608
+                               (file_id,)).fetchone()
+            return None if row is None else blob_from_row(row)
+        return await self._worker.run(op, durable=False)
+
+    async def blob_completed(self, file_id: str, now_ms: int) -> None:
+        await self._changed_one("UPDATE blob SET completed_at = ? WHERE file_id = ?"
+                                " AND completed_at IS NULL", (now_ms, file_id))
+
+    async def list_blobs(self, mesh_id: str, pubkey: str) -> list[Blob]:
+        def op(conn: sqlite3.Connection) -> list[Blob]:
+            rows = conn.execute(
+                f"SELECT {BLOB_COLUMNS} FROM blob WHERE mesh_id = ? AND (uploader_pubkey = ?"  # noqa: S608
+                " OR instr(recipients, ?) > 0) ORDER BY created_at DESC, file_id DESC"
+                " LIMIT 1000", (mesh_id, pubkey, f'"{pubkey}"')).fetchall()
+            return [blob_from_row(r) for r in rows]
+        return await self._worker.run(op, durable=False)
+
+    async def expire_blobs(self, now_ms: int, *, abandoned_after_ms: int) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "DELETE FROM blob WHERE file_id IN (SELECT b.file_id FROM blob b"
+                " JOIN mesh ON mesh.id = b.mesh_id"
+                " WHERE b.created_at <= ? - mesh.message_retention_days * ?"
+                " OR (b.completed_at IS NULL AND b.created_at <= ?)) RETURNING file_id",
+                (now_ms, DAY_MS, now_ms - abandoned_after_ms)).fetchall()]
         return await self._worker.run(op)
 
     async def sweep(self, now_ms: int) -> SweepResult:
