@@ -292,7 +292,8 @@ GROUP_JOIN = ToolSpec(
 
 GROUP_LEAVE = ToolSpec(
     name="group_leave",
-    description="Leave an @group: messages to it (and anycasts) no longer reach you.",
+    description=("Leave an @group: messages to it (and anycasts to it) no longer reach you."
+                 " Lasts across restarts."),
     input_schema=_object({"group": _GROUP, "mesh": _MESH}, ["group"]),
     output_schema=_OPEN, idempotent=True, hints={"group": "ops or @ops"})
 

@@ -22,7 +22,10 @@ from claudemesh.sdk import InboxItem
 def test_every_tool_has_a_closed_object_schema_and_a_description() -> None:
     assert [t.name for t in TOOLS] == ["whoami", "send", "reply", "inbox",
                                        "wait_for_message", "peers", "set_status",
-                                       "message_status"]
+                                       "message_status", "topic_subscribe",
+                                       "topic_unsubscribe", "topic_list", "topic_post",
+                                       "topic_history", "group_join", "group_leave",
+                                       "group_list"]
     for spec in TOOLS:
         assert spec.input_schema["type"] == "object"
         assert spec.input_schema["additionalProperties"] is False
@@ -32,6 +35,7 @@ def test_every_tool_has_a_closed_object_schema_and_a_description() -> None:
     # Tools whose result is peers' text carry no structured copy of it.
     assert TOOLS_BY_NAME["inbox"].output_schema is None
     assert TOOLS_BY_NAME["wait_for_message"].output_schema is None
+    assert TOOLS_BY_NAME["topic_history"].output_schema is None
 
 
 def test_mcp_tools_carry_schemas_and_hints() -> None:
