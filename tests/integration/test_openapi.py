@@ -32,6 +32,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from claudemesh.clock import iso_ms, now_ms
+from claudemesh.daemon.ipc.requests import MAX_SCHEDULE_AHEAD_MS, instant_ms
 from claudemesh.daemon.ipc.routes_openapi import openapi_document
 from claudemesh.privatefs import write_private_file
 from helpers import DaemonHandle, http_request, new_daemon
@@ -140,12 +142,17 @@ def _keep_what_json_schema_cannot_say(case: Case) -> None:
     - JSON Schema counts ``261.0`` as an integer; the daemon's bodies are strict and take
       an integer field only as written without a fraction (``261``). Such a value is
       written back the way a client writes it.
+    - A ``deliver_at`` (a ``date-time``) may be at most 366 days ahead; a later one is
+      moved to a minute from now.
     """
     if case.meta is None or not case.meta.generation.mode.is_positive:
         return
     if isinstance(case.body, dict):
         case.body = {k: int(v) if isinstance(v, float) and v.is_integer() else v
                      for k, v in case.body.items()}
+        when = case.body.get("deliver_at")
+        if isinstance(when, str) and _too_far_ahead(when):
+            case.body = {**case.body, "deliver_at": iso_ms(now_ms() + 60_000)}
     query = case.query or {}
     if case.path == "/v1/inbox" and query.get("unread") in ("1", "true") and not query.get(
             "session"):
@@ -157,6 +164,13 @@ def _keep_what_json_schema_cannot_say(case: Case) -> None:
     if case.path in ("/v1/send", "/v1/topic/post") and isinstance(case.body, dict) and (
             key is not None and case.body.get("client_message_id") is not None):
         case.body = {**case.body, "client_message_id": key}
+
+
+def _too_far_ahead(when: str) -> bool:
+    try:
+        return instant_ms(when) - now_ms() > MAX_SCHEDULE_AHEAD_MS
+    except ValueError:
+        return False  # malformed: a 400 the document describes
 
 
 def _call(live: Live, method: str, path: str, **parts: Any) -> Any:

@@ -83,7 +83,8 @@ def test_a_scheduled_dm_waits_lands_once_at_its_time_and_retries_answer_the_row(
     item = lands_once_at(pair, "sch-1", due)
     assert item["body"] == "later"
     lateness_ms = at_ms(item["received_at"]) - due
-    assert lateness_ms < 2000, f"the drain's timer fired {lateness_ms} ms late"
+    # Its own timer, not the once-a-minute re-read (measured: 10-40 ms; slack for load).
+    assert lateness_ms < 5000, f"the drain's timer fired {lateness_ms} ms late"
     sentinel(pair, "sch-1-after")
     assert len(received(pair.bob, "sch-1")) == 1
     dup = pair.alice.send(body)
@@ -92,7 +93,7 @@ def test_a_scheduled_dm_waits_lands_once_at_its_time_and_retries_answer_the_row(
 
 def test_a_scheduled_dm_survives_kill_9_and_lands_once_at_not_before_its_time(
         pair: Mesh2) -> None:
-    due = now_ms() + 4000
+    due = now_ms() + 10_000  # room for a kill and a restart on a loaded machine
     assert pair.alice.send({"to": "bob", "message": "after a crash",
                             "client_message_id": "sch-k9",
                             "deliver_at": iso_ms(due)}).body["status"] == "scheduled"
@@ -111,10 +112,11 @@ def test_a_scheduled_dm_survives_kill_9_and_lands_once_at_not_before_its_time(
 
 def test_a_row_due_while_the_daemon_was_down_goes_out_once_at_the_next_start(
         pair: Mesh2) -> None:
-    due = now_ms() + 1500
+    due = now_ms() + 4000
     pair.alice.send({"to": "bob", "message": "overdue", "client_message_id": "sch-down",
                      "deliver_at": iso_ms(due)})
     pair.alice.kill9()
+    assert now_ms() < due, "killed too late for this test to mean anything"
     time.sleep(max(0.0, (due - now_ms()) / 1000) + 0.3)  # the wall clock passes its time
     assert received(pair.bob, "sch-down") == []
     pair.alice.start()
@@ -125,7 +127,7 @@ def test_a_row_due_while_the_daemon_was_down_goes_out_once_at_the_next_start(
 
 def test_an_abort_before_the_time_means_it_never_lands_and_requeue_reschedules(
         pair: Mesh2) -> None:
-    due = now_ms() + 2000
+    due = now_ms() + 5000
     keep = pair.alice.send({"to": "bob", "message": "moved", "client_message_id": "sch-mv",
                             "deliver_at": iso_ms(due + 60_000)}).body
     cancel = pair.alice.send({"to": "bob", "message": "cancelled",
@@ -162,14 +164,14 @@ def cli_json(env: dict[str, str], *args: str) -> tuple[int, dict[str, Any]]:
 
 def test_the_cli_schedules_lists_and_aborts(pair: Mesh2) -> None:
     env = pair.alice.env
-    code, sent = cli_json(env, "send", "bob", "in two seconds", "--in", "2s",
-                          "--client-message-id", "cli-in")
-    assert (code, sent["status"]) == (0, "scheduled"), sent
-    due = at_ms(str(sent["deliver_at"]))
     at = iso_ms(now_ms() + 600_000)
     code, later = cli_json(env, "send", "bob", "in ten minutes", "--at", at,
                            "--client-message-id", "cli-at")
     assert (code, later["status"], later["deliver_at"]) == (0, "scheduled", at)
+    code, sent = cli_json(env, "send", "bob", "in a few seconds", "--in", "6s",
+                          "--client-message-id", "cli-in")
+    assert (code, sent["status"]) == (0, "scheduled"), sent
+    due = at_ms(str(sent["deliver_at"]))
     code, listed = cli_json(env, "daemon", "outbox", "list", "--scheduled")
     assert code == 0
     assert sorted(i["client_message_id"] for i in listed["items"]) == ["cli-at", "cli-in"]
