@@ -1,4 +1,7 @@
-"""Operator routes: ``GET /v1/outbox`` and ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9)."""
+"""Operator routes: ``GET /v1/outbox`` and ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9).
+
+``GET /v1/outbox?q=`` searches the plaintext of what this daemon sent (FTS5).
+"""
 
 from __future__ import annotations
 
@@ -15,9 +18,11 @@ from claudemesh.daemon.ipc.requests import (
     parse_json_object,
     validate,
 )
+from claudemesh.daemon.store.fts_query import FtsQueryError
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus
 from claudemesh.daemon.store.receipts import ReceiptStore, ReceiptSummary
+from claudemesh.daemon.store.search import search_outbox
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
@@ -26,7 +31,8 @@ __all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_requeue", "with_re
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
-QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose"})
+QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose", "q",
+                                  "cursor"})
 
 
 def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
@@ -90,6 +96,12 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str 
 async def get_outbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     status, limit, cmid, purpose = _parse_query(request.query)
+    text = request.query.get("q")
+    if text is not None:
+        return await _search(ctx, text, status=status, limit=limit, cmid=cmid,
+                             purpose=purpose, query=request.query)
+    if "cursor" in request.query:
+        raise InvalidRequest("cursor pages search results; it needs q")
     rows = await ctx.outbox.run(lambda conn: OutboxStore(conn).list_rows(
         status=status, limit=limit, client_message_id=cmid, purpose=purpose))
     receipts = await with_receipts(ctx, rows)
@@ -115,3 +127,23 @@ async def post_requeue(request: web.Request) -> web.Response:
             f"the old row was pending after {outcome.previous_attempts} attempt(s); the"
             " broker may already have it, so the recipient may see it twice")
     return json_reply(body)
+
+
+async def _search(ctx: DaemonContext, text: str, *, status: OutboxStatus | None, limit: int,
+                  cmid: str | None, purpose: str | None, query: Any) -> web.Response:
+    """``q``: sent messages whose plaintext matches, best first; ``cursor`` is an offset."""
+    raw = query.get("cursor") or "0"
+    if not ascii_digits(raw) or int(raw) > 2**62:
+        raise InvalidRequest("cursor must be an integer from 0")
+    offset = int(raw)
+    try:
+        hits = await ctx.outbox.run(lambda c: search_outbox(
+            c, text, status=None if status is None else str(status), purpose=purpose,
+            client_message_id=cmid, limit=limit, offset=offset))
+    except FtsQueryError as exc:
+        raise InvalidRequest(f"q: {exc}") from None
+    receipts = await with_receipts(ctx, [h.row for h in hits])
+    items = [{**outbox_item(h.row, receipts.get((h.row.mesh, h.row.client_message_id))),
+              "body": h.body, "highlight": h.highlight} for h in hits]
+    next_cursor = str(offset + len(hits)) if len(hits) == limit else None
+    return json_reply({"items": items, "next_cursor": next_cursor})

@@ -196,7 +196,7 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
         columns = [r[1] for r in c.execute("PRAGMA table_info(outbox)")]
         indexes = {r[1] for r in c.execute("PRAGMA index_list(outbox)")}
-        assert c.execute("PRAGMA user_version").fetchone() == (3,)
+        assert c.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_MIGRATIONS),)
         assert c.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert c.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
         assert c.execute("SELECT count(*) FROM outbox").fetchone() == (1,)
@@ -205,7 +205,7 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
         "attempts", "next_attempt_at", "status", "last_error", "delivered_at",
         "broker_message_id", "aborted_at", "aborted_by", "superseded_by"]
     assert set(columns[14:]) == {"mesh", "destination_kind", "destination_ref", "priority",
-                                 "history_id", "purpose"}
+                                 "history_id", "purpose", "reply_to_id"}
     assert {"outbox_pending", "outbox_aborted"} <= indexes
 
 
@@ -219,7 +219,7 @@ def test_an_outbox_of_schema_2_migrates_in_place(tmp_path: Path) -> None:
             " priority) VALUES ('r1', 'old', ?, x'00', 1, 1, 'pending', 'demo', 'dm', ?,"
             " 'next')", (b"f" * 32, "ab" * 32))
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
-        assert c.execute("PRAGMA user_version").fetchone() == (3,)
+        assert c.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_MIGRATIONS),)
         rows = OutboxStore(c).list_rows(status=None, limit=10)
         assert [(r.client_message_id, r.purpose) for r in rows] == [("old", "message")]
         assert c.execute("SELECT count(*) FROM receipt").fetchone() == (0,)
