@@ -39,6 +39,7 @@ LAZY_COMMANDS: Final = {
     "setup": "claudemesh.cli.setup:setup",
     "mcp": "claudemesh.cli.mcp:mcp",
     "doctor": "claudemesh.cli.doctor:doctor",
+    "search": "claudemesh.cli.search:search",
 }
 
 

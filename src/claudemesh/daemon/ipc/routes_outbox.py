@@ -32,7 +32,7 @@ __all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_requeue", "with_re
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
 QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose", "q",
-                                  "cursor"})
+                                  "cursor", "mesh"})
 
 
 def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
@@ -100,8 +100,9 @@ async def get_outbox(request: web.Request) -> web.Response:
     if text is not None:
         return await _search(ctx, text, status=status, limit=limit, cmid=cmid,
                              purpose=purpose, query=request.query)
-    if "cursor" in request.query:
-        raise InvalidRequest("cursor pages search results; it needs q")
+    for name in ("cursor", "mesh"):
+        if name in request.query:
+            raise InvalidRequest(f"{name} applies to a search; it needs q")
     rows = await ctx.outbox.run(lambda conn: OutboxStore(conn).list_rows(
         status=status, limit=limit, client_message_id=cmid, purpose=purpose))
     receipts = await with_receipts(ctx, rows)
@@ -136,10 +137,13 @@ async def _search(ctx: DaemonContext, text: str, *, status: OutboxStatus | None,
     if not ascii_digits(raw) or int(raw) > 2**62:
         raise InvalidRequest("cursor must be an integer from 0")
     offset = int(raw)
+    mesh = query.get("mesh") or None
+    if mesh is not None:
+        ctx.pick_mesh(mesh)  # 422 unknown_mesh
     try:
         hits = await ctx.outbox.run(lambda c: search_outbox(
             c, text, status=None if status is None else str(status), purpose=purpose,
-            client_message_id=cmid, limit=limit, offset=offset))
+            client_message_id=cmid, limit=limit, mesh=mesh, offset=offset))
     except FtsQueryError as exc:
         raise InvalidRequest(f"q: {exc}") from None
     receipts = await with_receipts(ctx, [h.row for h in hits])

@@ -83,16 +83,18 @@ def search_inbox(conn: sqlite3.Connection, f: InboxFilter, text: str, *, offset:
 
 def search_outbox(conn: sqlite3.Connection, text: str, *, status: str | None,
                   purpose: str | None, client_message_id: str | None, limit: int,
-                  offset: int = 0, marks: Highlight = HIGHLIGHT) -> list[SentHit]:
+                  mesh: str | None = None, offset: int = 0,
+                  marks: Highlight = HIGHLIGHT) -> list[SentHit]:
     """Sent messages whose plaintext matches ``text``, best first (as ``search_inbox``).
 
     Raises:
         FtsQueryError: ``text`` is not a query.
     """
     expr = fts_query(text)
-    clauses = [c for c, v in (("o.status = ?", status), ("o.purpose = ?", purpose),
-                              ("o.client_message_id = ?", client_message_id)) if v]
-    args = tuple(v for v in (status, purpose, client_message_id) if v)
+    given = (("o.status = ?", status), ("o.purpose = ?", purpose),
+             ("o.client_message_id = ?", client_message_id), ("o.mesh = ?", mesh))
+    clauses = [c for c, v in given if v]
+    args = tuple(v for _, v in given if v)
     more = "".join(f" AND {c}" for c in clauses)
     rows = _run(conn,
                 f"SELECT {OUTBOX_COLUMNS}, t.body,"  # noqa: S608
