@@ -114,7 +114,7 @@ INBOX_MIGRATIONS: Final = (
     CREATE INDEX inbox_broker_message_id ON inbox(broker_message_id);
     CREATE INDEX inbox_client_message_id ON inbox(client_message_id);
     CREATE VIRTUAL TABLE inbox_fts USING fts5(body, content='inbox', content_rowid='seq',
-      tokenize='unicode61 remove_diacritics 2');
+      tokenize='unicode61 remove_diacritics 2', prefix='2 3');
     INSERT INTO inbox_fts (rowid, body)
       SELECT seq, body FROM inbox WHERE body IS NOT NULL AND undecryptable IS NULL;
     CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox

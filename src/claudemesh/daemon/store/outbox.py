@@ -114,7 +114,7 @@ OUTBOX_MIGRATIONS: Final = (
       body   TEXT NOT NULL
     );
     CREATE VIRTUAL TABLE outbox_fts USING fts5(body, content='outbox_text',
-      content_rowid='seq', tokenize='unicode61 remove_diacritics 2');
+      content_rowid='seq', tokenize='unicode61 remove_diacritics 2', prefix='2 3');
     CREATE TRIGGER outbox_fts_insert AFTER INSERT ON outbox_text BEGIN
       INSERT INTO outbox_fts (rowid, body) VALUES (new.seq, new.body);
     END;

@@ -3,8 +3,8 @@
 ``inbox_fts`` (inbox.db migration 3) indexes the body of every received row that has
 one; ``outbox_fts`` (outbox.db migration 4) the plaintext the caller gave at accept. Both
 are kept in their row's transaction, so a hit always names a row that exists. Results
-come best first (FTS5 ``rank``, bm25); ``ORDER BY rank`` with a ``LIMIT`` lets FTS5 sort
-only the matching rowids and build snippets for the rows returned alone.
+come best first (FTS5 ``rank``, bm25; the inbox ranks a bounded window, see
+:data:`RANK_WINDOW`), and snippets are built for the rows returned alone.
 """
 
 from __future__ import annotations
@@ -21,6 +21,11 @@ from claudemesh.sqlitedb.db import store_error
 __all__ = ["HIGHLIGHT", "Highlight", "SentHit", "search_inbox", "search_outbox"]
 
 SNIPPET_TOKENS: Final = 24  # words around the hits in ``highlight`` (FTS5 allows 64)
+# Ranking costs 5-12 us per matching row (bm25 reads each one's positions and length),
+# so ranking every row holding a common word in a 100,000-row inbox would take about a
+# second. The inbox ranks the newest RANK_WINDOW matches (after the filters) instead:
+# exact for any search matching fewer rows, the best of the recent ones otherwise.
+RANK_WINDOW: Final = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,8 @@ def _run(conn: sqlite3.Connection, sql: str, args: tuple[object, ...],
 def search_inbox(conn: sqlite3.Connection, f: InboxFilter, text: str, *, offset: int = 0,
                  marks: Highlight = HIGHLIGHT) -> list[tuple[InboxItem, str]]:
     """Rows matching ``text`` (see :func:`.fts_query.fts_query`) and every filter of
-    ``f`` but its cursor, best first, skipping ``offset``; each with its highlight.
+    ``f`` but its cursor, best first among the newest :data:`RANK_WINDOW` matches,
+    skipping ``offset``; each with its highlight.
 
     Raises:
         FtsQueryError: ``text`` is not a query (a 400 for callers).
@@ -72,13 +78,35 @@ def search_inbox(conn: sqlite3.Connection, f: InboxFilter, text: str, *, offset:
         mesh=f.mesh, sender=f.sender, topic=f.topic, since_ms=f.since_ms,
         session=f.session, unread=f.unread))
     more = f" AND {where.removeprefix('WHERE ')}" if where else ""
+    window = _run(conn,
+                  "SELECT inbox_fts.rowid, inbox_fts.rank FROM inbox_fts"  # noqa: S608
+                  f" JOIN inbox i ON i.seq = inbox_fts.rowid WHERE inbox_fts MATCH ?{more}"
+                  " ORDER BY inbox_fts.rowid DESC LIMIT ?",
+                  (expr, *args, RANK_WINDOW), "searching the inbox")
+    best = [int(str(seq)) for seq, _ in sorted(window, key=_best)[offset:offset + f.limit]]
+    if not best:
+        return []
+    # The snippets: one pass over the matches between the lowest and highest seq picked
+    # (FTS5 walks a rowid range cheaply; ``rowid IN (...)`` would run the whole MATCH
+    # once per id), building a snippet and reading the row for the picked ones alone.
+    marks_in = ",".join("?" * len(best))
     rows = _run(conn,
-                f"SELECT {ALIASED}, {seen}, snippet(inbox_fts, 0, ?, ?, ?, ?)"  # noqa: S608
-                " FROM inbox_fts JOIN inbox i ON i.seq = inbox_fts.rowid"
-                f" WHERE inbox_fts MATCH ?{more} ORDER BY inbox_fts.rank LIMIT ? OFFSET ?",
-                (*seen_args, marks.open, marks.close, marks.ellipsis, SNIPPET_TOKENS, expr,
-                 *args, f.limit, offset), "searching the inbox")
-    return [(InboxItem.from_sql(r[:-1]), str(r[-1])) for r in rows]
+                f"SELECT inbox_fts.rowid, CASE WHEN inbox_fts.rowid IN ({marks_in}) THEN"  # noqa: S608
+                " snippet(inbox_fts, 0, ?, ?, ?, ?) END FROM inbox_fts"
+                " WHERE inbox_fts MATCH ? AND inbox_fts.rowid BETWEEN ? AND ?",
+                (*best, marks.open, marks.close, marks.ellipsis, SNIPPET_TOKENS, expr,
+                 min(best), max(best)), "searching the inbox")
+    snippets = {int(str(seq)): str(snippet) for seq, snippet in rows if snippet is not None}
+    items = _run(conn,
+                 f"SELECT {ALIASED}, {seen} FROM inbox i WHERE i.seq IN ({marks_in})",  # noqa: S608
+                 (*seen_args, *best), "searching the inbox")
+    found = {int(str(r[0])): InboxItem.from_sql(r) for r in items}
+    return [(found[seq], snippets.get(seq, "")) for seq in best if seq in found]
+
+
+def _best(hit: tuple[object, ...]) -> tuple[float, int]:
+    """bm25 ``rank`` is lower for better matches; ties go to the newer row."""
+    return float(str(hit[1])), -int(str(hit[0]))
 
 
 def search_outbox(conn: sqlite3.Connection, text: str, *, status: str | None,
