@@ -34,6 +34,7 @@ from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
 from claudemesh.daemon.store.search import search_inbox
 from claudemesh.errors import InvalidRequest
+from claudemesh.protocol.ids import is_valid_client_message_id
 
 __all__ = ["QUERY_PARAMS", "get_inbox", "parse_inbox_query", "post_seen"]
 
@@ -124,8 +125,9 @@ async def _get_thread(ctx: DaemonContext, params: Any) -> web.Response:
         raise InvalidRequest(f"{sorted(unknown)[0]!r} cannot be combined with thread"
                              " (only mesh and limit can)")
     ident = params["thread"]
-    if not 1 <= len(ident) <= 128 or not ident.isascii() or not ident.isprintable():
-        raise InvalidRequest("thread must be a message id: 1-128 printable ASCII characters")
+    if not is_valid_client_message_id(ident):  # every id of ours has that shape
+        raise InvalidRequest("thread must be a message id: 1-128 printable ASCII characters"
+                             " without spaces")
     mesh = params.get("mesh") or None
     if mesh is not None:
         ctx.pick_mesh(mesh)  # 422 unknown_mesh
