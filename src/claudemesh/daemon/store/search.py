@@ -9,9 +9,10 @@ come best first (FTS5 ``rank``, bm25; the inbox ranks a bounded window, see
 
 from __future__ import annotations
 
+import operator
 import sqlite3
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from claudemesh.daemon.store.fts_query import FtsQueryError, fts_query
 from claudemesh.daemon.store.inbox import ALIASED, InboxFilter, InboxItem, filter_sql
@@ -53,7 +54,7 @@ def _is_query_error(exc: sqlite3.OperationalError) -> bool:
 
 
 def _run(conn: sqlite3.Connection, sql: str, args: tuple[object, ...],
-         action: str) -> list[tuple[object, ...]]:
+         action: str) -> list[tuple[Any, ...]]:
     try:
         return conn.execute(sql, args).fetchall()
     except sqlite3.OperationalError as exc:
@@ -83,7 +84,10 @@ def search_inbox(conn: sqlite3.Connection, f: InboxFilter, text: str, *, offset:
                   f" JOIN inbox i ON i.seq = inbox_fts.rowid WHERE inbox_fts MATCH ?{more}"
                   " ORDER BY inbox_fts.rowid DESC LIMIT ?",
                   (expr, *args, RANK_WINDOW), "searching the inbox")
-    best = [int(str(seq)) for seq, _ in sorted(window, key=_best)[offset:offset + f.limit]]
+    # bm25 ``rank`` is lower for better matches; ties go to the newer row (the window
+    # is newest first and the sort is stable).
+    ranked = sorted(window, key=operator.itemgetter(1))
+    best: list[int] = [seq for seq, _ in ranked[offset:offset + f.limit]]
     if not best:
         return []
     # The snippets: one pass over the matches between the lowest and highest seq picked
@@ -96,17 +100,12 @@ def search_inbox(conn: sqlite3.Connection, f: InboxFilter, text: str, *, offset:
                 " WHERE inbox_fts MATCH ? AND inbox_fts.rowid BETWEEN ? AND ?",
                 (*best, marks.open, marks.close, marks.ellipsis, SNIPPET_TOKENS, expr,
                  min(best), max(best)), "searching the inbox")
-    snippets = {int(str(seq)): str(snippet) for seq, snippet in rows if snippet is not None}
+    snippets = {seq: snippet for seq, snippet in rows if snippet is not None}
     items = _run(conn,
                  f"SELECT {ALIASED}, {seen} FROM inbox i WHERE i.seq IN ({marks_in})",  # noqa: S608
                  (*seen_args, *best), "searching the inbox")
-    found = {int(str(r[0])): InboxItem.from_sql(r) for r in items}
+    found = {r[0]: InboxItem.from_sql(r) for r in items}
     return [(found[seq], snippets.get(seq, "")) for seq in best if seq in found]
-
-
-def _best(hit: tuple[object, ...]) -> tuple[float, int]:
-    """bm25 ``rank`` is lower for better matches; ties go to the newer row."""
-    return float(str(hit[1])), -int(str(hit[0]))
 
 
 def search_outbox(conn: sqlite3.Connection, text: str, *, status: str | None,
