@@ -136,6 +136,8 @@ def test_cli_search_json_lists_received_and_sent(pair: Mesh2) -> None:
                             "--json").stdout)
     assert set(by_bob) == {"received"} and len(by_bob["received"]) == 1
     bad = cli(pair.alice.env, "search", '"unbalanced', "--json")
-    assert bad.returncode != 0 and "q:" in bad.stdout + bad.stderr
+    assert bad.returncode == 2, bad  # a usage error
+    error = json.loads(bad.stdout or bad.stderr)
+    assert error["error"] == "invalid_request" and error["detail"].startswith("q:")
     text = cli(pair.alice.env, "search", "kumquat")
     assert text.returncode == 0 and "[kumquat]" in text.stdout
