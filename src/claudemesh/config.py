@@ -20,12 +20,14 @@ from claudemesh.protocol.invite import PIN_RE
 
 __all__ = [
     "CONFIG_VERSION",
+    "DEFAULT_INBOX_RETENTION_DAYS",
     "Config",
     "IpcLimits",
     "MeshConfig",
     "Paths",
     "add_mesh",
     "load_config",
+    "load_inbox_retention_days",
     "load_meshes",
     "paths_from_env",
 ]
@@ -118,15 +120,53 @@ class IpcLimits:
     shutdown_grace_s: float = 10.0
 
 
+# R-IN-3: ``"inbox": {"retention_days": 30}`` in config.json; 0 keeps every row forever.
+DEFAULT_INBOX_RETENTION_DAYS: Final = 30
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     paths: Paths
     meshes: tuple[MeshConfig, ...]
     limits: IpcLimits = IpcLimits()
+    inbox_retention_s: float = DEFAULT_INBOX_RETENTION_DAYS * 86400.0  # 0: keep forever
 
 
 def load_config(paths: Paths, *, limits: IpcLimits | None = None) -> Config:
-    return Config(paths=paths, meshes=load_meshes(paths.config_file), limits=limits or IpcLimits())
+    return Config(paths=paths, meshes=load_meshes(paths.config_file), limits=limits or IpcLimits(),
+                  inbox_retention_s=load_inbox_retention_days(paths.config_file) * 86400.0)
+
+
+def load_inbox_retention_days(config_file: Path) -> float:
+    """``inbox.retention_days`` from config.json (default 30; 0 keeps rows forever).
+
+    Raises:
+        ConfigError: the file is invalid, or the value is not a number from 0 to 36500.
+    """
+    section = _read_doc(config_file).get("inbox", {})
+    if not isinstance(section, dict) or set(section) - {"retention_days"}:
+        raise ConfigError(f"{config_file}: 'inbox' may hold only 'retention_days'")
+    days = section.get("retention_days", DEFAULT_INBOX_RETENTION_DAYS)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0 <= days <= 36500:
+        raise ConfigError(f"{config_file}: inbox.retention_days must be a number from 0"
+                          " (keep forever) to 36500")
+    return float(days)
+
+
+def _read_doc(config_file: Path) -> dict[str, Any]:
+    try:
+        raw = config_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from exc
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{config_file} is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{config_file} must hold a JSON object")
+    return doc
 
 
 def load_meshes(config_file: Path) -> tuple[MeshConfig, ...]:
@@ -136,18 +176,7 @@ def load_meshes(config_file: Path) -> tuple[MeshConfig, ...]:
         ConfigError: the file is unreadable, not JSON, or an entry is malformed; the
             message names the file and the field.
     """
-    try:
-        raw = config_file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return ()
-    except OSError as exc:
-        raise ConfigError(f"cannot read {config_file}: {exc.strerror}") from exc
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{config_file} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{config_file} must hold a JSON object")
+    doc = _read_doc(config_file)
     if doc.get("version", CONFIG_VERSION) != CONFIG_VERSION:
         raise ConfigError(f"{config_file}: unsupported version {doc.get('version')!r}")
     entries = doc.get("meshes", [])
@@ -205,5 +234,6 @@ def add_mesh(config_file: Path, entry: MeshConfig) -> None:
     if any(m.slug == entry.slug or m.mesh_id == entry.mesh_id for m in meshes):
         raise ConfigError(f"{config_file} already has mesh {entry.slug!r}")
     ensure_private_dir(config_file.parent)
-    doc = {"version": CONFIG_VERSION, "meshes": [asdict(m) for m in (*meshes, entry)]}
+    doc = {**_read_doc(config_file), "version": CONFIG_VERSION,
+           "meshes": [asdict(m) for m in (*meshes, entry)]}  # other sections stay
     write_private_file(config_file, (json.dumps(doc, indent=2) + "\n").encode())

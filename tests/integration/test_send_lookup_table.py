@@ -65,7 +65,7 @@ def test_every_fingerprinted_field_makes_a_mismatch(daemon: DaemonHandle) -> Non
         {"to": "*"},
         {"to": PEER},
         {"priority": "now"},
-        {"reply_to": "msg-123"},
+        {"reply_to": "01JD3Y2M8Q6V1T0ZK5B7X9C4RW"},
         {"meta": {"a": 2}},
         {"meta": None},
         {"message": "hello "},

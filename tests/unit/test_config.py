@@ -53,3 +53,20 @@ def test_bad_config_names_the_problem(tmp_path: Path, doc: str, reason: str) -> 
         load_meshes(path)
     assert reason in info.value.detail
     assert str(path) in info.value.detail
+
+
+def test_inbox_retention_defaults_to_30_days_and_reads_the_inbox_section(
+        tmp_path: Path) -> None:
+    from claudemesh.config import MeshConfig, add_mesh, load_inbox_retention_days  # noqa: PLC0415
+
+    path = tmp_path / "config.json"
+    assert load_inbox_retention_days(path) == 30
+    path.write_text(json.dumps({"version": 1, "meshes": [], "inbox": {"retention_days": 0.5}}))
+    assert load_inbox_retention_days(path) == 0.5
+    add_mesh(path, MeshConfig(**ENTRY))  # a join keeps the other sections
+    assert load_inbox_retention_days(path) == 0.5
+    for bad in ({"retention_days": -1}, {"retention_days": "7"}, {"retention_days": True},
+                {"keep": 1}, [1]):
+        path.write_text(json.dumps({"version": 1, "meshes": [], "inbox": bad}))
+        with pytest.raises(ConfigError, match="inbox"):
+            load_inbox_retention_days(path)

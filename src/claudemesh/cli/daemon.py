@@ -57,11 +57,14 @@ def daemon() -> None:
               help="Tests only: seconds to hold receipts back before sending them.")
 @click.option("--session-check", type=click.FloatRange(0.1, 60), hidden=True,
               help="Tests only: seconds between checks that session owners are alive.")
+@click.option("--inbox-retention", type=click.FloatRange(0.1, 1e9), hidden=True,
+              help="Tests only: keep inbox rows this many seconds (config: retention_days).")
 @json_option
 def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
        log_file: bool, host_root: str | None, request_timeout: float | None,
        ping_interval: float | None, ping_timeout: float | None,
-       receipt_delay: float | None, session_check: float | None) -> int:
+       receipt_delay: float | None, session_check: float | None,
+       inbox_retention: float | None) -> int:
     """Start the daemon (detached unless --foreground)."""
     paths = current_paths()
     timings = {"request_timeout_s": request_timeout, "ping_interval_s": ping_interval,
@@ -69,13 +72,15 @@ def up(*, foreground: bool, no_tcp: bool, tcp_port: int, ready_fd: int | None,
     if foreground:
         return _run_foreground(paths, tcp=not no_tcp, tcp_port=tcp_port, ready_fd=ready_fd,
                                log_file=log_file, host_root=host_root, timings=timings,
-                               receipt_delay=receipt_delay, session_check=session_check)
+                               receipt_delay=receipt_delay, session_check=session_check,
+                               inbox_retention=inbox_retention)
     extra = ["--no-tcp"] if no_tcp else ["--tcp-port", str(tcp_port)]
     if host_root:
         extra += ["--host-root", host_root]
     for flag, value in (("--request-timeout", request_timeout),
                         ("--ping-interval", ping_interval), ("--ping-timeout", ping_timeout),
-                        ("--receipt-delay", receipt_delay), ("--session-check", session_check)):
+                        ("--receipt-delay", receipt_delay), ("--session-check", session_check),
+                        ("--inbox-retention", inbox_retention)):
         if value is not None:
             extra += [flag, str(value)]
     info = spawn_daemon(paths, extra)
@@ -97,7 +102,8 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
                     log_file: bool, host_root: str | None,
                     timings: dict[str, float | None] | None = None,
                     receipt_delay: float | None = None,
-                    session_check: float | None = None) -> int:
+                    session_check: float | None = None,
+                    inbox_retention: float | None = None) -> int:
     """Run the daemon in this process; ``timings`` holds the LinkTimings fields the
     hidden test options set (None: the default)."""
     import asyncio  # noqa: PLC0415 - the server stack stays off the CLI's hot path
@@ -130,7 +136,8 @@ def _run_foreground(paths: Paths, *, tcp: bool, tcp_port: int, ready_fd: int | N
         linger = LINGER_S if receipt_delay is None else receipt_delay
         options = DaemonOptions(tcp=tcp, tcp_port=tcp_port, host_roots=_roots(host_root),
                                 link_timings=link_timings, receipt_delay_s=linger,
-                                session_check_s=session_check or CHECK_INTERVAL_S)
+                                session_check_s=session_check or CHECK_INTERVAL_S,
+                                inbox_retention_s=inbox_retention)
         return asyncio.run(run_daemon(config, options, on_ready=on_ready))
     except ClaudemeshError as exc:
         if ready_fd is not None:

@@ -42,6 +42,7 @@ LAZY_COMMANDS: Final = {
     "mcp": "claudemesh.cli.mcp:mcp",
     "doctor": "claudemesh.cli.doctor:doctor",
     "file": "claudemesh.cli.files:file",
+    "search": "claudemesh.cli.search:search",
 }
 
 

@@ -51,6 +51,7 @@ from claudemesh.daemon.memberships import Memberships
 from claudemesh.daemon.meshes import Meshes, MeshRuntime
 from claudemesh.daemon.notify import notify_stopping
 from claudemesh.daemon.receipts import LINGER_S, ReceiptPump
+from claudemesh.daemon.retention import InboxRetention
 from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
@@ -83,6 +84,7 @@ class DaemonOptions:
     host_roots: HostRoots = DEFAULT_ROOTS
     receipt_delay_s: float = LINGER_S  # how long receipts wait to share a batch
     session_check_s: float = CHECK_INTERVAL_S
+    inbox_retention_s: float | None = None  # None: the config's ``inbox.retention_days``
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,10 @@ async def run_daemon(config: Config, options: DaemonOptions,
         tcp_port = await _serve(ctx, options, stack)
         _install_signals(stop, stack)
         ctx.meshes.start()
-        _start_background(ctx, stack)
+        retention = InboxRetention(ctx.inbox, clock=now_ms, retention_s=(
+            config.inbox_retention_s if options.inbox_retention_s is None
+            else options.inbox_retention_s))
+        _start_background(ctx, stack, retention)
         await ctx.meshes.settled()
         links = {slug: str(r.link.state) for slug, r in ctx.meshes.by_slug.items()}
         if config.meshes and len(ctx.meshes.incompatible()) == len(config.meshes):
@@ -235,10 +240,13 @@ def session_entry(row: SessionRow) -> dict[str, Any]:
     return entry
 
 
-def _start_background(ctx: DaemonContext, stack: contextlib.AsyncExitStack) -> None:
-    """The session reaper and the receipt pump; cancelled first on the way out."""
+def _start_background(ctx: DaemonContext, stack: contextlib.AsyncExitStack,
+                      retention: InboxRetention) -> None:
+    """The session reaper, the receipt pump and the inbox retention sweep; cancelled
+    first on the way out."""
     tasks = [asyncio.create_task(ctx.sessions.run(), name="session-reaper"),
-             asyncio.create_task(ctx.receipts.run(), name="receipt-pump")]
+             asyncio.create_task(ctx.receipts.run(), name="receipt-pump"),
+             asyncio.create_task(retention.run(), name="inbox-retention")]
 
     async def cancel() -> None:
         for task in tasks:

@@ -14,7 +14,8 @@ import re
 import time
 from typing import Final
 
-__all__ = ["CLIENT_MESSAGE_ID_RE", "is_valid_client_message_id", "new_ulid"]
+__all__ = ["CLIENT_MESSAGE_ID_RE", "ULID_RE", "is_ulid", "is_valid_client_message_id",
+           "new_ulid"]
 
 _CROCKFORD: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _PAIRS: Final = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)  # 10 bits -> 2 chars
@@ -22,6 +23,9 @@ _SHIFTS: Final = tuple(range(120, -1, -10))
 
 # R-CMID-3: 1-128 printable ASCII characters, no space. Anything else is a Phase-A 400.
 CLIENT_MESSAGE_ID_RE: Final = re.compile(r"[\x21-\x7e]{1,128}")
+# What :func:`new_ulid` mints, so what a ``broker_message_id`` looks like (the broker
+# names every message with one): 26 Crockford base32 characters, the first 0-7 (128 bits).
+ULID_RE: Final = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 
 
 def new_ulid(now_ms: int | None = None) -> str:
@@ -36,3 +40,8 @@ def new_ulid(now_ms: int | None = None) -> str:
 
 def is_valid_client_message_id(value: str) -> bool:
     return CLIENT_MESSAGE_ID_RE.fullmatch(value) is not None
+
+
+def is_ulid(value: str) -> bool:
+    """True for a ULID in canonical (upper-case) form, as the broker writes its ids."""
+    return ULID_RE.fullmatch(value) is not None

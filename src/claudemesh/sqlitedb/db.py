@@ -74,8 +74,19 @@ def _migrate(conn: sqlite3.Connection, migrations: Sequence[str]) -> None:
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (ours never hold ';' inside a literal)."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """Split a migration into statements. A piece joins the next until SQLite calls it
+    complete, so a ``CREATE TRIGGER ... BEGIN ...; ...; END`` stays one statement."""
+    statements: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\n;"):
+                statements.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\n;"):
+        statements.append(pending.strip())
+    return statements
 
 
 def _tighten_modes(path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from claudemesh.errors import InvalidRequest
-from claudemesh.protocol.ids import is_valid_client_message_id
+from claudemesh.protocol.ids import is_ulid, is_valid_client_message_id
 from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
@@ -139,6 +139,14 @@ class SendRequest(StrictModel):
     def _printable_id(cls, value: str | None) -> str | None:
         if value is not None and not is_valid_client_message_id(value):
             raise ValueError("must be 1-128 printable ASCII characters without spaces")
+        return value
+
+    @field_validator("reply_to")
+    @classmethod
+    def _broker_message_id(cls, value: str | None) -> str | None:
+        if value is not None and not is_ulid(value):
+            raise ValueError("must be the broker_message_id of the message replied to"
+                             " (a 26-character upper-case ULID, e.g. 01JD3Y2M8Q6V1T0ZK5B7X9C4RW)")
         return value
 
 

@@ -4,6 +4,9 @@ The cursor is the last row's ``seq``. Rows are never renumbered and new ones get
 numbers, so walking pages (newest first by default, or ``order=asc``) never skips or
 repeats a row, even while messages keep arriving. ``session`` narrows the list to the
 messages for one session, ``unread=1`` to those it has not marked seen (docs/api.md).
+``q`` searches the decrypted bodies (FTS5, best match first, each item with a
+``highlight``; the cursor is then an offset), and ``thread`` returns one whole thread
+instead (:mod:`.thread`).
 """
 
 from __future__ import annotations
@@ -25,16 +28,22 @@ from claudemesh.daemon.ipc.requests import (
     validate,
 )
 from claudemesh.daemon.ipc.routes_sessions import resolve_session_name
+from claudemesh.daemon.ipc.thread import thread_view
+from claudemesh.daemon.store.fts_query import FtsQueryError
 from claudemesh.daemon.store.inbox import InboxFilter, InboxStore
 from claudemesh.daemon.store.readstate import MAX_MARK, ReadState
+from claudemesh.daemon.store.search import search_inbox
 from claudemesh.errors import InvalidRequest
+from claudemesh.protocol.ids import is_valid_client_message_id
 
 __all__ = ["QUERY_PARAMS", "get_inbox", "parse_inbox_query", "post_seen"]
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 QUERY_PARAMS: Final = frozenset({"since", "from", "topic", "mesh", "limit", "cursor", "order",
-                            "session", "unread"})
+                            "session", "unread", "q", "thread"})
+# With ``thread`` only these make sense (the thread is one conversation, in order).
+THREAD_PARAMS: Final = frozenset({"thread", "mesh", "limit"})
 
 
 def _since_ms(text: str) -> int:
@@ -81,13 +90,49 @@ def parse_inbox_query(ctx: DaemonContext, query: Any, session: str | None = None
 
 async def get_inbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
+    if "thread" in request.query:
+        return await _get_thread(ctx, request.query)
     session = request.query.get("session") or None
     name = None if session is None else await resolve_session_name(ctx, session)
     query = parse_inbox_query(ctx, request.query, name)
+    text = request.query.get("q")
+    if text is not None:
+        return await _search(ctx, query, text, request.query.get("order"))
     items = await ctx.inbox.run(lambda conn: InboxStore(conn).query(query))
     next_cursor = str(items[-1].seq) if len(items) == query.limit else None
     return json_reply({"items": [inbox_item_view(i, iso_ms) for i in items],
                        "next_cursor": next_cursor})
+
+
+async def _search(ctx: DaemonContext, query: InboxFilter, text: str,
+                  order: str | None) -> web.Response:
+    """``q``: best match first; the cursor is then how many results came before."""
+    if order is not None:
+        raise InvalidRequest("order cannot be combined with q: results come best match first")
+    offset = query.cursor or 0
+    try:
+        hits = await ctx.inbox.run(lambda c: search_inbox(c, query, text, offset=offset))
+    except FtsQueryError as exc:
+        raise InvalidRequest(f"q: {exc}") from None
+    next_cursor = str(offset + len(hits)) if len(hits) == query.limit else None
+    return json_reply({"items": [{**inbox_item_view(i, iso_ms), "highlight": h}
+                                 for i, h in hits], "next_cursor": next_cursor})
+
+
+async def _get_thread(ctx: DaemonContext, params: Any) -> web.Response:
+    unknown = set(params) - THREAD_PARAMS
+    if unknown:
+        raise InvalidRequest(f"{sorted(unknown)[0]!r} cannot be combined with thread"
+                             " (only mesh and limit can)")
+    ident = params["thread"]
+    if not is_valid_client_message_id(ident):  # every id of ours has that shape
+        raise InvalidRequest("thread must be a message id: 1-128 printable ASCII characters"
+                             " without spaces")
+    mesh = params.get("mesh") or None
+    if mesh is not None:
+        ctx.pick_mesh(mesh)  # 422 unknown_mesh
+    limit = _int("limit", params.get("limit", str(MAX_LIMIT)), 1, MAX_LIMIT)
+    return json_reply(await thread_view(ctx, ident, mesh=mesh, limit=limit))
 
 
 class SeenRequest(StrictModel):

@@ -1,5 +1,8 @@
 """Operator routes: ``GET /v1/outbox``, ``POST /v1/outbox/requeue`` (R-RQ-1..4, R-OBX-9) and
-``POST /v1/outbox/abort`` (issue 15: cancel a scheduled or waiting send, no copy)."""
+``POST /v1/outbox/abort`` (issue 15: cancel a scheduled or waiting send, no copy).
+
+``GET /v1/outbox?q=`` searches the plaintext of what this daemon sent (FTS5).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ from claudemesh.daemon.ipc.requests import (
     parse_json_object,
     validate,
 )
+from claudemesh.daemon.store.fts_query import FtsQueryError
 from claudemesh.daemon.store.outbox import OutboxRow, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus
 from claudemesh.daemon.store.receipts import ReceiptStore, ReceiptSummary
+from claudemesh.daemon.store.search import search_outbox
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.fingerprint import fingerprint_prefix
@@ -30,7 +35,8 @@ __all__ = ["QUERY_PARAMS", "get_outbox", "outbox_item", "post_abort", "post_requ
 
 DEFAULT_LIMIT: Final = 50
 MAX_LIMIT: Final = 500
-QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose"})
+QUERY_PARAMS: Final = frozenset({"status", "limit", "client_message_id", "purpose", "q",
+                                  "cursor", "mesh"})
 
 
 def outbox_item(row: OutboxRow, receipts: ReceiptSummary | None = None) -> dict[str, Any]:
@@ -95,6 +101,13 @@ def _parse_query(query: Any) -> tuple[OutboxStatus | None, int, str | None, str 
 async def get_outbox(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     status, limit, cmid, purpose = _parse_query(request.query)
+    text = request.query.get("q")
+    if text is not None:
+        return await _search(ctx, text, status=status, limit=limit, cmid=cmid,
+                             purpose=purpose, query=request.query)
+    for name in ("cursor", "mesh"):
+        if name in request.query:
+            raise InvalidRequest(f"{name} applies to a search; it needs q")
     rows = await ctx.outbox.run(lambda conn: OutboxStore(conn).list_rows(
         status=status, limit=limit, client_message_id=cmid, purpose=purpose))
     receipts = await with_receipts(ctx, rows)
@@ -143,3 +156,26 @@ async def post_abort(request: web.Request) -> web.Response:
     if warning:
         body["warning"] = f"{warning}, so the recipient may see it anyway"
     return json_reply(body)
+
+
+async def _search(ctx: DaemonContext, text: str, *, status: OutboxStatus | None, limit: int,
+                  cmid: str | None, purpose: str | None, query: Any) -> web.Response:
+    """``q``: sent messages whose plaintext matches, best first; ``cursor`` is an offset."""
+    raw = query.get("cursor") or "0"
+    if not ascii_digits(raw) or int(raw) > 2**62:
+        raise InvalidRequest("cursor must be an integer from 0")
+    offset = int(raw)
+    mesh = query.get("mesh") or None
+    if mesh is not None:
+        ctx.pick_mesh(mesh)  # 422 unknown_mesh
+    try:
+        hits = await ctx.outbox.run(lambda c: search_outbox(
+            c, text, status=None if status is None else str(status), purpose=purpose,
+            client_message_id=cmid, limit=limit, mesh=mesh, offset=offset))
+    except FtsQueryError as exc:
+        raise InvalidRequest(f"q: {exc}") from None
+    receipts = await with_receipts(ctx, [h.row for h in hits])
+    items = [{**outbox_item(h.row, receipts.get((h.row.mesh, h.row.client_message_id))),
+              "body": h.body, "highlight": h.highlight} for h in hits]
+    next_cursor = str(offset + len(hits)) if len(hits) == limit else None
+    return json_reply({"items": items, "next_cursor": next_cursor})

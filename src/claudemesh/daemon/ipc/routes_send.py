@@ -125,7 +125,8 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
         payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
         destination_ref=dest.ref, priority=req.priority,
-        deliver_at=deliver_at_ms(req.deliver_at, ctx.clock()),
+        deliver_at=deliver_at_ms(req.deliver_at, ctx.clock()), reply_to_id=req.reply_to,
+        text=req.message,
     )
     return _Prepared(send, prepared.fingerprint)
 

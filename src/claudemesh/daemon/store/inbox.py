@@ -20,8 +20,8 @@ from claudemesh.protocol.destination import HEX64_RE
 from claudemesh.protocol.sealed import FileRef
 from claudemesh.sqlitedb.db import immediate, store_errors
 
-__all__ = ["INBOX_MIGRATIONS", "UNREAD_SEQS", "InboxFilter", "InboxItem", "InboxStore",
-           "NewInboxItem"]
+__all__ = ["ALIASED", "INBOX_MIGRATIONS", "UNREAD_SEQS", "InboxFilter", "InboxItem", "InboxStore",
+           "NewInboxItem", "filter_sql"]
 
 INBOX_MIGRATIONS: Final = (
     """
@@ -131,13 +131,41 @@ INBOX_MIGRATIONS: Final = (
     CREATE INDEX file_ref_created ON file_ref(created_at);
     CREATE INDEX file_ref_cmid ON file_ref(mesh, client_message_id);
     """,
+    # 4 (issue 15): threads and full-text search. ``inbox_fts`` indexes the decrypted
+    # ``body`` of every row that has one (never an undecryptable row), external-content
+    # over ``inbox`` keyed by ``seq``; the triggers keep it in the row's own transaction,
+    # whatever writes or deletes the row (retention included). Existing rows are indexed
+    # here. Never a CREATE INDEX on the FTS table (R-INB-2).
+    """
+    CREATE INDEX inbox_reply_to ON inbox(reply_to_id) WHERE reply_to_id IS NOT NULL;
+    CREATE INDEX inbox_broker_message_id ON inbox(broker_message_id);
+    CREATE INDEX inbox_client_message_id ON inbox(client_message_id);
+    CREATE VIRTUAL TABLE inbox_fts USING fts5(body, content='inbox', content_rowid='seq',
+      tokenize='unicode61 remove_diacritics 2', prefix='2 3');
+    INSERT INTO inbox_fts (rowid, body)
+      SELECT seq, body FROM inbox WHERE body IS NOT NULL AND undecryptable IS NULL;
+    CREATE TRIGGER inbox_fts_insert AFTER INSERT ON inbox
+      WHEN new.body IS NOT NULL AND new.undecryptable IS NULL BEGIN
+      INSERT INTO inbox_fts (rowid, body) VALUES (new.seq, new.body);
+    END;
+    CREATE TRIGGER inbox_fts_delete AFTER DELETE ON inbox
+      WHEN old.body IS NOT NULL AND old.undecryptable IS NULL BEGIN
+      INSERT INTO inbox_fts (inbox_fts, rowid, body) VALUES ('delete', old.seq, old.body);
+    END;
+    CREATE TRIGGER inbox_fts_update AFTER UPDATE OF body, undecryptable ON inbox BEGIN
+      INSERT INTO inbox_fts (inbox_fts, rowid, body) SELECT 'delete', old.seq, old.body
+        WHERE old.body IS NOT NULL AND old.undecryptable IS NULL;
+      INSERT INTO inbox_fts (rowid, body) SELECT new.seq, new.body
+        WHERE new.body IS NOT NULL AND new.undecryptable IS NULL;
+    END;
+    """,
 )
 
 _COLUMNS: Final = ("seq, id, client_message_id, broker_message_id, mesh, recipient_pubkey,"
                    " topic, sender_pubkey, sender_name, body, undecryptable, meta, priority,"
                    " reply_to_id, history_id, created_at, received_at, session, from_session,"
                    " file")
-_ALIASED: Final = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
+ALIASED: Final = ", ".join(f"i.{c.strip()}" for c in _COLUMNS.split(","))
 
 # The rows a session name may still have to read, as two ranges of index
 # ``inbox_session`` (so the cost follows the unread rows, not the inbox's size): those
@@ -277,41 +305,11 @@ class InboxStore:
         return created
 
     def query(self, f: InboxFilter) -> list[InboxItem]:
-        clauses: list[str] = []
-        args: list[Any] = []
-        if f.mesh is not None:
-            clauses.append("i.mesh = ?")
-            args.append(f.mesh)
-        if f.sender is not None:
-            is_key = HEX64_RE.fullmatch(f.sender) is not None
-            clauses.append("i.sender_pubkey = ?" if is_key else "i.sender_name = ?")
-            args.append(f.sender)
-        if f.topic is not None:
-            clauses.append("i.topic = ?")
-            args.append(f.topic)
-        if f.since_ms is not None:
-            clauses.append("i.received_at >= ?")
-            args.append(f.since_ms)
-        if f.cursor is not None:
-            clauses.append("i.seq > ?" if f.ascending else "i.seq < ?")
-            args.append(f.cursor)
-        seen = "NULL"
-        seen_args: list[Any] = []
-        if f.session is not None:
-            seen = "(SELECT s.seen_at FROM inbox_seen s WHERE s.seq = i.seq AND s.session = ?)"
-            seen_args.append(f.session)
-            if f.unread:
-                clauses.append(f"i.seq IN ({UNREAD_SEQS}) AND NOT EXISTS (SELECT 1 FROM"  # noqa: S608
-                               " inbox_seen s WHERE s.seq = i.seq AND s.session = ?)")
-                args += [f.session] * 4
-            else:
-                clauses.append("(i.session = ? OR i.session IS NULL)")
-                args.append(f.session)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        where, args, seen, seen_args = filter_sql(f)
         order = "ASC" if f.ascending else "DESC"
         with store_errors("reading the inbox"):
             rows = self._conn.execute(
-                f"SELECT {_ALIASED}, {seen} FROM inbox i {where}"  # noqa: S608
+                f"SELECT {ALIASED}, {seen} FROM inbox i {where}"  # noqa: S608
                 f" ORDER BY i.seq {order} LIMIT ?",
                 (*seen_args, *args, f.limit)).fetchall()
         return [InboxItem.from_sql(r) for r in rows]
@@ -329,6 +327,18 @@ class InboxStore:
                     item = InboxItem.from_sql(row)
                     found[item.client_message_id] = item
         return found
+
+    def prune(self, received_before_ms: int, *, batch: int = 500) -> int:
+        """Delete up to ``batch`` rows received before ``received_before_ms`` (retention,
+        R-IN-3), oldest first; returns how many. Their FTS entries (trigger), read marks
+        and queued receipts (ON DELETE CASCADE) go in the same transaction. Callers loop,
+        one worker call per batch, so the writer is never held for long."""
+        with store_errors("pruning the inbox"), immediate(self._conn):
+            cur = self._conn.execute(
+                "DELETE FROM inbox WHERE seq IN (SELECT seq FROM inbox"
+                " WHERE received_at < ? ORDER BY received_at LIMIT ?)",
+                (received_before_ms, batch))
+        return int(cur.rowcount)
 
     def last_seq(self) -> int:
         row = self._conn.execute("SELECT max(seq) FROM inbox").fetchone()
@@ -365,3 +375,40 @@ class InboxStore:
         return [{"mesh": mesh, "pubkey": pubkey, "member_id": member_id,
                  "display_name": name, "online": bool(online), **json.loads(profile)}
                 for mesh, pubkey, member_id, name, online, profile in rows]
+
+
+def filter_sql(f: InboxFilter) -> tuple[str, list[Any], str, list[Any]]:
+    """``InboxFilter`` as SQL over ``inbox i``: the WHERE clause and its arguments, and
+    the ``seen_at`` column expression and its arguments (which come first)."""
+    clauses: list[str] = []
+    args: list[Any] = []
+    if f.mesh is not None:
+        clauses.append("i.mesh = ?")
+        args.append(f.mesh)
+    if f.sender is not None:
+        is_key = HEX64_RE.fullmatch(f.sender) is not None
+        clauses.append("i.sender_pubkey = ?" if is_key else "i.sender_name = ?")
+        args.append(f.sender)
+    if f.topic is not None:
+        clauses.append("i.topic = ?")
+        args.append(f.topic)
+    if f.since_ms is not None:
+        clauses.append("i.received_at >= ?")
+        args.append(f.since_ms)
+    if f.cursor is not None:
+        clauses.append("i.seq > ?" if f.ascending else "i.seq < ?")
+        args.append(f.cursor)
+    seen = "NULL"
+    seen_args: list[Any] = []
+    if f.session is not None:
+        seen = "(SELECT s.seen_at FROM inbox_seen s WHERE s.seq = i.seq AND s.session = ?)"
+        seen_args.append(f.session)
+        if f.unread:
+            clauses.append(f"i.seq IN ({UNREAD_SEQS}) AND NOT EXISTS (SELECT 1 FROM"  # noqa: S608
+                           " inbox_seen s WHERE s.seq = i.seq AND s.session = ?)")
+            args += [f.session] * 4
+        else:
+            clauses.append("(i.session = ? OR i.session IS NULL)")
+            args.append(f.session)
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return where, args, seen, seen_args

@@ -36,6 +36,7 @@ from claudemesh.protocol.ids import new_ulid
 from claudemesh.sqlitedb.db import immediate, store_errors
 
 __all__ = [
+    "OUTBOX_COLUMNS",
     "OUTBOX_MIGRATIONS",
     "AbortOutcome",
     "AcceptOutcome",
@@ -141,6 +142,39 @@ OUTBOX_MIGRATIONS: Final = (
     CREATE INDEX outbox_aborted ON outbox(status, aborted_at) WHERE status = 'aborted';
     CREATE INDEX outbox_mesh_due ON outbox(mesh, status, next_attempt_at);
     """,
+    # 5 (issue 15): threads and full-text search of what this daemon sent. ``reply_to_id``
+    # is the frozen envelope's ``reply_to`` as a column (read back from the payloads
+    # already there). A DM's plaintext exists only at accept (the payload holds its
+    # ciphertext), so accept writes it to ``outbox_text`` in the row's own transaction;
+    # topic rows already queued are filled from their plain payloads. No foreign key to
+    # ``outbox``: a later table rebuild (DROP TABLE with foreign_keys on) would cascade.
+    """
+    ALTER TABLE outbox ADD COLUMN reply_to_id TEXT;
+    UPDATE outbox SET reply_to_id = json_extract(CAST(payload AS TEXT), '$.reply_to')
+      WHERE json_valid(CAST(payload AS TEXT));
+    CREATE INDEX outbox_reply_to ON outbox(reply_to_id) WHERE reply_to_id IS NOT NULL;
+    CREATE INDEX outbox_broker_message_id ON outbox(broker_message_id)
+      WHERE broker_message_id IS NOT NULL;
+    CREATE TABLE outbox_text (
+      seq    INTEGER PRIMARY KEY,
+      row_id TEXT NOT NULL UNIQUE,
+      body   TEXT NOT NULL
+    );
+    CREATE VIRTUAL TABLE outbox_fts USING fts5(body, content='outbox_text',
+      content_rowid='seq', tokenize='unicode61 remove_diacritics 2', prefix='2 3');
+    CREATE TRIGGER outbox_fts_insert AFTER INSERT ON outbox_text BEGIN
+      INSERT INTO outbox_fts (rowid, body) VALUES (new.seq, new.body);
+    END;
+    CREATE TRIGGER outbox_fts_delete AFTER DELETE ON outbox_text BEGIN
+      INSERT INTO outbox_fts (outbox_fts, rowid, body) VALUES ('delete', old.seq, old.body);
+    END;
+    INSERT INTO outbox_text (row_id, body)
+      SELECT id, json_extract(CAST(payload AS TEXT), '$.body.text') FROM outbox
+      WHERE purpose = 'message' AND json_valid(CAST(payload AS TEXT))
+        AND json_extract(CAST(payload AS TEXT), '$.body.kind') = 'plain'
+        AND json_type(CAST(payload AS TEXT), '$.body.text') = 'text'
+      ORDER BY rowid;
+    """,
 )
 
 # The set-wise moves, read from the table once. Expiry scans pending and scheduled rows
@@ -168,8 +202,9 @@ _COLUMNS: Final = (
     "id, client_message_id, request_fingerprint, enqueued_at, attempts, next_attempt_at, "
     "status, last_error, delivered_at, broker_message_id, aborted_at, aborted_by, "
     "superseded_by, mesh, destination_kind, destination_ref, priority, history_id, "
-    "purpose, deliver_at, length(payload)"
+    "purpose, deliver_at, reply_to_id, length(payload)"
 )
+OUTBOX_COLUMNS: Final = _COLUMNS  # an OutboxRow, for queries in other modules
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +220,8 @@ class NewSend:
     priority: str
     purpose: str = "message"  # or "receipt": a receipt this daemon sends
     deliver_at: int | None = None  # epoch ms; later than the accept's now makes it scheduled
+    reply_to_id: str | None = None  # the envelope's reply_to, for threads
+    text: str | None = None  # the caller's plaintext, for search (None: not indexed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +246,7 @@ class OutboxRow:
     history_id: str | None
     purpose: str
     deliver_at: int | None
+    reply_to_id: str | None
     payload_bytes: int
 
     @property
@@ -318,12 +356,16 @@ class OutboxStore:
         self._conn.execute(
             "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
             " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-            " destination_ref, priority, purpose, deliver_at)"
-            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " destination_ref, priority, purpose, deliver_at, reply_to_id)"
+            " VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (row_id, send.client_message_id, send.fingerprint, send.payload, now_ms,
              deliver_at or now_ms, str(status), send.mesh, send.destination_kind,
-             send.destination_ref, send.priority, send.purpose, deliver_at),
+             send.destination_ref, send.priority, send.purpose, deliver_at,
+             send.reply_to_id),
         )
+        if send.text is not None:
+            self._conn.execute("INSERT INTO outbox_text (row_id, body) VALUES (?, ?)",
+                               (row_id, send.text))
         return deliver_at
 
     # -- operator recovery (R-RQ-2) ---------------------------------------------------
@@ -369,12 +411,15 @@ class OutboxStore:
             self._conn.execute(
                 "INSERT INTO outbox (id, client_message_id, request_fingerprint, payload,"
                 " enqueued_at, attempts, next_attempt_at, status, mesh, destination_kind,"
-                " destination_ref, priority, purpose, deliver_at)"
+                " destination_ref, priority, purpose, deliver_at, reply_to_id)"
                 " SELECT ?, ?, request_fingerprint, payload, ?, 0, ?, ?, mesh,"
-                " destination_kind, destination_ref, priority, purpose, ? FROM outbox"
-                " WHERE id = ?",
+                " destination_kind, destination_ref, priority, purpose, ?, reply_to_id"
+                " FROM outbox WHERE id = ?",
                 (new_row_id, new_cmid, now_ms, when or now_ms, str(status), when, row_id),
             )
+            self._conn.execute(
+                "INSERT INTO outbox_text (row_id, body)"
+                " SELECT ?, body FROM outbox_text WHERE row_id = ?", (new_row_id, row_id))
             self._conn.execute(
                 "UPDATE outbox SET status = ?, aborted_at = ?, aborted_by = 'operator',"
                 " superseded_by = ? WHERE id = ? AND status = ?",

@@ -216,7 +216,7 @@ def test_schema_matches_the_spec_and_survives_reopen(tmp_path: Path) -> None:
         "attempts", "next_attempt_at", "status", "last_error", "delivered_at",
         "broker_message_id", "aborted_at", "aborted_by", "superseded_by"]
     assert set(columns[14:]) == {"mesh", "destination_kind", "destination_ref", "priority",
-                                 "history_id", "purpose", "deliver_at"}
+                                 "history_id", "purpose", "deliver_at", "reply_to_id"}
     assert {"outbox_pending", "outbox_aborted", "outbox_mesh_due"} <= indexes
 
 
