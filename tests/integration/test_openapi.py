@@ -109,7 +109,8 @@ ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
 STATE_422 = ["/v1/send", "/v1/inbox", "/v1/outbox", "/v1/peers", "/v1/profile",
              "/v1/sessions", "/v1/topic/subscribe", "/v1/topic/unsubscribe",
              "/v1/topic/list", "/v1/topic/post", "/v1/topic/history", "/v1/group/join",
-             "/v1/group/leave", "/v1/group/list"]
+             "/v1/group/leave", "/v1/group/list", "/v1/file/share", "/v1/file/get",
+             "/v1/file/list"]
 
 
 def _config() -> SchemathesisConfig:

@@ -204,7 +204,8 @@ def test_migration_4_keeps_every_row_its_order_and_the_indexes(tmp_path: Path) -
     with contextlib.closing(open_database(path, OUTBOX_MIGRATIONS)) as c:
         assert c.execute("PRAGMA user_version").fetchone() == (len(OUTBOX_MIGRATIONS),)
         after = c.execute("SELECT rowid, * FROM outbox ORDER BY rowid").fetchall()
-        assert [r[:-1] for r in after] == before and {r[-1] for r in after} == {None}
+        # migration 4 adds deliver_at, 5 (search) reply_to_id: both empty for old rows
+        assert [r[:-2] for r in after] == before and {r[-2:] for r in after} == {(None, None)}
         indexes = {r[1] for r in c.execute("PRAGMA index_list(outbox)")}
         assert {"outbox_pending", "outbox_aborted", "outbox_mesh_due"} <= indexes
         assert c.execute("SELECT count(*) FROM receipt").fetchone() == (1,)
