@@ -41,6 +41,9 @@
     │   ├── MemberRevoked            403 member_revoked          (close 4002)
     │   ├── InviteRejected           403 invite_rejected
     │   ├── DestinationNotFound      404 destination_not_found   (B2)
+    │   ├── EpochConflict            409 epoch_conflict          (topic_epoch CAS)
+    │   ├── TopicEncrypted           400 topic_encrypted         (plain to an E2E topic)
+    │   ├── UnknownEpoch             400 unknown_epoch
     │   ├── MeshExists               409 mesh_exists
     │   ├── DisplayNameTaken         409 display_name_taken
     │   ├── MemberAlreadyConnected   409 member_already_connected (close 4004)
@@ -93,7 +96,8 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "BrokerUnavailable", "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError",
            "ClientMessageIdInUse", "ConfigError", "DaemonAlreadyRunning", "DaemonBusy",
            "DaemonStartFailed", "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable",
-           "DestinationNotFound", "DisplayNameTaken", "ExecutableNotFound", "ExitCode",
+           "DestinationNotFound", "DisplayNameTaken", "EpochConflict", "ExecutableNotFound",
+           "ExitCode",
            "ForbiddenHost", "ForbiddenOrigin", "HelloRequired", "HostMismatch",
            "IdempotencyKeyReused", "InsufficientStorage", "InternalError", "InvalidEnvelope",
            "InvalidRequest", "InviteRejected", "LocalError", "MemberAlreadyConnected",
@@ -103,7 +107,8 @@ __all__ = ["AgentSettingsInvalid", "AgentSettingsWriteFailed", "AlreadyAuthentic
            "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
            "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
            "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery", "TooManyStreams",
-           "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh", "UnknownSession",
+           "TopicEncrypted", "Unauthorized", "UnknownDestination", "UnknownEpoch",
+           "UnknownMember", "UnknownMesh", "UnknownSession",
            "WaitTimedOut", "error_classes", "error_from_frame", "error_from_wire"]
 
 
@@ -373,6 +378,29 @@ class DestinationNotFound(RequestError):
     code = "destination_not_found"
     http_status = 404
     default_detail = "no such member, topic or group in this mesh"
+
+
+class EpochConflict(RequestError):
+    """A ``topic_epoch`` lost the compare-and-set (another epoch won, or the topic's
+    membership moved); the fields carry the current state, so the caller re-reads."""
+
+    code = "epoch_conflict"
+    http_status = 409
+    default_detail = "the topic's epoch or membership changed; read topic_keys again"
+
+
+class TopicEncrypted(RequestError):
+    """A plain body to a topic that has key epochs: its posts must be ``topic_box``."""
+
+    code = "topic_encrypted"
+    http_status = 400
+    default_detail = "this topic is end-to-end encrypted; post a topic_box body"
+
+
+class UnknownEpoch(RequestError):
+    code = "unknown_epoch"
+    http_status = 400
+    default_detail = "no such key epoch for this topic"
 
 
 class MeshExists(RequestError):

@@ -31,6 +31,7 @@ __all__ = [
     "BoxBody",
     "ClientAck",
     "ClientFrame",
+    "EpochKey",
     "FeatureNegotiationRequest",
     "FrameError",
     "Hello",
@@ -40,10 +41,14 @@ __all__ = [
     "ListPeers",
     "ListTopics",
     "PlainBody",
+    "SealedKey",
     "Send",
     "SessionEntry",
     "SetProfile",
     "Subscribe",
+    "TopicBoxBody",
+    "TopicEpoch",
+    "TopicKeys",
     "Unsubscribe",
     "decode_frame",
     "parse_client_frame",
@@ -61,6 +66,10 @@ DisplayName = Annotated[str, StringConstraints(pattern=f"^{DISPLAY_NAME_RE.patte
 Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
                                           max_length=4 * 1024 * 1024)]
 ShortText = Annotated[str, StringConstraints(max_length=512)]
+Nonce24 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{32}$")]  # 24 bytes
+SealText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+                                            max_length=512)]
+Epoch = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class FrameError(ValueError):
@@ -122,6 +131,18 @@ class BoxBody(_Frame):
     ciphertext: Base64
 
 
+class TopicBoxBody(_Frame):
+    """A topic post sealed with ``crypto_secretbox`` under the key of ``epoch``."""
+
+    kind: Literal["topic_box"]
+    epoch: Epoch
+    nonce: Nonce24
+    ciphertext: Base64
+
+
+Body = Annotated[PlainBody | BoxBody | TopicBoxBody, Field(discriminator="kind")]
+
+
 class Send(_Frame):
     type: Literal["send"]
     req_id: ReqId
@@ -133,7 +154,7 @@ class Send(_Frame):
     reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     meta: dict[str, Any] | None = None
     body_hash: Hex64
-    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+    body: Body
 
 
 class ClientAck(_Frame):
@@ -152,6 +173,31 @@ class Unsubscribe(_Frame):
     type: Literal["unsubscribe"]
     req_id: ReqId
     topic: Name
+
+
+class SealedKey(_Frame):
+    """An epoch key sealed (crypto_box) to the member with ``pubkey``."""
+
+    pubkey: Hex64
+    nonce: Nonce24
+    ciphertext: SealText
+
+
+class TopicKeys(_Frame):
+    type: Literal["topic_keys"]
+    req_id: ReqId
+    topic: Name
+
+
+class TopicEpoch(_Frame):
+    """Start epoch ``epoch`` of ``topic`` (a compare-and-set: docs/protocol.md)."""
+
+    type: Literal["topic_epoch"]
+    req_id: ReqId
+    topic: Name
+    epoch: Epoch
+    membership_version: Annotated[int, Field(ge=0, le=2**62)]
+    keys: list[SealedKey] = Field(max_length=10_000)
 
 
 class ListTopics(_Frame):
@@ -210,6 +256,14 @@ class SetProfile(_Frame):
         default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
+class EpochKey(_Frame):
+    """The epoch key of a topic_box push, sealed to its recipient by ``sealer_pubkey``."""
+
+    sealer_pubkey: Hex64
+    nonce: Nonce24
+    ciphertext: SealText
+
+
 class Push(_Frame):
     """A delivery from the broker to a member (the daemon validates it: R-IN-5)."""
 
@@ -227,8 +281,9 @@ class Push(_Frame):
     reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     meta: dict[str, Any] | None = None
     body_hash: Hex64
-    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+    body: Body
     created_at: Annotated[str, StringConstraints(max_length=40)]
+    epoch_key: EpochKey | None = None  # topic_box only: the recipient's own sealed key
 
 
 _PUSH: Final[TypeAdapter[Push]] = TypeAdapter(Push)
@@ -243,7 +298,8 @@ def parse_push(doc: dict[str, Any]) -> Push:
 
 
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
-               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile)
+               | Unsubscribe | ListTopics | JoinGroup | LeaveGroup | ListPeers | SetProfile
+               | TopicKeys | TopicEpoch)
 
 # Fields that exist only with a feature. A broker that does not advertise the feature
 # refuses them as unknown fields, exactly as a model without them would.
@@ -254,7 +310,7 @@ _ADAPTER: Final[TypeAdapter[ClientFrame]] = TypeAdapter(
 FRAME_TYPES: Final = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
-              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile))
+              ListTopics, JoinGroup, LeaveGroup, ListPeers, SetProfile, TopicKeys, TopicEpoch))
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:

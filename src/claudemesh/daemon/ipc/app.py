@@ -30,6 +30,7 @@ from claudemesh.daemon.ipc.routes_sessions import (
     post_heartbeat,
     post_session,
 )
+from claudemesh.daemon.ipc.routes_topics import post_subscribe, post_unsubscribe
 
 __all__ = ["ROUTES", "build_app"]
 
@@ -54,6 +55,8 @@ ROUTES: Final[tuple[tuple[str, str, Handler], ...]] = (
     ("GET", "/v1/events", get_events),
     ("GET", "/v1/peers", get_peers),
     ("POST", "/v1/profile", post_profile),
+    ("POST", "/v1/topic/subscribe", post_subscribe),
+    ("POST", "/v1/topic/unsubscribe", post_unsubscribe),
     ("GET", "/v1/metrics", get_metrics),
     ("GET", "/v1/openapi.json", get_openapi),
 )

@@ -19,6 +19,7 @@ from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import SendRequest, parse_json_object, validate
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
+from claudemesh.daemon.topic_keys import EpochKey
 from claudemesh.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -99,8 +100,10 @@ async def sending_session(ctx: DaemonContext, session_id: str | None) -> str | N
 
 
 def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
-                 from_session: str | None = None) -> _Prepared:
-    """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing."""
+                 from_session: str | None = None,
+                 topic_key: EpochKey | None = None) -> _Prepared:
+    """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing. A post to
+    an encrypted ``#topic`` is sealed with ``topic_key`` (:func:`topic_key_for`)."""
     cmid = choose_client_message_id(header_id, req.client_message_id)
     mesh = ctx.pick_mesh(req.mesh)
     try:
@@ -112,7 +115,8 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
     prepared = prepare(mesh, dest, req.message, priority=req.priority, reply_to=req.reply_to,
                        meta=req.meta, inline_limit=None if negotiated is None
                        else negotiated.inline_bytes, to_session=address.session,
-                       from_session=from_session)
+                       from_session=from_session, topic_key=None if topic_key is None
+                       else (topic_key.epoch, topic_key.key))
     send = NewSend(
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
         payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
@@ -121,11 +125,32 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
     return _Prepared(send, prepared.fingerprint)
 
 
+async def topic_key_for(ctx: DaemonContext, req: SendRequest) -> EpochKey | None:
+    """The epoch key a post to a ``#topic`` is sealed with (daemon.topic_keys); None for
+    every other destination, and for a topic that stays plain. Refusals of the address
+    itself are left to :func:`prepare_send`.
+
+    Raises:
+        BrokerUnavailable: no key for the topic and the link is down (503).
+    """
+    try:
+        target = parse_address(req.to).target
+    except DestinationError:
+        return None
+    if not isinstance(target, Destination) or target.kind is not DestinationKind.TOPIC or (
+            target.ref[0] in "@*"):
+        return None
+    mesh = ctx.pick_mesh(req.mesh)
+    return await ctx.runtime(mesh.slug).topics.key_for_post(target.ref)
+
+
 async def post_send(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
     from_session = await sending_session(ctx, req.session)
-    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"), from_session)
+    topic_key = await topic_key_for(ctx, req)
+    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"), from_session,
+                            topic_key)
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:
