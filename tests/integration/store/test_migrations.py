@@ -84,7 +84,7 @@ async def test_pg_open_store_is_lazy_and_migrations_race_safely(pg: PostgresBack
     try:
         assert await other.fetchval(
             "SELECT array_agg(version ORDER BY version) FROM mesh.schema_migrations") == [
-            1, 2, 3, 4]
+            1, 2, 3, 4, 5]
     finally:
         await other.close()
 
