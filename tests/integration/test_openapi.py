@@ -104,7 +104,8 @@ def live() -> Iterator[Live]:
 # running): facts of the daemon's state that a static document cannot list, and that
 # docs/api.md answers with 422, not 404.
 ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "429", "5xx"]
-STATE_422 = ["/v1/send", "/v1/inbox", "/v1/peers", "/v1/profile", "/v1/sessions"]
+STATE_422 = ["/v1/send", "/v1/inbox", "/v1/peers", "/v1/profile", "/v1/sessions",
+             "/v1/topic/subscribe", "/v1/topic/unsubscribe"]
 
 
 def _config() -> SchemathesisConfig:

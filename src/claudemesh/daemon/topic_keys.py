@@ -11,8 +11,10 @@ made for an older membership than the broker's (or there is none), the daemon re
 ``topic_keys`` and, if still stale, starts the next epoch: a random key sealed to every
 current subscriber, proposed with ``topic_epoch``; losing the race (``epoch_conflict``)
 means re-reading and using the winner's epoch. With the link down it posts with the
-newest key it has (so a post accepted offline may use the previous epoch), and without
-any key it refuses (503). The rules are :mod:`claudemesh.protocol.topic_epochs`.
+newest key it has (so a post accepted offline may use the previous epoch); without any
+key it refuses (503) a topic it knows is encrypted, and posts plain to one it knows
+nothing of (the broker then refuses it if the topic has epochs, ``topic_encrypted``).
+The rules are :mod:`claudemesh.protocol.topic_epochs`.
 """
 
 from __future__ import annotations
@@ -66,10 +68,12 @@ class TopicKeyring:
             log.exception("topic_keys_unreadable; starting without topic keys",
                           extra={"path": str(path)})
 
-    def _topic(self, mesh_id: str, topic: str) -> dict[str, Any]:
+    def _topic(self, mesh_id: str, topic: str, *, create: bool = False) -> dict[str, Any]:
         meshes: dict[str, Any] = self._doc["meshes"]
+        if not create and topic not in meshes.get(mesh_id, {}):
+            return {"membership_version": None, "current_epoch": 0, "epochs": {}}
         entry: dict[str, Any] = meshes.setdefault(mesh_id, {}).setdefault(
-            topic, {"membership_version": None, "epochs": {}})
+            topic, {"membership_version": None, "current_epoch": 0, "epochs": {}})
         return entry
 
     def _save(self) -> None:
@@ -99,7 +103,7 @@ class TopicKeyring:
         return sorted(int(e) for e in self._topic(mesh_id, topic)["epochs"])
 
     def add(self, mesh_id: str, topic: str, key: EpochKey) -> None:
-        epochs = self._topic(mesh_id, topic)["epochs"]
+        epochs = self._topic(mesh_id, topic, create=True)["epochs"]
         if str(key.epoch) not in epochs:
             epochs[str(key.epoch)] = {"key": base64.b64encode(key.key).decode(),
                                       "membership_version": key.membership_version}
@@ -109,13 +113,25 @@ class TopicKeyring:
         value = self._topic(mesh_id, topic)["membership_version"]
         return value if isinstance(value, int) else None
 
-    def heard(self, mesh_id: str, topic: str, membership_version: int) -> None:
-        """The broker's membership version of the topic (never moves backwards)."""
-        entry = self._topic(mesh_id, topic)
+    def heard(self, mesh_id: str, topic: str, membership_version: int,
+              current_epoch: int = 0) -> None:
+        """The broker's membership version (and epoch) of the topic; never backwards."""
+        entry = self._topic(mesh_id, topic, create=True)
         known = entry["membership_version"]
+        changed = False
         if not isinstance(known, int) or membership_version > known:
             entry["membership_version"] = membership_version
+            changed = True
+        if current_epoch > int(entry.get("current_epoch") or 0):
+            entry["current_epoch"] = current_epoch
+            changed = True
+        if changed:
             self._save()
+
+    def encrypted(self, mesh_id: str, topic: str) -> bool:
+        """This member knows the topic has key epochs (a key, or the broker said so)."""
+        entry = self._topic(mesh_id, topic)
+        return bool(entry["epochs"]) or int(entry.get("current_epoch") or 0) > 0
 
     def topics(self, mesh_id: str) -> list[str]:
         return sorted(self._doc["meshes"].get(mesh_id, {}))
@@ -164,7 +180,8 @@ class TopicSender:
                 self.open_sealed(topic, int(k["epoch"]), int(k["membership_version"]),
                                  sealer=str(k["sealer_pubkey"]), nonce=str(k["nonce"]),
                                  ciphertext=str(k["ciphertext"]))
-        self.keyring.heard(self.mesh.mesh_id, topic, int(data["membership_version"]))
+        self.keyring.heard(self.mesh.mesh_id, topic, int(data["membership_version"]),
+                           int(data["current_epoch"]))
         return data
 
     async def refresh_known(self) -> None:
@@ -179,15 +196,20 @@ class TopicSender:
 
     async def key_for_post(self, topic: str) -> EpochKey | None:
         """The epoch key to seal a post to ``#topic`` with; None: post it plain (the
-        broker has no such topic, or the topic has no epoch and no subscriber).
+        broker has no such topic, or the topic has no epoch and no subscriber, or the
+        link is down and this member knows nothing of the topic: the broker refuses that
+        post, ``topic_encrypted``, if the topic has epochs by the time it arrives).
 
         Raises:
-            BrokerUnavailable: the link is down and this member has no key for the topic.
+            BrokerUnavailable: the link is down and this member knows the topic is
+                encrypted but has no key for it.
         """
         mesh_id = self.mesh.mesh_id
         newest = self.keyring.newest(mesh_id, topic)
         if not self.link.is_open:
             if newest is None:
+                if not self.keyring.encrypted(mesh_id, topic):
+                    return None
                 raise BrokerUnavailable(
                     f"no key for #{topic} yet and the link to mesh {self.mesh.slug!r} is down:"
                     " an encrypted topic's first post needs the broker", mesh=self.mesh.slug)
@@ -199,10 +221,12 @@ class TopicSender:
         try:
             return await self._current(topic)
         except (BrokerUnavailable, TimeoutError):
-            if newest is None:
-                raise BrokerUnavailable(f"the broker did not answer topic_keys for #{topic}",
-                                        mesh=self.mesh.slug) from None
-            return newest
+            if newest is not None:
+                return newest
+            if not self.keyring.encrypted(mesh_id, topic):
+                return None
+            raise BrokerUnavailable(f"the broker did not answer topic_keys for #{topic}",
+                                    mesh=self.mesh.slug) from None
 
     async def _current(self, topic: str) -> EpochKey | None:
         mesh_id = self.mesh.mesh_id

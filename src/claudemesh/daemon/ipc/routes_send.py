@@ -148,9 +148,11 @@ async def post_send(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(SendRequest, parse_json_object(await read_body(request, ctx.config.limits)))
     from_session = await sending_session(ctx, req.session)
+    header_id = request.headers.get("Idempotency-Key")
+    prepared = prepare_send(ctx, req, header_id, from_session)  # every 4xx first
     topic_key = await topic_key_for(ctx, req)
-    prepared = prepare_send(ctx, req, request.headers.get("Idempotency-Key"), from_session,
-                            topic_key)
+    if topic_key is not None:  # sealed under the topic's epoch, checked again for size
+        prepared = prepare_send(ctx, req, header_id, from_session, topic_key)
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:
