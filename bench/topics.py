@@ -191,7 +191,7 @@ async def _receiver_child(job: dict[str, Any], barrier: Any) -> dict[str, Any]:
         got = await asyncio.gather(*(_receive(ws, m, job["expected"])
                                      for ws, m in zip(conns, job["members"], strict=True)))
         return {"deliveries": sum(g[0] for g in got), "last": max(g[1] for g in got),
-                "failed": sum(g[2] for g in got)}
+                "unopened": sum(g[2] for g in got)}
     finally:
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
@@ -245,7 +245,7 @@ async def fanout(url: str, sender: dict[str, str], receivers: list[dict[str, str
     deliveries = sum(r["deliveries"] for r in results)
     wall = max(r["last"] for r in results) - started
     return Fanout(topic, deliveries, args.messages * len(receivers), refused,
-                  sum(r["failed"] for r in results), wall,
+                  sum(r["unopened"] for r in results), wall,
                   deliveries / wall if wall > 0 else 0.0)
 
 

@@ -159,14 +159,14 @@ class TopicSender:
             self.keyring.add(self.mesh.mesh_id, topic, EpochKey(epoch, membership_version, key))
         return key
 
-    def key_for(self, topic: str, epoch: int, sealed: dict[str, str] | None) -> bytes | None:
+    def key_for(self, topic: str, epoch: int, sealed: dict[str, Any] | None) -> bytes | None:
         """The key of an epoch, from the keyring or the push's own sealed copy."""
         key = self.keyring.key(self.mesh.mesh_id, topic, epoch)
         if key is not None or sealed is None:
             return key
-        version = self.keyring.broker_version(self.mesh.mesh_id, topic)
-        return self.open_sealed(topic, epoch, version or 0, sealer=sealed["sealer_pubkey"],
-                                nonce=sealed["nonce"], ciphertext=sealed["ciphertext"])
+        return self.open_sealed(topic, epoch, int(sealed["membership_version"]),
+                                sealer=str(sealed["sealer_pubkey"]), nonce=str(sealed["nonce"]),
+                                ciphertext=str(sealed["ciphertext"]))
 
     async def refresh(self, topic: str) -> dict[str, Any]:
         """``topic_keys``: keep every key sealed to us and the broker's version.

@@ -257,11 +257,13 @@ class SetProfile(_Frame):
 
 
 class EpochKey(_Frame):
-    """The epoch key of a topic_box push, sealed to its recipient by ``sealer_pubkey``."""
+    """The epoch key of a topic_box push, sealed to its recipient by ``sealer_pubkey``,
+    and the membership version its epoch was made for."""
 
     sealer_pubkey: Hex64
     nonce: Nonce24
     ciphertext: SealText
+    membership_version: Annotated[int, Field(ge=0, le=2**62)]
 
 
 class Push(_Frame):

@@ -91,6 +91,7 @@ async def test_epochs_keys_pushes_and_refusals(broker: BrokerProcess, mesh: Mesh
         assert sent["code"] == 201, sent
         push = await b.next("push", client_message_id="enc-1")
         assert open_push(push, bob, "news") == "secret words"
+        assert push["epoch_key"]["membership_version"] == 2
         plain = await a.post("#news", "leak")
         assert (plain["code"], plain["error"]) == (400, "topic_encrypted")
         unknown = await a.request(topic_box("enc-2", "news", 9, key, "x"))

@@ -201,7 +201,7 @@ class Delivery:
     body: dict[str, Any]
     body_hash: str
     created_at: int
-    epoch_key: dict[str, str] | None = None  # topic_box: the recipient's sealed epoch key
+    epoch_key: dict[str, Any] | None = None  # topic_box: the recipient's sealed epoch key
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +214,10 @@ class SealedEpochKey:
     nonce: str
     ciphertext: str
 
-    def wire(self) -> dict[str, str]:
+    def wire(self) -> dict[str, Any]:
         """The ``epoch_key`` of a push."""
         return {"sealer_pubkey": self.sealer_pubkey, "nonce": self.nonce,
-                "ciphertext": self.ciphertext}
+                "ciphertext": self.ciphertext, "membership_version": self.membership_version}
 
 
 @dataclass(frozen=True, slots=True)
