@@ -151,11 +151,7 @@ async def unsubscribe(session: OpenSession, frame: Unsubscribe) -> None:
 
 async def _membership_moved(session: OpenSession, topic: str) -> None:
     """The ``topic_membership`` event to the topic's subscribers (connected here)."""
-    ctx = session.ctx
-    view = await ctx.store.topic_keys(session.mesh.id, topic, session.member.id)
-    if view is not None:
-        await ctx.hub.topic_membership(session.mesh.id, topic, view.state.membership_version,
-                                       await ctx.store.topic_members(session.mesh.id, topic))
+    await session.ctx.hub.membership_moved(session.mesh.id, topic)
 
 
 def _topic_view(state: TopicState) -> dict[str, Any]:

@@ -109,6 +109,12 @@ async def test_epochs_keys_pushes_and_refusals(broker: BrokerProcess, mesh: Mesh
         raw = broker.query("SELECT body FROM message WHERE client_message_id = 'enc-1'")
         assert "secret words" not in str(raw) and "topic_box" in str(raw)
 
+        # revoking a subscriber moves the membership too, and its subscribers hear it
+        assert broker.cli("mesh", "revoke", carol.pubkey, "--db", str(broker.db)).returncode == 0
+        await a.next("event", event="topic_membership", membership_version=4, timeout=10)
+        state = await a.request({"type": "topic_keys", "topic": "news"})
+        assert sorted(state["subscribers"]) == sorted([alice.pubkey, bob.pubkey])
+
 
 async def test_a_re_push_from_the_store_carries_the_key(broker: BrokerProcess,
                                                         mesh: Mesh) -> None:
