@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from brokerkit import Client, Mesh, clients
+from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
+from claudemesh.protocol.topic_epochs import key_plaintext
 from helpers import DaemonHandle
 from meshkit import Mesh2, inbox, joined_daemon, link_state, wait_for
 
@@ -129,3 +131,41 @@ async def test_the_broker_refuses_plain_and_unknown_epochs(pair: Mesh2) -> None:
         assert (refused["code"], refused["error"]) == (400, "unknown_epoch")
         assert (await d.post("#fresh", "no epochs, no subscribers: stays plain"))[
             "error"] == "destination_not_found"
+
+
+async def test_a_post_under_an_epoch_not_sealed_to_the_reader_is_kept_undecryptable(
+        pair: Mesh2) -> None:
+    """A sender that missed a membership change posts under the previous epoch: a member
+    who subscribed since has no key for it, so its daemon stores the post with no body and
+    says why (R-IN-8), and acks it; the others read it."""
+    sub(pair.alice, "hist")
+    mesh = Mesh(pair.broker, pair.alice.meshes[0]["mesh_id"], pair.invite)
+    dave = mesh.join("dave")
+    async with clients((pair.broker.url, dave)) as (d,):
+        assert (await d.request({"type": "subscribe", "topic": "hist"}))["type"] == "result"
+        state = await d.request({"type": "topic_keys", "topic": "hist"})
+        key = new_topic_key()
+        sealed = []
+        for pubkey in state["subscribers"]:
+            box = box_encrypt(key_plaintext(dave.mesh_id, "hist", 1, key),
+                              sender_secret_hex=dave.key.secret_key, recipient_pubkey_hex=pubkey)
+            sealed.append({"pubkey": pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
+        made = await d.request({"type": "topic_epoch", "topic": "hist", "epoch": 1,
+                                "membership_version": state["membership_version"],
+                                "keys": sealed})
+        assert made["type"] == "result", made
+        sub(pair.bob, "hist")  # after epoch 1: nothing of it is sealed to bob
+        text = "MARKERzq7 stale epoch"
+        boxed = secretbox_encrypt(text.encode(), key)
+        sent = await d.request(d.envelope("#hist", text, "stale-1", body={
+            "kind": "topic_box", "epoch": 1, "nonce": boxed.nonce,
+            "ciphertext": boxed.ciphertext}))
+        assert sent["code"] == 201, sent
+        wait_for(lambda: text in bodies(pair.alice))
+        [kept] = wait_for(lambda: [m for m in inbox(pair.bob)
+                                   if m["client_message_id"] == "stale-1"])
+        assert kept["body"] is None
+        assert "no key for epoch 1" in kept["undecryptable"]
+        wait_for(lambda: not pair.broker.query(
+            "SELECT 1 FROM delivery_queue q JOIN member m ON m.id = q.recipient_member_id"
+            " WHERE m.pubkey = ? AND q.acked_at IS NULL", pair.bob_key))
