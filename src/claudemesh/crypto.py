@@ -7,7 +7,8 @@ as another; the fields follow, joined by ``|``.
 
 DMs are ``crypto_box`` (X25519 + XSalsa20-Poly1305) with both ed25519 keys converted to
 X25519 and a random 24-byte nonce (original-implementation-notes §2); nonce and
-ciphertext travel as standard base64.
+ciphertext travel as standard base64. Topic posts are ``crypto_secretbox`` (XSalsa20-
+Poly1305) under a random 32-byte key per topic epoch (docs/protocol.md, Encrypted topics).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ __all__ = [
     "hello_statement",
     "invite_statement",
     "join_statement",
+    "new_topic_key",
+    "secretbox_decrypt",
+    "secretbox_encrypt",
     "verify",
 ]
 
@@ -131,3 +135,30 @@ def box_decrypt(body: BoxedBody, *, recipient_secret_hex: str, sender_pubkey_hex
         return bytes(nacl.bindings.crypto_box_open_afternm(sealed, nonce, key))
     except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
         raise CryptoFailure("the message does not open with these keys") from exc
+
+
+TOPIC_KEY_BYTES: Final = 32
+
+
+def new_topic_key() -> bytes:
+    return bytes(nacl.utils.random(TOPIC_KEY_BYTES))
+
+
+def secretbox_encrypt(plaintext: bytes, key: bytes, *, nonce: bytes | None = None) -> BoxedBody:
+    """A topic post under its epoch's key. Raises CryptoFailure for a malformed key."""
+    nonce = nonce if nonce is not None else nacl.utils.random(NONCE_BYTES)
+    try:
+        sealed = nacl.bindings.crypto_secretbox(plaintext, nonce, key)
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoFailure("cannot encrypt with that key") from exc
+    return BoxedBody(base64.b64encode(nonce).decode(), base64.b64encode(sealed).decode())
+
+
+def secretbox_decrypt(body: BoxedBody, key: bytes) -> bytes:
+    """Raises CryptoFailure when the box does not open with ``key``."""
+    try:
+        nonce = base64.b64decode(body.nonce, validate=True)
+        sealed = base64.b64decode(body.ciphertext, validate=True)
+        return bytes(nacl.bindings.crypto_secretbox_open(sealed, nonce, key))
+    except (nacl.exceptions.CryptoError, ValueError, TypeError) as exc:
+        raise CryptoFailure("the post does not open with this epoch's key") from exc

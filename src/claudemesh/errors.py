@@ -47,6 +47,9 @@
     │   ├── MemberRevoked            403 member_revoked          (close 4002)
     │   ├── InviteRejected           403 invite_rejected
     │   ├── DestinationNotFound      404 destination_not_found   (B2)
+    │   ├── EpochConflict            409 epoch_conflict          (topic_epoch CAS)
+    │   ├── TopicEncrypted           400 topic_encrypted         (plain to an E2E topic)
+    │   ├── UnknownEpoch             400 unknown_epoch
     │   ├── MeshExists               409 mesh_exists
     │   ├── DisplayNameTaken         409 display_name_taken
     │   ├── MemberAlreadyConnected   409 member_already_connected (close 4004)
@@ -101,7 +104,7 @@ __all__ = ["AbortNotAllowed", "AgentSettingsInvalid", "AgentSettingsWriteFailed"
            "BrokerUnreachable", "BrokerUntrusted", "ClaudemeshError", "ClientMessageIdInUse",
            "ConfigError", "DaemonAlreadyRunning", "DaemonBusy", "DaemonStartFailed",
            "DaemonStopFailed", "DaemonTimeout", "DaemonUnreachable", "DestinationNotFound",
-           "DisplayNameTaken", "ExecutableNotFound", "ExitCode", "FileCorrupt",
+           "DisplayNameTaken", "EpochConflict", "ExecutableNotFound", "ExitCode", "FileCorrupt",
            "FileDestinationUnsupported", "FileNotFound", "ForbiddenHost", "ForbiddenOrigin",
            "HelloRequired", "HostMismatch", "IdempotencyKeyReused", "InsufficientStorage",
            "InternalError", "InvalidEnvelope", "InvalidRequest", "InviteRejected", "LocalError",
@@ -112,8 +115,9 @@ __all__ = ["AbortNotAllowed", "AgentSettingsInvalid", "AgentSettingsWriteFailed"
            "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
            "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
            "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery", "TooManyStreams",
-           "Unauthorized", "UnknownDestination", "UnknownMember", "UnknownMesh", "UnknownSession",
-           "WaitTimedOut", "error_classes", "error_from_frame", "error_from_wire"]
+           "TopicEncrypted", "Unauthorized", "UnknownDestination", "UnknownEpoch", "UnknownMember",
+           "UnknownMesh", "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame",
+           "error_from_wire"]
 
 
 class ExitCode(enum.IntEnum):
@@ -433,6 +437,29 @@ class NotSubscribed(RequestError):
     code = "not_subscribed"
     http_status = 403
     default_detail = "only a subscriber of the topic may read its history"
+
+
+class EpochConflict(RequestError):
+    """A ``topic_epoch`` lost the compare-and-set (another epoch won, or the topic's
+    membership moved); the fields carry the current state, so the caller re-reads."""
+
+    code = "epoch_conflict"
+    http_status = 409
+    default_detail = "the topic's epoch or membership changed; read topic_keys again"
+
+
+class TopicEncrypted(RequestError):
+    """A plain body to a topic that has key epochs: its posts must be ``topic_box``."""
+
+    code = "topic_encrypted"
+    http_status = 400
+    default_detail = "this topic is end-to-end encrypted; post a topic_box body"
+
+
+class UnknownEpoch(RequestError):
+    code = "unknown_epoch"
+    http_status = 400
+    default_detail = "no such key epoch for this topic"
 
 
 class MeshExists(RequestError):

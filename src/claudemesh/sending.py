@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import CryptoFailure, MemberKey, box_encrypt
+from claudemesh.crypto import CryptoFailure, MemberKey, box_encrypt, secretbox_encrypt
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import WIRE_FIELDS, FrozenSend, wire_part
@@ -30,7 +30,7 @@ __all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_file", "prepare_recei
            "sign_receipts",
            "wire_bytes", "wire_frame", "with_req_id"]
 
-BOX_OVERHEAD: Final = 16  # crypto_box's MAC: the broker counts ciphertext bytes
+BOX_OVERHEAD: Final = 16  # crypto_box's (and secretbox's) MAC: the broker counts ciphertext
 _SEND_HEAD: Final = b'{"type":"send","client_message_id":'
 
 
@@ -43,11 +43,15 @@ class Prepared:
 def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
             reply_to: str | None, meta: dict[str, Any] | None,
             inline_limit: int | None, to_session: str | None = None,
-            from_session: str | None = None) -> Prepared:
+            from_session: str | None = None,
+            topic_key: tuple[int, bytes] | None = None) -> Prepared:
     """Check size, encrypt a DM to its recipient, fingerprint, and freeze the envelope.
 
     A DM with a session on either end carries a sealed plaintext (protocol.sealed), and
-    its ``body_hash`` covers the sessions too; topics carry no sessions (in the clear).
+    its ``body_hash`` covers the sessions too; topics carry no sessions. A ``#topic`` post
+    with ``topic_key`` (epoch, key) is sealed with that epoch's key (``topic_box``); the
+    ``body_hash`` is of the plaintext either way, so the fingerprint does not depend on
+    the epoch and a retry dedupes.
 
     Raises:
         PayloadTooLarge: larger than the broker's negotiated ``inline_bytes`` (A-47).
@@ -58,7 +62,8 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
     raw = seal_message(message, to_session=to_session, from_session=from_session) if (
         is_dm and (to_session or from_session)) else message.encode("utf-8")
     return _prepare_raw(mesh, dest, raw, message, priority=priority, reply_to=reply_to,
-                        meta=meta, inline_limit=inline_limit)
+                        meta=meta, inline_limit=inline_limit,
+                        topic_key=None if is_dm else topic_key)
 
 
 def prepare_file(mesh: MeshConfig, dest: Destination, ref: FileRef, message: str | None, *,
@@ -100,9 +105,10 @@ def prepare_receipts(mesh: MeshConfig, receipts: Receipts) -> Prepared:
 
 def _prepare_raw(mesh: MeshConfig, dest: Destination, raw: bytes, text: str, *,
                  priority: str, reply_to: str | None, meta: dict[str, Any] | None,
-                 inline_limit: int | None) -> Prepared:
+                 inline_limit: int | None,
+                 topic_key: tuple[int, bytes] | None = None) -> Prepared:
     is_dm = dest.kind is DestinationKind.DM
-    size = len(raw) + (BOX_OVERHEAD if is_dm else 0)
+    size = len(raw) + (BOX_OVERHEAD if is_dm or topic_key is not None else 0)
     if inline_limit is not None and size > inline_limit:
         raise PayloadTooLarge(f"message of {size} bytes exceeds the broker's max_payload"
                               f" ({inline_limit} bytes) for mesh {mesh.slug!r}",
@@ -115,7 +121,15 @@ def _prepare_raw(mesh: MeshConfig, dest: Destination, raw: bytes, text: str, *,
     fingerprint = request_fingerprint(
         destination_kind=str(dest.kind), destination_ref=dest.ref, reply_to_id=reply_to,
         priority=priority, meta_canonical=meta_canonical, body_hash_hex=digest)
-    body = _encrypt(raw, dest, mesh.secret_key) if is_dm else {"kind": "plain", "text": text}
+    body: dict[str, Any]
+    if is_dm:
+        body = _encrypt(raw, dest, mesh.secret_key)
+    elif topic_key is not None:
+        boxed = secretbox_encrypt(raw, topic_key[1])
+        body = {"kind": "topic_box", "epoch": topic_key[0], "nonce": boxed.nonce,
+                "ciphertext": boxed.ciphertext}
+    else:
+        body = {"kind": "plain", "text": text}
     frozen = FrozenSend(mesh=mesh.slug, destination_kind=str(dest.kind),
                         destination_ref=dest.ref, priority=priority, reply_to=reply_to,
                         meta=meta or None, body=body, body_hash=digest)

@@ -16,7 +16,9 @@ encoded once for all of them (:class:`PushEncoder`) and spliced into each recipi
 frame as an ``orjson.Fragment``. The bytes are exactly ``strictjson.dumps(push_frame(d))``:
 a frame orjson refuses (an integer past 64 bits, say) is encoded whole by that function's
 fallback, as it always was. A re-push after a lease comes from a fresh store read, and
-is encoded once for that read.
+is encoded once for that read. A topic_box push also carries its recipient's own sealed
+epoch key (``epoch_key``, a few hundred bytes per recipient, outside the shared body);
+a re-push from a read takes it from :class:`~.topic_keys.EpochKeys`' cache.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from claudemesh.broker.accept import push_frame
 from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
+from claudemesh.broker.topic_keys import EpochKeys
 from claudemesh.clock import now_ms
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.strictjson import dumps
@@ -114,6 +117,7 @@ class DeliveryPump:
     fetching: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     metrics: BrokerMetrics = field(default_factory=BrokerMetrics)
+    keys: EpochKeys | None = None  # topic_box re-pushes get their sealed key here
     _timer: asyncio.TimerHandle | None = None
 
     async def run(self) -> None:
@@ -142,7 +146,8 @@ class DeliveryPump:
                     self.session.member.id, after=self.cursor, limit=room,
                     session_id=self.session.session_id, now_ms=now_ms(), lease_ms=lease_ms)
                 self.caught_up = len(batch) < room
-                for delivery in batch:
+                for read in batch:
+                    delivery = read if self.keys is None else await self.keys.attach(read)
                     if not await self._push(delivery):
                         return
                 if self.caught_up:

@@ -32,8 +32,9 @@ from claudemesh.broker.store.base import (
     Member,
     Mesh,
     SessionProfile,
+    b2_refusal,
 )
-from claudemesh.errors import ClaudemeshError, MemberRevoked, RateLimited
+from claudemesh.errors import ClaudemeshError, InvalidEnvelope, MemberRevoked, RateLimited
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.features import FRAME_BATCH, BatchParams
 from claudemesh.protocol.frames import (
@@ -54,10 +55,14 @@ from claudemesh.protocol.frames import (
     Send,
     SetProfile,
     Subscribe,
+    TopicBoxBody,
+    TopicEpoch,
     TopicHistory,
+    TopicKeys,
     Unsubscribe,
 )
 from claudemesh.protocol.ids import new_ulid
+from claudemesh.protocol.topic_epochs import TopicState
 
 __all__ = ["HANDLERS", "Handler", "OpenSession"]
 
@@ -95,6 +100,8 @@ async def send_message(session: OpenSession, frame: Send) -> None:
         if delay > 0:
             raise RateLimited(retry_after_ms=math.ceil(delay * 1000))
         fingerprint = check_send(frame, inline_bytes=ctx.settings.inline_bytes)
+        keys = ctx.hub.epoch_keys
+        await keys.check(mesh.id, frame.destination_kind, frame.destination_ref, frame.body)
         now = ctx.clock()
         request = accept_input(frame, fingerprint, sender=member,
                                mesh_dedupe_mode=mesh.dedupe_mode,
@@ -111,7 +118,9 @@ async def send_message(session: OpenSession, frame: Send) -> None:
     ctx.metrics.accepted(outcome.kind)
     await session.send(send_result(frame.req_id, frame.client_message_id, outcome))
     if outcome.kind is AcceptKind.CREATED:
-        await ctx.hub.deliver(deliveries_for(frame, request, outcome))
+        sealed = await keys.keys(mesh.id, frame.destination_ref, frame.body.epoch) if (
+            isinstance(frame.body, TopicBoxBody)) else None
+        await ctx.hub.deliver(deliveries_for(frame, request, outcome, sealed))
 
 
 async def client_ack(session: OpenSession, frame: ClientAck) -> None:
@@ -144,12 +153,51 @@ async def subscribe(session: OpenSession, frame: Subscribe) -> None:
     changed = await session.ctx.store.subscribe(session.mesh.id, session.member.id,
                                                 frame.topic, session.ctx.clock())
     await _result(session, frame.req_id, topic=frame.topic, subscribed=True, changed=changed)
+    if changed:
+        await _membership_moved(session, frame.topic)
 
 
 async def unsubscribe(session: OpenSession, frame: Unsubscribe) -> None:
     changed = await session.ctx.store.unsubscribe(session.mesh.id, session.member.id,
                                                   frame.topic)
     await _result(session, frame.req_id, topic=frame.topic, subscribed=False, changed=changed)
+    if changed:
+        await _membership_moved(session, frame.topic)
+
+
+async def _membership_moved(session: OpenSession, topic: str) -> None:
+    """The ``topic_membership`` event to the topic's subscribers (connected here)."""
+    await session.ctx.hub.membership_moved(session.mesh.id, topic)
+
+
+def _topic_view(state: TopicState) -> dict[str, Any]:
+    return {"membership_version": state.membership_version,
+            "current_epoch": state.current_epoch, "subscribers": sorted(state.subscribers)}
+
+
+async def topic_keys(session: OpenSession, frame: TopicKeys) -> None:
+    """The topic's key state and the epoch keys sealed to the asking member only."""
+    view = await session.ctx.store.topic_keys(session.mesh.id, frame.topic, session.member.id)
+    if view is None:
+        raise b2_refusal("topic", frame.topic)
+    await _result(session, frame.req_id, topic=frame.topic, **_topic_view(view.state),
+                  keys=[{"epoch": k.epoch, "membership_version": k.membership_version,
+                         "sealer_pubkey": k.sealer_pubkey, "nonce": k.nonce,
+                         "ciphertext": k.ciphertext} for k in view.keys])
+
+
+async def topic_epoch(session: OpenSession, frame: TopicEpoch) -> None:
+    """Compare-and-set the next epoch; the loser gets ``epoch_conflict`` with the state."""
+    ctx, mesh = session.ctx, session.mesh
+    keys = {k.pubkey: (k.nonce, k.ciphertext) for k in frame.keys}
+    if len(keys) != len(frame.keys):
+        raise InvalidEnvelope("a pubkey appears more than once in keys")
+    state = await ctx.store.create_topic_epoch(
+        mesh.id, frame.topic, epoch=frame.epoch, membership_version=frame.membership_version,
+        creator=session.member, keys=keys, now_ms=ctx.clock())
+    ctx.hub.epoch_keys.created(mesh.id, frame.topic)
+    await _result(session, frame.req_id, topic=frame.topic, epoch=frame.epoch,
+                  **_topic_view(state))
 
 
 async def list_topics(session: OpenSession, frame: ListTopics) -> None:
@@ -162,7 +210,8 @@ async def topic_history(session: OpenSession, frame: TopicHistory) -> None:
     deliveries = await session.ctx.store.topic_history(
         session.mesh.id, session.member.id, frame.topic,
         before=None if frame.before is None else int(frame.before), limit=frame.limit)
-    items = [history_item(d) for d in deliveries]
+    keys = session.ctx.hub.epoch_keys  # a topic_box item carries the reader's sealed key
+    items = [history_item(await keys.attach(d)) for d in deliveries]
     last = items[-1]["history_id"] if len(items) == frame.limit else None
     await _result(session, frame.req_id, topic=frame.topic, items=items, next_before=last)
 
@@ -245,4 +294,6 @@ HANDLERS: Final[dict[type[Any], Handler]] = {
     BlobStatus: blob_status,
     BlobGet: blob_get,
     ListBlobs: list_blobs,
+    TopicKeys: topic_keys,
+    TopicEpoch: topic_epoch,
 }

@@ -18,6 +18,8 @@ from claudemesh.broker.presence import MemberKey, Presence
 from claudemesh.broker.ratelimit import TokenBucket
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Delivery, Member
+from claudemesh.broker.topic_keys import EpochKeys
+from claudemesh.protocol.strictjson import dumps
 
 __all__ = ["Hub"]
 
@@ -27,9 +29,11 @@ class Hub:
                  metrics: BrokerMetrics | None = None) -> None:
         self._settings = settings
         self.broker_id = broker_id
+        self._store = store
         self._notifier = store.notifier()
+        self.epoch_keys = EpochKeys(store)
         self._presence = Presence(store, settings, broker_id, self._notifier,
-                                  metrics or BrokerMetrics())
+                                  metrics or BrokerMetrics(), keys=self.epoch_keys)
         self._buckets: dict[MemberKey, TokenBucket] = {}
 
     async def start(self) -> None:
@@ -72,6 +76,21 @@ class Hub:
 
     async def profile_changed(self, member: Member) -> None:
         await self._presence.profile_changed(member)
+
+    async def membership_moved(self, mesh_id: str, topic: str) -> None:
+        """Tell the topic's subscribers connected here that its membership moved (a
+        subscribe, an unsubscribe, a revocation), so their next post starts a new epoch
+        (docs/protocol.md, Encrypted topics). Members on other brokers learn it from
+        their next ``topic_keys``."""
+        view = await self._store.topic_keys(mesh_id, topic, "")
+        if view is None:
+            return
+        data = dumps({"type": "event", "event": "topic_membership", "mesh_id": mesh_id,
+                      "topic": topic, "membership_version": view.state.membership_version})
+        for member_id in await self._store.topic_members(mesh_id, topic):
+            session = self._presence.session_of(mesh_id, member_id)
+            if session is not None:
+                await session.send_unsolicited(data)
 
     # -- delivery (delivery.py) --------------------------------------------------------
 

@@ -31,6 +31,7 @@ from claudemesh.broker.delivery import DeliveryPump, MemberSession
 from claudemesh.broker.metrics import BrokerMetrics
 from claudemesh.broker.settings import BrokerSettings
 from claudemesh.broker.store.base import BrokerStore, Member, Notifier
+from claudemesh.broker.topic_keys import EpochKeys
 from claudemesh.clock import now_ms
 from claudemesh.protocol.close import CloseCode
 from claudemesh.protocol.strictjson import dumps
@@ -67,8 +68,10 @@ class Presence:
     """This broker's attached connections and the cluster-wide presence rows behind them."""
 
     def __init__(self, store: BrokerStore, settings: BrokerSettings, broker_id: str,
-                 notifier: Notifier, metrics: BrokerMetrics) -> None:
+                 notifier: Notifier, metrics: BrokerMetrics, *,
+                 keys: EpochKeys | None = None) -> None:
         self._store = store
+        self._keys = keys
         self._metrics = metrics
         self._settings = settings
         self._broker_id = broker_id
@@ -111,7 +114,8 @@ class Presence:
             session_id=session.session_id, now_ms=now_ms(),
             prefer_oldest=policy == "prefer_oldest", dead_after_ms=self._dead_after_ms)
         old = self._attached.pop(key, None)
-        pump = DeliveryPump(session, self._store, self._settings, metrics=self._metrics)
+        pump = DeliveryPump(session, self._store, self._settings, metrics=self._metrics,
+                            keys=self._keys)
         self._attached[key] = _Attached(session, pump, asyncio.create_task(
             pump.run(), name=f"pump-{session.session_id}"))
         if old is not None:

@@ -158,6 +158,9 @@ class BrokerServer:
     async def _revocations(self) -> None:
         since = now_ms() - int(self.settings.revocation_poll_s * 1000) - 5_000
         for member in await self.store.revoked_since(since):
+            for entry in await self.store.list_topics(member.mesh_id, member.id):
+                if entry["subscribed"]:  # its topics' next epochs leave it out
+                    await self.hub.membership_moved(member.mesh_id, entry["topic"])
             session = await self.hub.revoked(member)
             if isinstance(session, Session) and not session.revoked:
                 session.revoked = True

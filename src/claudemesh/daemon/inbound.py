@@ -1,7 +1,8 @@
 """Push -> inbox (and receipts) -> client_ack -> events, for one mesh (daemon-spec §5).
 
 Persist, then react (R-IN-1). Pushes are validated (R-IN-5: a strict model, unknown
-fields refused, counted), DMs decrypted with this member's key, and written to
+fields refused, counted), DMs decrypted with this member's key, posts to encrypted
+topics with their epoch's key (:mod:`.topic_keys`; a missing key is "undecryptable"), and written to
 ``inbox.db`` in batches: whatever arrived while the previous batch was committing goes
 in the next one, in one transaction. Only after that COMMIT are the pushes acked, and
 only rows that were new raise a ``message`` event; a repeat delivery just counts as a
@@ -33,17 +34,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt, verify
+from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt, secretbox_decrypt, verify
 from claudemesh.daemon.events import Event, EventBus
 from claudemesh.daemon.link import BrokerLink
 from claudemesh.daemon.store.inbox import InboxItem, InboxStore, NewInboxItem
 from claudemesh.daemon.store.receipts import ReceiptStore
+from claudemesh.daemon.topic_keys import TopicSender
 from claudemesh.errors import ClaudemeshError
 from claudemesh.protocol.frames import (
     BoxBody,
     FrameError,
     HistoryItem,
     Push,
+    TopicBoxBody,
     parse_history_item,
     parse_push,
 )
@@ -117,8 +120,10 @@ class Inbound:
     def __init__(self, mesh: MeshConfig, link: BrokerLink, inbox: DbWorker, bus: EventBus, *,
                  clock: Callable[[], int], iso: Callable[[int], str | None],
                  outbox: DbWorker | None = None,
-                 on_stored: Callable[[], None] = lambda: None) -> None:
+                 on_stored: Callable[[], None] = lambda: None,
+                 topics: TopicSender | None = None) -> None:
         self.mesh = mesh
+        self._topics = topics
         self.link = link
         self._inbox = inbox
         self._outbox = outbox
@@ -187,7 +192,7 @@ class Inbound:
         if any(i.wants_receipts for i in created):
             self._on_stored()
 
-    def _valid_receipt(self, receipts: Receipts, push: Push) -> bool:
+    def _valid_receipt(self, receipts: Receipts, push: HistoryItem) -> bool:
         """Signed by the member who sent it, about messages of ours in this mesh."""
         ok = (receipts.recipient == push.sender_pubkey and receipts.sender == self.mesh.pubkey
               and receipts.mesh_id == self.mesh.mesh_id)
@@ -314,9 +319,7 @@ class Inbound:
 
     def _raw(self, push: HistoryItem) -> tuple[bytes | None, str | None]:
         if push.destination_kind != "dm":
-            if isinstance(push.body, BoxBody):
-                return None, "an encrypted body on a topic; no topic keys here"
-            return push.body.text.encode("utf-8"), None
+            return self._topic_raw(push)
         if not isinstance(push.body, BoxBody):
             return None, "a DM arrived unencrypted; refused"
         if push.destination_ref != self.mesh.pubkey:
@@ -327,6 +330,28 @@ class Inbound:
                                sender_pubkey_hex=push.sender_pubkey), None
         except CryptoFailure:
             return None, "crypto_box did not open with this member's key"
+
+
+    def _topic_raw(self, push: HistoryItem) -> tuple[bytes | None, str | None]:
+        if isinstance(push.body, BoxBody):
+            return None, "a crypto_box body on a topic; refused"
+        if isinstance(push.body, TopicBoxBody):
+            return self._topic_box(push, push.body)
+        return push.body.text.encode("utf-8"), None
+
+    def _topic_box(self, push: HistoryItem, body: TopicBoxBody) -> tuple[bytes | None, str | None]:
+        """A post to an encrypted topic: its epoch's key from the keyring, else from the
+        push's own sealed copy (kept for next time)."""
+        if self._topics is None:
+            return None, "an encrypted topic post; this daemon keeps no topic keys"
+        sealed = None if push.epoch_key is None else push.epoch_key.model_dump()
+        key = self._topics.key_for(push.destination_ref, body.epoch, sealed)
+        if key is None:
+            return None, f"no key for epoch {body.epoch} of #{push.destination_ref}"
+        try:
+            return secretbox_decrypt(BoxedBody(body.nonce, body.ciphertext), key), None
+        except CryptoFailure:
+            return None, f"the post does not open with epoch {body.epoch}'s key"
 
 
 def _insert(conn: sqlite3.Connection, items: list[NewInboxItem], now: int) -> list[InboxItem]:

@@ -28,6 +28,7 @@ from claudemesh.daemon.link import BrokerLink, LinkTimings
 from claudemesh.daemon.link_rules import TERMINAL, LinkState
 from claudemesh.daemon.memberships import Memberships
 from claudemesh.daemon.store.inbox import InboxStore
+from claudemesh.daemon.topic_keys import TopicKeyring, TopicSender
 from claudemesh.errors import BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.replies import EventReply, Result
 from claudemesh.sqlitedb.worker import DbWorker
@@ -54,7 +55,8 @@ class MeshRuntime:
                  on_state: Callable[[MeshRuntime], None] | None = None,
                  on_stored: Callable[[], None] = lambda: None,
                  sessions: SessionsSource = _no_sessions,
-                 memberships: Memberships | None = None) -> None:
+                 memberships: Memberships | None = None,
+                 keyring: TopicKeyring | None = None) -> None:
         self.mesh = mesh
         self.memberships = memberships
         self._inbox = inbox
@@ -68,8 +70,9 @@ class MeshRuntime:
         self.link = BrokerLink(mesh, on_push=self._push, on_event=self._event,
                                on_state=self._state_changed, timings=timings)
         self.drain = Drain(self.link, outbox, clock=clock)
+        self.topics = TopicSender(mesh, self.link, keyring or TopicKeyring(None))
         self.inbound = Inbound(mesh, self.link, inbox, bus, clock=clock, iso=iso,
-                               outbox=outbox, on_stored=on_stored)
+                               outbox=outbox, on_stored=on_stored, topics=self.topics)
         self._tasks: list[asyncio.Task[None]] = []
         self._side: set[asyncio.Task[None]] = set()
 
@@ -135,6 +138,11 @@ class MeshRuntime:
 
     def _event(self, frame: EventReply) -> None:
         event, peer = frame.event, frame.peer
+        if event == "topic_membership":  # its next post starts a new epoch
+            topic, version = frame.data.get("topic"), frame.data.get("membership_version")
+            if isinstance(topic, str) and isinstance(version, int):
+                self.topics.keyring.heard(self.mesh.mesh_id, topic, version)
+            return
         if not isinstance(peer, dict) or not isinstance(peer.get("pubkey"), str) or (
                 not isinstance(peer.get("display_name"), str)):
             return
@@ -158,6 +166,7 @@ class MeshRuntime:
             self._publish.set()
             self._spawn(self.refresh_peers())
             self._spawn(self.reassert_memberships())
+            self._spawn(self.topics.refresh_known())
         if self._on_state is not None:
             self._on_state(self)
 

@@ -56,6 +56,8 @@ from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
 from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
 from claudemesh.daemon.store.sessions import SessionRow
+from claudemesh.daemon.topic_keys import FILE_NAME as TOPIC_KEYS_FILE
+from claudemesh.daemon.topic_keys import TopicKeyring
 from claudemesh.errors import (
     BrokerIncompatible,
     BrokerUntrusted,
@@ -218,10 +220,11 @@ def _open_stores(config: Config, options: DaemonOptions,
         return [session_entry(row) for row in await sessions.live()]
 
     memberships = Memberships.load(paths.daemon_dir / MEMBERSHIPS_FILE)
+    keyring = TopicKeyring(paths.daemon_dir / TOPIC_KEYS_FILE)
     runtimes = [MeshRuntime(m, outbox=outbox, inbox=inbox, bus=bus, directory=directory,
                             clock=now_ms, iso=iso_ms, timings=options.link_timings,
                             on_state=meshes.watch, on_stored=pump.notify, sessions=published,
-                            memberships=memberships)
+                            memberships=memberships, keyring=keyring)
                 for m in config.meshes]
     meshes.by_slug = {r.mesh.slug: r for r in runtimes}
     ctx = DaemonContext(config=config, outbox=outbox, inbox=inbox, directory=directory,

@@ -5,9 +5,11 @@ so every retry sends the same bytes. ``client_message_id`` is deliberately not i
 it lives in its own column, and a requeue copies the payload under a fresh id (R-RQ-2).
 
 ``body`` is the wire body: ``{"kind": "plain", "text"}`` for topics, groups and broadcast,
-``{"kind": "crypto_box", "nonce", "ciphertext"}`` for a DM, encrypted once at accept
-(so the outbox never holds a DM's plaintext). ``body_hash`` is always the sha256 of the
-plaintext the caller sent, which is what the fingerprint covers.
+``{"kind": "crypto_box", "nonce", "ciphertext"}`` for a DM, and
+``{"kind": "topic_box", "epoch", "nonce", "ciphertext"}`` for a post to an encrypted
+``#topic``, each encrypted once at accept (so the outbox never holds their plaintext).
+``body_hash`` is always the sha256 of the plaintext the caller sent, which is what the
+fingerprint covers.
 
 Encoded once. :meth:`FrozenSend.to_bytes` writes ``mesh`` first and then the ``send``
 frame's members in the frame's own order (:data:`WIRE_FIELDS`), so the stored bytes after
@@ -44,7 +46,7 @@ class FrozenSend:
     priority: str
     reply_to: str | None
     meta: dict[str, Any] | None
-    body: dict[str, str]
+    body: dict[str, Any]
     body_hash: str
     envelope_version: str = ENVELOPE_VERSION
 

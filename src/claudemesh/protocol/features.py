@@ -106,7 +106,8 @@ def build_feature_map(*, dedupe_mode: str = "retention_scoped", retention_days: 
         "concurrent_connection_policy": {"params": {"version": 1,
                                                     "default_policy": connection_policy}},
         "member_keypair_rotated_event": {"params": {"version": 1}},
-        "key_epoch": {"params": {"version": 1, "max_concurrent_epochs": 1}},
+        "key_epoch": {"params": {"version": 2, "max_concurrent_epochs": 0,
+                                 "encrypted_topics": True}},
         "max_payload": {"params": {"version": 1, "inline_bytes": inline_bytes,
                                    "blob_bytes": blob_bytes}},
     }

@@ -36,6 +36,7 @@ __all__ = [
     "BoxBody",
     "ClientAck",
     "ClientFrame",
+    "EpochKey",
     "FeatureNegotiationRequest",
     "FrameError",
     "Hello",
@@ -48,11 +49,15 @@ __all__ = [
     "ListPeers",
     "ListTopics",
     "PlainBody",
+    "SealedKey",
     "Send",
     "SessionEntry",
     "SetProfile",
     "Subscribe",
+    "TopicBoxBody",
+    "TopicEpoch",
     "TopicHistory",
+    "TopicKeys",
     "Unsubscribe",
     "decode_frame",
     "parse_client_frame",
@@ -74,6 +79,10 @@ ShortText = Annotated[str, StringConstraints(max_length=512)]
 #: A group member's role label: a name of at most 32 characters.
 Role = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")]
 HISTORY_MAX: Final = 1000  # messages per topic_history page
+Nonce24 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{32}$")]  # 24 bytes
+SealText = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$",
+                                            max_length=512)]
+Epoch = Annotated[int, Field(ge=1, le=2**31 - 1)]
 
 
 class FrameError(ValueError):
@@ -135,6 +144,18 @@ class BoxBody(_Frame):
     ciphertext: Base64
 
 
+class TopicBoxBody(_Frame):
+    """A topic post sealed with ``crypto_secretbox`` under the key of ``epoch``."""
+
+    kind: Literal["topic_box"]
+    epoch: Epoch
+    nonce: Nonce24
+    ciphertext: Base64
+
+
+Body = Annotated[PlainBody | BoxBody | TopicBoxBody, Field(discriminator="kind")]
+
+
 class Send(_Frame):
     type: Literal["send"]
     req_id: ReqId
@@ -146,7 +167,7 @@ class Send(_Frame):
     reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     meta: dict[str, Any] | None = None
     body_hash: Hex64
-    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+    body: Body
 
 
 class ClientAck(_Frame):
@@ -165,6 +186,31 @@ class Unsubscribe(_Frame):
     type: Literal["unsubscribe"]
     req_id: ReqId
     topic: Name
+
+
+class SealedKey(_Frame):
+    """An epoch key sealed (crypto_box) to the member with ``pubkey``."""
+
+    pubkey: Hex64
+    nonce: Nonce24
+    ciphertext: SealText
+
+
+class TopicKeys(_Frame):
+    type: Literal["topic_keys"]
+    req_id: ReqId
+    topic: Name
+
+
+class TopicEpoch(_Frame):
+    """Start epoch ``epoch`` of ``topic`` (a compare-and-set: docs/protocol.md)."""
+
+    type: Literal["topic_epoch"]
+    req_id: ReqId
+    topic: Name
+    epoch: Epoch
+    membership_version: Annotated[int, Field(ge=0, le=2**62)]
+    keys: list[SealedKey] = Field(max_length=10_000)
 
 
 class ListTopics(_Frame):
@@ -239,6 +285,16 @@ class SetProfile(_Frame):
         default=None, max_length=DEFAULT_MAX_SESSIONS)
 
 
+class EpochKey(_Frame):
+    """The epoch key of a topic_box push, sealed to its recipient by ``sealer_pubkey``,
+    and the membership version its epoch was made for."""
+
+    sealer_pubkey: Hex64
+    nonce: Nonce24
+    ciphertext: SealText
+    membership_version: Annotated[int, Field(ge=0, le=2**62)]
+
+
 # Blobs (shared files, docs/protocol.md "Blobs"): ciphertext only, in slices that keep a
 # blob_put or a blob_get answer well inside the 256 KiB frame limit once in base64.
 BLOB_DATA_MAX: Final = 160 * 1024
@@ -303,8 +359,9 @@ class HistoryItem(_Frame):
     reply_to: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
     meta: dict[str, Any] | None = None
     body_hash: Hex64
-    body: Annotated[PlainBody | BoxBody, Field(discriminator="kind")]
+    body: Body
     created_at: Annotated[str, StringConstraints(max_length=40)]
+    epoch_key: EpochKey | None = None  # topic_box only: the recipient's own sealed key
 
 
 class Push(HistoryItem):
@@ -336,7 +393,8 @@ def parse_push(doc: dict[str, Any]) -> Push:
 
 ClientFrame = (Join | Hello | FeatureNegotiationRequest | Send | ClientAck | Subscribe
                | Unsubscribe | ListTopics | TopicHistory | JoinGroup | LeaveGroup | ListGroups
-               | ListPeers | SetProfile | BlobBegin | BlobPut | BlobStatus | BlobGet | ListBlobs)
+               | ListPeers | SetProfile | BlobBegin | BlobPut | BlobStatus | BlobGet | ListBlobs
+               | TopicKeys | TopicEpoch)
 
 # Fields that exist only with a feature. A broker that does not advertise the feature
 # refuses them as unknown fields, exactly as a model without them would.
@@ -348,7 +406,8 @@ FRAME_TYPES: Final = frozenset(
     m.model_fields["type"].annotation.__args__[0]  # type: ignore[union-attr]
     for m in (Join, Hello, FeatureNegotiationRequest, Send, ClientAck, Subscribe, Unsubscribe,
               ListTopics, TopicHistory, JoinGroup, LeaveGroup, ListGroups, ListPeers,
-              SetProfile, BlobBegin, BlobPut, BlobStatus, BlobGet, ListBlobs))
+              SetProfile, BlobBegin, BlobPut, BlobStatus, BlobGet, ListBlobs, TopicKeys,
+              TopicEpoch))
 
 
 def parse_client_frame(raw: str | bytes) -> ClientFrame:

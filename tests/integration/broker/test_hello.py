@@ -18,7 +18,7 @@ EXPECTED_FEATURES = {
         "request_fingerprint": True, "tombstone_history_pruned_window_days": 30}},
     "concurrent_connection_policy": {"params": {"version": 1, "default_policy": "prefer_newest"}},
     "member_keypair_rotated_event": {"params": {"version": 1}},
-    "key_epoch": {"params": {"version": 1, "max_concurrent_epochs": 1}},
+    "key_epoch": {"params": {"version": 2, "max_concurrent_epochs": 0, "encrypted_topics": True}},
     "max_payload": {"params": {"version": 1, "inline_bytes": 65536,
                                 "blob_bytes": 50 * 1024 * 1024}},  # --max-file-bytes
     "frame_batch": {"params": {"version": 1, "max_frames": 256, "max_bytes": 131072}},

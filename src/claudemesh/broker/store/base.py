@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from claudemesh.errors import ClaudemeshError, DestinationNotFound, MemberRevoked, StoreError
+from claudemesh.protocol.topic_epochs import TopicState
 
 __all__ = [
     "NOTIFY_KINDS",
@@ -48,8 +49,10 @@ __all__ = [
     "NewInvite",
     "Notifier",
     "PresenceChange",
+    "SealedEpochKey",
     "SessionProfile",
     "SweepResult",
+    "TopicKeyView",
     "b2_refusal",
     "sessions_from_json",
     "sessions_to_json",
@@ -200,6 +203,31 @@ class Delivery:
     body: dict[str, Any]
     body_hash: str
     created_at: int
+    epoch_key: dict[str, Any] | None = None  # topic_box: the recipient's sealed epoch key
+
+
+@dataclass(frozen=True, slots=True)
+class SealedEpochKey:
+    """One epoch's key as sealed to one member (``topic_epoch_key``)."""
+
+    epoch: int
+    membership_version: int
+    sealer_pubkey: str
+    nonce: str
+    ciphertext: str
+
+    def wire(self) -> dict[str, Any]:
+        """The ``epoch_key`` of a push."""
+        return {"sealer_pubkey": self.sealer_pubkey, "nonce": self.nonce,
+                "ciphertext": self.ciphertext, "membership_version": self.membership_version}
+
+
+@dataclass(frozen=True, slots=True)
+class TopicKeyView:
+    """``topic_keys``' answer: the topic's state and the keys sealed to one member."""
+
+    state: TopicState
+    keys: tuple[SealedEpochKey, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +406,38 @@ class BrokerStore(abc.ABC):
         Raises:
             NotSubscribed: ``member_id`` is not a subscriber of ``topic``.
         """
+
+    # -- encrypted topics (docs/protocol.md, Encrypted topics) --------------------------
+    # subscribe, unsubscribe and revoke_member bump the topics' membership_version.
+
+    @abc.abstractmethod
+    async def topic_keys(self, mesh_id: str, topic: str, member_id: str) -> TopicKeyView | None:
+        """The topic's state and every epoch key sealed to ``member_id``; None: no topic."""
+
+    @abc.abstractmethod
+    async def topic_members(self, mesh_id: str, topic: str) -> list[str]:
+        """The member ids of the topic's live subscribers."""
+
+    @abc.abstractmethod
+    async def create_topic_epoch(self, mesh_id: str, topic: str, *, epoch: int,
+                                 membership_version: int, creator: Member,
+                                 keys: dict[str, tuple[str, str]], now_ms: int) -> TopicState:
+        """Compare-and-set the next epoch (``keys``: pubkey -> (nonce, ciphertext)), in one
+        transaction against the topic's current state (protocol.topic_epochs.epoch_refusal).
+
+        Raises:
+            DestinationNotFound: no such topic.
+            EpochConflict: refused; its fields carry the current state.
+        """
+
+    @abc.abstractmethod
+    async def epoch_keys(self, mesh_id: str, topic: str,
+                         epoch: int) -> dict[str, SealedEpochKey] | None:
+        """The epoch's sealed keys by member id; None when the epoch does not exist."""
+
+    @abc.abstractmethod
+    async def topic_epoch(self, mesh_id: str, topic: str) -> int | None:
+        """The topic's current epoch (0: none yet); None when there is no such topic."""
 
     @abc.abstractmethod
     async def leave_group(self, mesh_id: str, member_id: str, group: str) -> bool: ...

@@ -25,6 +25,7 @@ from claudemesh.daemon.ipc.requests import (
 )
 from claudemesh.daemon.store.outbox import AcceptOutcome, NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
+from claudemesh.daemon.topic_keys import EpochKey
 from claudemesh.errors import (
     IdempotencyKeyReused,
     InvalidRequest,
@@ -106,8 +107,10 @@ async def sending_session(ctx: DaemonContext, session_id: str | None) -> str | N
 
 
 def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
-                 from_session: str | None = None) -> _Prepared:
-    """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing."""
+                 from_session: str | None = None,
+                 topic_key: EpochKey | None = None) -> _Prepared:
+    """Phase A plus fingerprint and frozen envelope; raises 4xx, writes nothing. A post to
+    an encrypted ``#topic`` is sealed with ``topic_key`` (:func:`topic_key_for`)."""
     cmid = choose_client_message_id(header_id, req.client_message_id)
     mesh = ctx.pick_mesh(req.mesh)
     try:
@@ -120,7 +123,8 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
     prepared = prepare(mesh, dest, req.message, priority=req.priority, reply_to=req.reply_to,
                        meta=req.meta, inline_limit=None if negotiated is None
                        else negotiated.inline_bytes, to_session=address.session,
-                       from_session=from_session)
+                       from_session=from_session, topic_key=None if topic_key is None
+                       else (topic_key.epoch, topic_key.key))
     send = NewSend(
         client_message_id=cmid or new_ulid(ctx.clock()), fingerprint=prepared.fingerprint,
         payload=prepared.frozen.to_bytes(), mesh=mesh.slug, destination_kind=str(dest.kind),
@@ -129,6 +133,25 @@ def prepare_send(ctx: DaemonContext, req: SendRequest, header_id: str | None,
         text=req.message,
     )
     return _Prepared(send, prepared.fingerprint)
+
+
+async def topic_key_for(ctx: DaemonContext, req: SendRequest) -> EpochKey | None:
+    """The epoch key a post to a ``#topic`` is sealed with (daemon.topic_keys); None for
+    every other destination, and for a topic that stays plain. Refusals of the address
+    itself are left to :func:`prepare_send`.
+
+    Raises:
+        BrokerUnavailable: no key for the topic and the link is down (503).
+    """
+    try:
+        target = parse_address(req.to).target
+    except DestinationError:
+        return None
+    if not isinstance(target, Destination) or target.kind is not DestinationKind.TOPIC or (
+            target.ref[0] in "@*"):
+        return None
+    mesh = ctx.pick_mesh(req.mesh)
+    return await ctx.runtime(mesh.slug).topics.key_for_post(target.ref)
 
 
 async def post_send(request: web.Request) -> web.Response:
@@ -141,7 +164,10 @@ async def accept_send(ctx: DaemonContext, req: SendRequest,
                       header_id: str | None) -> web.Response:
     """The accept of a validated send: ``/v1/send`` and ``/v1/topic/post`` (A-53)."""
     from_session = await sending_session(ctx, req.session)
-    prepared = prepare_send(ctx, req, header_id, from_session)
+    prepared = prepare_send(ctx, req, header_id, from_session)  # every 4xx first
+    topic_key = await topic_key_for(ctx, req)
+    if topic_key is not None:  # sealed under the topic's epoch, checked again for size
+        prepared = prepare_send(ctx, req, header_id, from_session, topic_key)
     now = ctx.clock()
     outcome = await ctx.outbox.run(lambda conn: OutboxStore(conn).accept(prepared.send, now))
     if outcome.decision.reply is Reply.INSERT:

@@ -328,6 +328,34 @@ _ACCEPT_V1,
     );
     CREATE INDEX blob_mesh ON mesh.blob(mesh_id, created_at);
     """,
+    # 7 (issue 15): end-to-end encrypted topics: membership versions, key epochs, sealed keys
+    """
+    ALTER TABLE mesh.topic ADD COLUMN membership_version BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE mesh.topic ADD COLUMN current_epoch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE mesh.topic_epoch (
+      mesh_id            TEXT NOT NULL,
+      topic              TEXT NOT NULL,
+      epoch              INTEGER NOT NULL,
+      membership_version BIGINT NOT NULL,
+      creator_member_id  TEXT NOT NULL,
+      creator_pubkey     TEXT NOT NULL,
+      created_at         BIGINT NOT NULL,
+      PRIMARY KEY (mesh_id, topic, epoch),
+      FOREIGN KEY (mesh_id, topic) REFERENCES mesh.topic(mesh_id, name) ON DELETE CASCADE
+    );
+    CREATE TABLE mesh.topic_epoch_key (
+      mesh_id    TEXT NOT NULL,
+      topic      TEXT NOT NULL,
+      epoch      INTEGER NOT NULL,
+      member_id  TEXT NOT NULL,
+      nonce      TEXT NOT NULL,
+      ciphertext TEXT NOT NULL,
+      PRIMARY KEY (mesh_id, topic, epoch, member_id),
+      FOREIGN KEY (mesh_id, topic, epoch) REFERENCES mesh.topic_epoch(mesh_id, topic, epoch)
+        ON DELETE CASCADE
+    );
+    CREATE INDEX topic_epoch_key_member ON mesh.topic_epoch_key (member_id);
+    """,
 )
 
 

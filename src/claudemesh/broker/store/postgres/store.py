@@ -61,9 +61,12 @@ from claudemesh.broker.store.base import (
     NewInvite,
     Notifier,
     PresenceChange,
+    SealedEpochKey,
     SweepResult,
+    TopicKeyView,
     b2_refusal,
 )
+from claudemesh.broker.store.epochs import epoch_conflict
 from claudemesh.broker.store.postgres.connection import Conn, PgPool, Retry, count
 from claudemesh.broker.store.postgres.notify import PgNotifier
 from claudemesh.broker.store.postgres.schema import migrate
@@ -93,6 +96,7 @@ from claudemesh.errors import (
     NotSubscribed,
     StoreError,
 )
+from claudemesh.protocol.topic_epochs import TopicState, epoch_refusal
 
 __all__ = ["PostgresBrokerStore"]
 
@@ -267,6 +271,11 @@ class PostgresBrokerStore(BrokerStore):
                 rows = await conn.fetch(
                     f"UPDATE mesh.member m SET revoked_at = $1 WHERE m.pubkey = $2"  # noqa: S608
                     f" AND m.revoked_at IS NULL RETURNING {_MEMBER_COLUMNS}", now_ms, pubkey)
+            await conn.execute(  # its topics' next epochs must leave it out
+                "UPDATE mesh.topic t SET membership_version = t.membership_version + 1"
+                " WHERE EXISTS (SELECT 1 FROM mesh.topic_subscription s WHERE s.mesh_id ="
+                " t.mesh_id AND s.topic = t.name AND s.member_id = ANY($1::text[]))",
+                [r[0] for r in rows])
             return sorted((_member(r) for r in rows), key=lambda m: (m.joined_at, m.id))
         return await self._db.run("revoking a member", op)
 
@@ -317,17 +326,97 @@ class PostgresBrokerStore(BrokerStore):
             await conn.execute("INSERT INTO mesh.topic (mesh_id, name, created_at)"
                                " VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
                                mesh_id, topic, now_ms)
-            return count(await conn.execute(
+            return await _bumped(conn, mesh_id, topic, count(await conn.execute(
                 "INSERT INTO mesh.topic_subscription (mesh_id, topic, member_id, created_at)"
                 " VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                mesh_id, topic, member_id, now_ms)) == 1
+                mesh_id, topic, member_id, now_ms)) == 1)
         return await self._db.run("subscribing", op)
 
     async def unsubscribe(self, mesh_id: str, member_id: str, topic: str) -> bool:
-        return await self._changed_one(
-            "unsubscribing",
-            "DELETE FROM mesh.topic_subscription WHERE mesh_id = $1 AND topic = $2"
-            " AND member_id = $3", mesh_id, topic, member_id)
+        async def op(conn: Conn) -> bool:
+            return await _bumped(conn, mesh_id, topic, count(await conn.execute(
+                "DELETE FROM mesh.topic_subscription WHERE mesh_id = $1 AND topic = $2"
+                " AND member_id = $3", mesh_id, topic, member_id)) == 1)
+        return await self._db.run("unsubscribing", op)
+
+    # -- encrypted topics --------------------------------------------------------------
+
+    async def topic_keys(self, mesh_id: str, topic: str, member_id: str) -> TopicKeyView | None:
+        async def op(conn: Conn) -> TopicKeyView | None:
+            state = await _topic_state(conn, mesh_id, topic)
+            if state is None:
+                return None
+            rows = await conn.fetch(
+                "SELECT e.epoch, e.membership_version, e.creator_pubkey, k.nonce, k.ciphertext"
+                " FROM mesh.topic_epoch_key k JOIN mesh.topic_epoch e ON e.mesh_id = k.mesh_id"
+                " AND e.topic = k.topic AND e.epoch = k.epoch WHERE k.mesh_id = $1"
+                " AND k.topic = $2 AND k.member_id = $3 ORDER BY e.epoch",
+                mesh_id, topic, member_id)
+            return TopicKeyView(state, tuple(
+                SealedEpochKey(int(r[0]), int(r[1]), r[2], r[3], r[4]) for r in rows))
+        return await self._db.run("reading topic keys", op)
+
+    async def topic_members(self, mesh_id: str, topic: str) -> list[str]:
+        async def op(conn: Conn) -> list[str]:
+            return [str(r[0]) for r in await conn.fetch(
+                "SELECT s.member_id FROM mesh.topic_subscription s JOIN mesh.member m"
+                " ON m.id = s.member_id WHERE s.mesh_id = $1 AND s.topic = $2"
+                " AND m.revoked_at IS NULL ORDER BY s.member_id COLLATE \"C\"", mesh_id, topic)]
+        return await self._db.run("reading subscribers", op, tx=False)
+
+    async def create_topic_epoch(self, mesh_id: str, topic: str, *, epoch: int,
+                                 membership_version: int, creator: Member,
+                                 keys: dict[str, tuple[str, str]], now_ms: int) -> TopicState:
+        async def op(conn: Conn) -> TopicState:
+            state = await _topic_state(conn, mesh_id, topic, lock=True)
+            if state is None:
+                raise b2_refusal("topic", topic)
+            reason = epoch_refusal(state, epoch=epoch, membership_version=membership_version,
+                                   sealed_to=list(keys))
+            if reason is not None:
+                raise epoch_conflict(reason, state)
+            ids = {r[0]: r[1] for r in await conn.fetch(
+                "SELECT m.pubkey, m.id FROM mesh.topic_subscription s JOIN mesh.member m"
+                " ON m.id = s.member_id WHERE s.mesh_id = $1 AND s.topic = $2"
+                " AND m.revoked_at IS NULL", mesh_id, topic)}
+            await conn.execute(
+                "INSERT INTO mesh.topic_epoch (mesh_id, topic, epoch, membership_version,"
+                " creator_member_id, creator_pubkey, created_at)"
+                " VALUES ($1, $2, $3, $4, $5, $6, $7)", mesh_id, topic, epoch,
+                membership_version, creator.id, creator.pubkey, now_ms)
+            sealed = list(keys.items())
+            await conn.execute(
+                "INSERT INTO mesh.topic_epoch_key (mesh_id, topic, epoch, member_id, nonce,"
+                " ciphertext) SELECT $1, $2, $3, u.m, u.n, u.c FROM"
+                " unnest($4::text[], $5::text[], $6::text[]) AS u(m, n, c)",
+                mesh_id, topic, epoch, [ids[p] for p, _ in sealed],
+                [n for _, (n, _c) in sealed], [c for _, (_n, c) in sealed])
+            await conn.execute("UPDATE mesh.topic SET current_epoch = $1 WHERE mesh_id = $2"
+                               " AND name = $3", epoch, mesh_id, topic)
+            return TopicState(state.membership_version, epoch, state.subscribers)
+        return await self._db.run("starting a topic epoch", op)
+
+    async def epoch_keys(self, mesh_id: str, topic: str,
+                         epoch: int) -> dict[str, SealedEpochKey] | None:
+        async def op(conn: Conn) -> dict[str, SealedEpochKey] | None:
+            head = await conn.fetchrow(
+                "SELECT membership_version, creator_pubkey FROM mesh.topic_epoch"
+                " WHERE mesh_id = $1 AND topic = $2 AND epoch = $3", mesh_id, topic, epoch)
+            if head is None:
+                return None
+            rows = await conn.fetch("SELECT member_id, nonce, ciphertext FROM"
+                                    " mesh.topic_epoch_key WHERE mesh_id = $1 AND topic = $2"
+                                    " AND epoch = $3", mesh_id, topic, epoch)
+            return {str(r[0]): SealedEpochKey(epoch, int(head[0]), head[1], r[1], r[2])
+                    for r in rows}
+        return await self._db.run("reading epoch keys", op)
+
+    async def topic_epoch(self, mesh_id: str, topic: str) -> int | None:
+        async def op(conn: Conn) -> int | None:
+            value = await conn.fetchval("SELECT current_epoch FROM mesh.topic WHERE mesh_id = $1"
+                                        " AND name = $2", mesh_id, topic)
+            return None if value is None else int(value)
+        return await self._db.run("reading a topic's epoch", op, tx=False)
 
     async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]:
         async def op(conn: Conn) -> list[dict[str, Any]]:
@@ -622,6 +711,29 @@ class PostgresBrokerStore(BrokerStore):
                 ") SELECT count(*) FROM old", now_ms, DAY_MS)
             return SweepResult(expired, int(pruned), nonces)
         return await self._db.run("sweeping", op)
+
+
+async def _bumped(conn: Conn, mesh_id: str, topic: str, changed: bool) -> bool:
+    """A subscription changed: the topic's membership moves to its next version."""
+    if changed:
+        await conn.execute("UPDATE mesh.topic SET membership_version = membership_version + 1"
+                           " WHERE mesh_id = $1 AND name = $2", mesh_id, topic)
+    return changed
+
+
+async def _topic_state(conn: Conn, mesh_id: str, topic: str, *,
+                       lock: bool = False) -> TopicState | None:
+    """The topic's state; ``lock`` holds its row (FOR UPDATE) to the end of the
+    transaction, so a subscribe or another epoch orders before or after the caller."""
+    sql = ("SELECT membership_version, current_epoch FROM mesh.topic"
+           " WHERE mesh_id = $1 AND name = $2")
+    row = await conn.fetchrow(sql + " FOR UPDATE" if lock else sql, mesh_id, topic)
+    if row is None:
+        return None
+    subscribers = frozenset(str(r[0]) for r in await conn.fetch(
+        "SELECT m.pubkey FROM mesh.topic_subscription s JOIN mesh.member m ON m.id = s.member_id"
+        " WHERE s.mesh_id = $1 AND s.topic = $2 AND m.revoked_at IS NULL", mesh_id, topic))
+    return TopicState(int(row[0]), int(row[1]), subscribers)
 
 
 async def _accept(conn: Conn, req: AcceptInput) -> AcceptOutcome:

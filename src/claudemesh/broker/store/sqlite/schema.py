@@ -177,4 +177,32 @@ BROKER_MIGRATIONS: Final = (
     );
     CREATE INDEX blob_mesh ON blob(mesh_id, created_at);
     """,
+    # 6 (issue 15): end-to-end encrypted topics: membership versions, key epochs, sealed keys
+    """
+    ALTER TABLE topic ADD COLUMN membership_version INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE topic ADD COLUMN current_epoch INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE topic_epoch (
+      mesh_id            TEXT NOT NULL,
+      topic              TEXT NOT NULL,
+      epoch              INTEGER NOT NULL,
+      membership_version INTEGER NOT NULL,
+      creator_member_id  TEXT NOT NULL,
+      creator_pubkey     TEXT NOT NULL,
+      created_at         INTEGER NOT NULL,
+      PRIMARY KEY (mesh_id, topic, epoch),
+      FOREIGN KEY (mesh_id, topic) REFERENCES topic(mesh_id, name) ON DELETE CASCADE
+    );
+    CREATE TABLE topic_epoch_key (
+      mesh_id    TEXT NOT NULL,
+      topic      TEXT NOT NULL,
+      epoch      INTEGER NOT NULL,
+      member_id  TEXT NOT NULL,
+      nonce      TEXT NOT NULL,
+      ciphertext TEXT NOT NULL,
+      PRIMARY KEY (mesh_id, topic, epoch, member_id),
+      FOREIGN KEY (mesh_id, topic, epoch) REFERENCES topic_epoch(mesh_id, topic, epoch)
+        ON DELETE CASCADE
+    );
+    CREATE INDEX topic_epoch_key_member ON topic_epoch_key(member_id);
+    """,
 )

@@ -26,9 +26,12 @@ from claudemesh.broker.store.base import (
     NewInvite,
     Notifier,
     PresenceChange,
+    SealedEpochKey,
     SweepResult,
+    TopicKeyView,
     b2_refusal,
 )
+from claudemesh.broker.store.epochs import epoch_conflict
 from claudemesh.broker.store.rows import (
     BLOB_COLUMNS,
     DAY_MS,
@@ -55,6 +58,7 @@ from claudemesh.errors import (
     NotSubscribed,
     StoreError,
 )
+from claudemesh.protocol.topic_epochs import TopicState, epoch_refusal
 from claudemesh.sqlitedb.db import immediate, open_database, store_errors
 from claudemesh.sqlitedb.worker import DbWorker
 
@@ -198,6 +202,10 @@ class SqliteBrokerStore(BrokerStore):
                                     args).fetchall()
                 conn.execute(f"UPDATE member SET revoked_at = ? WHERE {where}",  # noqa: S608
                              (now_ms, *args))
+                for r in rows:  # its topics' next epochs must leave it out
+                    conn.execute("UPDATE topic SET membership_version = membership_version + 1"
+                                 " WHERE (mesh_id, name) IN (SELECT mesh_id, topic FROM"
+                                 " topic_subscription WHERE member_id = ?)", (r[0],))
             return [member_from_row((*r[:5], now_ms, *r[6:])) for r in rows]
         return await self._worker.run(op)
 
@@ -251,13 +259,90 @@ class SqliteBrokerStore(BrokerStore):
             cur = conn.execute("INSERT INTO topic_subscription (mesh_id, topic, member_id,"
                                " created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                (mesh_id, topic, member_id, now_ms))
-            return cur.rowcount == 1
+            return _bumped(conn, mesh_id, topic, cur.rowcount == 1)
         return await self._worker.run(op)
 
     async def unsubscribe(self, mesh_id: str, member_id: str, topic: str) -> bool:
-        return await self._changed_one("DELETE FROM topic_subscription WHERE mesh_id = ?"
-                                       " AND topic = ? AND member_id = ?",
-                                       (mesh_id, topic, member_id))
+        def op(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute("DELETE FROM topic_subscription WHERE mesh_id = ?"
+                               " AND topic = ? AND member_id = ?", (mesh_id, topic, member_id))
+            return _bumped(conn, mesh_id, topic, cur.rowcount == 1)
+        return await self._worker.run(op)
+
+    # -- encrypted topics --------------------------------------------------------------
+
+    async def topic_keys(self, mesh_id: str, topic: str, member_id: str) -> TopicKeyView | None:
+        def op(conn: sqlite3.Connection) -> TopicKeyView | None:
+            state = _topic_state(conn, mesh_id, topic)
+            if state is None:
+                return None
+            rows = conn.execute(
+                "SELECT e.epoch, e.membership_version, e.creator_pubkey, k.nonce, k.ciphertext"
+                " FROM topic_epoch_key k JOIN topic_epoch e ON e.mesh_id = k.mesh_id"
+                " AND e.topic = k.topic AND e.epoch = k.epoch WHERE k.mesh_id = ?"
+                " AND k.topic = ? AND k.member_id = ? ORDER BY e.epoch",
+                (mesh_id, topic, member_id)).fetchall()
+            return TopicKeyView(state, tuple(SealedEpochKey(*r) for r in rows))
+        return await self._worker.run(op)
+
+    async def topic_members(self, mesh_id: str, topic: str) -> list[str]:
+        def op(conn: sqlite3.Connection) -> list[str]:
+            return [r[0] for r in conn.execute(
+                "SELECT s.member_id FROM topic_subscription s JOIN member m ON m.id = s.member_id"
+                " WHERE s.mesh_id = ? AND s.topic = ? AND m.revoked_at IS NULL"
+                " ORDER BY s.member_id", (mesh_id, topic))]
+        return await self._worker.run(op)
+
+    async def create_topic_epoch(self, mesh_id: str, topic: str, *, epoch: int,
+                                 membership_version: int, creator: Member,
+                                 keys: dict[str, tuple[str, str]], now_ms: int) -> TopicState:
+        def op(conn: sqlite3.Connection) -> TopicState:
+            with store_errors("starting a topic epoch"), immediate(conn):
+                state = _topic_state(conn, mesh_id, topic)
+                if state is None:
+                    raise b2_refusal("topic", topic)
+                reason = epoch_refusal(state, epoch=epoch, membership_version=membership_version,
+                                       sealed_to=list(keys))
+                if reason is not None:
+                    raise epoch_conflict(reason, state)
+                ids = dict(conn.execute(
+                    "SELECT m.pubkey, m.id FROM topic_subscription s JOIN member m"
+                    " ON m.id = s.member_id WHERE s.mesh_id = ? AND s.topic = ?"
+                    " AND m.revoked_at IS NULL", (mesh_id, topic)).fetchall())
+                conn.execute("INSERT INTO topic_epoch (mesh_id, topic, epoch, membership_version,"
+                             " creator_member_id, creator_pubkey, created_at)"
+                             " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                             (mesh_id, topic, epoch, membership_version, creator.id,
+                              creator.pubkey, now_ms))
+                conn.executemany("INSERT INTO topic_epoch_key (mesh_id, topic, epoch, member_id,"
+                                 " nonce, ciphertext) VALUES (?, ?, ?, ?, ?, ?)",
+                                 [(mesh_id, topic, epoch, ids[pubkey], nonce, ct)
+                                  for pubkey, (nonce, ct) in keys.items()])
+                conn.execute("UPDATE topic SET current_epoch = ? WHERE mesh_id = ? AND name = ?",
+                             (epoch, mesh_id, topic))
+            return TopicState(state.membership_version, epoch, state.subscribers)
+        return await self._worker.run(op)
+
+    async def epoch_keys(self, mesh_id: str, topic: str,
+                         epoch: int) -> dict[str, SealedEpochKey] | None:
+        def op(conn: sqlite3.Connection) -> dict[str, SealedEpochKey] | None:
+            head = conn.execute("SELECT membership_version, creator_pubkey FROM topic_epoch"
+                                " WHERE mesh_id = ? AND topic = ? AND epoch = ?",
+                                (mesh_id, topic, epoch)).fetchone()
+            if head is None:
+                return None
+            return {r[0]: SealedEpochKey(epoch, head[0], head[1], r[1], r[2]) for r in
+                    conn.execute("SELECT member_id, nonce, ciphertext FROM topic_epoch_key"
+                                 " WHERE mesh_id = ? AND topic = ? AND epoch = ?",
+                                 (mesh_id, topic, epoch))}
+        return await self._worker.run(op, durable=False)
+
+    async def topic_epoch(self, mesh_id: str, topic: str) -> int | None:
+        def op(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute("SELECT current_epoch FROM topic WHERE mesh_id = ? AND name = ?",
+                               (mesh_id, topic)).fetchone()
+            return None if row is None else int(row[0])
+        return await self._worker.run(op, durable=False)
 
     async def list_topics(self, mesh_id: str, member_id: str) -> list[dict[str, Any]]:
         def op(conn: sqlite3.Connection) -> list[dict[str, Any]]:
@@ -502,6 +587,25 @@ class SqliteBrokerStore(BrokerStore):
                 conn.execute(f"DELETE FROM message WHERE id IN ({marks})", chunk)  # noqa: S608
             return SweepResult(expired, len(old), nonces)
         return await self._worker.run(op, durable=False)
+
+
+def _bumped(conn: sqlite3.Connection, mesh_id: str, topic: str, changed: bool) -> bool:
+    """A subscription changed: the topic's membership moves to its next version."""
+    if changed:
+        conn.execute("UPDATE topic SET membership_version = membership_version + 1"
+                     " WHERE mesh_id = ? AND name = ?", (mesh_id, topic))
+    return changed
+
+
+def _topic_state(conn: sqlite3.Connection, mesh_id: str, topic: str) -> TopicState | None:
+    row = conn.execute("SELECT membership_version, current_epoch FROM topic"
+                       " WHERE mesh_id = ? AND name = ?", (mesh_id, topic)).fetchone()
+    if row is None:
+        return None
+    subscribers = frozenset(r[0] for r in conn.execute(
+        "SELECT m.pubkey FROM topic_subscription s JOIN member m ON m.id = s.member_id"
+        " WHERE s.mesh_id = ? AND s.topic = ? AND m.revoked_at IS NULL", (mesh_id, topic)))
+    return TopicState(int(row[0]), int(row[1]), subscribers)
 
 
 def _accept(conn: sqlite3.Connection, req: AcceptInput) -> AcceptOutcome:

@@ -1,0 +1,171 @@
+"""End-to-end encrypted topics through real daemons and a real broker (issue 15 item 3):
+the broker stores only ciphertext, a later subscriber reads only the epochs made after it
+joined, a leaver gets no key of the next epoch, and keys survive a daemon restart."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from brokerkit import Client, Mesh, clients
+from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
+from claudemesh.protocol.topic_epochs import key_plaintext
+from helpers import DaemonHandle
+from meshkit import Mesh2, inbox, joined_daemon, link_state, wait_for
+
+
+def sub(daemon: DaemonHandle, topic: str, *, on: bool = True) -> dict[str, Any]:
+    path = "/v1/topic/subscribe" if on else "/v1/topic/unsubscribe"
+    answer = daemon.uds().request("POST", path, {"topic": topic})
+    assert answer.status == 200, answer.body
+    return dict(answer.body)
+
+
+def post(daemon: DaemonHandle, topic: str, text: str) -> None:
+    sent = daemon.send({"to": f"#{topic}", "message": text})
+    assert sent.status == 202, sent.body
+
+
+def bodies(daemon: DaemonHandle) -> list[str | None]:
+    return [m["body"] for m in inbox(daemon) if m["topic"] is not None]
+
+
+def keyring(daemon: DaemonHandle, mesh_id: str, topic: str) -> list[int]:
+    path: Path = daemon.paths.daemon_dir / "topic_keys.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    doc = json.loads(path.read_text())
+    return sorted(int(e) for e in doc["meshes"].get(mesh_id, {}).get(topic, {}).get(
+        "epochs", {}))
+
+
+def heard(daemon: DaemonHandle, pair: Mesh2, topic: str) -> bool:
+    """The daemon heard the topic's current membership version (topic_membership event):
+    its next post starts a new epoch. The event is the only thing awaited here."""
+    [(version,)] = pair.broker.query("SELECT membership_version FROM topic WHERE name = ?",
+                                     topic)
+    doc = json.loads((daemon.paths.daemon_dir / "topic_keys.json").read_text())
+    entry = doc["meshes"].get(daemon.meshes[0]["mesh_id"], {}).get(topic, {})
+    return bool(entry.get("membership_version") == version)
+
+
+def key_rows(pair: Mesh2, member_id: str) -> list[int]:
+    return [int(r[0]) for r in pair.broker.query(
+        "SELECT epoch FROM topic_epoch_key WHERE member_id = ? AND topic = 'news'"
+        " ORDER BY epoch", member_id)]
+
+
+def broker_bytes(pair: Mesh2) -> bytes:
+    db = Path(pair.broker.db)
+    return b"".join(p.read_bytes() for p in (db, db.with_name(db.name + "-wal")) if p.exists())
+
+
+def test_encrypted_topic_lifecycle(pair: Mesh2) -> None:
+    alice, bob = pair.alice, pair.bob
+    mesh_id = alice.meshes[0]["mesh_id"]
+    carol = joined_daemon(pair.invite, "carol")
+    try:
+        member = {n: d.meshes[0]["member_id"] for n, d in
+                  (("alice", alice), ("bob", bob), ("carol", carol))}
+        assert sub(alice, "news")["changed"] and sub(bob, "#news")["changed"]
+        # (a) bob reads it; the broker's files hold no plaintext
+        post(alice, "news", "MARKERzq7 first")
+        wait_for(lambda: "MARKERzq7 first" in bodies(bob))
+        stored = pair.broker.query("SELECT body FROM message WHERE destination_ref = 'news'")
+        assert [json.loads(r[0])["kind"] for r in stored] == ["topic_box"]
+        assert b"MARKERzq7" not in broker_bytes(pair)
+        assert key_rows(pair, member['bob']) == [1] and keyring(bob, mesh_id, "news") == [1]
+
+        # (b) carol joins later: no key for epoch 1, but she reads what comes after
+        sub(carol, "news")
+        wait_for(lambda: heard(alice, pair, "news"))
+        post(alice, "news", "MARKERzq7 second")
+        wait_for(lambda: "MARKERzq7 second" in bodies(carol))
+        assert 1 not in key_rows(pair, member['carol'])
+        assert 1 not in keyring(carol, mesh_id, "news")
+        assert "MARKERzq7 first" not in bodies(carol)
+        second = key_rows(pair, member['carol'])[-1]
+        assert second >= 2
+
+        # (c) bob leaves: the next epoch is not his
+        sub(bob, "news", on=False)
+        wait_for(lambda: heard(alice, pair, "news"))
+        post(alice, "news", "MARKERzq7 third")
+        wait_for(lambda: "MARKERzq7 third" in bodies(carol))
+        third = key_rows(pair, member['carol'])[-1]
+        assert third > second
+        assert third not in key_rows(pair, member['bob'])
+        assert third not in keyring(bob, mesh_id, "news")
+        assert "MARKERzq7 third" not in bodies(bob)
+        assert b"MARKERzq7" not in broker_bytes(pair)
+
+        # (e) restarts keep working: the keys come back from topic_keys.json
+        for daemon in (alice, carol):
+            daemon.stop()
+            daemon.start()
+        wait_for(lambda: link_state(alice) == "open" and link_state(carol) == "open")
+        post(alice, "news", "MARKERzq7 after restart")
+        wait_for(lambda: "MARKERzq7 after restart" in bodies(carol))
+        assert key_rows(pair, member['carol'])[-1] == third  # no new epoch was needed
+        assert all(m["undecryptable"] is None for m in inbox(carol) if m["topic"])
+    finally:
+        carol.cleanup()
+
+
+async def test_the_broker_refuses_plain_and_unknown_epochs(pair: Mesh2) -> None:
+    """(d): once a topic has epochs, a plain post or one with an epoch it does not have
+    is refused with its own code."""
+    sub(pair.alice, "ops")
+    sub(pair.bob, "ops")
+    post(pair.alice, "ops", "sealed")
+    wait_for(lambda: "sealed" in bodies(pair.bob))
+    mesh = Mesh(pair.broker, pair.alice.meshes[0]["mesh_id"], pair.invite)
+    dave = mesh.join("dave")
+    async with clients((pair.broker.url, dave)) as (d,):
+        assert isinstance(d, Client)
+        plain = await d.post("#ops", "in the clear")
+        assert (plain["code"], plain["error"]) == (400, "topic_encrypted")
+        forged = d.envelope("#ops", "x", "forged-1", body={
+            "kind": "topic_box", "epoch": 99, "nonce": "A" * 32, "ciphertext": "AAAA"})
+        refused = await d.request(forged)
+        assert (refused["code"], refused["error"]) == (400, "unknown_epoch")
+        assert (await d.post("#fresh", "no epochs, no subscribers: stays plain"))[
+            "error"] == "destination_not_found"
+
+
+async def test_a_post_under_an_epoch_not_sealed_to_the_reader_is_kept_undecryptable(
+        pair: Mesh2) -> None:
+    """A sender that missed a membership change posts under the previous epoch: a member
+    who subscribed since has no key for it, so its daemon stores the post with no body and
+    says why (R-IN-8), and acks it; the others read it."""
+    sub(pair.alice, "hist")
+    mesh = Mesh(pair.broker, pair.alice.meshes[0]["mesh_id"], pair.invite)
+    dave = mesh.join("dave")
+    async with clients((pair.broker.url, dave)) as (d,):
+        assert (await d.request({"type": "subscribe", "topic": "hist"}))["type"] == "result"
+        state = await d.request({"type": "topic_keys", "topic": "hist"})
+        key = new_topic_key()
+        sealed = []
+        for pubkey in state["subscribers"]:
+            box = box_encrypt(key_plaintext(dave.mesh_id, "hist", 1, key),
+                              sender_secret_hex=dave.key.secret_key, recipient_pubkey_hex=pubkey)
+            sealed.append({"pubkey": pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
+        made = await d.request({"type": "topic_epoch", "topic": "hist", "epoch": 1,
+                                "membership_version": state["membership_version"],
+                                "keys": sealed})
+        assert made["type"] == "result", made
+        sub(pair.bob, "hist")  # after epoch 1: nothing of it is sealed to bob
+        text = "MARKERzq7 stale epoch"
+        boxed = secretbox_encrypt(text.encode(), key)
+        sent = await d.request(d.envelope("#hist", text, "stale-1", body={
+            "kind": "topic_box", "epoch": 1, "nonce": boxed.nonce,
+            "ciphertext": boxed.ciphertext}))
+        assert sent["code"] == 201, sent
+        wait_for(lambda: text in bodies(pair.alice))
+        [kept] = wait_for(lambda: [m for m in inbox(pair.bob)
+                                   if m["client_message_id"] == "stale-1"])
+        assert kept["body"] is None
+        assert "no key for epoch 1" in kept["undecryptable"]
+        wait_for(lambda: not pair.broker.query(
+            "SELECT 1 FROM delivery_queue q JOIN member m ON m.id = q.recipient_member_id"
+            " WHERE m.pubkey = ? AND q.acked_at IS NULL", pair.bob_key))
