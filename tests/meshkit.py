@@ -170,3 +170,16 @@ def remove(path: Any) -> None:
 # Receiving daemons send receipts back (as DMs): broker queries about the messages a test
 # sent leave them out with this WHERE clause.
 NO_RECEIPTS = " WHERE client_message_id NOT LIKE 'rcpt-%'"
+
+
+def heard_membership(daemon: DaemonHandle, broker: Any, topic: str) -> bool:
+    """The daemon heard the topic's current membership version (``topic_membership``
+    event, kept in its topic_keys.json): its next post to the topic starts a new epoch,
+    sealed to the subscribers of now (docs/protocol.md, "Encrypted topics")."""
+    [(version,)] = broker.query("SELECT membership_version FROM topic WHERE name = ?", topic)
+    path = daemon.paths.daemon_dir / "topic_keys.json"
+    if not path.exists():
+        return False
+    doc = json.loads(path.read_text())
+    entry = doc["meshes"].get(daemon.meshes[0]["mesh_id"], {}).get(topic, {})
+    return bool(entry.get("membership_version") == version)

@@ -12,7 +12,7 @@ from brokerkit import Client, Mesh, clients
 from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
 from claudemesh.protocol.topic_epochs import key_plaintext
 from helpers import DaemonHandle
-from meshkit import Mesh2, inbox, joined_daemon, link_state, wait_for
+from meshkit import Mesh2, heard_membership, inbox, joined_daemon, link_state, wait_for
 
 
 def sub(daemon: DaemonHandle, topic: str, *, on: bool = True) -> dict[str, Any]:
@@ -40,13 +40,7 @@ def keyring(daemon: DaemonHandle, mesh_id: str, topic: str) -> list[int]:
 
 
 def heard(daemon: DaemonHandle, pair: Mesh2, topic: str) -> bool:
-    """The daemon heard the topic's current membership version (topic_membership event):
-    its next post starts a new epoch. The event is the only thing awaited here."""
-    [(version,)] = pair.broker.query("SELECT membership_version FROM topic WHERE name = ?",
-                                     topic)
-    doc = json.loads((daemon.paths.daemon_dir / "topic_keys.json").read_text())
-    entry = doc["meshes"].get(daemon.meshes[0]["mesh_id"], {}).get(topic, {})
-    return bool(entry.get("membership_version") == version)
+    return heard_membership(daemon, pair.broker, topic)
 
 
 def key_rows(pair: Mesh2, member_id: str) -> list[int]:

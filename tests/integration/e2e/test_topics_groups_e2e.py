@@ -13,7 +13,15 @@ import pytest
 
 from claudemesh.errors import NotSubscribed
 from helpers import DaemonHandle, cli
-from meshkit import Mesh2, SseReader, inbox, joined_daemon, link_state, wait_for
+from meshkit import (
+    Mesh2,
+    SseReader,
+    heard_membership,
+    inbox,
+    joined_daemon,
+    link_state,
+    wait_for,
+)
 
 
 def call(daemon: DaemonHandle, method: str, path: str, body: Any = None) -> Any:
@@ -65,6 +73,9 @@ def test_subscriptions_survive_daemon_and_broker_restarts(pair: Mesh2) -> None:
 
 
 def test_a_late_subscribers_backfill_files_each_message_once(pair: Mesh2) -> None:
+    """History before bob joined is under epochs never sealed to him: filed once each, as
+    undecryptable (issue 15: a later member reads only the epochs it was given); what is
+    posted after he joined he reads, in history as in his inbox."""
     alice, bob = pair.alice, pair.bob
     call(alice, "POST", "/v1/topic/subscribe", {"topic": "build"})
     for n in range(5):
@@ -76,15 +87,26 @@ def test_a_late_subscribers_backfill_files_each_message_once(pair: Mesh2) -> Non
     events = SseReader(bob).start()
     try:
         sub = call(bob, "POST", "/v1/topic/subscribe", {"topic": "build", "backfill": 3})
-        assert [i["body"] for i in sub["backfill"]["items"]] == ["b4", "b3", "b2"]
-        assert sub["backfill"]["next_before"] == sub["backfill"]["items"][-1]["history_id"]
-        assert sorted(d["body"] for _, d in events.messages(3)) == ["b2", "b3", "b4"]
+        items = sub["backfill"]["items"]
+        assert [i["client_message_id"] for i in items] == ["build-4", "build-3", "build-2"]
+        assert {(i["body"], bool(i["undecryptable"])) for i in items} == {(None, True)}
+        assert sub["backfill"]["next_before"] == items[-1]["history_id"]
+        assert sorted(d["client_message_id"] for _, d in events.messages(3)) == [
+            "build-2", "build-3", "build-4"]
         older = call(bob, "GET", "/v1/topic/history?topic=build&before="
                      f"{sub['backfill']['next_before']}&limit=10")
-        assert [i["body"] for i in older["items"]] == ["b1", "b0"]
-        assert sorted(d["body"] for _, d in events.messages(2)) == ["b0", "b1"]
+        assert [i["client_message_id"] for i in older["items"]] == ["build-1", "build-0"]
+        assert sorted(d["client_message_id"] for _, d in events.messages(2)) == [
+            "build-0", "build-1"]
+        wait_for(lambda: heard_membership(alice, pair.broker, "build"))
+        call(alice, "POST", "/v1/topic/post", {"topic": "build", "message": "after",
+                                               "client_message_id": "build-5"})
+        _, fresh = events.next("message")
+        assert (fresh["client_message_id"], fresh["body"]) == ("build-5", "after")
         again = call(bob, "GET", "/v1/topic/history?topic=build&limit=500")
-        assert [i["body"] for i in again["items"]] == ["b4", "b3", "b2", "b1", "b0"]
+        assert [i["client_message_id"] for i in again["items"]] == [
+            f"build-{n}" for n in range(5, -1, -1)]
+        assert again["items"][0]["body"] == "after"
         assert all(i["seq"] is not None for i in again["items"])
         # No event for the repeats: the next message event is this DM.
         call(alice, "POST", "/v1/send", {"to": "bob", "message": "sentinel"})
@@ -94,10 +116,11 @@ def test_a_late_subscribers_backfill_files_each_message_once(pair: Mesh2) -> Non
         events.close()
     rows = inbox(bob)
     assert sorted(i["client_message_id"] for i in rows if i["topic"] == "build") == [
-        f"build-{n}" for n in range(5)]
-    # alice's own posts come back in her history, shown but not filed.
+        f"build-{n}" for n in range(6)]
+    # alice's own posts come back in her history, readable (her keys), shown, not filed.
     own = call(alice, "GET", "/v1/topic/history?topic=build")["items"]
-    assert [(i["body"], i["seq"]) for i in own] == [(f"b{n}", None) for n in range(4, -1, -1)]
+    assert [(i["body"], i["seq"]) for i in own] == [
+        ("after", None), *((f"b{n}", None) for n in range(4, -1, -1))]
     assert [i for i in inbox(alice) if i["topic"] == "build"] == []
     assert call(bob, "POST", "/v1/topic/unsubscribe", {"topic": "build"})["changed"] is True
     assert status(bob, "GET", "/v1/topic/history?topic=build")[0] == 403
