@@ -138,7 +138,8 @@ def _keep_what_json_schema_cannot_say(case: Case) -> None:
 
     - OpenAPI constrains each parameter on its own, and some rules join two of them:
       ``unread=1`` needs ``session``; an ``Idempotency-Key`` header must equal the body's
-      ``client_message_id`` when both are given; ``thread`` combines with ``mesh`` and
+      ``client_message_id`` when both are given, and so must ``Last-Event-ID`` and
+      ``last_event_id``; ``thread`` combines with ``mesh`` and
       ``limit`` only, ``q`` not with ``order``, and the outbox's ``cursor`` and ``mesh``
       need ``q``.
     - ``q`` must be a well-formed search (no unbalanced quote, no dangling operator):
@@ -177,6 +178,9 @@ def _keep_what_json_schema_cannot_say(case: Case) -> None:
         case.query = {k: v for k, v in query.items() if k != "order"}
     if case.path == "/v1/outbox" and "q" not in query:  # cursor and mesh need q
         case.query = {k: v for k, v in query.items() if k not in ("cursor", "mesh")}
+    last = (case.headers or {}).get("Last-Event-ID")
+    if case.path == "/v1/events" and last and (case.query or {}).get("last_event_id"):
+        case.query = {**(case.query or {}), "last_event_id": last}  # both: they must agree
     key = (case.headers or {}).get("Idempotency-Key")
     if case.path in ("/v1/send", "/v1/topic/post") and isinstance(case.body, dict) and (
             key is not None and case.body.get("client_message_id") is not None):

@@ -10,7 +10,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from claudemesh.errors import InvalidRequest
 from claudemesh.protocol.ids import is_ulid, is_valid_client_message_id
@@ -18,6 +25,8 @@ from claudemesh.protocol.strictjson import JsonError, loads_object
 
 __all__ = [
     "AbortRequest",
+    "ClientId",
+    "Instant",
     "RequeueRequest",
     "SendRequest",
     "StrictModel",
@@ -30,8 +39,6 @@ __all__ = [
 
 Priority = Literal["now", "next", "low"]
 M = TypeVar("M", bound=BaseModel)
-_ClientId = Annotated[str, Field(min_length=1, max_length=128)]
-_Instant = Annotated[str, Field(min_length=1, max_length=64)]
 # How far ahead a send may be scheduled (issue 15). A year: further out is almost surely a
 # typo (a wrong year), and the row would sit in every `outbox list --scheduled` meanwhile.
 MAX_SCHEDULE_AHEAD_MS: Final = 366 * 86_400_000
@@ -67,6 +74,22 @@ def instant_ms(text: str) -> int:
     if moment.tzinfo is None:
         raise ValueError("needs a time zone (e.g. a trailing Z)")
     return int(moment.timestamp() * 1000)
+
+
+def _printable(value: str) -> str:
+    if not is_valid_client_message_id(value):
+        raise ValueError("must be 1-128 printable ASCII characters without spaces")
+    return value
+
+
+def _an_instant(value: str) -> str:
+    instant_ms(value)
+    return value
+
+
+# Field types shared by the request bodies (their checks travel with them).
+ClientId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
+Instant = Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_an_instant)]
 
 
 def deliver_at_ms(text: str | None, now_ms: int) -> int | None:
@@ -108,19 +131,12 @@ class SendRequest(StrictModel):
     message: Annotated[str, Field(min_length=1)]
     mesh: str | None = None
     priority: Priority = "next"  # A-14d
-    client_message_id: _ClientId | None = None
+    client_message_id: ClientId | None = None
     meta: dict[str, Any] | None = None
     reply_to: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     session: Annotated[str, Field(min_length=1, max_length=128)] | None = None  # the sender's
     anycast: bool = False  # with an @group: one member gets it (destination_kind queue)
-    deliver_at: _Instant | None = None  # issue 15: hold the send until then
-
-    @field_validator("deliver_at")
-    @classmethod
-    def _instant(cls, value: str | None) -> str | None:
-        if value is not None:
-            instant_ms(value)
-        return value
+    deliver_at: Instant | None = None  # issue 15: hold the send until then
 
     @field_validator("to", "message", "mesh", "reply_to", "session")
     @classmethod
@@ -132,13 +148,6 @@ class SendRequest(StrictModel):
     def _not_sealed(cls, value: str) -> str:
         if value.startswith("\x00"):
             raise ValueError("must not start with a NUL character (it marks a sealed DM)")
-        return value
-
-    @field_validator("client_message_id")
-    @classmethod
-    def _printable_id(cls, value: str | None) -> str | None:
-        if value is not None and not is_valid_client_message_id(value):
-            raise ValueError("must be 1-128 printable ASCII characters without spaces")
         return value
 
     @field_validator("reply_to")
@@ -160,22 +169,8 @@ class RequeueRequest(StrictModel):
     """``POST /v1/outbox/requeue`` body."""
 
     id: Annotated[str, Field(min_length=1, max_length=128)]
-    new_client_message_id: _ClientId | None = None
-    deliver_at: _Instant | None = None  # reschedule the copy (default: the old row's time)
-
-    @field_validator("deliver_at")
-    @classmethod
-    def _instant(cls, value: str | None) -> str | None:
-        if value is not None:
-            instant_ms(value)
-        return value
-
-    @field_validator("new_client_message_id")
-    @classmethod
-    def _printable_id(cls, value: str | None) -> str | None:
-        if value is not None and not is_valid_client_message_id(value):
-            raise ValueError("must be 1-128 printable ASCII characters without spaces")
-        return value
+    new_client_message_id: ClientId | None = None
+    deliver_at: Instant | None = None  # reschedule the copy (default: the old row's time)
 
 
 def validate(model: type[M], doc: dict[str, Any]) -> M:

@@ -45,12 +45,16 @@ def format_event(event: Event) -> bytes:
 
 
 def _last_event_id(request: web.Request) -> int | None:
-    text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
-    if text is None or text == "":
-        return None
-    if not ascii_digits(text) or len(text) > 18:
-        raise InvalidRequest("Last-Event-ID must be a message event id (an integer)")
-    return int(text)
+    """The header, else the query parameter; each given one must be an id, and both
+    given must agree (as ``Idempotency-Key`` and ``client_message_id`` must)."""
+    given = [t for t in (request.headers.get("Last-Event-ID"),
+                         request.query.get("last_event_id")) if t]
+    for text in given:
+        if not ascii_digits(text) or len(text) > 18:
+            raise InvalidRequest("Last-Event-ID must be a message event id (an integer)")
+    if len({int(t) for t in given}) > 1:
+        raise InvalidRequest("the Last-Event-ID header and last_event_id differ")
+    return int(given[0]) if given else None
 
 
 async def _next_burst(subscription: Subscription) -> list[Event | None]:

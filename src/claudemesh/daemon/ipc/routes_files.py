@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Annotated, Final, Literal
 
 from aiohttp import web
-from pydantic import Field, StringConstraints, field_validator
+from pydantic import StringConstraints
 
 from claudemesh.clock import iso_ms
 from claudemesh.daemon.ipc.context import CONTEXT, DaemonContext
 from claudemesh.daemon.ipc.http import json_reply, read_body
-from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
+from claudemesh.daemon.ipc.requests import ClientId, StrictModel, parse_json_object, validate
 from claudemesh.daemon.ipc.routes_send import choose_client_message_id, resolve_destination
 from claudemesh.daemon.store.files import FileRow, FileStore
 from claudemesh.daemon.store.outbox import NewSend, OutboxStore
@@ -52,7 +52,7 @@ from claudemesh.protocol.destination import (
     parse_address,
 )
 from claudemesh.protocol.fingerprint import fingerprint_prefix
-from claudemesh.protocol.ids import is_valid_client_message_id, new_ulid
+from claudemesh.protocol.ids import new_ulid
 from claudemesh.protocol.sealed import MAX_FILE_NAME, FileRef
 from claudemesh.sending import prepare_file
 
@@ -70,14 +70,7 @@ class ShareRequest(StrictModel):
     message: Annotated[str, StringConstraints(min_length=1, max_length=16384)] | None = None
     mesh: str | None = None
     priority: Literal["now", "next", "low"] = "next"
-    client_message_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
-
-    @field_validator("client_message_id")
-    @classmethod
-    def _printable_id(cls, value: str | None) -> str | None:
-        if value is not None and not is_valid_client_message_id(value):
-            raise ValueError("must be 1-128 printable ASCII characters without spaces")
-        return value
+    client_message_id: ClientId | None = None
 
 
 def downloads_dir(ctx: DaemonContext) -> Path:

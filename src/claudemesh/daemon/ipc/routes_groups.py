@@ -16,8 +16,7 @@ from pydantic import Field, StringConstraints
 from claudemesh.daemon.ipc.context import CONTEXT
 from claudemesh.daemon.ipc.http import json_reply, read_body
 from claudemesh.daemon.ipc.requests import StrictModel, parse_json_object, validate
-from claudemesh.daemon.ipc.routes_topics import LIST_PARAMS, ask_broker, name_of, query_of
-from claudemesh.errors import BrokerRejected
+from claudemesh.daemon.ipc.routes_topics import ask_broker, broker_list, name_of
 
 __all__ = ["get_groups", "post_join", "post_leave"]
 
@@ -65,11 +64,4 @@ async def post_leave(request: web.Request) -> web.Response:
 
 
 async def get_groups(request: web.Request) -> web.Response:
-    ctx = request.app[CONTEXT]
-    query = query_of(request, LIST_PARAMS)
-    runtime = ctx.runtime(ctx.pick_mesh(query.get("mesh") or None).slug)
-    data = await ask_broker(runtime.link, {"type": "list_groups"}, "the group list")
-    groups = data.get("groups")
-    if not isinstance(groups, list):
-        raise BrokerRejected("the broker's group list has no 'groups'")
-    return json_reply({"mesh": runtime.mesh.slug, "groups": groups})
+    return await broker_list(request, "list_groups", "groups")

@@ -36,8 +36,8 @@ from claudemesh.errors import (
 )
 from claudemesh.protocol.destination import NAME_RE
 
-__all__ = ["HISTORY_PARAMS", "LIST_PARAMS", "ask_broker", "get_history", "get_topics",
-           "name_of", "post_subscribe", "post_topic", "post_unsubscribe", "query_of"]
+__all__ = ["HISTORY_PARAMS", "LIST_PARAMS", "ask_broker", "broker_list", "get_history",
+           "get_topics", "name_of", "post_subscribe", "post_topic", "post_unsubscribe", "query_of"]
 
 LIST_PARAMS: Final = frozenset({"mesh"})  # of GET /v1/topic/list (and /v1/group/list)
 HISTORY_PARAMS: Final = frozenset({"topic", "mesh", "before", "limit"})
@@ -129,15 +129,20 @@ async def _set_subscribed(ctx: DaemonContext, mesh: str | None, topic: str, on: 
     return answer
 
 
-async def get_topics(request: web.Request) -> web.Response:
+async def broker_list(request: web.Request, frame_type: str, field: str) -> web.Response:
+    """A listing the broker keeps (``?mesh=`` only): ``{mesh, <field>: [...]}``."""
     ctx = request.app[CONTEXT]
     query = query_of(request, LIST_PARAMS)
     runtime = ctx.runtime(ctx.pick_mesh(query.get("mesh") or None).slug)
-    data = await ask_broker(runtime.link, {"type": "list_topics"}, "the topic list")
-    topics = data.get("topics")
-    if not isinstance(topics, list):
-        raise BrokerRejected("the broker's topic list has no 'topics'")
-    return json_reply({"mesh": runtime.mesh.slug, "topics": topics})
+    data = await ask_broker(runtime.link, {"type": frame_type}, f"the {field} list")
+    listed = data.get(field)
+    if not isinstance(listed, list):
+        raise BrokerRejected(f"the broker's {frame_type} answer has no {field!r}")
+    return json_reply({"mesh": runtime.mesh.slug, field: listed})
+
+
+async def get_topics(request: web.Request) -> web.Response:
+    return await broker_list(request, "list_topics", "topics")
 
 
 async def post_topic(request: web.Request) -> web.Response:
