@@ -74,6 +74,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -271,10 +272,10 @@ async def _sender_child(job: dict[str, Any], barrier: Any) -> dict[str, Any]:
         await asyncio.gather(*(ws.close() for ws in conns), return_exceptions=True)
 
 
-async def _receive(ws: ClientConnection, expected: int) -> tuple[list[tuple[str, float]], int]:
-    """Read pushes until ``expected`` distinct messages arrived, acking in batches."""
-    seen: dict[str, float] = {}
-    duplicates = 0
+async def read_pushes(ws: ClientConnection, done: Callable[[], bool],
+                      on_push: Callable[[dict[str, Any]], None]) -> None:
+    """Hand each push to ``on_push`` until ``done()`` or the stream idles, acking in
+    batches (every ``ACK_BATCH`` pushes, and every ``ACK_INTERVAL_S`` for the rest)."""
     pending: list[str] = []
 
     async def flush() -> None:
@@ -290,20 +291,14 @@ async def _receive(ws: ClientConnection, expected: int) -> tuple[list[tuple[str,
 
     tick = asyncio.create_task(ticker())
     try:
-        while len(seen) < expected:
+        while not done():
             try:
-                raw = await asyncio.wait_for(ws.recv(), RECEIVE_IDLE_TIMEOUT_S)
+                frame = json.loads(await asyncio.wait_for(ws.recv(), RECEIVE_IDLE_TIMEOUT_S))
             except (TimeoutError, ConnectionClosed):
                 break
-            frame = json.loads(raw)
             if frame.get("type") != "push":
                 continue
-            now = time.perf_counter()
-            cmid = frame["client_message_id"]
-            if cmid in seen:
-                duplicates += 1
-            else:
-                seen[cmid] = now
+            on_push(frame)
             pending.append(frame["delivery_id"])
             if len(pending) >= ACK_BATCH:
                 await flush()
@@ -313,6 +308,23 @@ async def _receive(ws: ClientConnection, expected: int) -> tuple[list[tuple[str,
             await tick
     with contextlib.suppress(ConnectionClosed):
         await flush()
+
+
+async def _receive(ws: ClientConnection, expected: int) -> tuple[list[tuple[str, float]], int]:
+    """Read pushes until ``expected`` distinct messages arrived, acking in batches."""
+    seen: dict[str, float] = {}
+    duplicates = 0
+
+    def on_push(frame: dict[str, Any]) -> None:
+        nonlocal duplicates
+        now = time.perf_counter()
+        cmid = frame["client_message_id"]
+        if cmid in seen:
+            duplicates += 1
+        else:
+            seen[cmid] = now
+
+    await read_pushes(ws, lambda: len(seen) >= expected, on_push)
     return list(seen.items()), duplicates
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import hashlib
 import json
 import secrets
@@ -43,7 +42,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
 
 from claudemesh.crypto import (
     BoxedBody,
@@ -63,15 +61,13 @@ from broker import (
     join_members,
     make_invisible,
     open_session,
+    read_pushes,
     request,
     subscribe_and_leave,
 )
 
 PLAIN: Final = "plain"
 SEALED: Final = "sealed"
-ACK_BATCH: Final = 50
-ACK_INTERVAL_S: Final = 0.02
-RECEIVE_IDLE_TIMEOUT_S: Final = 40.0
 REPLY_TIMEOUT_S: Final = 30.0
 
 
@@ -144,42 +140,16 @@ async def _receive(ws: ClientConnection, member: dict[str, str],
     """(unique pushes, perf_counter of the last, posts that did not open)."""
     seen: set[str] = set()
     keys: dict[int, bytes] = {}
-    pending: list[str] = []
     last, failed = 0.0, 0
 
-    async def flush() -> None:
-        if pending:
-            ids = pending[:]
-            pending.clear()
-            await ws.send(json.dumps({"type": "client_ack", "delivery_ids": ids}))
+    def on_push(frame: dict[str, Any]) -> None:
+        nonlocal last, failed
+        if frame["client_message_id"] not in seen:
+            seen.add(frame["client_message_id"])
+            failed += not _open(frame, member, keys)
+            last = time.perf_counter()
 
-    async def ticker() -> None:
-        while True:
-            await asyncio.sleep(ACK_INTERVAL_S)
-            await flush()
-
-    tick = asyncio.create_task(ticker())
-    try:
-        while len(seen) < expected:
-            try:
-                frame = json.loads(await asyncio.wait_for(ws.recv(), RECEIVE_IDLE_TIMEOUT_S))
-            except (TimeoutError, ConnectionClosed):
-                break
-            if frame.get("type") != "push":
-                continue
-            if frame["client_message_id"] not in seen:
-                seen.add(frame["client_message_id"])
-                failed += not _open(frame, member, keys)
-                last = time.perf_counter()
-            pending.append(frame["delivery_id"])
-            if len(pending) >= ACK_BATCH:
-                await flush()
-    finally:
-        tick.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await tick
-    with contextlib.suppress(ConnectionClosed):
-        await flush()
+    await read_pushes(ws, lambda: len(seen) >= expected, on_push)
     return len(seen), last, failed
 
 
