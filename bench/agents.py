@@ -31,12 +31,16 @@ What is measured
     bytecode, so that is what the target is checked on (``PYTHONDONTWRITEBYTECODE``
     removed from the hook's environment, one unmeasured run to write the cache); the
     idle case is also timed with the variable set, each run compiling every module it
-    imports, as in a sandbox that forbids bytecode files.
+    imports, as in a sandbox that forbids bytecode files. Last, bob's daemon is stopped
+    (SIGSTOP: it holds its socket and never answers) and the hook runs ``--hook-runs``
+    times more: it must give up by its own timer, which counts from the process's start;
+    median and max wall time, spawn to exit.
 
     The reference loop (bench/_lib/machine.py, also printed by bench/e2e.py) runs before
     and after, to place the run on this shared machine's drifting speed.
 
-Targets (issue 12): round trip p50 <= 25 ms and p99 <= 100 ms; hook median <= 120 ms.
+Targets (issue 12): round trip p50 <= 25 ms and p99 <= 100 ms; hook median <= 120 ms;
+with the daemon not answering, every hook run under 1 s (issue 10).
 
 Run::
 
@@ -49,8 +53,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -75,6 +81,7 @@ from _lib.stats import Percentiles, median
 TARGET_P50_MS: Final = 25.0
 TARGET_P99_MS: Final = 100.0
 TARGET_HOOK_MS: Final = 120.0
+TARGET_STALLED_MS: Final = 1000.0
 WAIT_S: Final = 60
 ROUND_TIMEOUT_S: Final = 60.0
 FIXTURE: Final = (Path(__file__).parents[1] / "tests" / "fixtures" / "claude_code_hooks"
@@ -151,6 +158,8 @@ class Report:
     hook_idle_ms: float = 0.0
     hook_one_message_ms: float = 0.0
     hook_no_bytecode_ms: float = 0.0
+    hook_stalled_ms: float = 0.0
+    hook_stalled_max_ms: float = 0.0
     hook_runs: int = 0
     hook_failures: int = 0
     reference_us: list[float] = field(default_factory=list)
@@ -160,7 +169,7 @@ class Report:
     def ok(self) -> bool:
         return (self.round_trips == self.expected and not self.errors
                 and self.loaded_trips == self.sessions * self.load_rounds
-                and self.hook_failures == 0)
+                and self.hook_failures == 0 and self.hook_stalled_max_ms < TARGET_STALLED_MS)
 
 
 async def round_trips(alice: Member, bob: Member, report: Report) -> None:
@@ -226,14 +235,21 @@ def time_hook(bob: Member, alice: Member, runs: int, report: Report) -> None:
                 report.hook_failures += 1
                 report.errors.append(f"hook run {n} did not show {sent}")
             busy.append(elapsed)
+        os.kill(bob.pid, signal.SIGSTOP)
+        try:
+            stalled = [run_once()[0] for _ in range(runs)]
+        finally:
+            os.kill(bob.pid, signal.SIGCONT)
     finally:
         owner.kill()
         owner.wait()
         shutil.rmtree(project.parent, ignore_errors=True)
-    report.hook_runs = 3 * runs
+    report.hook_runs = 4 * runs
     report.hook_idle_ms = median(idle) * 1e3
     report.hook_no_bytecode_ms = median(compiling) * 1e3
     report.hook_one_message_ms = median(busy) * 1e3
+    report.hook_stalled_ms = median(stalled) * 1e3
+    report.hook_stalled_max_ms = max(stalled) * 1e3
 
 
 def client(member: Member) -> Client:
@@ -301,6 +317,9 @@ def main(argv: list[str] | None = None) -> int:
               f" {verdict(max(report.hook_idle_ms, report.hook_one_message_ms) <= TARGET_HOOK_MS)}")
         print(f"  without bytecode files (PYTHONDONTWRITEBYTECODE=1), idle:"
               f" {report.hook_no_bytecode_ms:.1f} ms")
+        print(f"  daemon not answering (SIGSTOP): median {report.hook_stalled_ms:.0f} ms,"
+              f" max {report.hook_stalled_max_ms:.0f} ms; every run < {TARGET_STALLED_MS:g} ms:"
+              f" {verdict(report.hook_stalled_max_ms < TARGET_STALLED_MS)}")
         print("reference loop: " + ", ".join(f"{u:.1f} us" for u in report.reference_us))
         for error in report.errors[:10]:
             print(f"error: {error}")

@@ -259,6 +259,8 @@ def test_a_refused_upstream_resets_the_client() -> None:
     spare.bind(("127.0.0.1", 0))
     port = spare.getsockname()[1]
     spare.close()  # nothing listens there now
-    with FaultProxy(("127.0.0.1", port)) as proxy, connect(proxy) as sock, \
-            pytest.raises(ConnectionResetError):
+    # The RST can beat connect() back to user space on a loaded machine; Linux then
+    # reports it from connect() itself. Either way the client was reset, not closed.
+    with FaultProxy(("127.0.0.1", port)) as proxy, \
+            pytest.raises(ConnectionResetError), connect(proxy) as sock:
         sock.recv(1)

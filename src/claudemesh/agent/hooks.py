@@ -20,7 +20,8 @@ The session is the one the window's MCP server registered, when there is one: bo
 register under the Claude Code process (the first ancestor that is not a shell) and the
 same name (:mod:`claudemesh.agent.naming`), so they meet on the same session, whichever
 starts first. A hook never fails the agent: with the daemon down or slow it prints
-nothing and exits 0 within :data:`BUDGET_S` (a timer cuts off whatever is waiting), and
+nothing and exits 0 within :data:`BUDGET_S` of its own start (a timer cuts off whatever is
+waiting; the interpreter's start-up and imports are counted in the budget), and
 output is printed before anything is marked seen, so a crash can repeat a message but
 never hide one. Only the light sync SDK client is imported (bench/agents.py times it).
 """
@@ -32,6 +33,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +49,12 @@ if TYPE_CHECKING:
     from claudemesh.sdk.sessions import Session
 
 __all__ = ["BUDGET_S", "CONTEXT_CHARS", "EVENTS", "HookInput", "harness_pid", "main",
-           "parse_input", "respond"]
+           "parse_input", "respond", "startup_s", "time_left"]
 
 EVENTS: Final = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd")
 BUDGET_S: Final = 0.8  # Claude Code waits for us; the daemon being down must cost < 1 s
+BUDGET_FLOOR_S: Final = 0.05  # what is left after a slow start: still try a quick answer
+STARTUP_MAX_S: Final = 10.0  # a process older than this did not start for this hook
 CONTEXT_CHARS: Final = 8000  # Claude Code shows at most 10,000 characters of a hook
 SHOWN_MAX: Final = 20  # unread messages fetched per hook
 ENV_HARNESS_PID: Final = "CLAUDEMESH_HARNESS_PID"
@@ -193,6 +197,25 @@ def _deadline(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+def startup_s() -> float | None:
+    """Seconds since this process started (Linux ``/proc/self/stat``), so that a slow
+    interpreter start on a loaded machine counts against the hook's second; None where
+    that cannot be read or does not make sense."""
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        started = int(stat.rsplit(")", 1)[1].split()[19]) / os.sysconf("SC_CLK_TCK")
+        spent = time.clock_gettime(time.CLOCK_BOOTTIME) - started
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+    # clocks that disagree, or main() called late in a long-lived process
+    return spent if 0.0 <= spent < STARTUP_MAX_S else None
+
+
+def time_left(spent: float | None, budget: float = BUDGET_S) -> float:
+    """What is left of ``budget`` after ``spent`` (the whole of it when unknown)."""
+    return budget if spent is None else max(BUDGET_FLOOR_S, budget - spent)
+
+
 def main(argv: list[str], *, stdin: Any = None, stdout: Any = None,
          env: Mapping[str, str] | None = None) -> int:
     """Exits 0 whatever the daemon does: a hook's failure must never stop the agent
@@ -205,10 +228,13 @@ def main(argv: list[str], *, stdin: Any = None, stdout: Any = None,
         return ExitCode.FAILURE
     raw = (stdin or sys.stdin.buffer).read()
     hook = parse_input(raw, argv[0], fallback_cwd=str(Path.cwd()))
+    spent = startup_s()
+    started = time.monotonic() - (spent or 0.0)
     try:
-        with _deadline(BUDGET_S):
+        budget = time_left(spent)
+        with _deadline(budget):
             name = naming.session_name(None, env, hook.cwd)
-            client = Client(paths_from_env(env), timeout=BUDGET_S)
+            client = Client(paths_from_env(env), timeout=budget)
             answer, after = respond(client, hook, name=name,
                                     pid=harness_pid(env, os.getppid()))
             if answer is not None:
@@ -218,5 +244,6 @@ def main(argv: list[str], *, stdin: Any = None, stdout: Any = None,
                 after()
     except (_OutOfTime, ClaudemeshError, OSError) as exc:
         if env.get("CLAUDEMESH_HOOK_DEBUG") == "1":
-            sys.stderr.write(f"claudemesh hook {argv[0]}: {exc!r}\n")
+            took = time.monotonic() - started
+            sys.stderr.write(f"claudemesh hook {argv[0]}: {exc!r} after {took:.3f} s\n")
     return 0

@@ -6,20 +6,22 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from claudemesh.agent.hooks import BUDGET_S
 from helpers import DaemonHandle, new_daemon, short_tmpdir
 from meshkit import Mesh2, wait_for
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "claude_code_hooks"
+TIMER_SLACK_S = 0.15  # SIGALRM reaching the main thread on a loaded machine
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd")
 
 
@@ -49,23 +51,30 @@ def recorded(event: str, cwd: Path) -> bytes:
     return json.dumps(doc).encode()
 
 
-def hook(daemon: DaemonHandle, event: str, cwd: Path, pid: int,
-         **env: str) -> tuple[dict[str, Any] | None, float]:
-    """Run the hook as Claude Code does; its parsed answer (None for no output) and the
-    wall time."""
-    started = time.monotonic()
+def hook(daemon: DaemonHandle, event: str, cwd: Path,
+         pid: int) -> tuple[dict[str, Any] | None, str]:
+    """Run the hook as Claude Code does; its parsed answer (None for no output) and what
+    it said on stderr (CLAUDEMESH_HOOK_DEBUG is set)."""
     done = subprocess.run(
         [sys.executable, "-m", "claudemesh", "hook", event], input=recorded(event, cwd),
         capture_output=True, timeout=30, check=False, cwd=cwd,
-        env={**daemon.env, "CLAUDEMESH_HARNESS_PID": str(pid), "CLAUDEMESH_HOOK_DEBUG": "1",
-             **env})
-    elapsed = time.monotonic() - started
+        env={**daemon.env, "CLAUDEMESH_HARNESS_PID": str(pid), "CLAUDEMESH_HOOK_DEBUG": "1"})
     assert done.returncode == 0, done.stderr
-    out = done.stdout.decode()
+    out, err = done.stdout.decode(), done.stderr.decode()
     if not out.strip():
-        return None, elapsed
+        return None, err
     assert out.endswith("\n") and out.count("\n") == 1, out  # one JSON document
-    return json.loads(out), elapsed
+    return json.loads(out), err
+
+
+_GAVE_UP = re.compile(r"^claudemesh hook (\w+): (\w+)\(.*\) after ([0-9.]+) s$")
+
+
+def gave_up(err: str, event: str) -> tuple[str, float]:
+    """The error the hook gave up on, and its own seconds from its start to then."""
+    found = _GAVE_UP.match(err.strip())
+    assert found is not None and found[1] == event, err
+    return found[2], float(found[3])
 
 
 def context(answer: dict[str, Any] | None, event: str) -> str:
@@ -168,23 +177,31 @@ def test_the_hooks_use_the_session_the_mcp_server_registered(
 @pytest.mark.parametrize("event", EVENTS)
 def test_with_no_daemon_it_prints_nothing_and_exits_0_fast(event: str, project: Path,
                                                            claude: int) -> None:
+    """Fast because it does not wait: the refused connection ends it at once, before its
+    timer (the wall time is measured in bench/agents.py, not here)."""
     daemon = new_daemon(start=False)
     try:
-        answer, elapsed = hook(daemon, event, project, claude)
+        answer, err = hook(daemon, event, project, claude)
         assert answer is None
-        assert elapsed < 1.0, elapsed
+        assert gave_up(err, event)[0] == "DaemonUnreachable", err
     finally:
         daemon.cleanup()
 
 
-def test_a_daemon_that_does_not_answer_costs_under_a_second(
+def test_a_daemon_that_does_not_answer_is_given_up_on_within_the_budget(
         pair: Mesh2, claude: int, project: Path) -> None:
+    """The daemon holds its socket and never answers (SIGSTOP): the hook's own timer,
+    counted from the process's start, ends the wait inside BUDGET_S. Spawn and exit
+    around it are the machine's, timed in bench/agents.py ("daemon not answering")."""
     hook(pair.bob, "SessionStart", project, claude)
     os.kill(pair.bob.pid, signal.SIGSTOP)
     try:
         for event in ("UserPromptSubmit", "Stop"):
-            answer, elapsed = hook(pair.bob, event, project, claude)
-            assert answer is None and elapsed < 1.0, (event, elapsed)
+            answer, err = hook(pair.bob, event, project, claude)
+            reason, took = gave_up(err, event)
+            # the timer, or the socket timeout set to the same budget, whichever is first
+            assert answer is None and reason in {"_OutOfTime", "TimeoutError"}, err
+            assert took < BUDGET_S + TIMER_SLACK_S, err
     finally:
         os.kill(pair.bob.pid, signal.SIGCONT)
 
