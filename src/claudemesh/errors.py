@@ -114,10 +114,10 @@ __all__ = ["AbortNotAllowed", "AgentSettingsInvalid", "AgentSettingsWriteFailed"
            "PreflightRefused", "ProcessNotFound", "RateLimited", "RemoteError", "ReplayedNonce",
            "RequestError", "RequestTimeout", "RequeueNotAllowed", "RouteNotFound", "ServiceError",
            "SessionNameTaken", "SessionNotFound", "ShuttingDown", "SocketPathTooLong",
-           "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery", "TooManyStreams",
-           "TopicEncrypted", "Unauthorized", "UnknownDestination", "UnknownEpoch", "UnknownMember",
-           "UnknownMesh", "UnknownSession", "WaitTimedOut", "error_classes", "error_from_frame",
-           "error_from_wire"]
+           "StaleEpoch", "StaleTimestamp", "StoreCorrupt", "StoreError", "TokenInQuery",
+           "TooManyStreams", "TopicEncrypted", "Unauthorized", "UnknownDestination",
+           "UnknownEpoch", "UnknownMember", "UnknownMesh", "UnknownSession", "WaitTimedOut",
+           "error_classes", "error_from_frame", "error_from_wire"]
 
 
 class ExitCode(enum.IntEnum):
@@ -454,6 +454,17 @@ class TopicEncrypted(RequestError):
     code = "topic_encrypted"
     http_status = 400
     default_detail = "this topic is end-to-end encrypted; post a topic_box body"
+
+
+class StaleEpoch(RequestError):
+    """A ``topic_box`` sealed under an epoch made for an older membership of the topic
+    (someone left or joined since): the sender re-seals under a new epoch and sends again
+    with the same ``client_message_id``. Checked only for a new claim, so a retry of a
+    post the broker already took is answered as the duplicate it is."""
+
+    code = "stale_epoch"
+    http_status = 409
+    default_detail = "the topic's membership changed since this epoch; seal with a new one"
 
 
 class UnknownEpoch(RequestError):

@@ -12,12 +12,20 @@ around the envelope's stored encoding, and :func:`with_req_id` appends the attem
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from typing import Any, Final
 
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import CryptoFailure, MemberKey, box_encrypt, secretbox_encrypt
+from claudemesh.crypto import (
+    BoxedBody,
+    CryptoFailure,
+    MemberKey,
+    box_encrypt,
+    secretbox_decrypt,
+    secretbox_encrypt,
+)
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import WIRE_FIELDS, FrozenSend, wire_part
@@ -26,7 +34,7 @@ from claudemesh.protocol.ids import is_valid_client_message_id
 from claudemesh.protocol.sealed import FileRef, Receipts, seal_file, seal_message, seal_receipts
 from claudemesh.protocol.strictjson import dumps
 
-__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_file", "prepare_receipts",
+__all__ = ["BOX_OVERHEAD", "Prepared", "prepare", "prepare_file", "prepare_receipts", "reseal",
            "sign_receipts",
            "wire_bytes", "wire_frame", "with_req_id"]
 
@@ -134,6 +142,25 @@ def _prepare_raw(mesh: MeshConfig, dest: Destination, raw: bytes, text: str, *,
                         destination_ref=dest.ref, priority=priority, reply_to=reply_to,
                         meta=meta or None, body=body, body_hash=digest)
     return Prepared(fingerprint, frozen)
+
+
+def reseal(payload: bytes, old_key: bytes, epoch: int, key: bytes) -> bytes:
+    """A stored topic_box envelope sealed again under ``epoch`` (the broker refused the old
+    epoch, ``stale_epoch``). Everything else stays: the ``body_hash`` is of the plaintext,
+    so the fingerprint, and a retry's dedupe, do not change.
+
+    Raises:
+        CryptoFailure: the stored body is not a topic_box that opens with ``old_key``.
+    """
+    frozen = FrozenSend.from_bytes(payload)
+    body = frozen.body
+    if body.get("kind") != "topic_box":
+        raise CryptoFailure("only a topic_box is re-sealed")
+    raw = secretbox_decrypt(BoxedBody(str(body["nonce"]), str(body["ciphertext"])), old_key)
+    boxed = secretbox_encrypt(raw, key)
+    return dataclasses.replace(frozen, body={"kind": "topic_box", "epoch": epoch,
+                                             "nonce": boxed.nonce,
+                                             "ciphertext": boxed.ciphertext}).to_bytes()
 
 
 def _encrypt(raw: bytes, dest: Destination, secret_key: str) -> dict[str, str]:

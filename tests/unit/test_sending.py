@@ -8,6 +8,7 @@ and the broker are seen to agree on the fingerprint byte for byte.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -15,7 +16,15 @@ import pytest
 
 from claudemesh.broker.accept import check_send
 from claudemesh.config import MeshConfig
-from claudemesh.crypto import BoxedBody, MemberKey, box_decrypt, verify
+from claudemesh.crypto import (
+    BoxedBody,
+    CryptoFailure,
+    MemberKey,
+    box_decrypt,
+    new_topic_key,
+    secretbox_decrypt,
+    verify,
+)
 from claudemesh.errors import InvalidRequest, PayloadTooLarge, UnknownDestination
 from claudemesh.protocol.destination import Destination, DestinationKind
 from claudemesh.protocol.envelope import FrozenSend, wire_part
@@ -36,6 +45,7 @@ from claudemesh.sending import (
     Prepared,
     prepare,
     prepare_receipts,
+    reseal,
     wire_bytes,
     wire_frame,
     with_req_id,
@@ -269,3 +279,24 @@ def test_the_splice_decodes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(FrozenSend, "from_bytes", classmethod(decoded))
     assert wire_bytes("c-1", "demo", payload).endswith(payload[len(b'{"mesh":"demo",'):])
+
+
+def test_a_resealed_topic_post_keeps_everything_but_its_seal() -> None:
+    """The drain's answer to ``stale_epoch``: the same plaintext under the new epoch's key,
+    and the same fingerprint at the broker, so a retry still dedupes."""
+    old, new = new_topic_key(), new_topic_key()
+    first = prepare(MESH, Destination(DestinationKind.TOPIC, "news"), "sealed twice",
+                    priority="now", reply_to="01PREV", meta={"a": 1}, inline_limit=None,
+                    topic_key=(1, old))
+    again = FrozenSend.from_bytes(reseal(first.frozen.to_bytes(), old, 2, new))
+    body = again.body
+    assert (body["kind"], body["epoch"]) == ("topic_box", 2)
+    assert secretbox_decrypt(BoxedBody(body["nonce"], body["ciphertext"]), new) == (
+        secretbox_decrypt(BoxedBody(first.frozen.body["nonce"],
+                                    first.frozen.body["ciphertext"]), old))
+    assert dataclasses.replace(again, body=first.frozen.body) == first.frozen
+    assert broker_fingerprint(Prepared(first.fingerprint, again)) == first.fingerprint
+    with pytest.raises(CryptoFailure):  # not the key it was sealed with
+        reseal(first.frozen.to_bytes(), new, 2, new)
+    with pytest.raises(CryptoFailure):  # a DM is never re-sealed
+        reseal(send(DM).frozen.to_bytes(), old, 2, new)

@@ -126,7 +126,8 @@ def accept_input(frame: Send, fingerprint: bytes, *, sender: Member, mesh_dedupe
         priority=frame.priority, reply_to=frame.reply_to,
         meta_json=None if not frame.meta else json.dumps(frame.meta, ensure_ascii=False),
         body_json=frame.body.model_dump_json(), body_hash=frame.body_hash, now_ms=now_ms,
-        dedupe_expires_at=expires)
+        dedupe_expires_at=expires,
+        epoch=frame.body.epoch if isinstance(frame.body, TopicBoxBody) else None)
 
 
 def deliveries_for(frame: Send, request: AcceptInput, outcome: AcceptOutcome,

@@ -34,7 +34,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -74,6 +74,7 @@ class DrainCounters:
     delivered: int = 0
     retries: int = 0
     dead: int = 0
+    resealed: int = 0  # topic posts sealed again after a stale_epoch
     history_pruned: int = 0
     last_rtt_ms: float | None = None  # the last send -> send_result round trip
 
@@ -87,9 +88,13 @@ class _Awaited:
     timer: asyncio.TimerHandle | None = None
 
 
+Resealer = Callable[[bytes], Awaitable[bytes | None]]
+
+
 class Drain:
     def __init__(self, link: BrokerLink, outbox: DbWorker, *, clock: Callable[[], int],
-                 window: int = 256, rng: random.Random | None = None) -> None:
+                 window: int = 256, rng: random.Random | None = None,
+                 reseal: Resealer | None = None) -> None:
         self.link = link
         self.mesh = link.mesh.slug
         self._outbox = outbox
@@ -103,6 +108,8 @@ class Drain:
         self._answered: list[Transition] = []
         self._writer: asyncio.Task[None] | None = None
         self._next_expiry_check = 0.0  # monotonic seconds
+        self._reseal = reseal  # daemon.topic_keys.TopicSender.reseal
+        self._resealing: set[asyncio.Task[None]] = set()
 
     def notify(self) -> None:
         """Something became due (a new send, a requeue, the link opening)."""
@@ -137,6 +144,9 @@ class Drain:
             # Rows still awaiting answers stay inflight; the next start puts them back
             # to pending (R-REC-1), so a late answer must not write anything now.
             self._stopped = True
+            for task in self._resealing:  # the row stays inflight: resent after a restart
+                task.cancel()
+            await asyncio.gather(*self._resealing, return_exceptions=True)
             if self._writer is not None:
                 self._writer.cancel()
                 await asyncio.gather(self._writer, return_exceptions=True)
@@ -186,7 +196,8 @@ class Drain:
                 self._settle(row, LINK_DROPPED)
                 continue
             batch.futures[req_id] = future
-            future.add_done_callback(functools.partial(self._on_answer, batch, req_id, row))
+            future.add_done_callback(functools.partial(self._on_answer, batch, req_id, row,
+                                                       payload))
         if batch.futures:
             batch.timer = asyncio.get_running_loop().call_later(
                 self.link.timings.request_timeout_s, self._give_up, batch)
@@ -196,7 +207,7 @@ class Drain:
             self.link.forget(req_id)
             future.set_exception(TimeoutError())
 
-    def _on_answer(self, batch: _Awaited, req_id: str, row: OutboxRow,
+    def _on_answer(self, batch: _Awaited, req_id: str, row: OutboxRow, payload: bytes,
                    future: asyncio.Future[BrokerReply]) -> None:
         del batch.futures[req_id]
         if not batch.futures and batch.timer is not None:
@@ -211,17 +222,52 @@ class Drain:
             verdict = Verdict(VerdictKind.RETRY, error=exc.detail)
         else:  # BrokerUnavailable: the link dropped before the answer
             verdict = LINK_DROPPED
+        if verdict.kind is VerdictKind.RESEAL and self._reseal is not None:
+            self._in_flight -= 1
+            self._wake.set()
+            if not self._stopped:
+                task = asyncio.create_task(self._resealed(row, payload, verdict))
+                self._resealing.add(task)
+                task.add_done_callback(self._resealing.discard)
+            return
         self._settle(row, verdict)
 
     def _settle(self, row: OutboxRow, verdict: Verdict) -> None:
         """Queue the row's transition; one writer task writes them in batches."""
         self._in_flight -= 1
         self._wake.set()
-        if self._stopped:
-            return
-        self._answered.append(self._final(row, verdict))
+        if not self._stopped:
+            self._queue(self._final(row, verdict))
+
+    def _queue(self, transition: Transition) -> None:
+        self._answered.append(transition)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_answered())
+
+    async def _resealed(self, row: OutboxRow, payload: bytes, verdict: Verdict) -> None:
+        """A ``stale_epoch``: the post sealed under the topic's current epoch goes back to
+        pending, due at once; a failure to get that epoch retries it with a backoff (it is
+        refused, and re-sealed, again), and a post that cannot be re-sealed is dead."""
+        assert self._reseal is not None
+        error = str(verdict.error)
+        try:
+            fresh = await self._reseal(payload)
+        except (ClaudemeshError, TimeoutError) as exc:
+            verdict = Verdict(VerdictKind.RETRY, error=f"{error}; re-sealing: {exc}")
+        else:
+            if fresh is not None:
+                self.counters.resealed += 1
+                log.info("outbox_row_resealed", extra={
+                    "mesh": self.mesh, "client_message_id": row.client_message_id})
+                resealed = Transition.resealed(row.id, payload=fresh, error=error,
+                                               next_attempt_at=self._clock())
+                if not await self._write([resealed]):
+                    self._queue(resealed)  # the writer keeps trying
+                self._wake.set()  # due now: claim it (the drain may be asleep till later)
+                return
+            verdict = Verdict(VerdictKind.DEAD, error=f"{error}; its epoch key is gone")
+        if not self._stopped:
+            self._queue(self._final(row, verdict))
 
     async def _next_due_s(self) -> float:
         def op(conn: sqlite3.Connection) -> int | None:
@@ -238,6 +284,8 @@ class Drain:
             while self._answered:
                 batch, self._answered = self._answered, []
                 if await self._write(batch):
+                    if failures:  # written late: a re-sealed row among them is due now
+                        self._wake.set()
                     failures = 0
                     continue
                 failures += 1
@@ -270,7 +318,7 @@ class Drain:
                     retry_delay_ms(row.attempts, self._rng))
                 return Transition.retry(row.id, error=str(verdict.error),
                                         next_attempt_at=now + delay)
-            case VerdictKind.DEAD:
+            case VerdictKind.DEAD | VerdictKind.RESEAL:  # RESEAL here: nothing to re-seal with
                 counters.dead += 1
                 log.error("outbox_row_dead", extra={"mesh": self.mesh, "row": row.id,
                                                     "client_message_id": row.client_message_id,

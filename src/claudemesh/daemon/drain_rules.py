@@ -9,6 +9,7 @@ answer                                 row          note
 429 ``rate_limited``, any 5xx          pending      retried after a backoff (A-8)
 no answer (timeout, link dropped)      pending      retried; the broker dedupes a repeat
 409 ``idempotency_key_reused``         dead         R-FP-5: log loudly, operator requeues
+409 ``stale_epoch``                    reseal       sealed under the current epoch, resent
 any other 4xx                          dead         ``last_error`` = ``code: detail``
 =====================================  ===========  ====================================
 
@@ -39,6 +40,7 @@ class VerdictKind(enum.Enum):
     DONE = "done"
     RETRY = "retry"
     DEAD = "dead"
+    RESEAL = "reseal"  # a topic post under an epoch the topic's membership left behind
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,18 @@ def classify_result(answer: BrokerReply) -> Verdict:
     """Turn the broker's answer to one ``send`` into what happens to the row."""
     if not isinstance(answer, SendResult):
         return Verdict(VerdictKind.RETRY, error=f"unexpected answer: {str(answer)[:200]}")
-    status, extra = answer.status, answer.data
     if answer.accepted:
         return Verdict(VerdictKind.DONE, broker_message_id=answer.broker_message_id,
                        history_id=answer.history_id,
                        history_available=answer.history_available is not False)
+    return _refused(answer)
+
+
+def _refused(answer: SendResult) -> Verdict:
+    status, extra = answer.status, answer.data
     error = f"{answer.code or 'unknown'}: {answer.detail or ''}".rstrip(": ")
+    if answer.code == "stale_epoch":
+        return Verdict(VerdictKind.RESEAL, error=f"{status} {error}", retry_after_ms=0)
     if status == 409:
         prefix = extra.get("broker_fingerprint_prefix")
         return Verdict(VerdictKind.DEAD, error=f"idempotency_key_reused:"

@@ -69,8 +69,8 @@ class MeshRuntime:
         self._publishing = asyncio.Lock()  # one set_profile of the list at a time
         self.link = BrokerLink(mesh, on_push=self._push, on_event=self._event,
                                on_state=self._state_changed, timings=timings)
-        self.drain = Drain(self.link, outbox, clock=clock)
         self.topics = TopicSender(mesh, self.link, keyring or TopicKeyring(None))
+        self.drain = Drain(self.link, outbox, clock=clock, reseal=self.topics.reseal)
         self.inbound = Inbound(mesh, self.link, inbox, bus, clock=clock, iso=iso,
                                outbox=outbox, on_stored=on_stored, topics=self.topics)
         self._tasks: list[asyncio.Task[None]] = []

@@ -14,7 +14,12 @@ means re-reading and using the winner's epoch. With the link down it posts with 
 newest key it has (so a post accepted offline may use the previous epoch); without any
 key it refuses (503) a topic it knows is encrypted, and posts plain to one it knows
 nothing of (the broker then refuses it if the topic has epochs, ``topic_encrypted``).
-The rules are :mod:`claudemesh.protocol.topic_epochs`.
+The broker has the last word: it refuses a post whose epoch was made for an older
+membership than the topic's (``stale_epoch``: a subscribe or unsubscribe this daemon had
+not heard of yet, or a post queued while offline), and the drain hands the row to
+:meth:`TopicSender.reseal`, which seals the same plaintext under the current epoch; the
+row goes out again with its ``client_message_id``. So no post is stored under a key a
+leaver holds. The rules are :mod:`claudemesh.protocol.topic_epochs`.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from claudemesh.crypto import BoxedBody, CryptoFailure, box_decrypt, box_encrypt
 from claudemesh.daemon.link import BrokerLink
 from claudemesh.errors import BrokerUnavailable, DestinationNotFound, EpochConflict
 from claudemesh.privatefs import write_private_file
+from claudemesh.protocol.envelope import FrozenSend
 from claudemesh.protocol.topic_epochs import key_from_plaintext, key_plaintext, needs_epoch
+from claudemesh.sending import reseal
 
 __all__ = ["FILE_NAME", "EpochKey", "TopicKeyring", "TopicSender"]
 
@@ -227,6 +234,30 @@ class TopicSender:
                 return None
             raise BrokerUnavailable(f"the broker did not answer topic_keys for #{topic}",
                                     mesh=self.mesh.slug) from None
+
+    async def reseal(self, payload: bytes) -> bytes | None:
+        """A queued post the broker refused as ``stale_epoch``, sealed under the topic's
+        current epoch (started here if the membership moved on); None when it cannot be
+        (its own key is gone, or it does not open): the row is dead, not retried forever.
+
+        Raises:
+            BrokerUnavailable, TimeoutError, EpochConflict: try again later.
+        """
+        frozen = FrozenSend.from_bytes(payload)
+        topic, epoch = frozen.destination_ref, frozen.body.get("epoch")
+        old = None if not isinstance(epoch, int) else self.keyring.key(
+            self.mesh.mesh_id, topic, epoch)
+        if old is None:
+            return None
+        key = await self._current(topic)
+        if key is None:
+            return None
+        if key.epoch == epoch:  # the broker has not moved on yet, as we see it: later
+            raise EpochConflict(f"#{topic}: epoch {epoch} is still the current one")
+        try:
+            return reseal(payload, old, key.epoch, key.key)
+        except CryptoFailure:
+            return None
 
     async def _current(self, topic: str) -> EpochKey | None:
         mesh_id = self.mesh.mesh_id

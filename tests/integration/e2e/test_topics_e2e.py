@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from brokerkit import Client, Mesh, clients
+from claudemesh.clock import iso_ms, now_ms
 from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
 from claudemesh.protocol.topic_epochs import key_plaintext
 from helpers import DaemonHandle
@@ -127,12 +128,15 @@ async def test_the_broker_refuses_plain_and_unknown_epochs(pair: Mesh2) -> None:
             "error"] == "destination_not_found"
 
 
-async def test_a_post_under_an_epoch_not_sealed_to_the_reader_is_kept_undecryptable(
+async def test_a_post_whose_key_does_not_open_for_a_reader_is_kept_undecryptable(
         pair: Mesh2) -> None:
-    """A sender that missed a membership change posts under the previous epoch: a member
-    who subscribed since has no key for it, so its daemon stores the post with no body and
-    says why (R-IN-8), and acks it; the others read it."""
+    """A sender sealed the epoch's key to bob as a key of another topic (a broken or
+    hostile sender; the broker cannot tell): bob's daemon stores the post with no body
+    and says why (R-IN-8), and acks it; the others read it. Once the membership moves,
+    the broker refuses a new post under that epoch (``stale_epoch``), while the post it
+    took is still answered as a duplicate."""
     sub(pair.alice, "hist")
+    sub(pair.bob, "hist")
     mesh = Mesh(pair.broker, pair.alice.meshes[0]["mesh_id"], pair.invite)
     dave = mesh.join("dave")
     async with clients((pair.broker.url, dave)) as (d,):
@@ -141,25 +145,80 @@ async def test_a_post_under_an_epoch_not_sealed_to_the_reader_is_kept_undecrypta
         key = new_topic_key()
         sealed = []
         for pubkey in state["subscribers"]:
-            box = box_encrypt(key_plaintext(dave.mesh_id, "hist", 1, key),
+            named = "other" if pubkey == pair.bob_key else "hist"
+            box = box_encrypt(key_plaintext(dave.mesh_id, named, 1, key),
                               sender_secret_hex=dave.key.secret_key, recipient_pubkey_hex=pubkey)
             sealed.append({"pubkey": pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
         made = await d.request({"type": "topic_epoch", "topic": "hist", "epoch": 1,
                                 "membership_version": state["membership_version"],
                                 "keys": sealed})
         assert made["type"] == "result", made
-        sub(pair.bob, "hist")  # after epoch 1: nothing of it is sealed to bob
-        text = "MARKERzq7 stale epoch"
-        boxed = secretbox_encrypt(text.encode(), key)
-        sent = await d.request(d.envelope("#hist", text, "stale-1", body={
-            "kind": "topic_box", "epoch": 1, "nonce": boxed.nonce,
-            "ciphertext": boxed.ciphertext}))
+        text = "MARKERzq7 miskeyed"
+
+        def under_epoch_1(cmid: str) -> dict[str, Any]:
+            boxed = secretbox_encrypt(text.encode(), key)
+            return d.envelope("#hist", text, cmid, body={
+                "kind": "topic_box", "epoch": 1, "nonce": boxed.nonce,
+                "ciphertext": boxed.ciphertext})
+
+        sent = await d.request(under_epoch_1("miskeyed-1"))
         assert sent["code"] == 201, sent
         wait_for(lambda: text in bodies(pair.alice))
         [kept] = wait_for(lambda: [m for m in inbox(pair.bob)
-                                   if m["client_message_id"] == "stale-1"])
+                                   if m["client_message_id"] == "miskeyed-1"])
         assert kept["body"] is None
         assert "no key for epoch 1" in kept["undecryptable"]
         wait_for(lambda: not pair.broker.query(
             "SELECT 1 FROM delivery_queue q JOIN member m ON m.id = q.recipient_member_id"
             " WHERE m.pubkey = ? AND q.acked_at IS NULL", pair.bob_key))
+
+        sub(pair.bob, "hist", on=False)
+        stale = await d.request(under_epoch_1("miskeyed-2"))
+        assert (stale["code"], stale["error"]) == (409, "stale_epoch"), stale
+        assert stale["membership_version"] == state["membership_version"] + 1
+        again = await d.request(under_epoch_1("miskeyed-1"))  # taken before the change
+        assert (again["code"], again["duplicate"]) == (200, True), again
+        assert pair.broker.query("SELECT count(*) FROM message WHERE client_message_id"
+                                 " LIKE 'miskeyed-%'") == [(1,)]
+
+
+def test_a_post_queued_before_a_leave_is_resealed_under_the_next_epoch(pair: Mesh2) -> None:
+    """alice's post was sealed at accept, under epoch 1 (carol has its key), and waits in
+    her outbox (``deliver_at``); carol leaves before it goes out. The broker refuses it
+    (``stale_epoch``), alice's drain seals it again under a new epoch that carol is not
+    given, and bob reads it once. Nothing of it is stored under a key carol holds."""
+    alice, bob = pair.alice, pair.bob
+    carol = joined_daemon(pair.invite, "carol")
+    try:
+        carol_id = carol.meshes[0]["member_id"]
+        for daemon in (alice, bob, carol):
+            sub(daemon, "late")
+        wait_for(lambda: heard(alice, pair, "late"))
+        post(alice, "late", "MARKERzq7 before")
+        wait_for(lambda: "MARKERzq7 before" in bodies(carol))
+        due = now_ms() + 2_000
+        queued = alice.send({"to": "#late", "message": "MARKERzq7 queued",
+                             "deliver_at": iso_ms(due)})
+        assert queued.status == 202 and queued.body["status"] == "scheduled", queued.body
+        cmid = queued.body["client_message_id"]
+        sub(carol, "late", on=False)
+        [got] = wait_for(lambda: [m for m in inbox(bob) if m["client_message_id"] == cmid],
+                         timeout=20)
+        assert got["body"] == "MARKERzq7 queued" and got["undecryptable"] is None
+        [(body,)] = pair.broker.query("SELECT body FROM message WHERE client_message_id = ?",
+                                      cmid)
+        epoch = json.loads(body)["epoch"]
+        assert epoch >= 2
+        carols = [int(r[0]) for r in pair.broker.query(
+            "SELECT epoch FROM topic_epoch_key WHERE member_id = ? AND topic = 'late'",
+            carol_id)]
+        assert carols and epoch not in carols
+        assert all(m["client_message_id"] != cmid for m in inbox(carol))
+        row = alice.uds().call("GET", f"/v1/outbox?client_message_id={cmid}")
+        [sent] = row["items"]
+        assert sent["status"] == "done" and sent["attempts"] == 2, sent
+        metrics = alice.uds().call("GET", "/v1/metrics")
+        assert next(line for line in metrics.splitlines() if line.startswith(
+            "cm_daemon_send_total") and 'result="resealed"' in line).endswith(" 1.0")
+    finally:
+        carol.cleanup()

@@ -6,11 +6,13 @@ epochs before it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
-from claudemesh.errors import DestinationNotFound, EpochConflict
-from storekit import NOW, Backend, setup_mesh
+from claudemesh.broker.store.base import AcceptInput, AcceptKind
+from claudemesh.errors import DestinationNotFound, EpochConflict, StaleEpoch
+from storekit import NOW, Backend, send, setup_mesh
 
 
 def sealed(*pubkeys: str, tag: str = "k") -> dict[str, tuple[str, str]]:
@@ -114,3 +116,38 @@ async def test_concurrent_epochs_one_wins(backend: Backend) -> None:
     keys = await store.epoch_keys(mesh.id, "news", 1)
     assert keys is not None
     assert len({k.ciphertext.split("-")[0] for k in keys.values()}) == 1  # one winner's set
+
+
+async def test_a_post_under_an_epoch_of_an_older_membership_is_refused(
+        backend: Backend) -> None:
+    """An epoch belongs to one membership version: after an unsubscribe (or a subscribe)
+    a topic_box under it is refused for a new client_message_id and nothing is stored;
+    a client_message_id taken before the change is still answered as a duplicate."""
+    store = backend.store
+    mesh, [alice, bob, carol] = await setup_mesh(store)
+    for member in (alice, bob, carol):
+        await store.subscribe(mesh.id, member.id, "news", NOW)
+    await store.create_topic_epoch(mesh.id, "news", epoch=1, membership_version=3,
+                                   creator=alice, now_ms=NOW,
+                                   keys=sealed(alice.pubkey, bob.pubkey, carol.pubkey))
+
+    def post(cmid: str) -> AcceptInput:
+        return dataclasses.replace(send(mesh, alice, cmid, to="news", kind="topic"), epoch=1)
+
+    assert (await store.accept(post("before"))).kind is AcceptKind.CREATED
+    await store.unsubscribe(mesh.id, carol.id, "news")
+    with pytest.raises(StaleEpoch) as info:
+        await store.accept(post("after"))
+    assert info.value.fields == {"epoch": 1, "current_epoch": 1, "membership_version": 4}
+    assert (await store.accept(post("before"))).kind is AcceptKind.DUPLICATE
+    history = await store.topic_history(mesh.id, bob.id, "news", before=None, limit=10)
+    assert [d.client_message_id for d in history] == ["before"]
+    # the next epoch, for the current membership, is taken again
+    await store.create_topic_epoch(mesh.id, "news", epoch=2, membership_version=4,
+                                   creator=alice, now_ms=NOW,
+                                   keys=sealed(alice.pubkey, bob.pubkey))
+    again = dataclasses.replace(post("after"), epoch=2)
+    assert (await store.accept(again)).kind is AcceptKind.CREATED
+    await store.subscribe(mesh.id, carol.id, "news", NOW)  # a join moves it on too
+    with pytest.raises(StaleEpoch):
+        await store.accept(dataclasses.replace(post("later"), epoch=2))

@@ -23,6 +23,7 @@ def answer_of(doc: dict[str, object]) -> BrokerReply:
     ({"code": 201, "broker_message_id": "b", "history_id": "1"}, VerdictKind.DONE),
     ({"code": 200, "broker_message_id": "b", "duplicate": True}, VerdictKind.DONE),
     ({"code": 409, "error": "idempotency_key_reused"}, VerdictKind.DEAD),
+    ({"code": 409, "error": "stale_epoch", "membership_version": 4}, VerdictKind.RESEAL),
     ({"code": 400, "error": "invalid_envelope", "detail": "x"}, VerdictKind.DEAD),
     ({"code": 404, "error": "destination_not_found"}, VerdictKind.DEAD),
     ({"code": 413, "error": "payload_too_large"}, VerdictKind.DEAD),

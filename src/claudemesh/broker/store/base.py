@@ -164,6 +164,9 @@ class AcceptInput:
     body_hash: str
     now_ms: int
     dedupe_expires_at: int | None  # None: permanent mode
+    # a topic_box's epoch: a new claim is refused (StaleEpoch) when the epoch was made for
+    # another membership version than the topic's current one
+    epoch: int | None = None
 
 
 class AcceptKind(enum.Enum):

@@ -111,7 +111,7 @@ class _DaemonCollector(Collector):
             if drain.last_rtt_ms is not None:
                 names["lag"].add_metric([slug], drain.last_rtt_ms)
             for result, n in (("delivered", drain.delivered), ("retry", drain.retries),
-                              ("dead", drain.dead)):
+                              ("dead", drain.dead), ("resealed", drain.resealed)):
                 names["send"].add_metric([slug, result], n)
             names["dead"].add_metric([slug], drain.dead)
             names["pruned"].add_metric([slug], drain.history_pruned)

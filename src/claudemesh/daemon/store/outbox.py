@@ -316,6 +316,14 @@ class Transition:
                    (error, next_attempt_at))
 
     @classmethod
+    def resealed(cls, row_id: str, *, payload: bytes, error: str,
+                 next_attempt_at: int) -> Transition:
+        """Back to pending with a new envelope (a topic post under the current epoch)."""
+        return cls(row_id, OutboxEvent.TRANSIENT_FAILURE,
+                   "payload = ?, last_error = ?, next_attempt_at = ?",
+                   (payload, error, next_attempt_at))
+
+    @classmethod
     def dead(cls, row_id: str, *, error: str,
              event: OutboxEvent = OutboxEvent.PERMANENT_FAILURE) -> Transition:
         return cls(row_id, event, "last_error = ?", (error,))

@@ -66,7 +66,7 @@ from claudemesh.broker.store.base import (
     TopicKeyView,
     b2_refusal,
 )
-from claudemesh.broker.store.epochs import epoch_conflict
+from claudemesh.broker.store.epochs import epoch_conflict, stale_epoch
 from claudemesh.broker.store.postgres.connection import Conn, PgPool, Retry, count
 from claudemesh.broker.store.postgres.notify import PgNotifier
 from claudemesh.broker.store.postgres.schema import migrate
@@ -475,8 +475,11 @@ class PostgresBrokerStore(BrokerStore):
 
     async def accept(self, request: AcceptInput) -> AcceptOutcome:
         async with self._sender_turn(request.mesh_id, request.sender_member_id):
-            return await self._db.run("accepting a message",
-                                   lambda conn: _accept(conn, request), tx=False)
+            if request.epoch is None:  # one statement: its own transaction
+                return await self._db.run("accepting a message",
+                                       lambda conn: _accept(conn, request), tx=False)
+            return await self._db.run("accepting a topic post",
+                                      lambda conn: _accept_sealed(conn, request))
 
     @contextlib.asynccontextmanager
     async def _sender_turn(self, mesh_id: str, sender_id: str) -> AsyncIterator[None]:
@@ -759,6 +762,25 @@ async def _accept(conn: Conn, req: AcceptInput) -> AcceptOutcome:
                            strict=True))
     return AcceptOutcome(kind, str(row[1]), history, bytes(row[3]), int(row[4]), bool(row[5]),
                          recipients)
+
+
+async def _accept_sealed(conn: Conn, req: AcceptInput) -> AcceptOutcome:
+    """A topic_box post, in a transaction: the epoch must still match the topic's
+    membership (the topic row is held FOR SHARE, so a subscribe or unsubscribe waits for
+    this accept to commit). A client_message_id the broker already has skips the check:
+    ``accept_message`` answers it as a duplicate (or a conflict), as for any send."""
+    row = await conn.fetchrow(
+        "SELECT t.membership_version, t.current_epoch, e.membership_version,"
+        " EXISTS (SELECT 1 FROM mesh.client_message_dedupe d WHERE d.mesh_id = t.mesh_id"
+        " AND d.client_message_id = $4) FROM mesh.topic t LEFT JOIN mesh.topic_epoch e"
+        " ON e.mesh_id = t.mesh_id AND e.topic = t.name AND e.epoch = $3"
+        " WHERE t.mesh_id = $1 AND t.name = $2 FOR SHARE OF t",
+        req.mesh_id, req.destination_ref, req.epoch, req.client_message_id)
+    if row is not None and row[2] is not None and not row[3] and req.epoch is not None and (
+            stale := stale_epoch(req.destination_ref, req.epoch, made_for=int(row[2]),
+                                 membership_version=int(row[0]), current_epoch=int(row[1]))):
+        raise stale
+    return await _accept(conn, req)
 
 
 def _b2_refusal(exc: asyncpg.PostgresError, ref: str) -> Exception | None:

@@ -31,7 +31,7 @@ from claudemesh.broker.store.base import (
     TopicKeyView,
     b2_refusal,
 )
-from claudemesh.broker.store.epochs import epoch_conflict
+from claudemesh.broker.store.epochs import epoch_conflict, stale_epoch
 from claudemesh.broker.store.rows import (
     BLOB_COLUMNS,
     DAY_MS,
@@ -678,9 +678,16 @@ def _recipients(conn: sqlite3.Connection, req: AcceptInput) -> list[str]:
                      " WHERE g.mesh_id = ? AND g.group_name = ? AND m.revoked_at IS NULL",
                      (mesh, ref[1:]))
     else:
-        if conn.execute("SELECT 1 FROM topic WHERE mesh_id = ? AND name = ?",
-                        (mesh, ref)).fetchone() is None:
+        topic = conn.execute("SELECT t.membership_version, t.current_epoch, e.membership_version"
+                             " FROM topic t LEFT JOIN topic_epoch e ON e.mesh_id = t.mesh_id"
+                             " AND e.topic = t.name AND e.epoch = ? WHERE t.mesh_id = ?"
+                             " AND t.name = ?", (req.epoch, mesh, ref)).fetchone()
+        if topic is None:
             raise b2_refusal("topic", ref)
+        if req.epoch is not None and topic[2] is not None and (stale := stale_epoch(
+                ref, req.epoch, made_for=topic[2], membership_version=topic[0],
+                current_epoch=topic[1])):
+            raise stale
         sql, args = ("SELECT s.member_id FROM topic_subscription s JOIN member m"
                      " ON m.id = s.member_id WHERE s.mesh_id = ? AND s.topic = ?"
                      " AND m.revoked_at IS NULL", (mesh, ref))
