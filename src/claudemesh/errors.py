@@ -248,7 +248,7 @@ class FileDestinationUnsupported(RequestError):
     code = "file_destination_unsupported"
     http_status = 422
     exit_code = ExitCode.USAGE
-    default_detail = "files go to one member (a DM); files to topics need encrypted topics"
+    default_detail = "files go to one member or to an encrypted #topic"
 
 
 class BlobExists(RequestError):

@@ -75,19 +75,23 @@ def prepare(mesh: MeshConfig, dest: Destination, message: str, *, priority: str,
 
 
 def prepare_file(mesh: MeshConfig, dest: Destination, ref: FileRef, message: str | None, *,
-                 priority: str, inline_limit: int | None) -> Prepared:
-    """The DM that hands a shared file to its recipient: the reference and its key,
-    sealed inside the crypto_box (the broker sees neither). Only DMs carry files until
-    topics are encrypted.
+                 priority: str, inline_limit: int | None,
+                 topic_key: tuple[int, bytes] | None = None) -> Prepared:
+    """The message that hands a shared file over: the reference and its key, sealed
+    inside a DM's crypto_box, or a ``#topic`` post sealed with the epoch key
+    ``topic_key`` (the broker sees neither). Never in the clear: groups and broadcasts
+    have no key, and a topic needs one.
 
     Raises:
-        InvalidRequest: ``dest`` is not a DM.
+        InvalidRequest: ``dest`` is neither a DM nor a ``#topic`` with ``topic_key``.
         PayloadTooLarge / UnknownDestination: as :func:`prepare`.
     """
-    if dest.kind is not DestinationKind.DM:
-        raise InvalidRequest("files go to one member (a DM)")
+    is_topic = dest.kind is DestinationKind.TOPIC and dest.ref[0] not in "@*"
+    if dest.kind is not DestinationKind.DM and not (is_topic and topic_key is not None):
+        raise InvalidRequest("files go to one member (a DM) or an encrypted #topic")
     return _prepare_raw(mesh, dest, seal_file(ref, message), "", priority=priority,
-                        reply_to=None, meta=None, inline_limit=inline_limit)
+                        reply_to=None, meta=None, inline_limit=inline_limit,
+                        topic_key=topic_key if is_topic else None)
 
 
 def sign_receipts(mesh: MeshConfig, receipts: Receipts) -> Receipts:

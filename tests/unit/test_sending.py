@@ -31,11 +31,13 @@ from claudemesh.protocol.envelope import FrozenSend, wire_part
 from claudemesh.protocol.fingerprint import canonical_meta, request_fingerprint
 from claudemesh.protocol.frames import Send
 from claudemesh.protocol.sealed import (
+    FileRef,
     Plain,
     ReceiptItem,
     ReceiptPath,
     Receipts,
     ReceiptState,
+    SealedFile,
     SealedMessage,
     open_plaintext,
 )
@@ -44,6 +46,7 @@ from claudemesh.sending import (
     BOX_OVERHEAD,
     Prepared,
     prepare,
+    prepare_file,
     prepare_receipts,
     reseal,
     wire_bytes,
@@ -300,3 +303,22 @@ def test_a_resealed_topic_post_keeps_everything_but_its_seal() -> None:
         reseal(first.frozen.to_bytes(), new, 2, new)
     with pytest.raises(CryptoFailure):  # a DM is never re-sealed
         reseal(send(DM).frozen.to_bytes(), old, 2, new)
+
+
+def test_a_file_reference_goes_to_a_member_or_sealed_to_an_encrypted_topic() -> None:
+    ref = FileRef("F" * 26, "a.txt", 3, "ab" * 32, 131072, "cd" * 32, "ef" * 16)
+    key = bytes(range(32))
+    posted = prepare_file(MESH, TOPIC, ref, "see", priority="next", inline_limit=None,
+                          topic_key=(4, key))
+    body = posted.frozen.body
+    assert (body["kind"], body["epoch"]) == ("topic_box", 4)
+    raw = secretbox_decrypt(BoxedBody(body["nonce"], body["ciphertext"]), key)
+    assert open_plaintext(raw) == SealedFile(ref, "see")
+    again = prepare_file(MESH, TOPIC, ref, "see", priority="next", inline_limit=None,
+                         topic_key=(5, bytes(32)))
+    assert again.fingerprint == posted.fingerprint  # a retry under a later epoch dedupes
+    for dest, topic_key in ((TOPIC, None), (Destination(DestinationKind.TOPIC, "@ops"), (1, key)),
+                            (Destination(DestinationKind.TOPIC, "*"), (1, key))):
+        with pytest.raises(InvalidRequest):  # never in the clear
+            prepare_file(MESH, dest, ref, None, priority="next", inline_limit=None,
+                         topic_key=topic_key)

@@ -1,9 +1,12 @@
 """The blob frames (shared files, docs/protocol.md "Blobs"): upload, resume, fetch, list.
 
 The broker stores ciphertext it cannot read (the daemons encrypt with a per-file key that
-travels inside a crypto_box DM), and answers only the uploader and the recipients it
-named; anyone else is told the file does not exist. Sizes are ciphertext bytes; the cap
-(``--max-file-bytes``) is on the plaintext, so the check allows the per-chunk MACs.
+travels inside a crypto_box DM, or a post sealed with a topic's epoch key), and answers
+only the uploader and the recipients it named, or, for a blob bound to a topic, the
+topic's subscribers at the time they ask (a member of the mesh who is not one gets
+``not_subscribed``, 403); anyone else is told the file does not exist. Sizes are
+ciphertext bytes; the cap (``--max-file-bytes``) is on the plaintext, so the check
+allows the per-chunk MACs.
 """
 
 from __future__ import annotations
@@ -18,8 +21,10 @@ from claudemesh.errors import (
     BlobExists,
     BlobOffsetMismatch,
     BrokerRejected,
+    DestinationNotFound,
     FileNotFound,
     InvalidRequest,
+    NotSubscribed,
     PayloadTooLarge,
 )
 from claudemesh.filecrypt import cipher_size
@@ -44,10 +49,17 @@ def _view(blob: Blob, received: int) -> dict[str, Any]:
 
 
 async def _readable(session: OpenSession, file_id: str) -> Blob:
-    blob = await session.ctx.store.get_blob(file_id)
-    if blob is None or blob.mesh_id != session.mesh.id or not blob.readable_by(
-            session.member.pubkey):
+    store, me = session.ctx.store, session.member
+    blob = await store.get_blob(file_id)
+    if blob is None or blob.mesh_id != session.mesh.id:
         raise FileNotFound(f"no file {file_id} shared with this member")
+    if blob.readable_by(me.pubkey):
+        return blob
+    if blob.topic is None:
+        raise FileNotFound(f"no file {file_id} shared with this member")
+    if me.id not in await store.topic_members(blob.mesh_id, blob.topic):
+        raise NotSubscribed(f"file {file_id} was shared to #{blob.topic}; only its"
+                            " subscribers may fetch it", topic=blob.topic)
     return blob
 
 
@@ -64,11 +76,15 @@ async def blob_begin(session: OpenSession, frame: BlobBegin) -> None:
     if frame.size > cipher_size(cap):  # B1-style: refused before anything is stored
         raise PayloadTooLarge(f"files are limited to {cap} bytes on this broker", limit=cap)
     me = session.member
+    if frame.topic is not None and await ctx.store.topic_epoch(
+            session.mesh.id, frame.topic) is None:
+        raise DestinationNotFound(f"no topic #{frame.topic} in this mesh", topic=frame.topic)
     wanted = Blob(frame.file_id, session.mesh.id, me.id, me.pubkey,
-                  tuple(sorted(set(frame.recipients))), frame.size, ctx.clock())
+                  tuple(sorted(set(frame.recipients or ()))), frame.size, ctx.clock(),
+                  topic=frame.topic)
     blob = await ctx.store.blob_begin(wanted)
-    if (blob.uploader_member_id, blob.mesh_id, blob.size, blob.recipients) != (
-            me.id, wanted.mesh_id, wanted.size, wanted.recipients):
+    if (blob.uploader_member_id, blob.mesh_id, blob.size, blob.recipients, blob.topic) != (
+            me.id, wanted.mesh_id, wanted.size, wanted.recipients, wanted.topic):
         raise BlobExists(f"file id {frame.file_id} is another upload's")
     files.ensure()
     await session.send({"type": "result", "req_id": frame.req_id,
@@ -124,4 +140,4 @@ async def list_blobs(session: OpenSession, frame: ListBlobs) -> None:
     await session.send({"type": "result", "req_id": frame.req_id, "blobs": [
         {**_view(b, b.size if b.completed_at is not None else files.received(b.file_id)),
          "uploader_pubkey": b.uploader_pubkey, "recipients": list(b.recipients),
-         "created_at": b.created_at} for b in blobs]})
+         "topic": b.topic, "created_at": b.created_at} for b in blobs]})

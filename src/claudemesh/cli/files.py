@@ -38,7 +38,8 @@ def file() -> None:
 @json_option
 def share(*, path: Path, to: str, message: str | None, mesh: str | None,
           client_message_id: str | None) -> int:
-    """Upload PATH encrypted and send it to TO (a member's name or pubkey)."""
+    """Upload PATH encrypted and send it to TO (a member's name or pubkey, or an encrypted
+    '#topic', whose subscribers may then fetch it)."""
     body: dict[str, Any] = {"path": str(path.resolve()), "to": to}
     for key, value in (("message", message), ("mesh", mesh),
                        ("client_message_id", client_message_id)):
@@ -74,6 +75,15 @@ def get(*, file_id: str, out: Path | None, force: bool) -> int:
     return 0
 
 
+def _peer(row: dict[str, Any]) -> str:
+    """Who it came from or went to: a member, a topic, or a member in a topic."""
+    topic = row.get("topic")
+    if topic and row["direction"] == "out":
+        return f"#{topic}"
+    who = str(row["peer_name"] or row["peer_pubkey"][:16] + "…")
+    return f"{who} in #{topic}" if topic else who
+
+
 @file.command("list")
 @click.option("--mesh", help="Only this mesh.")
 @json_option
@@ -81,9 +91,8 @@ def list_(*, mesh: str | None) -> int:
     """Files shared with you and by you."""
     query = "?" + urlencode({"mesh": mesh}) if mesh else ""
     answer = client(current_paths()).call("GET", "/v1/file/list" + query)
-    rows = [(f["created_at"], "from" if f["direction"] == "in" else "to",
-             f["peer_name"] or f["peer_pubkey"][:16] + "…", f["name"], f["size"], f["id"])
-            for f in answer["files"]]
+    rows = [(f["created_at"], "from" if f["direction"] == "in" else "to", _peer(f),
+             f["name"], f["size"], f["id"]) for f in answer["files"]]
     PRINTER.result(answer, format_table(["WHEN", "", "PEER", "NAME", "BYTES", "ID"], rows)
                    if rows else "no files")
     return 0

@@ -10,8 +10,10 @@ dedupe hit. A DM that does not open is still stored (body empty, with the reason
 acked, and still raises its event, so it is visible and never redelivered (R-IN-8). A push
 that fails validation is acked and dropped: left unacked it would come back forever.
 
-A DM's plaintext may be sealed (:mod:`claudemesh.protocol.sealed`): a message naming
-sessions is filed for its ``to_session``; a receipt for one of our messages is checked
+A DM's plaintext, and an encrypted topic post's, may be sealed
+(:mod:`claudemesh.protocol.sealed`): a shared file's reference is filed with the row (its
+key in ``file_ref``, for ``/v1/file/get``). On a DM only, a message naming sessions is
+filed for its ``to_session``, and a receipt for one of our messages is checked
 (signature by the member who sent it, about our DM to that member) and recorded in
 ``outbox.db`` beside the message, never stored in the inbox. Each new DM from another
 member queues its ``stored`` receipt in the inbox transaction; ``on_stored`` then wakes
@@ -280,8 +282,9 @@ class Inbound:
         text: str | None = None
         if body is not None:
             try:
-                opened = open_plaintext(body) if push.destination_kind == "dm" else Plain(
-                    body.decode("utf-8"))
+                opened = open_plaintext(body) if push.destination_kind == "dm" else (
+                    _topic_plaintext(body) if isinstance(push.body, TopicBoxBody)
+                    else Plain(body.decode("utf-8")))
             except SealedError as exc:
                 opened, reason = None, str(exc)
             except UnicodeDecodeError:
@@ -352,6 +355,19 @@ class Inbound:
             return secretbox_decrypt(BoxedBody(body.nonce, body.ciphertext), key), None
         except CryptoFailure:
             return None, f"the post does not open with epoch {body.epoch}'s key"
+
+
+def _topic_plaintext(raw: bytes) -> Plain | SealedFile:
+    """An encrypted topic post's plaintext: text, or a shared file's reference (sealed
+    like a DM's; sessions and receipts are for DMs only).
+
+    Raises:
+        SealedError: as :func:`open_plaintext`, or a sealed document of another kind.
+    """
+    opened = open_plaintext(raw)
+    if not isinstance(opened, Plain | SealedFile):
+        raise SealedError("a sealed document on a topic that is not a file reference")
+    return opened
 
 
 def _insert(conn: sqlite3.Connection, items: list[NewInboxItem], now: int) -> list[InboxItem]:

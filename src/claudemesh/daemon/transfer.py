@@ -116,9 +116,11 @@ async def _retrying(link: BrokerLink, deadline: float,
 
 
 async def upload(link: BrokerLink, path: Path, plain_size: int, ref: FileRef,
-                 recipients: list[str], *, deadline: float,
+                 audience: dict[str, Any], *, deadline: float,
                  request_timeout_s: float = 30.0) -> UploadReport:
     """Upload ``path`` as ``ref.file_id``; the report carries the plaintext's sha256.
+    ``audience`` is who may fetch it, as ``blob_begin`` says it: ``{"recipients":
+    [pubkey]}`` or ``{"topic": name}``.
 
     Raises:
         PayloadTooLarge: over the broker's cap (nothing stored).
@@ -127,8 +129,7 @@ async def upload(link: BrokerLink, path: Path, plain_size: int, ref: FileRef,
     """
     job = _Upload(link, _Source(path, ref, plain_size), ref,
                   cipher_size(plain_size, ref.chunk_bytes), request_timeout_s)
-    begin = {"type": "blob_begin", "file_id": ref.file_id, "size": job.total,
-             "recipients": recipients}
+    begin = {"type": "blob_begin", "file_id": ref.file_id, "size": job.total, **audience}
     try:
         while True:
             state, resumed = await _retrying(

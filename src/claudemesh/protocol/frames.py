@@ -20,6 +20,7 @@ from pydantic import (
     StringConstraints,
     TypeAdapter,
     ValidationError,
+    model_validator,
 )
 
 from claudemesh.protocol.destination import DISPLAY_NAME_RE, NAME_RE
@@ -305,13 +306,22 @@ BlobData = Annotated[str, StringConstraints(max_length=(BLOB_DATA_MAX + 2) // 3 
 
 
 class BlobBegin(_Frame):
-    """Start (or resume) an upload: the answer's ``received`` is where to go on."""
+    """Start (or resume) an upload: the answer's ``received`` is where to go on. Who may
+    fetch it: the members named in ``recipients``, or the subscribers of ``topic`` at the
+    time they fetch; exactly one of the two."""
 
     type: Literal["blob_begin"]
     req_id: ReqId
     file_id: FileId
     size: Annotated[int, Field(ge=0)]
-    recipients: list[Hex64] = Field(min_length=1, max_length=1024)
+    recipients: list[Hex64] | None = Field(default=None, min_length=1, max_length=1024)
+    topic: Name | None = None
+
+    @model_validator(mode="after")
+    def _one_audience(self) -> BlobBegin:
+        if (self.recipients is None) == (self.topic is None):
+            raise ValueError("give exactly one of 'recipients' and 'topic'")
+        return self
 
 
 class BlobPut(_Frame):

@@ -171,3 +171,44 @@ async def test_the_sweep_deletes_expired_blobs_rows_and_bytes(store_kind: str) -
         assert broker.query("SELECT count(*) FROM blob") == [(0,)]
     finally:
         broker.cleanup()
+
+
+async def test_a_blob_bound_to_a_topic_is_read_by_its_subscribers_at_fetch_time(
+        broker: BrokerProcess, mesh: Mesh) -> None:
+    """``blob_begin`` with ``topic``: the topic must exist; its subscribers of the moment
+    (and the uploader) may fetch it, any other member gets ``not_subscribed`` (403)."""
+    alice, bob, carol = mesh.join("alice"), mesh.join("bob"), mesh.join("carol")
+    data, fid = os.urandom(200_000), file_id()
+    async with clients((broker.url, alice), (broker.url, bob), (broker.url, carol)) as (a, b, c):
+        missing = await a.request({"type": "blob_begin", "file_id": fid, "size": len(data),
+                                   "topic": "news"})
+        assert (missing["type"], missing["code"]) == ("error", "destination_not_found")
+        for both in ({"recipients": [bob.pubkey], "topic": "news"}, {}):
+            bad = await a.request({"type": "blob_begin", "file_id": fid, "size": 1, **both})
+            assert (bad["type"], bad["code"]) == ("error", "invalid_frame"), bad
+        assert (await b.request({"type": "subscribe", "topic": "news"}))["type"] == "result"
+        begun = await a.request({"type": "blob_begin", "file_id": fid, "size": len(data),
+                                 "topic": "news"})
+        assert (begun["type"], begun["received"]) == ("result", 0), begun
+        other = await a.request({"type": "blob_begin", "file_id": fid, "size": len(data),
+                                 "recipients": [bob.pubkey]})
+        assert other["code"] == "blob_exists"  # the same id bound otherwise: not a resume
+        await upload(a, fid, data)
+        got = await b.request({"type": "blob_get", "file_id": fid, "offset": 0,
+                               "length": 160 * 1024})
+        assert base64.b64decode(got["data"]) == data[:160 * 1024]
+        refused = await c.request({"type": "blob_get", "file_id": fid, "offset": 0,
+                                   "length": 10})
+        assert (refused["type"], refused["code"]) == ("error", "not_subscribed")
+        assert [(x["file_id"], x["topic"], x["recipients"]) for x in (await b.request(
+            {"type": "list_blobs"}))["blobs"]] == [(fid, "news", [])]
+        assert (await c.request({"type": "list_blobs"}))["blobs"] == []
+        await c.request({"type": "subscribe", "topic": "news"})
+        await b.request({"type": "unsubscribe", "topic": "news"})
+        late = await c.request({"type": "blob_status", "file_id": fid})
+        assert (late["type"], late["complete"]) == ("result", True)
+        gone = await b.request({"type": "blob_get", "file_id": fid, "offset": 0, "length": 10})
+        assert gone["code"] == "not_subscribed"
+        assert (await b.request({"type": "list_blobs"}))["blobs"] == []
+        mine = await a.request({"type": "blob_status", "file_id": fid})  # the uploader
+        assert mine["type"] == "result"

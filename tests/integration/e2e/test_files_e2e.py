@@ -136,7 +136,8 @@ def test_bad_input_and_out_outside_the_downloads_dir_are_refused(pair: Mesh2) ->
         ({"path": str(source), "to": pair.bob_key, "message": 5}, 400, "invalid_request"),
         ({"path": str(source.parent), "to": pair.bob_key}, 400, "invalid_request"),
         ({"path": str(source) + ".missing", "to": pair.bob_key}, 404, "path_not_found"),
-        ({"path": str(source), "to": "#news"}, 422, "file_destination_unsupported"),
+        ({"path": str(source), "to": "#news"}, 404, "destination_not_found"),  # no such topic
+        ({"path": str(source), "to": "@ops"}, 422, "file_destination_unsupported"),
         ({"path": str(source), "to": "*"}, 422, "file_destination_unsupported"),
         ({"path": str(source), "to": pair.bob_key, "mesh": "nope"}, 422, "unknown_mesh"),
     ]:

@@ -30,3 +30,17 @@ async def test_blob_rows_begin_once_complete_list_and_expire(backend: Backend) -
     assert await store.expire_blobs(NOW + 7 * DAY, abandoned_after_ms=BLOB_ABANDONED_MS) == [
         "F" * 20]  # with the mesh's message retention
     assert await store.list_blobs(mesh.id, alice.pubkey) == []
+
+
+async def test_a_topic_blob_is_listed_for_the_topics_subscribers(backend: Backend) -> None:
+    store = backend.store
+    mesh, [alice, bob, carol] = await setup_mesh(store)
+    await store.subscribe(mesh.id, bob.id, "news", NOW)
+    blob = Blob("T" * 20, mesh.id, alice.id, alice.pubkey, (), 500, NOW, topic="news")
+    assert await store.blob_begin(blob) == blob
+    assert await store.get_blob(blob.file_id) == blob
+    assert not blob.readable_by(bob.pubkey)  # the handler asks the topic's subscribers
+    for member, seen in ((alice, ["T" * 20]), (bob, ["T" * 20]), (carol, [])):
+        assert [b.file_id for b in await store.list_blobs(mesh.id, member.pubkey)] == seen
+    await store.unsubscribe(mesh.id, bob.id, "news")
+    assert await store.list_blobs(mesh.id, bob.pubkey) == []

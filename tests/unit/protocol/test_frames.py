@@ -182,3 +182,14 @@ def test_a_history_item_is_a_push_without_its_delivery() -> None:
         parse_push({**item, "type": "push"})
     with pytest.raises(FrameError, match="unknown field 'delivery_id'"):
         parse_history_item({**item, "delivery_id": "7"})
+
+
+def test_blob_begin_names_recipients_or_a_topic_exactly_once() -> None:
+    base = {"type": "blob_begin", "file_id": "F" * 20, "size": 10}
+    assert _frame({**base, "topic": "news"}).topic == "news"
+    assert _frame({**base, "recipients": ["ab" * 32]}).recipients == ["ab" * 32]
+    for bad in ({}, {"recipients": ["ab" * 32], "topic": "news"}, {"topic": "#news"},
+                {"recipients": []}, {"topic": None, "recipients": None}):
+        with pytest.raises(FrameError) as caught:
+            _frame({**base, **bad})
+        assert caught.value.code == "invalid_frame"

@@ -248,7 +248,9 @@ class GroupMembership:
 class Blob:
     """A shared file's ciphertext, as the store knows it: who may read it, and whether
     it is whole. The bytes are files on disk (``broker/blobfiles.py``); how many of them
-    arrived is the file's length there, fsynced before each ``blob_put`` is answered."""
+    arrived is the file's length there, fsynced before each ``blob_put`` is answered.
+    A blob bound to a ``topic`` has no ``recipients``: its readers are the topic's
+    subscribers at the time they fetch it (the handler asks the store)."""
 
     file_id: str
     mesh_id: str
@@ -258,8 +260,10 @@ class Blob:
     size: int  # ciphertext bytes
     created_at: int
     completed_at: int | None = None
+    topic: str | None = None
 
     def readable_by(self, pubkey: str) -> bool:
+        """By the uploader or a named recipient (a topic's subscribers are not named)."""
         return pubkey == self.uploader_pubkey or pubkey in self.recipients
 
 
@@ -553,7 +557,8 @@ class BrokerStore(abc.ABC):
 
     @abc.abstractmethod
     async def list_blobs(self, mesh_id: str, pubkey: str) -> list[Blob]:
-        """The mesh's blobs ``pubkey`` uploaded or may fetch, newest first."""
+        """The mesh's blobs ``pubkey`` uploaded or may fetch (named, or bound to a topic
+        it subscribes to), newest first."""
 
     @abc.abstractmethod
     async def expire_blobs(self, now_ms: int, *, abandoned_after_ms: int) -> list[str]:

@@ -44,20 +44,21 @@ __all__ = [
 DAY_MS: Final = 86_400_000
 
 BLOB_COLUMNS: Final = ("file_id, mesh_id, uploader_member_id, uploader_pubkey, recipients,"
-                       " size, created_at, completed_at")
+                       " size, created_at, completed_at, topic")
 BLOB_ABANDONED_MS: Final = DAY_MS  # an upload incomplete this long is swept
 
 
 def blob_params(blob: Blob) -> tuple[Any, ...]:
     """A blob's values in :data:`BLOB_COLUMNS` order."""
     return (blob.file_id, blob.mesh_id, blob.uploader_member_id, blob.uploader_pubkey,
-            json.dumps(list(blob.recipients)), blob.size, blob.created_at, blob.completed_at)
+            json.dumps(list(blob.recipients)), blob.size, blob.created_at, blob.completed_at,
+            blob.topic)
 
 
 def blob_from_row(row: Any) -> Blob:
     return Blob(str(row[0]), str(row[1]), str(row[2]), str(row[3]),
                 tuple(json.loads(row[4])), int(row[5]), int(row[6]),
-                None if row[7] is None else int(row[7]))
+                None if row[7] is None else int(row[7]), None if row[8] is None else str(row[8]))
 
 MESH_COLUMNS: Final = ("id, name, created_at, dedupe_mode, dedupe_retention_days,"
                        " message_retention_days, connection_policy, invite_pubkey")

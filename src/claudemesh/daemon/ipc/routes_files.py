@@ -2,11 +2,15 @@
 
 A share reads a local regular file, encrypts it with a fresh key in chunks, uploads the
 ciphertext to the mesh's broker (resuming across link drops, daemon/transfer.py), then
-queues the DM that carries the file's reference and key through the normal outbox
-accept, so it is delivered (and deduplicated by ``client_message_id``) like any DM. The
-call is synchronous: it answers once the upload is whole and the DM is queued, or fails
-after :data:`SHARE_DEADLINE_S` (what was stored stays for a retry with the same id,
-which resumes it).
+queues the message that carries the file's reference and key through the normal outbox
+accept, so it is delivered (and deduplicated by ``client_message_id``) like any message.
+To a member, that is a DM (crypto_box) and the blob names the member; to an encrypted
+``#topic``, a post sealed with the topic's epoch key (as ``/v1/topic/post`` seals) and
+the blob is bound to the topic, so the broker lets its subscribers fetch it. A topic
+with no epoch (no subscriber yet) is refused: the reference would travel in the clear;
+so are ``@group`` and ``*``, which have no key. The call is synchronous: it answers once
+the upload is whole and the message is queued, or fails after :data:`SHARE_DEADLINE_S`
+(what was stored stays for a retry with the same id, which resumes it).
 
 ``get`` writes only inside the downloads directory (A-55: a caller must not make the
 daemon write any path the user can write): ``out`` is a path in it (relative paths are
@@ -34,9 +38,11 @@ from claudemesh.daemon.ipc.routes_send import choose_client_message_id, resolve_
 from claudemesh.daemon.store.files import FileRow, FileStore
 from claudemesh.daemon.store.outbox import NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import Reply
+from claudemesh.daemon.topic_keys import EpochKey, TopicSender
 from claudemesh.daemon.transfer import download, upload
 from claudemesh.errors import (
     BrokerUnavailable,
+    DestinationNotFound,
     FileDestinationUnsupported,
     FileNotFound,
     IdempotencyKeyReused,
@@ -46,6 +52,7 @@ from claudemesh.errors import (
 )
 from claudemesh.filecrypt import CHUNK_BYTES, new_file_key, new_nonce_prefix
 from claudemesh.protocol.destination import (
+    Destination,
     DestinationError,
     DestinationKind,
     PeerName,
@@ -100,6 +107,43 @@ def _source(text: str) -> tuple[Path, int]:
     return path, info.st_size
 
 
+def _topic_of(dest: Destination, to: str) -> str | None:
+    """The topic a share goes to (None: a DM). Raises 422 for a group or a broadcast."""
+    if dest.kind is DestinationKind.DM:
+        return None
+    if dest.kind is DestinationKind.TOPIC and dest.ref[0] not in "@*":
+        return dest.ref
+    raise FileDestinationUnsupported(
+        f"files go to one member or to an encrypted #topic; {to!r} is a group or broadcast,"
+        " whose messages travel in the clear, and so would the file's key",
+        destination=to)
+
+
+async def _topic_key(topics: TopicSender, topic: str) -> EpochKey:
+    """The epoch key the reference is sealed with, as a post to ``#topic`` gets it.
+
+    Raises:
+        DestinationNotFound: no such topic (404, as the broker answers a post to it).
+        FileDestinationUnsupported: the topic has no epoch and no subscriber (422).
+        BrokerUnavailable / EpochConflict: as for a post.
+    """
+    key = await topics.key_for_post(topic)
+    if key is not None:
+        return key
+    try:  # None: no such topic, or nobody to seal a key to yet
+        await topics.refresh(topic)
+    except DestinationNotFound:
+        raise DestinationNotFound(f"no topic #{topic} in mesh {topics.mesh.slug!r};"
+                                  " subscribe to create it", topic=topic) from None
+    except TimeoutError:
+        raise BrokerUnavailable(f"the broker did not answer topic_keys for #{topic}",
+                                mesh=topics.mesh.slug) from None
+    raise FileDestinationUnsupported(
+        f"#{topic} has no subscriber yet, so no key to seal the file's reference with (it"
+        " would travel in the clear); share it once its readers have subscribed",
+        destination=f"#{topic}")
+
+
 async def post_share(request: web.Request) -> web.Response:
     ctx = request.app[CONTEXT]
     req = validate(ShareRequest, parse_json_object(await read_body(request, ctx.config.limits)))
@@ -113,24 +157,23 @@ async def post_share(request: web.Request) -> web.Response:
     if address.session is not None:
         raise InvalidRequest("field 'to': files go to a member, not to one of its sessions")
     dest = resolve_destination(address.target, mesh.slug, ctx.directory)
-    if dest.kind is not DestinationKind.DM:
-        # Hook for encrypted topics: the reference would go through the topic's key.
-        raise FileDestinationUnsupported(
-            "files go to one member for now; files to topics need encrypted topics",
-            destination=req.to)
+    topic = _topic_of(dest, req.to)
     path, size = _source(req.path)
     runtime = ctx.runtime(mesh.slug)
     if not runtime.link.is_open:
         raise BrokerUnavailable(f"no broker link for mesh {mesh.slug!r}; the file cannot be"
                                 " uploaded until it reconnects", mesh=mesh.slug)
+    topic_key = None if topic is None else await _topic_key(runtime.topics, topic)
+    to = dest.ref if topic is None else f"#{topic}"  # file_ref.peer_pubkey, and the answer's
     known = await ctx.inbox.run(lambda conn: FileStore(conn).shared_as(mesh.slug, cmid))
     ref = known.ref if known is not None else FileRef(
         new_ulid(ctx.clock()), path.name, size, "", CHUNK_BYTES, new_file_key().hex(),
         new_nonce_prefix().hex())
-    if known is not None and (known.peer_pubkey, known.ref.size) != (dest.ref, size):
+    if known is not None and (known.peer_pubkey, known.ref.size) != (to, size):
         raise IdempotencyKeyReused(f"client_message_id {cmid!r} shared another file",
                                    client_message_id=cmid, conflict="file_mismatch")
-    report = await upload(runtime.link, path, size, ref, [dest.ref],
+    report = await upload(runtime.link, path, size, ref,
+                          {"recipients": [dest.ref]} if topic is None else {"topic": topic},
                           deadline=time.monotonic() + SHARE_DEADLINE_S)
     if known is None:
         ref = FileRef(ref.file_id, ref.name, size, report.sha256, ref.chunk_bytes, ref.key,
@@ -138,14 +181,16 @@ async def post_share(request: web.Request) -> web.Response:
         now = ctx.clock()
         name = req.to if isinstance(address.target, PeerName) else None
         await ctx.inbox.run(lambda conn: FileStore(conn).remember_shared(
-            ref, mesh=mesh.slug, peer_pubkey=dest.ref, peer_name=name, message=req.message,
-            client_message_id=cmid, now_ms=now))
+            ref, mesh=mesh.slug, peer_pubkey=to, peer_name=name, message=req.message,
+            client_message_id=cmid, now_ms=now, topic=topic))
     elif report.sha256 != ref.sha256:
         raise IdempotencyKeyReused(f"the file at {path} changed since it was shared as"
                                    f" {cmid!r}", client_message_id=cmid, conflict="file_mismatch")
     negotiated = runtime.link.negotiated
     prepared = prepare_file(mesh, dest, ref, req.message, priority=req.priority,
-                            inline_limit=None if negotiated is None else negotiated.inline_bytes)
+                            inline_limit=None if negotiated is None else negotiated.inline_bytes,
+                            topic_key=None if topic_key is None
+                            else (topic_key.epoch, topic_key.key))
     send = NewSend(client_message_id=cmid, fingerprint=prepared.fingerprint,
                    payload=prepared.frozen.to_bytes(), mesh=mesh.slug,
                    destination_kind=str(dest.kind), destination_ref=dest.ref,
@@ -165,7 +210,7 @@ async def post_share(request: web.Request) -> web.Response:
     return json_reply({
         "client_message_id": outcome.client_message_id, "outbox_id": outcome.row_id,
         "status": "duplicate" if decision.reply is Reply.DUPLICATE else "queued",
-        "mesh": mesh.slug, "to": dest.ref, "file": ref.public(),
+        "mesh": mesh.slug, "to": to, "file": ref.public(),
         "upload": {"bytes": report.size, "bytes_sent": report.bytes_sent,
                    "resumed_at": report.resumed_at}}, 202)
 

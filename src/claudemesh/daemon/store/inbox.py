@@ -159,6 +159,11 @@ INBOX_MIGRATIONS: Final = (
         WHERE new.body IS NOT NULL AND new.undecryptable IS NULL;
     END;
     """,
+    # 5 (issue 15): files shared to a topic: the topic they came in (or went out) on;
+    # NULL for a DM's file. A share to a topic keeps ``#topic`` as its ``peer_pubkey``.
+    """
+    ALTER TABLE file_ref ADD COLUMN topic TEXT;
+    """,
 )
 
 _COLUMNS: Final = ("seq, id, client_message_id, broker_message_id, mesh, recipient_pubkey,"
@@ -294,7 +299,8 @@ class InboxStore:
                                                    peer_pubkey=item.sender_pubkey,
                                                    peer_name=item.sender_name,
                                                    message=item.body, client_message_id=(
-                                                       item.client_message_id), now_ms=now_ms)
+                                                       item.client_message_id), now_ms=now_ms,
+                                                   topic=item.topic)
                 stored = InboxItem.from_sql(row)
                 created.append(stored)
                 if stored.wants_receipts:

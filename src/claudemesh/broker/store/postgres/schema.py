@@ -356,6 +356,11 @@ _ACCEPT_V1,
     );
     CREATE INDEX topic_epoch_key_member ON mesh.topic_epoch_key (member_id);
     """,
+    # 8 (issue 15): files to a topic: a blob bound to ``topic`` (recipients []) is read by
+    # the topic's subscribers at the time they fetch it, and by its uploader
+    """
+    ALTER TABLE mesh.blob ADD COLUMN topic TEXT;
+    """,
 )
 
 

@@ -657,7 +657,7 @@ class PostgresBrokerStore(BrokerStore):
     async def blob_begin(self, blob: Blob) -> Blob:
         async def op(conn: Conn) -> Blob:
             await conn.execute(f"INSERT INTO mesh.blob ({BLOB_COLUMNS})"  # noqa: S608
-                               " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                               " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                                " ON CONFLICT (file_id) DO NOTHING", *blob_params(blob))
             return blob_from_row(await conn.fetchrow(
                 f"SELECT {BLOB_COLUMNS} FROM mesh.blob WHERE file_id = $1", blob.file_id))  # noqa: S608
@@ -679,7 +679,10 @@ class PostgresBrokerStore(BrokerStore):
         async def op(conn: Conn) -> list[Blob]:
             rows = await conn.fetch(
                 f"SELECT {BLOB_COLUMNS} FROM mesh.blob WHERE mesh_id = $1"  # noqa: S608
-                " AND (uploader_pubkey = $2 OR strpos(recipients, $3) > 0)"
+                " AND (uploader_pubkey = $2 OR strpos(recipients, $3) > 0"
+                " OR (topic IS NOT NULL AND EXISTS (SELECT 1 FROM mesh.topic_subscription s"
+                " JOIN mesh.member m ON m.id = s.member_id WHERE s.mesh_id = blob.mesh_id"
+                " AND s.topic = blob.topic AND m.pubkey = $2 AND m.revoked_at IS NULL)))"
                 " ORDER BY created_at DESC, file_id DESC LIMIT 1000",
                 mesh_id, pubkey, f'"{pubkey}"')
             return [blob_from_row(r) for r in rows]

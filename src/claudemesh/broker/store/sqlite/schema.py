@@ -205,4 +205,9 @@ BROKER_MIGRATIONS: Final = (
     );
     CREATE INDEX topic_epoch_key_member ON topic_epoch_key(member_id);
     """,
+    # 7 (issue 15): files to a topic: a blob bound to ``topic`` (recipients []) is read by
+    # the topic's subscribers at the time they fetch it, and by its uploader
+    """
+    ALTER TABLE blob ADD COLUMN topic TEXT;
+    """,
 )

@@ -533,7 +533,7 @@ class SqliteBrokerStore(BrokerStore):
     async def blob_begin(self, blob: Blob) -> Blob:
         def op(conn: sqlite3.Connection) -> Blob:
             with store_errors("recording an upload"), immediate(conn):
-                conn.execute(f"INSERT INTO blob ({BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+                conn.execute(f"INSERT INTO blob ({BLOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
                              " ON CONFLICT (file_id) DO NOTHING", blob_params(blob))
                 row = conn.execute(f"SELECT {BLOB_COLUMNS} FROM blob WHERE file_id = ?",  # noqa: S608
                                    (blob.file_id,)).fetchone()
@@ -555,8 +555,11 @@ class SqliteBrokerStore(BrokerStore):
         def op(conn: sqlite3.Connection) -> list[Blob]:
             rows = conn.execute(
                 f"SELECT {BLOB_COLUMNS} FROM blob WHERE mesh_id = ? AND (uploader_pubkey = ?"  # noqa: S608
-                " OR instr(recipients, ?) > 0) ORDER BY created_at DESC, file_id DESC"
-                " LIMIT 1000", (mesh_id, pubkey, f'"{pubkey}"')).fetchall()
+                " OR instr(recipients, ?) > 0 OR (topic IS NOT NULL AND EXISTS (SELECT 1"
+                " FROM topic_subscription s JOIN member m ON m.id = s.member_id"
+                " WHERE s.mesh_id = blob.mesh_id AND s.topic = blob.topic AND m.pubkey = ?"
+                " AND m.revoked_at IS NULL))) ORDER BY created_at DESC, file_id DESC"
+                " LIMIT 1000", (mesh_id, pubkey, f'"{pubkey}"', pubkey)).fetchall()
             return [blob_from_row(r) for r in rows]
         return await self._worker.run(op, durable=False)
 
