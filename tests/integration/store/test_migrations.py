@@ -12,7 +12,15 @@ from claudemesh.broker.store.base import AcceptKind
 from claudemesh.broker.store.postgres.schema import PG_MIGRATIONS
 from claudemesh.broker.store.sqlite import BROKER_MIGRATIONS, SqliteBrokerStore
 from claudemesh.sqlitedb.db import open_database
-from storekit import BUILD, Backend, PostgresBackend, fresh_pg_dsn, send, setup_mesh
+from storekit import (
+    BUILD,
+    Backend,
+    PostgresBackend,
+    SqliteBackend,
+    fresh_pg_dsn,
+    send,
+    setup_mesh,
+)
 
 
 async def test_migrations_are_idempotent(backend: Backend) -> None:
@@ -139,3 +147,35 @@ async def test_pg_a_database_of_the_previous_schema_gains_sessions(
             "text NO '[]'::text")
     finally:
         await other.close()
+
+
+async def test_topic_history_of_rows_written_before_the_history_index(
+        backend: Backend) -> None:
+    """The newest migration (message_history.topic) fills the column for the rows already
+    there: the store's data is put back to the schema before it, then reopened."""
+    store = backend.store
+    mesh, [alice, bob, _] = await setup_mesh(store)
+    for member in (alice, bob):
+        await store.subscribe(mesh.id, member.id, "news", 1)
+    for n in range(3):
+        await store.accept(send(mesh, alice, f"t{n}", to="news", kind="topic"))
+    await store.accept(send(mesh, alice, "dm", to=bob.pubkey))
+    await store.close()
+    if isinstance(backend, SqliteBackend):
+        backend._query("DROP INDEX message_history_topic")
+        backend._query("ALTER TABLE message_history DROP COLUMN topic")
+        backend._query(f"PRAGMA user_version = {len(BROKER_MIGRATIONS) - 1}")
+    else:
+        assert isinstance(backend, PostgresBackend)
+        await backend.fetchval("ALTER TABLE mesh.message_history DROP COLUMN topic")
+        await backend.fetchval("DELETE FROM mesh.schema_migrations WHERE version = $1",
+                               len(PG_MIGRATIONS))
+    backend.store = store = backend.open()
+    page = await store.topic_history(mesh.id, bob.id, "news", before=None, limit=10)
+    assert [d.client_message_id for d in page] == ["t2", "t1", "t0"]
+    await store.accept(send(mesh, alice, "t3", to="news", kind="topic"))  # the new accept
+    page = await store.topic_history(mesh.id, bob.id, "news", before=None, limit=2)
+    assert [d.client_message_id for d in page] == ["t3", "t2"]
+    older = await store.topic_history(mesh.id, bob.id, "news", before=int(
+        str(page[-1].history_id)), limit=10)
+    assert [d.client_message_id for d in older] == ["t1", "t0"]

@@ -155,6 +155,19 @@ if _ANYCAST_AFTER not in _ACCEPT_V1:  # pragma: no cover - a build-time check
 _ACCEPT_V2: Final = _ACCEPT_V1.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1).replace(
     _ANYCAST_AFTER, _ANYCAST_AFTER + _ANYCAST_BRANCH, 1)
 
+# Migration 9's accept: the history row names its topic (``#topic``, ``@group`` or ``*``
+# posts), so a topic's history page walks one index instead of sorting the whole topic.
+_HISTORY_INSERT: Final = """      INSERT INTO mesh.message_history (mesh_id, message_id, created_at)
+      VALUES (p_mesh_id, p_bmid, p_now) RETURNING seq INTO hist;
+"""
+if _HISTORY_INSERT not in _ACCEPT_V2:  # pragma: no cover - a build-time check
+    raise RuntimeError("migration 9 cannot find its anchor in the accept function")
+_ACCEPT_V3: Final = _ACCEPT_V2.replace(_HISTORY_INSERT, """\
+      INSERT INTO mesh.message_history (mesh_id, message_id, created_at, topic)
+      VALUES (p_mesh_id, p_bmid, p_now, CASE WHEN p_kind = 'topic' THEN p_ref END)
+      RETURNING seq INTO hist;
+""", 1)
+
 PG_MIGRATIONS: Final = (
     """
     CREATE TABLE mesh.mesh (
@@ -361,6 +374,15 @@ _ACCEPT_V1,
     """
     ALTER TABLE mesh.blob ADD COLUMN topic TEXT;
     """,
+    # 9 (issue 15): a topic's history by index: message_history.topic, filled for the rows
+    # there are, and set by the accept from now on (see _ACCEPT_V3)
+    """
+    ALTER TABLE mesh.message_history ADD COLUMN topic TEXT;
+    UPDATE mesh.message_history h SET topic = m.destination_ref FROM mesh.message m
+     WHERE m.id = h.message_id AND m.destination_kind = 'topic';
+    CREATE INDEX message_history_topic ON mesh.message_history (mesh_id, topic, seq)
+     WHERE topic IS NOT NULL;
+    """ + _ACCEPT_V3,  # noqa: S608 - constants only
 )
 
 

@@ -458,9 +458,9 @@ class PostgresBrokerStore(BrokerStore):
                 raise NotSubscribed(f"subscribe to #{topic} to read its history")
             rows = await conn.fetch(
                 f"SELECT 0::bigint, $1::text, {DELIVERY_MESSAGE_COLUMNS}"  # noqa: S608
-                " FROM mesh.message m JOIN mesh.message_history h ON h.message_id = m.id"
-                " WHERE m.mesh_id = $2 AND m.destination_kind = 'topic'"
-                " AND m.destination_ref = $3 AND h.seq < $4 ORDER BY h.seq DESC LIMIT $5",
+                " FROM mesh.message_history h JOIN mesh.message m ON m.id = h.message_id"
+                " WHERE h.mesh_id = $2 AND h.topic = $3 AND h.seq < $4"
+                " ORDER BY h.seq DESC LIMIT $5",
                 member_id, mesh_id, topic, 2**63 - 1 if before is None else before, limit)
             return [delivery_from_row(r) for r in rows]
         return await self._db.run("reading topic history", op, tx=False)

@@ -210,4 +210,13 @@ BROKER_MIGRATIONS: Final = (
     """
     ALTER TABLE blob ADD COLUMN topic TEXT;
     """,
+    # 8 (issue 15): a topic's history page walks one index instead of sorting the topic:
+    # message_history.topic, filled for the rows there are; the accept sets it from now on
+    """
+    ALTER TABLE message_history ADD COLUMN topic TEXT;
+    UPDATE message_history SET topic = (SELECT m.destination_ref FROM message m
+      WHERE m.id = message_history.message_id AND m.destination_kind = 'topic');
+    CREATE INDEX message_history_topic ON message_history(mesh_id, topic, seq)
+      WHERE topic IS NOT NULL;
+    """,
 )

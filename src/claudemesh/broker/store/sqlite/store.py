@@ -380,9 +380,9 @@ class SqliteBrokerStore(BrokerStore):
                 raise NotSubscribed(f"subscribe to #{topic} to read its history")
             rows = conn.execute(
                 f"SELECT 0, ?, {DELIVERY_MESSAGE_COLUMNS}"  # noqa: S608
-                " FROM message m JOIN message_history h ON h.message_id = m.id"
-                " WHERE m.mesh_id = ? AND m.destination_kind = 'topic'"
-                " AND m.destination_ref = ? AND h.seq < ? ORDER BY h.seq DESC LIMIT ?",
+                " FROM message_history h JOIN message m ON m.id = h.message_id"
+                " WHERE h.mesh_id = ? AND h.topic = ? AND h.seq < ?"
+                " ORDER BY h.seq DESC LIMIT ?",
                 (member_id, mesh_id, topic, 2**63 - 1 if before is None else before,
                  limit)).fetchall()
             return [delivery_from_row(r) for r in rows]
@@ -644,8 +644,10 @@ def _accept(conn: sqlite3.Connection, req: AcceptInput) -> AcceptOutcome:
              req.sender_pubkey, req.sender_name, req.destination_kind, req.destination_ref,
              req.priority, req.reply_to, req.meta_json, req.body_json, req.body_hash, req.now_ms))
         history_id = conn.execute(
-            "INSERT INTO message_history (mesh_id, message_id, created_at) VALUES (?, ?, ?)",
-            (req.mesh_id, req.broker_message_id, req.now_ms)).lastrowid
+            "INSERT INTO message_history (mesh_id, message_id, created_at, topic)"
+            " VALUES (?, ?, ?, ?)", (req.mesh_id, req.broker_message_id, req.now_ms,
+                                     req.destination_ref if req.destination_kind == "topic"
+                                     else None)).lastrowid
         deliveries: list[tuple[str, int]] = []
         for start in range(0, len(recipients), 200):
             chunk = recipients[start:start + 200]
