@@ -21,7 +21,7 @@ from helpers import DaemonHandle, new_daemon, short_tmpdir
 from meshkit import Mesh2, wait_for
 
 FIXTURES = Path(__file__).parents[2] / "fixtures" / "claude_code_hooks"
-TIMER_SLACK_S = 0.15  # SIGALRM reaching the main thread on a loaded machine
+TIMER_SLACK_S = 0.2  # SIGALRM reaching the main thread on a loaded machine: < 1 s in all
 EVENTS = ("SessionStart", "UserPromptSubmit", "PostToolUse", "Stop", "SessionEnd")
 
 
