@@ -8,7 +8,8 @@ import os
 
 import pytest
 
-from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.daemon.store.outbox import OutboxStore
+from claudemesh.daemon.store.outbox_schema import OUTBOX_MIGRATIONS
 from claudemesh.sqlitedb.db import open_database
 from helpers import DaemonHandle, cli, new_daemon, short_tmpdir
 

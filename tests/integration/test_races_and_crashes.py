@@ -7,7 +7,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.daemon.store.outbox import OutboxStore
+from claudemesh.daemon.store.outbox_schema import OUTBOX_MIGRATIONS
 from claudemesh.sdk.http import Response
 from claudemesh.sqlitedb.db import open_database
 from helpers import DaemonHandle, new_daemon

@@ -54,7 +54,8 @@ from claudemesh.daemon.receipts import LINGER_S, ReceiptPump
 from claudemesh.daemon.retention import InboxRetention
 from claudemesh.daemon.sessions import CHECK_INTERVAL_S, SessionRegistry
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxStore
-from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, OutboxStore
+from claudemesh.daemon.store.outbox import OutboxStore
+from claudemesh.daemon.store.outbox_schema import OUTBOX_MIGRATIONS
 from claudemesh.daemon.store.sessions import SessionRow
 from claudemesh.daemon.topic_keys import FILE_NAME as TOPIC_KEYS_FILE
 from claudemesh.daemon.topic_keys import TopicKeyring

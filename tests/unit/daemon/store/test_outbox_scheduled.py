@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, NewSend, OutboxStore
+from claudemesh.daemon.store.outbox import NewSend, OutboxStore
 from claudemesh.daemon.store.outbox_rules import OutboxStatus, Reply
+from claudemesh.daemon.store.outbox_schema import OUTBOX_MIGRATIONS
 from claudemesh.errors import AbortNotAllowed, OutboxRowNotFound
 from claudemesh.sqlitedb.db import open_database
 

@@ -14,7 +14,8 @@ import pytest
 
 from claudemesh.daemon.store.fts_query import FtsQueryError, fts_query
 from claudemesh.daemon.store.inbox import INBOX_MIGRATIONS, InboxFilter, InboxStore, NewInboxItem
-from claudemesh.daemon.store.outbox import OUTBOX_MIGRATIONS, NewSend, OutboxStore
+from claudemesh.daemon.store.outbox import NewSend, OutboxStore
+from claudemesh.daemon.store.outbox_schema import OUTBOX_MIGRATIONS
 from claudemesh.daemon.store.search import search_inbox, search_outbox
 from claudemesh.daemon.store.threads import find_received, received_replies, sent_replies
 from claudemesh.protocol.ids import new_ulid
