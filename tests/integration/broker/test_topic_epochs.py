@@ -12,23 +12,17 @@ from brokerkit import BrokerProcess, Client, Identity, Mesh, clients
 from claudemesh.crypto import (
     BoxedBody,
     box_decrypt,
-    box_encrypt,
     new_topic_key,
     secretbox_decrypt,
     secretbox_encrypt,
 )
-from claudemesh.protocol.topic_epochs import key_from_plaintext, key_plaintext
+from claudemesh.protocol.topic_epochs import key_from_plaintext
+from sharekit import seal_epoch
 
 
 def seal_to(sender: Identity, topic: str, epoch: int, key: bytes,
             *members: Identity) -> list[dict[str, str]]:
-    out = []
-    for member in members:
-        box = box_encrypt(key_plaintext(sender.mesh_id, topic, epoch, key),
-                          sender_secret_hex=sender.key.secret_key,
-                          recipient_pubkey_hex=member.pubkey)
-        out.append({"pubkey": member.pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
-    return out
+    return seal_epoch(sender, topic, epoch, key, (m.pubkey for m in members))
 
 
 def topic_box(cmid: str, topic: str, epoch: int, key: bytes, text: str) -> dict[str, object]:

@@ -7,17 +7,17 @@ confined to the downloads directory."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sharekit
 from brokerkit import BrokerProcess
 from helpers import DaemonHandle, cli
 from meshkit import Mesh2, inbox, mesh2, wait_for
+from sharekit import sha256
 
 MARKER = b"PLAINTEXT-MARKER-4f1c9e"
 SIZE = 20 * 1024 * 1024
@@ -28,19 +28,7 @@ def blob_dir(broker: BrokerProcess) -> Path:
 
 
 def make_file(where: Path, size: int, name: str = "payload.bin") -> Path:
-    """Random bytes with the marker sprinkled in, so a plaintext copy would show."""
-    path = where / name
-    with path.open("wb") as f:
-        written = 0
-        while written < size:
-            block = MARKER + os.urandom(min(1 << 20, size - written) - len(MARKER))
-            f.write(block)
-            written += len(block)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sharekit.make_file(where, size, name, MARKER)
 
 
 def share(daemon: DaemonHandle, body: dict[str, Any], timeout: float = 300) -> Any:

@@ -10,17 +10,17 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import sharekit
 from brokerkit import BrokerProcess, Client, Mesh, clients
-from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
+from claudemesh.crypto import new_topic_key, secretbox_encrypt
 from claudemesh.protocol.sealed import seal_message
-from claudemesh.protocol.topic_epochs import key_plaintext
 from helpers import DaemonHandle, cli
 from meshkit import Mesh2, inbox, joined_daemon, wait_for
+from sharekit import seal_epoch, sha256
 
 MARKER = b"TOPIC-FILE-PLAINTEXT-7c2d"
 NAME = "secret-plan-zq9.bin"
@@ -28,18 +28,7 @@ TEXT = "MSGMARKERzq9 the plan is attached"
 
 
 def make_file(where: Path, size: int, name: str = NAME) -> Path:
-    path = where / name
-    with path.open("wb") as f:
-        written = 0
-        while written < size:
-            block = MARKER + os.urandom(min(1 << 18, size - written) - len(MARKER))
-            f.write(block)
-            written += len(block)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return sharekit.make_file(where, size, name, MARKER)
 
 
 def sub(daemon: DaemonHandle, topic: str, *, on: bool = True) -> None:
@@ -183,11 +172,7 @@ async def test_a_sealed_session_message_on_a_topic_is_kept_undecryptable(pair: M
         assert isinstance(d, Client)
         state = await d.request({"type": "topic_keys", "topic": "ops"})
         key = new_topic_key()
-        sealed = []
-        for pubkey in state["subscribers"]:
-            box = box_encrypt(key_plaintext(dave.mesh_id, "ops", 1, key),
-                              sender_secret_hex=dave.key.secret_key, recipient_pubkey_hex=pubkey)
-            sealed.append({"pubkey": pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
+        sealed = seal_epoch(dave, "ops", 1, key, state["subscribers"])
         made = await d.request({"type": "topic_epoch", "topic": "ops", "epoch": 1,
                                 "membership_version": state["membership_version"],
                                 "keys": sealed})

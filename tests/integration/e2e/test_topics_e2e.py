@@ -10,10 +10,10 @@ from typing import Any
 
 from brokerkit import Client, Mesh, clients
 from claudemesh.clock import iso_ms, now_ms
-from claudemesh.crypto import box_encrypt, new_topic_key, secretbox_encrypt
-from claudemesh.protocol.topic_epochs import key_plaintext
+from claudemesh.crypto import new_topic_key, secretbox_encrypt
 from helpers import DaemonHandle
 from meshkit import Mesh2, heard_membership, inbox, joined_daemon, link_state, wait_for
+from sharekit import seal_epoch
 
 
 def sub(daemon: DaemonHandle, topic: str, *, on: bool = True) -> dict[str, Any]:
@@ -143,12 +143,8 @@ async def test_a_post_whose_key_does_not_open_for_a_reader_is_kept_undecryptable
         assert (await d.request({"type": "subscribe", "topic": "hist"}))["type"] == "result"
         state = await d.request({"type": "topic_keys", "topic": "hist"})
         key = new_topic_key()
-        sealed = []
-        for pubkey in state["subscribers"]:
-            named = "other" if pubkey == pair.bob_key else "hist"
-            box = box_encrypt(key_plaintext(dave.mesh_id, named, 1, key),
-                              sender_secret_hex=dave.key.secret_key, recipient_pubkey_hex=pubkey)
-            sealed.append({"pubkey": pubkey, "nonce": box.nonce, "ciphertext": box.ciphertext})
+        sealed = seal_epoch(dave, "hist", 1, key, state["subscribers"],
+                            named=lambda pk: "other" if pk == pair.bob_key else "hist")
         made = await d.request({"type": "topic_epoch", "topic": "hist", "epoch": 1,
                                 "membership_version": state["membership_version"],
                                 "keys": sealed})
