@@ -152,8 +152,9 @@ def test_send_with_deliver_at_is_scheduled_and_lands_later(kind: str, pair: Mesh
     assert abs(_ms(later.deliver_at) - int(when.timestamp() * 1000)) <= 1
     [row] = alice.outbox(client_message_id=later.client_message_id)
     assert (row.status, row.deliver_at) == ("scheduled", later.deliver_at)
-    assert not [i for i in bob.inbox(limit=1000).items
-                if i.client_message_id == later.client_message_id]
+    if datetime.now(UTC) < when - timedelta(seconds=0.3):  # a slow machine may be late
+        assert not [i for i in bob.inbox(limit=1000).items
+                    if i.client_message_id == later.client_message_id]
     landed = arrived(bob, later.client_message_id)
     assert landed.body == f"later ({kind})"
     assert landed.received_at is not None
