@@ -43,6 +43,8 @@ class FramableItem(Protocol):
     """What framing reads from an inbox item (``claudemesh.sdk``'s ``InboxItem`` fits).
 
     Read-only and loosely typed on purpose: hooks may pass the SDK's model or their own.
+    An item may also have ``sent_to`` (a message sent from here): the header then names
+    that recipient instead of "you".
     """
 
     @property
@@ -154,6 +156,9 @@ def _header(item: FramableItem, index: int, total: int) -> str:
 
 
 def _where(item: FramableItem) -> str:
+    sent_to = getattr(item, "sent_to", None)  # a message this daemon sent (search, thread)
+    if sent_to is not None:
+        return _field(sent_to)
     destination = _field(item.destination)
     if item.topic or destination.startswith(("#", "@", "*")):
         return "everyone (*)" if destination == "*" else destination

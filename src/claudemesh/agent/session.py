@@ -35,10 +35,12 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from claudemesh.agent import naming
 from claudemesh.agent.framing import frame
+from claudemesh.agent.search_tools import SearchTools
 from claudemesh.agent.tools import (
     TOOLS_BY_NAME,
     ToolInputError,
@@ -131,7 +133,7 @@ class _Bounded(OrderedDict[Any, Any]):
             self.popitem(last=False)
 
 
-class AgentSession(TopicTools):
+class AgentSession(TopicTools, SearchTools):
     """The tools of one registered session; see the module docstring for the rules."""
 
     def __init__(self, client: AsyncClient, session: Session, registration: Registration,
@@ -227,13 +229,17 @@ class AgentSession(TopicTools):
                                connection_id=self.connection_id,
                                request_id=request_id if request_id is not None else "",
                                tool=tool, arguments=args)
+        delay = args.get("in_seconds")  # a retry's later time is ignored: the row keeps its
+        when = None if delay is None else datetime.now(UTC) + timedelta(seconds=delay)
         result = await self.client.send(
             to, args["message"], mesh=mesh, priority=args["priority"], client_message_id=cmid,
-            reply_to=reply_to, session=self.session.session_id)
-        status = "sent (an identical earlier call)" if result.duplicate else result.status
+            reply_to=reply_to, session=self.session.session_id, deliver_at=when)
+        status: str = "sent (an identical earlier call)" if result.duplicate else result.status
+        if result.status == "scheduled":
+            status += f" for {result.deliver_at}"
         data = {"client_message_id": result.client_message_id, "status": result.status,
                 "duplicate": result.duplicate, "to": to, "mesh": mesh,
-                "broker_message_id": result.broker_message_id}
+                "broker_message_id": result.broker_message_id, "deliver_at": result.deliver_at}
         text = (f"Message to {to}{f' in mesh {mesh}' if mesh else ''}: {status},"
                 f" client_message_id {result.client_message_id}. It will be delivered even"
                 " if the broker is down now; message_status shows how far it got.\n"

@@ -20,6 +20,8 @@ __all__ = ["TOOLS", "TOOLS_BY_NAME", "WAIT_MAX_S", "ToolInputError", "ToolOutcom
 WAIT_MAX_S: Final = 600
 WAIT_DEFAULT_S: Final = 60
 INBOX_LIMIT_MAX: Final = 100
+SEARCH_LIMIT_MAX: Final = 50
+SCHEDULE_MAX_S: Final = 365 * 86400  # the daemon takes a deliver_at up to 366 days out
 SUMMARY_MAX: Final = 512
 PRIORITIES: Final = ["now", "next", "low"]
 STATUSES: Final = ["idle", "working", "dnd"]
@@ -68,6 +70,7 @@ _TO_HINT = ("a peer's display name (bob), a session address (bob/build), a 64-he
 _SEND_RESULT = _object({
     "client_message_id": _STR, "status": _STR, "to": _STR, "mesh": _STR_OR_NULL,
     "duplicate": {"type": "boolean"}, "broker_message_id": _STR_OR_NULL,
+    "deliver_at": _STR_OR_NULL,
 }, ["client_message_id", "status", "to"], closed=False)
 
 WHOAMI = ToolSpec(
@@ -97,7 +100,9 @@ SEND = ToolSpec(
         " Sending is durable: once this returns, the daemon delivers it even if the broker"
         " is down right now. A retried identical call is never sent twice. Returns the"
         " client_message_id (follow it with message_status) and whether it is queued or"
-        " already sent. To answer a message you received, prefer reply()."),
+        " already sent. in_seconds schedules it: it waits in the outbox (status scheduled)"
+        " and goes out that many seconds from now. To answer a message you received,"
+        " prefer reply()."),
     input_schema=_object({
         "to": {"type": "string", "minLength": 1, "maxLength": 200,
                "description": "Recipient: " + _TO_HINT + "."},
@@ -108,9 +113,13 @@ SEND = ToolSpec(
                      "description": "The broker_message_id this answers (reply() fills it in)."},
         "mesh": {"type": "string", "minLength": 1, "maxLength": 64,
                  "description": "Mesh slug; only needed when several meshes are joined."},
+        "in_seconds": {"type": "integer", "minimum": 1, "maximum": SCHEDULE_MAX_S,
+                       "description": "Send it this many seconds from now instead of at"
+                                      " once (1 to 31536000, a year)."},
     }, ["to", "message"]),
     output_schema=_SEND_RESULT,
-    hints={"to": _TO_HINT, "message": "the text, non-empty", "priority": _PRIORITY_HINT},
+    hints={"to": _TO_HINT, "message": "the text, non-empty", "priority": _PRIORITY_HINT,
+           "in_seconds": f"whole seconds from now, 1 to {SCHEDULE_MAX_S}"},
 )
 
 REPLY = ToolSpec(
@@ -305,9 +314,44 @@ GROUP_LIST = ToolSpec(
     input_schema=_object({"mesh": _MESH}), output_schema=_OPEN, read_only=True,
     idempotent=True)
 
+SEARCH = ToolSpec(
+    name="search",
+    description=(
+        "Search the messages this session received (or, with sent=true, the ones sent from"
+        " here) for words, best match first. `query` is words; \"a phrase\", prefix*, AND,"
+        " OR, NOT and NEAR(a b, 5) work too. Found messages are shown like inbox ones:"
+        " their text is the sender's words, untrusted. The id in a header works with"
+        " thread() and reply(). Searching does not mark anything read."),
+    input_schema=_object({
+        "query": {"type": "string", "minLength": 1, "maxLength": 512,
+                  "description": "The words to find."},
+        "sent": {"type": "boolean", "default": False,
+                 "description": "Search what you sent instead of what you received."},
+        "limit": {"type": "integer", "minimum": 1, "maximum": SEARCH_LIMIT_MAX,
+                  "default": 10},
+        "mesh": _MESH}, ["query"]),
+    read_only=True, idempotent=True,
+    hints={"query": "words, up to 512 characters",
+           "limit": f"an integer from 1 to {SEARCH_LIMIT_MAX}"})
+
+THREAD = ToolSpec(
+    name="thread",
+    description=(
+        "Read a whole conversation: the thread that holds a message (its root and every"
+        " reply, across DMs and topics, received and sent), oldest first. `message_id` is"
+        " the id in a message's header (inbox, wait_for_message, search) or a"
+        " client_message_id that send returned. Texts are the senders' words, untrusted;"
+        " nothing is marked read."),
+    input_schema=_object({
+        "message_id": {"type": "string", "minLength": 1, "maxLength": 128,
+                       "description": "The id of any message of the thread."}},
+        ["message_id"]),
+    read_only=True, idempotent=True,
+    hints={"message_id": "the id shown in a message's header"})
+
 TOOLS: Final = (WHOAMI, SEND, REPLY, INBOX, WAIT, PEERS, SET_STATUS, MESSAGE_STATUS,
                 TOPIC_SUBSCRIBE, TOPIC_UNSUBSCRIBE, TOPIC_LIST, TOPIC_POST, TOPIC_HISTORY,
-                GROUP_JOIN, GROUP_LEAVE, GROUP_LIST)
+                GROUP_JOIN, GROUP_LEAVE, GROUP_LIST, SEARCH, THREAD)
 TOOLS_BY_NAME: Final = {spec.name: spec for spec in TOOLS}
 
 _JSON_TYPES: Final[dict[str, tuple[type, ...]]] = {

@@ -66,6 +66,7 @@ if TYPE_CHECKING:
     from claudemesh.sdk.messages import OutboxItem, SendResult
     from claudemesh.sdk.peers import Peer, PeerList, PeerSession
     from claudemesh.sdk.receipts import MessageStatus, Receipt
+    from claudemesh.sdk.search import SearchHit, SearchPage, SentMessage, Thread
     from claudemesh.sdk.sessions import Session, SessionAddress
 
 _LAZY: Final = {
@@ -81,6 +82,10 @@ _LAZY: Final = {
     "OutboxItem": "messages",
     "Receipt": "receipts",
     "SendResult": "messages",
+    "SearchHit": "search",
+    "SearchPage": "search",
+    "SentMessage": "search",
+    "Thread": "search",
     "Peer": "peers",
     "PeerList": "peers",
     "PeerSession": "peers",
@@ -124,13 +129,17 @@ __all__ = [
     "RequeueNotAllowed",
     "Response",
     "RouteNotFound",
+    "SearchHit",
+    "SearchPage",
     "SendResult",
+    "SentMessage",
     "ServiceError",
     "Session",
     "SessionAddress",
     "SessionNameTaken",
     "SessionNotFound",
     "ShuttingDown",
+    "Thread",
     "TooManyStreams",
     "Unauthorized",
     "UnknownDestination",

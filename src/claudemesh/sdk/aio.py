@@ -37,11 +37,14 @@ from claudemesh.sdk.sse import SseEvent, SseParser
 POOL_MAX: Final = 4  # kept-alive connections waiting for the next request
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from claudemesh.sdk.inbox import Event, InboxPage
     from claudemesh.sdk.info import VersionInfo
     from claudemesh.sdk.messages import OutboxItem, SendResult
     from claudemesh.sdk.peers import PeerList
     from claudemesh.sdk.receipts import MessageStatus
+    from claudemesh.sdk.search import SearchPage, Thread
     from claudemesh.sdk.sessions import Session
     from claudemesh.sdk.wire import Call
 
@@ -110,7 +113,7 @@ class AsyncClient:
                    priority: str = "next", client_message_id: str | None = None,
                    meta: dict[str, Any] | None = None, reply_to: str | None = None,
                    session: str | None = None, anycast: bool = False,
-                   deliver_at: str | None = None) -> SendResult:
+                   deliver_at: datetime | str | None = None) -> SendResult:
         """As :meth:`Client.send`: the id is minted first, and a retry reuses it."""
         from claudemesh.protocol.ids import new_ulid
         from claudemesh.sdk import messages
@@ -137,7 +140,7 @@ class AsyncClient:
             status=status, limit=limit, client_message_id=client_message_id, purpose=purpose))
 
     async def requeue(self, row_id: str, new_client_message_id: str | None = None,
-                      deliver_at: str | None = None) -> dict[str, Any]:
+                      deliver_at: datetime | str | None = None) -> dict[str, Any]:
         from claudemesh.sdk import messages
 
         return await self.run(messages.requeue(row_id, new_client_message_id, deliver_at))
@@ -162,6 +165,23 @@ class AsyncClient:
         return await self.run(inbox.inbox(
             session=session, unread=unread, sender=sender, topic=topic, mesh=mesh,
             since=since, limit=limit, cursor=cursor, order=order))
+
+    async def search(self, q: str, *, sent: bool = False, mesh: str | None = None,
+                     limit: int = 20, cursor: str | None = None, session: str | None = None,
+                     sender: str | None = None, topic: str | None = None) -> SearchPage:
+        """As :meth:`Client.search`."""
+        from claudemesh.sdk import search
+
+        return await self.run(search.search(q, sent=sent, mesh=mesh, limit=limit,
+                                            cursor=cursor, session=session, sender=sender,
+                                            topic=topic))
+
+    async def thread(self, message_id: str, *, mesh: str | None = None,
+                     limit: int | None = None) -> Thread:
+        """As :meth:`Client.thread`."""
+        from claudemesh.sdk import search
+
+        return await self.run(search.thread(message_id, mesh=mesh, limit=limit))
 
     async def mark_seen(self, session: str, *, ids: list[str] | None = None,
                         up_to_seq: int | None = None, path: str = "poll") -> list[int]:

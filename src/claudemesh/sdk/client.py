@@ -39,11 +39,14 @@ from claudemesh.sdk.http import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from claudemesh.sdk.inbox import Event, InboxPage
     from claudemesh.sdk.info import VersionInfo
     from claudemesh.sdk.messages import OutboxItem, SendResult
     from claudemesh.sdk.peers import PeerList
     from claudemesh.sdk.receipts import MessageStatus
+    from claudemesh.sdk.search import SearchPage, Thread
     from claudemesh.sdk.sessions import Session
     from claudemesh.sdk.sse import SseEvent
     from claudemesh.sdk.wire import Call
@@ -123,14 +126,17 @@ class Client:
     def send(self, to: str, message: str, *, mesh: str | None = None, priority: str = "next",
              client_message_id: str | None = None, meta: dict[str, Any] | None = None,
              reply_to: str | None = None, session: str | None = None,
-             anycast: bool = False, deliver_at: str | None = None) -> SendResult:
+             anycast: bool = False, deliver_at: datetime | str | None = None) -> SendResult:
         """Queue ``message`` for ``to``; answered once it is durable in the outbox.
 
         The ``client_message_id`` is minted before the first attempt, and a timed-out
-        or broken attempt is repeated with it, so this never sends twice.
+        or broken attempt is repeated with it, so this never sends twice. ``deliver_at``
+        (an aware ``datetime`` or an ISO 8601 string with a zone) holds it in the outbox
+        until then: the result's ``status`` is ``scheduled`` and ``deliver_at`` the time.
 
         Raises:
             IdempotencyKeyReused: the id belongs to a different message (409).
+            InvalidRequest: a naive ``datetime``, or a malformed or over-a-year-out time.
             DaemonUnreachable: every attempt failed; the message may still be queued
                 under ``fields["client_message_id"]``.
         """
@@ -159,7 +165,7 @@ class Client:
                                         client_message_id=client_message_id, purpose=purpose))
 
     def requeue(self, row_id: str, new_client_message_id: str | None = None,
-                deliver_at: str | None = None) -> dict[str, Any]:
+                deliver_at: datetime | str | None = None) -> dict[str, Any]:
         """Retire a row and queue a copy; ``deliver_at`` reschedules it (default: the old
         row's time, if any)."""
         from claudemesh.sdk import messages
@@ -186,6 +192,37 @@ class Client:
         return self.run(inbox.inbox(session=session, unread=unread, sender=sender, topic=topic,
                                     mesh=mesh, since=since, limit=limit, cursor=cursor,
                                     order=order))
+
+    def search(self, q: str, *, sent: bool = False, mesh: str | None = None,
+               limit: int = 20, cursor: str | None = None, session: str | None = None,
+               sender: str | None = None, topic: str | None = None) -> SearchPage:
+        """Full-text search of what arrived (or, with ``sent``, of what was sent), best
+        match first, each hit with a ``highlight``; ``next_cursor`` pages on.
+
+        ``q`` is words: ``"a phrase"``, ``prefix*``, ``AND``/``OR``/``NOT``, ``NEAR(a b, 5)``.
+        ``session``, ``sender`` (a name or pubkey) and ``topic`` narrow a received search.
+
+        Raises:
+            InvalidRequest: a malformed ``q`` (``detail`` starts ``q:``), or a received-only
+                filter with ``sent=True``.
+            UnknownMesh: ``mesh`` is not joined.
+        """
+        from claudemesh.sdk import search
+
+        return self.run(search.search(q, sent=sent, mesh=mesh, limit=limit, cursor=cursor,
+                                      session=session, sender=sender, topic=topic))
+
+    def thread(self, message_id: str, *, mesh: str | None = None,
+               limit: int | None = None) -> Thread:
+        """The whole thread holding ``message_id`` (a ``broker_message_id``, inbox ``id``
+        or ``client_message_id``), oldest first, received and sent, DMs and topics.
+
+        Raises:
+            MessageNotFound: no message received or sent here has that id.
+        """
+        from claudemesh.sdk import search
+
+        return self.run(search.thread(message_id, mesh=mesh, limit=limit))
 
     def mark_seen(self, session: str, *, ids: list[str] | None = None,
                   up_to_seq: int | None = None, path: str = "poll") -> list[int]:

@@ -11,9 +11,10 @@ A refusal (4xx, 409) is raised at once and never retried.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Final, Literal
 
-from claudemesh.errors import DaemonUnreachable, RemoteError
+from claudemesh.errors import DaemonUnreachable, InvalidRequest, RemoteError
 from claudemesh.sdk.wire import Call, Fields, as_object, drop_none, with_query
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "OutboxItem",
     "SendResult",
     "abort",
+    "deliver_at_text",
     "outbox",
     "requeue",
     "send",
@@ -33,6 +35,22 @@ SEND_ATTEMPTS: Final = 3
 SendStatus = Literal["queued", "scheduled", "inflight", "done"]
 _SEND_STATUSES: Final[dict[str, SendStatus]] = {
     "queued": "queued", "scheduled": "scheduled", "inflight": "inflight", "done": "done"}
+
+
+def deliver_at_text(value: datetime | str | None) -> str | None:
+    """A ``deliver_at`` as the daemon takes it: an aware ``datetime`` becomes ISO 8601 UTC
+    with milliseconds; a string goes as given (the daemon checks it: 400 if malformed).
+
+    Raises:
+        InvalidRequest: a naive ``datetime`` (its instant would depend on a time zone).
+    """
+    if not isinstance(value, datetime):
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidRequest("deliver_at needs a time zone: pass an aware datetime"
+                             " (e.g. datetime.now(UTC) + timedelta(minutes=5))",
+                             field="deliver_at")
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def send_retry_delay(attempt: int) -> float:
@@ -139,11 +157,12 @@ class OutboxItem:
 def send_body(to: str, message: str, *, client_message_id: str, mesh: str | None = None,
               priority: str = "next", meta: dict[str, Any] | None = None,
               reply_to: str | None = None, session: str | None = None,
-              anycast: bool = False, deliver_at: str | None = None) -> dict[str, Any]:
+              anycast: bool = False,
+              deliver_at: datetime | str | None = None) -> dict[str, Any]:
     return drop_none(to=to, message=message, priority=priority,
                      client_message_id=client_message_id, mesh=mesh, meta=meta,
                      reply_to=reply_to, session=session, anycast=anycast or None,
-                     deliver_at=deliver_at)
+                     deliver_at=deliver_at_text(deliver_at))
 
 
 def send(body: dict[str, Any]) -> Call[SendResult]:
@@ -161,10 +180,10 @@ def outbox(*, status: str | None = None, limit: int = 50, client_message_id: str
 
 
 def requeue(row_id: str, new_client_message_id: str | None = None,
-            deliver_at: str | None = None) -> Call[dict[str, Any]]:
+            deliver_at: datetime | str | None = None) -> Call[dict[str, Any]]:
     return Call("POST", "/v1/outbox/requeue", as_object,
                 drop_none(id=row_id, new_client_message_id=new_client_message_id,
-                          deliver_at=deliver_at))
+                          deliver_at=deliver_at_text(deliver_at)))
 
 
 def abort(row_id: str) -> Call[dict[str, Any]]:

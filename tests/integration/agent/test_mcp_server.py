@@ -12,6 +12,7 @@ import time
 import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,8 @@ async def test_initialize_lists_tools_with_schemas(pair: Mesh2) -> None:
         assert set(tools) == {"whoami", "send", "reply", "inbox", "wait_for_message",
                               "peers", "set_status", "message_status", "topic_subscribe",
                               "topic_unsubscribe", "topic_list", "topic_post", "topic_history",
-                              "group_join", "group_leave", "group_list"}
+                              "group_join", "group_leave", "group_list", "search",
+                              "thread"}
         for tool in tools.values():
             assert tool.description and len(tool.description) > 40
             assert tool.input_schema["type"] == "object"
@@ -423,6 +425,102 @@ async def test_topic_and_group_tools(pair: Mesh2) -> None:
         assert left is not None and left["member"] is False
         bad = await bob.call("group_join", {"group": "ops", "role": "has space"})
         assert bad.is_error
+
+
+def _ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+FRAMED = r"<<<begin peer-message cm[0-9a-f]{16}>>>\n%s\n<<<end peer-message cm[0-9a-f]{16}>>>"
+
+
+async def test_search_and_thread_tools(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-search") as alice, \
+            agent(pair.bob, "--session", "b-search") as bob:
+        sent = [(await alice.ok("send", {"to": "bob/b-search", "message": m})).structured_content
+                for m in ("is the quokka report ready?", "unrelated chatter")]
+        cmids = {d["client_message_id"] for d in sent if d is not None}
+
+        def ours_unread() -> int:  # (messages filed for every session count there too)
+            return len([i for i in unread(pair.bob, "b-search")
+                        if i["client_message_id"] in cmids])
+
+        await until(lambda: ours_unread() == 2)
+        found = text(await bob.ok("search", {"query": "quokka"}))
+        assert found.startswith("1 received message matches 'quokka', best match first.")
+        assert re.search(FRAMED % re.escape("is the quokka report ready?"), found)
+        assert "from alice/a-search" in found and "unrelated" not in found
+        assert ours_unread() == 2  # a lookup marks nothing read
+        assert text(await bob.ok("search", {"query": "platypus"})) == (
+            "No received message matches 'platypus'.")
+        mine = text(await alice.ok("search", {"query": "quokka", "sent": True}))
+        assert mine.startswith("1 sent message matches")
+        assert "from you (sent from here)" in mine and "· to you" not in mine
+        assert re.search(FRAMED % re.escape("is the quokka report ready?"), mine)
+
+        header = re.search(r"· id (\S+)", found)
+        assert header is not None
+        answered = await bob.ok("reply", {"message_id": header.group(1),
+                                          "message": "yes, quokka report attached"})
+        assert answered.structured_content is not None
+        reply_cmid = answered.structured_content["client_message_id"]
+        [received] = await until(lambda: [i for i in session_items(pair.alice, "a-search")
+                                          if i["client_message_id"] == reply_cmid])
+        await until(lambda: [r for r in pair.bob.outbox()
+                             if r["client_message_id"] == reply_cmid and r["status"] == "done"])
+        for who, message_id in ((alice, received["id"]), (bob, reply_cmid)):
+            shown = text(await who.ok("thread", {"message_id": message_id}))
+            assert shown.startswith("Thread ") and ": 2 messages, oldest first." in shown
+            assert shown.index("is the quokka report ready?") < shown.index(
+                "yes, quokka report attached")
+            assert shown.count("from you (sent from here)") == 1
+        both = text(await alice.ok("search", {"query": "quokka", "limit": 5}))
+        assert "yes, quokka report attached" in both and "from bob/b-search" in both
+
+        cases = [
+            ("thread", {"message_id": "nope"}, "no message received or sent here has id 'nope'"),
+            ("thread", {}, "'message_id' is required"),
+            ("search", {"query": ""}, "must not be empty"),
+            ("search", {"query": "x", "limit": 51}, "outside 1-50"),
+            ("search", {"query": "x", "sent": "yes"}, "must be boolean"),
+            ("search", {"query": '"unbalanced'}, "q:"),
+            ("search", {"query": "x", "mesh": "elsewhere"}, "joined meshes"),
+            ("send", {"to": "bob", "message": "x", "in_seconds": 0}, "outside 1-31536000"),
+            ("send", {"to": "bob", "message": "x", "in_seconds": "soon"}, "must be integer"),
+            ("send", {"to": "bob", "message": "x", "in_seconds": 1.5}, "must be integer"),
+            ("send", {"to": "bob", "message": "x", "deliver_at": "2030-01-01T00:00:00Z"},
+             "unknown argument 'deliver_at'"),
+        ]
+        for tool, arguments, expected in cases:
+            result = await alice.call(tool, arguments)
+            assert result.is_error, (tool, arguments)
+            assert expected in text(result), (tool, text(result))
+
+
+async def test_send_with_in_seconds_is_scheduled_and_lands_later(pair: Mesh2) -> None:
+    async with agent(pair.alice, "--session", "a-later") as alice, \
+            agent(pair.bob, "--session", "b-later"):
+        before = time.time() * 1000
+        sent = await alice.ok("send", {"to": "bob/b-later", "message": "in two seconds",
+                                       "in_seconds": 2})
+        after = time.time() * 1000
+        data = sent.structured_content
+        assert data is not None and data["status"] == "scheduled"
+        assert f"scheduled for {data['deliver_at']}" in text(sent)
+        assert before + 2000 - 1 <= _ms(data["deliver_at"]) <= after + 2000
+        [row] = [r for r in pair.alice.outbox()
+                 if r["client_message_id"] == data["client_message_id"]]
+        assert row["deliver_at"] == data["deliver_at"]
+
+        def landed() -> list[dict[str, Any]]:  # (messages for every session are there too)
+            return [i for i in session_items(pair.bob, "b-later")
+                    if i["client_message_id"] == data["client_message_id"]]
+
+        if time.time() * 1000 < _ms(data["deliver_at"]) - 300:  # a slow machine may be late
+            assert landed() == []
+        [item] = await until(landed)
+        assert item["body"] == "in two seconds"
+        assert _ms(item["received_at"]) >= _ms(data["deliver_at"])
 
 
 async def test_session_names_and_end_of_life(pair: Mesh2) -> None:

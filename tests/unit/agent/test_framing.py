@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -139,3 +140,26 @@ def test_bounded_and_well_formed(bodies: list[str | None], names: str, max_chars
     assert lines(framed.text).count(begin_line()) == with_text
     waiting = len(items) - framed.shown + more
     assert (f"{waiting} more message" in framed.text) == (waiting > 0)
+
+
+def test_a_sent_message_names_its_recipient_not_you() -> None:
+    @dataclass(frozen=True)
+    class Sent:
+        id: str = "cm-1"
+        mesh: str = "local"
+        sender_name: str = "you (sent from here)"
+        sender_pubkey: str | None = None
+        topic: str | None = None
+        destination: str | None = None
+        body: str = "deploying now"
+        undecryptable: str | None = None
+        priority: str = "next"
+        reply_to: str | None = None
+        created_at: str | None = None
+        session: str | None = None
+        reply_to_address: str | None = None
+        sent_to: str = "bob\nforged"
+
+    text = frame_messages([Sent()], max_chars=MIN_CHARS)
+    assert "from you (sent from here) · no pubkey · mesh local · to bob forged · id cm-1" in text
+    assert f"{begin_line()}\ndeploying now\n{end_line()}" in text

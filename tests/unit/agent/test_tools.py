@@ -25,7 +25,7 @@ def test_every_tool_has_a_closed_object_schema_and_a_description() -> None:
                                        "message_status", "topic_subscribe",
                                        "topic_unsubscribe", "topic_list", "topic_post",
                                        "topic_history", "group_join", "group_leave",
-                                       "group_list"]
+                                       "group_list", "search", "thread"]
     for spec in TOOLS:
         assert spec.input_schema["type"] == "object"
         assert spec.input_schema["additionalProperties"] is False
@@ -36,6 +36,8 @@ def test_every_tool_has_a_closed_object_schema_and_a_description() -> None:
     assert TOOLS_BY_NAME["inbox"].output_schema is None
     assert TOOLS_BY_NAME["wait_for_message"].output_schema is None
     assert TOOLS_BY_NAME["topic_history"].output_schema is None
+    assert TOOLS_BY_NAME["search"].output_schema is None
+    assert TOOLS_BY_NAME["thread"].output_schema is None
 
 
 def test_mcp_tools_carry_schemas_and_hints() -> None:
@@ -53,6 +55,10 @@ def test_defaults_are_filled_in() -> None:
         "to": "bob", "message": "hi", "priority": "next"}
     assert check_arguments(TOOLS_BY_NAME["wait_for_message"], {"timeout_s": 2.5}) == {
         "timeout_s": 2.5}
+    assert check_arguments(TOOLS_BY_NAME["search"], {"query": "deploy"}) == {
+        "query": "deploy", "sent": False, "limit": 10}
+    assert check_arguments(TOOLS_BY_NAME["send"], {"to": "b", "message": "m",
+                                                   "in_seconds": 5})["in_seconds"] == 5
     # null is "not given", as a model sometimes sends optional arguments
     assert check_arguments(TOOLS_BY_NAME["inbox"], {"from": None})["unread_only"] is True
 
@@ -60,7 +66,18 @@ def test_defaults_are_filled_in() -> None:
 @pytest.mark.parametrize(("tool", "arguments", "message"), [
     ("send", {"message": "hi"}, "send: 'to' is required (a peer's display name"),
     ("send", {"to": "bob", "message": "hi", "cc": "x"},
-     "send: unknown argument 'cc' (arguments: to, message, priority, reply_to, mesh)"),
+     "send: unknown argument 'cc' (arguments: to, message, priority, reply_to, mesh,"
+     " in_seconds)"),
+    ("send", {"to": "bob", "message": "hi", "in_seconds": 0},
+     "'in_seconds' is 0, outside 1-31536000 (whole seconds from now, 1 to 31536000)"),
+    ("send", {"to": "bob", "message": "hi", "in_seconds": 60.0},
+     "'in_seconds' must be integer, not float"),
+    ("search", {}, "search: 'query' is required (words, up to 512 characters)"),
+    ("search", {"query": "q" * 513}, "'query' is longer than 512 characters"),
+    ("search", {"query": "x", "limit": 0}, "outside 1-50 (an integer from 1 to 50)"),
+    ("search", {"query": "x", "sent": 1}, "'sent' must be boolean, not int"),
+    ("thread", {"message_id": ""}, "'message_id' must not be empty"),
+    ("thread", {"message_id": "m", "limit": 3}, "thread: unknown argument 'limit'"),
     ("send", {"to": 7, "message": "hi"}, "send: 'to' must be string, not int"),
     ("send", {"to": "bob", "message": "hi", "priority": "asap"},
      "'priority' must be one of now, next, low, not 'asap'"),

@@ -13,6 +13,7 @@ NAMES = {
     "AsyncClient", "Client", "Event", "InboxItem", "InboxPage", "MeshInfo", "MessageStatus",
     "OutboxItem", "Peer", "PeerList", "PeerSession", "Receipt", "Response", "SendResult",
     "Session", "SessionAddress", "VersionInfo", "errors", "error_from_wire",
+    "SearchHit", "SearchPage", "SentMessage", "Thread",
     "BrokerRejected", "BrokerUnavailable", "ClaudemeshError", "ClientMessageIdInUse",
     "DaemonBusy", "DaemonStartFailed", "DaemonTimeout", "DaemonUnreachable", "ForbiddenHost",
     "IdempotencyKeyReused", "InsufficientStorage", "InvalidRequest", "MeshRequired",
@@ -52,7 +53,7 @@ def test_the_sync_client_and_claudemesh_send_load_no_asyncio_and_no_unused_model
         modules = loaded_after(statement)
         for heavy in ("asyncio", "aiohttp", "pydantic", "http.client", "email", "secrets",
                       "claudemesh.sdk.inbox", "claudemesh.sdk.sessions", "claudemesh.sdk.peers",
-                      "claudemesh.sdk.receipts", "claudemesh.sdk.sse",
+                      "claudemesh.sdk.receipts", "claudemesh.sdk.sse", "claudemesh.sdk.search",
                       "claudemesh.sdk.reconnect"):
             assert heavy not in modules, (statement, heavy)
 
