@@ -31,7 +31,7 @@ from claudemesh.joining import join_mesh
 from claudemesh.protocol.fingerprint import body_hash
 from claudemesh.protocol.handshake import hello_frame as protocol_hello
 from claudemesh.protocol.invite import decode_invite
-from helpers import short_tmpdir
+from helpers import cli_in_process, short_tmpdir
 from pgkit import fresh_dsn, shared_cluster
 
 # Which store ``new_broker`` gives a broker: "sqlite" (a file in the broker's directory)
@@ -110,8 +110,8 @@ class BrokerProcess:
                               capture_output=True, text=True, timeout=60, check=False)
 
     def create_mesh(self, name: str = "demo", *extra: str) -> Mesh:
-        result = self.cli("mesh", "create", name, "--db", str(self.db), "--broker-url", self.url,
-                          "--max-uses", "100", "--json", *extra)
+        result = cli_in_process(self.env, "mesh", "create", name, "--db", str(self.db),
+                                "--broker-url", self.url, "--max-uses", "100", "--json", *extra)
         assert result.returncode == 0, result.stderr
         data = json.loads(result.stdout)
         return Mesh(self, data["mesh_id"], data["invite"])

@@ -1,4 +1,5 @@
-"""End-to-end kit: a real broker and real daemons joined through the real `join` command."""
+"""End-to-end kit: a real broker and real daemons joined through the real `join` command
+(run in the test process: :func:`helpers.cli_in_process`)."""
 
 from __future__ import annotations
 
@@ -16,14 +17,14 @@ from typing import Any
 
 from brokerkit import BrokerProcess, new_broker
 from claudemesh.sdk.sse import SseParser
-from helpers import DaemonHandle, cli, short_tmpdir
+from helpers import DaemonHandle, cli_in_process, short_tmpdir
 
 
 def joined_daemon(invite: str, name: str, *, start: bool = True) -> DaemonHandle:
     config_dir = short_tmpdir("cmj")
     env = {**os.environ, "CLAUDEMESH_CONFIG_DIR": str(config_dir)}
     env.pop("CLAUDEMESH_DAEMON_DIR", None)
-    result = cli(env, "join", invite, "--name", name, "--json")
+    result = cli_in_process(env, "join", invite, "--name", name, "--json")
     assert result.returncode == 0, result.stderr + result.stdout
     meshes = json.loads((config_dir / "config.json").read_text())["meshes"]
     handle = DaemonHandle(config_dir, env, meshes)
