@@ -65,7 +65,7 @@ def cli_in_process(env: dict[str, str], *args: str,
                    timeout: float = 60) -> subprocess.CompletedProcess[str]:
     """The real CLI's code (``claudemesh.cli.main.main``), run in this process: what
     :func:`cli` does without an interpreter start and the CLI's imports (a third of a
-    pair's set-up CPU). For fixtures' routine steps (join, mesh create, daemon down);
+    pair's set-up CPU). For fixtures' routine steps (join, mesh create);
     tests of the CLI itself use :func:`cli`.
 
     It runs on a thread of its own, so it works inside a test's running event loop
@@ -122,7 +122,10 @@ class DaemonHandle:
         return self.info
 
     def stop(self) -> None:
-        cli_in_process(self.env, "daemon", "down", "--timeout", "20")
+        # A subprocess too: a test's own threads (an SSE reader, an SDK event loop) run
+        # while a daemon stops, and cli_in_process swaps this process's environment.
+        result = cli(self.env, "daemon", "down", "--timeout", "20")
+        assert result.returncode == 0, (result.stdout, result.stderr)
 
     def kill9(self) -> None:
         os.kill(self.pid, signal.SIGKILL)
