@@ -48,6 +48,16 @@ def mesh(broker: BrokerProcess) -> Mesh:
     return broker.create_mesh()
 
 
+@pytest.fixture(scope="module")
+def shared_pair() -> Iterator[Mesh2]:
+    """One pair (broker, alice, bob) for a module whose tests tell their rows apart."""
+    m = mesh2()
+    try:
+        yield m
+    finally:
+        m.cleanup()
+
+
 @pytest.fixture
 def pair() -> Iterator[Mesh2]:
     """A real broker with one mesh, and alice's and bob's daemons joined to it."""

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -18,7 +18,6 @@ from typing import Any
 
 import anyio
 import mcp_types as types
-import pytest
 from mcp.client.extension import NotificationBinding
 from mcp.client.session import ClientSession, IncomingMessage
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -141,17 +140,8 @@ async def until(predicate: Any, timeout: float = 20.0) -> Any:
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
-
-async def test_initialize_lists_tools_with_schemas(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "t-init") as alice:
+async def test_initialize_lists_tools_with_schemas(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "t-init") as alice:
         init = alice.session.initialize_result
         assert init is not None
         assert init.capabilities.experimental == {"claude/channel": {}}
@@ -172,18 +162,18 @@ async def test_initialize_lists_tools_with_schemas(pair: Mesh2) -> None:
         me = await alice.whoami()
         assert me["name"] == "t-init" and me["address"] == "alice/t-init"
         assert me["meshes"][0]["member_name"] == "alice"
-        assert me["meshes"][0]["member_pubkey"] == pair.alice_key
+        assert me["meshes"][0]["member_pubkey"] == shared_pair.alice_key
         assert me["unread"] == 0 and me["channel_push"] is False
         assert isinstance(me["daemon_version"], str)
 
 
-async def test_send_then_wait_for_message(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-send") as alice, \
-            agent(pair.bob, "--session", "b-send") as bob:
+async def test_send_then_wait_for_message(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-send") as alice, \
+            agent(shared_pair.bob, "--session", "b-send") as bob:
         sent = await alice.ok("send", {"to": "bob/b-send", "message": "hello bob"})
         assert sent.structured_content is not None
         assert sent.structured_content["to"] == "bob/b-send"
-        assert sent.structured_content["mesh"] == pair.alice.meshes[0]["slug"]
+        assert sent.structured_content["mesh"] == shared_pair.alice.meshes[0]["slug"]
         assert sent.structured_content["status"] in ("queued", "inflight", "done")
         got = await bob.ok("wait_for_message", {"timeout_s": 20})
         body = text(got)
@@ -191,14 +181,14 @@ async def test_send_then_wait_for_message(pair: Mesh2) -> None:
         assert f"<<<begin peer-message {BOUNDARY}" not in body  # each process its own token
         assert re.search(r"<<<begin peer-message cm[0-9a-f]{16}>>>\nhello bob\n"
                          r"<<<end peer-message cm[0-9a-f]{16}>>>", body)
-        assert unread(pair.bob, "b-send") == []
+        assert unread(shared_pair.bob, "b-send") == []
         quiet = await bob.ok("wait_for_message", {"timeout_s": 1})
         assert text(quiet) == "No message within 1 s."
 
 
-async def test_wait_blocks_until_a_message_arrives(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-wait") as alice, \
-            agent(pair.bob, "--session", "b-wait") as bob:
+async def test_wait_blocks_until_a_message_arrives(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-wait") as alice, \
+            agent(shared_pair.bob, "--session", "b-wait") as bob:
         results: list[types.CallToolResult] = []
         started = time.monotonic()
 
@@ -213,33 +203,33 @@ async def test_wait_blocks_until_a_message_arrives(pair: Mesh2) -> None:
             await alice.ok("send", {"to": "bob/b-wait", "message": "are you there?"})
         assert time.monotonic() - started >= 1.5
         assert "are you there?" in text(results[0])
-        assert unread(pair.bob, "b-wait") == []
+        assert unread(shared_pair.bob, "b-wait") == []
 
 
-async def test_inbox_marks_what_it_returns_seen(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-inbox") as alice, \
-            agent(pair.bob, "--session", "b-inbox") as bob:
+async def test_inbox_marks_what_it_returns_seen(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-inbox") as alice, \
+            agent(shared_pair.bob, "--session", "b-inbox") as bob:
         for n in (1, 2, 3):
             await alice.ok("send", {"to": "bob/b-inbox", "message": f"note {n}"})
-        await until(lambda: len(unread(pair.bob, "b-inbox")) == 3)
+        await until(lambda: len(unread(shared_pair.bob, "b-inbox")) == 3)
         first = await bob.ok("inbox", {"limit": 2})
         body = text(first)
         assert body.index("note 1") < body.index("note 2") and "note 3" not in body
         assert "1 more message is waiting" in body
-        assert [i["body"] for i in unread(pair.bob, "b-inbox")] == ["note 3"]
+        assert [i["body"] for i in unread(shared_pair.bob, "b-inbox")] == ["note 3"]
         second = await bob.ok("inbox")
         assert "note 3" in text(second) and "note 1" not in text(second)
         assert text(await bob.ok("inbox")) == "No unread messages."
-        assert unread(pair.bob, "b-inbox") == []
+        assert unread(shared_pair.bob, "b-inbox") == []
         everything = text(await bob.ok("inbox", {"unread_only": False, "from": "alice"}))
         assert everything.index("note 1") < everything.index("note 3")
         assert text(await bob.ok("inbox", {"unread_only": False, "from": "carol"})) == (
             "No messages.")
 
 
-async def test_a_retried_send_call_lands_once(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-retry") as alice, \
-            agent(pair.bob, "--session", "b-retry"):
+async def test_a_retried_send_call_lands_once(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-retry") as alice, \
+            agent(shared_pair.bob, "--session", "b-retry"):
         await alice.session.list_tools()
         params = {"name": "send", "arguments": {"to": "bob/b-retry", "message": "only once"}}
         # The same JSON-RPC request twice (same id, same arguments), as a client that
@@ -255,24 +245,24 @@ async def test_a_retried_send_call_lands_once(pair: Mesh2) -> None:
         other = await alice.dispatcher.send_raw_request("tools/call", params,
                                                         {"request_id": "retry-8"})
         assert other["structuredContent"]["client_message_id"] != cmid
-        rows = [r for r in pair.alice.outbox() if r["client_message_id"] == cmid]
+        rows = [r for r in shared_pair.alice.outbox() if r["client_message_id"] == cmid]
         assert len(rows) == 1
-        await until(lambda: len(session_items(pair.bob, "b-retry")) == 2)
+        await until(lambda: len(session_items(shared_pair.bob, "b-retry")) == 2)
         await anyio.sleep(1.0)  # a second copy would have arrived by now
-        bodies = [i["body"] for i in session_items(pair.bob, "b-retry")]
+        bodies = [i["body"] for i in session_items(shared_pair.bob, "b-retry")]
         assert bodies == ["only once", "only once"]
-        assert [i["client_message_id"] for i in session_items(pair.bob, "b-retry")].count(
+        assert [i["client_message_id"] for i in session_items(shared_pair.bob, "b-retry")].count(
             cmid) == 1
 
 
-async def test_reply_comes_back_to_the_asking_session(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-reply") as alice, \
-            agent(pair.bob, "--session", "b-reply") as bob:
+async def test_reply_comes_back_to_the_asking_session(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-reply") as alice, \
+            agent(shared_pair.bob, "--session", "b-reply") as bob:
         await alice.ok("send", {"to": "bob/b-reply", "message": "ping?"})
         asked = text(await bob.ok("wait_for_message", {"timeout_s": 20}))
         message_id = re.search(r"· id (\S+)", asked)
         assert message_id is not None
-        original = session_items(pair.bob, "b-reply")[0]
+        original = session_items(shared_pair.bob, "b-reply")[0]
         assert original["id"] == message_id.group(1)
         answered = await bob.ok("reply", {"message_id": original["id"], "message": "pong"})
         assert answered.structured_content is not None
@@ -280,13 +270,13 @@ async def test_reply_comes_back_to_the_asking_session(pair: Mesh2) -> None:
         back = text(await alice.ok("wait_for_message", {"timeout_s": 20}))
         assert "pong" in back and "from bob/b-reply" in back
         assert f"in reply to {original['broker_message_id']}" in back
-        item = session_items(pair.alice, "a-reply")[-1]
+        item = session_items(shared_pair.alice, "a-reply")[-1]
         assert (item["session"], item["reply_to"]) == ("a-reply", original["broker_message_id"])
 
 
-async def test_channel_push_when_the_client_declares_it(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-push") as alice, \
-            agent(pair.bob, "--session", "b-push", declare_channel=True) as bob:
+async def test_channel_push_when_the_client_declares_it(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-push") as alice, \
+            agent(shared_pair.bob, "--session", "b-push", declare_channel=True) as bob:
         assert (await bob.whoami())["channel_push"] is True
         sent = await alice.ok("send", {"to": "bob/b-push", "message": "pushed to you"})
         assert sent.structured_content is not None
@@ -298,9 +288,9 @@ async def test_channel_push_when_the_client_declares_it(pair: Mesh2) -> None:
         assert {"from_name", "from_pubkey", "session", "mesh", "priority", "message_id",
                 "reply_to"} <= set(meta)
         assert all(IDENTIFIER.fullmatch(k) and isinstance(v, str) for k, v in meta.items())
-        assert (meta["from_name"], meta["from_pubkey"]) == ("alice", pair.alice_key)
+        assert (meta["from_name"], meta["from_pubkey"]) == ("alice", shared_pair.alice_key)
         assert (meta["session"], meta["reply_to"], meta["priority"]) == ("b-push", "", "next")
-        await until(lambda: unread(pair.bob, "b-push") == [])
+        await until(lambda: unread(shared_pair.bob, "b-push") == [])
         # alice sees the surfaced receipt, with the path the message took.
         cmid = sent.structured_content["client_message_id"]
 
@@ -329,24 +319,24 @@ async def test_channel_push_when_the_client_declares_it(pair: Mesh2) -> None:
         assert len(bob.pushed) == 1
 
 
-async def test_no_push_without_the_capability_and_with_channel_flag(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-nopush") as alice, \
-            agent(pair.bob, "--session", "b-nopush") as bob:
+async def test_no_push_without_the_capability_and_with_channel_flag(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-nopush") as alice, \
+            agent(shared_pair.bob, "--session", "b-nopush") as bob:
         await alice.ok("send", {"to": "bob/b-nopush", "message": "wait for inbox"})
-        await until(lambda: unread(pair.bob, "b-nopush"))
+        await until(lambda: unread(shared_pair.bob, "b-nopush"))
         await anyio.sleep(1.5)
         assert bob.pushed == []
-        assert len(unread(pair.bob, "b-nopush")) == 1  # nobody marked it seen
+        assert len(unread(shared_pair.bob, "b-nopush")) == 1  # nobody marked it seen
         assert "wait for inbox" in text(await bob.ok("inbox"))
-    async with agent(pair.alice, "--session", "a-flag") as alice, \
-            agent(pair.bob, "--session", "b-flag", "--channel") as bob:
+    async with agent(shared_pair.alice, "--session", "a-flag") as alice, \
+            agent(shared_pair.bob, "--session", "b-flag", "--channel") as bob:
         await alice.ok("send", {"to": "bob/b-flag", "message": "forced push"})
         await until(lambda: bob.pushed)
         assert "forced push" in bob.pushed[0].content
 
 
-async def test_tool_errors_are_results_the_model_can_act_on(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-err") as alice:
+async def test_tool_errors_are_results_the_model_can_act_on(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-err") as alice:
         unknown = await alice.call("send", {"to": "bb", "message": "hi"})
         assert unknown.is_error
         assert "no peer called 'bb'" in text(unknown) and "use peers() first" in text(unknown)
@@ -371,9 +361,9 @@ async def test_tool_errors_are_results_the_model_can_act_on(pair: Mesh2) -> None
             assert expected in text(result), (tool, text(result))
 
 
-async def test_peers_and_set_status(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-peers") as alice, \
-            agent(pair.bob, "--session", "b-peers") as bob:
+async def test_peers_and_set_status(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-peers") as alice, \
+            agent(shared_pair.bob, "--session", "b-peers") as bob:
         status = await bob.ok("set_status", {"summary": "reviewing #42", "status": "working"})
         assert status.structured_content is not None
         assert status.structured_content["session"] == "b-peers"
@@ -396,9 +386,9 @@ async def test_peers_and_set_status(pair: Mesh2) -> None:
         assert [p["you"] for p in listed["peers"] if p["name"] == "alice"] == [True]
 
 
-async def test_topic_and_group_tools(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-topic") as alice, \
-            agent(pair.bob, "--session", "b-topic") as bob:
+async def test_topic_and_group_tools(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-topic") as alice, \
+            agent(shared_pair.bob, "--session", "b-topic") as bob:
         sub = (await bob.ok("topic_subscribe", {"topic": "#mcp-news"})).structured_content
         assert sub is not None and (sub["topic"], sub["subscribed"]) == ("mcp-news", True)
         listed = (await alice.ok("topic_list")).structured_content
@@ -434,15 +424,15 @@ def _ms(text: str) -> int:
 FRAMED = r"<<<begin peer-message cm[0-9a-f]{16}>>>\n%s\n<<<end peer-message cm[0-9a-f]{16}>>>"
 
 
-async def test_search_and_thread_tools(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-search") as alice, \
-            agent(pair.bob, "--session", "b-search") as bob:
+async def test_search_and_thread_tools(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-search") as alice, \
+            agent(shared_pair.bob, "--session", "b-search") as bob:
         sent = [(await alice.ok("send", {"to": "bob/b-search", "message": m})).structured_content
                 for m in ("is the quokka report ready?", "unrelated chatter")]
         cmids = {d["client_message_id"] for d in sent if d is not None}
 
         def ours_unread() -> int:  # (messages filed for every session count there too)
-            return len([i for i in unread(pair.bob, "b-search")
+            return len([i for i in unread(shared_pair.bob, "b-search")
                         if i["client_message_id"] in cmids])
 
         await until(lambda: ours_unread() == 2)
@@ -464,9 +454,9 @@ async def test_search_and_thread_tools(pair: Mesh2) -> None:
                                           "message": "yes, quokka report attached"})
         assert answered.structured_content is not None
         reply_cmid = answered.structured_content["client_message_id"]
-        [received] = await until(lambda: [i for i in session_items(pair.alice, "a-search")
+        [received] = await until(lambda: [i for i in session_items(shared_pair.alice, "a-search")
                                           if i["client_message_id"] == reply_cmid])
-        await until(lambda: [r for r in pair.bob.outbox()
+        await until(lambda: [r for r in shared_pair.bob.outbox()
                              if r["client_message_id"] == reply_cmid and r["status"] == "done"])
         for who, message_id in ((alice, received["id"]), (bob, reply_cmid)):
             shown = text(await who.ok("thread", {"message_id": message_id}))
@@ -497,9 +487,9 @@ async def test_search_and_thread_tools(pair: Mesh2) -> None:
             assert expected in text(result), (tool, text(result))
 
 
-async def test_send_with_in_seconds_is_scheduled_and_lands_later(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-later") as alice, \
-            agent(pair.bob, "--session", "b-later"):
+async def test_send_with_in_seconds_is_scheduled_and_lands_later(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-later") as alice, \
+            agent(shared_pair.bob, "--session", "b-later"):
         before = time.time() * 1000
         sent = await alice.ok("send", {"to": "bob/b-later", "message": "in two seconds",
                                        "in_seconds": 2})
@@ -508,12 +498,12 @@ async def test_send_with_in_seconds_is_scheduled_and_lands_later(pair: Mesh2) ->
         assert data is not None and data["status"] == "scheduled"
         assert f"scheduled for {data['deliver_at']}" in text(sent)
         assert before + 2000 - 1 <= _ms(data["deliver_at"]) <= after + 2000
-        [row] = [r for r in pair.alice.outbox()
+        [row] = [r for r in shared_pair.alice.outbox()
                  if r["client_message_id"] == data["client_message_id"]]
         assert row["deliver_at"] == data["deliver_at"]
 
         def landed() -> list[dict[str, Any]]:  # (messages for every session are there too)
-            return [i for i in session_items(pair.bob, "b-later")
+            return [i for i in session_items(shared_pair.bob, "b-later")
                     if i["client_message_id"] == data["client_message_id"]]
 
         if time.time() * 1000 < _ms(data["deliver_at"]) - 300:  # a slow machine may be late
@@ -523,51 +513,51 @@ async def test_send_with_in_seconds_is_scheduled_and_lands_later(pair: Mesh2) ->
         assert _ms(item["received_at"]) >= _ms(data["deliver_at"])
 
 
-async def test_session_names_and_end_of_life(pair: Mesh2) -> None:
+async def test_session_names_and_end_of_life(shared_pair: Mesh2) -> None:
     holder = subprocess.Popen(["sleep", "120"])
     try:
-        pair.alice.uds().call("POST", "/v1/sessions",
+        shared_pair.alice.uds().call("POST", "/v1/sessions",
                               {"name": "busy", "pid": holder.pid, "harness": "other"})
-        async with agent(pair.alice, "--session", "busy") as alice:
+        async with agent(shared_pair.alice, "--session", "busy") as alice:
             me = await alice.whoami()
             assert me["name"] == "busy-2" and me["harness"] == "mcp"
             session_id = me["session_id"]
-            live = pair.alice.uds().call("GET", f"/v1/sessions/{session_id}")
+            live = shared_pair.alice.uds().call("GET", f"/v1/sessions/{session_id}")
             assert live["pid"] == os.getpid()  # the MCP client: our test process
         # stdin closed: the server ended its session.
-        status = pair.alice.uds().request("GET", f"/v1/sessions/{session_id}").status
+        status = shared_pair.alice.uds().request("GET", f"/v1/sessions/{session_id}").status
         assert status == 404
     finally:
         holder.kill()
         holder.wait()
     project = short_tmpdir("cmp") / "My Project!"
     project.mkdir()
-    async with agent(pair.alice, cwd=project,
-                     env=server_env(pair.alice, CLAUDECODE="1")) as alice:
+    async with agent(shared_pair.alice, cwd=project,
+                     env=server_env(shared_pair.alice, CLAUDECODE="1")) as alice:
         me = await alice.whoami()
         assert (me["name"], me["harness"]) == ("My-Project-", "claude-code")
-    async with agent(pair.alice, "--default",
-                     env=server_env(pair.alice, CLAUDEMESH_SESSION="from-env")) as alice:
+    async with agent(shared_pair.alice, "--default",
+                     env=server_env(shared_pair.alice, CLAUDEMESH_SESSION="from-env")) as alice:
         me = await alice.whoami()
         assert (me["name"], me["default"]) == ("from-env", True)
 
 
-def test_bad_session_name_fails_before_serving(pair: Mesh2) -> None:
+def test_bad_session_name_fails_before_serving(shared_pair: Mesh2) -> None:
     result = subprocess.run([sys.executable, "-m", "claudemesh", "mcp", "--session", "-bad"],
-                            env={**os.environ, **server_env(pair.alice)}, input="",
+                            env={**os.environ, **server_env(shared_pair.alice)}, input="",
                             capture_output=True, text=True, timeout=30, check=False)
     assert result.returncode == 2
     assert result.stdout == ""
     assert "--session '-bad' is not a session name" in result.stderr
 
 
-def test_names_all_taken_fails_with_a_clear_message(pair: Mesh2) -> None:
+def test_names_all_taken_fails_with_a_clear_message(shared_pair: Mesh2) -> None:
     holder = subprocess.Popen(["sleep", "120"])
     try:
         for name in ["full", *(f"full-{n}" for n in range(2, 10))]:
-            pair.bob.uds().call("POST", "/v1/sessions", {"name": name, "pid": holder.pid})
+            shared_pair.bob.uds().call("POST", "/v1/sessions", {"name": name, "pid": holder.pid})
         result = subprocess.run([sys.executable, "-m", "claudemesh", "mcp", "--session",
-                                 "full"], env={**os.environ, **server_env(pair.bob)},
+                                 "full"], env={**os.environ, **server_env(shared_pair.bob)},
                                 input="", capture_output=True, text=True, timeout=60,
                                 check=False)
         assert result.returncode != 0 and result.stdout == ""
@@ -583,31 +573,31 @@ def sessions_named(daemon: DaemonHandle, name: str) -> list[dict[str, Any]]:
     return [s for s in listed if s["name"] == name]
 
 
-def test_sigterm_ends_the_session(pair: Mesh2) -> None:
+def test_sigterm_ends_the_session(shared_pair: Mesh2) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "claudemesh", "mcp", "--session", "sig"],
-                            env={**os.environ, **server_env(pair.alice)},
+                            env={**os.environ, **server_env(shared_pair.alice)},
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 20
-        while not sessions_named(pair.alice, "sig"):
+        while not sessions_named(shared_pair.alice, "sig"):
             assert time.monotonic() < deadline and proc.poll() is None
             time.sleep(0.1)
         time.sleep(0.5)  # past registration, serving
         proc.terminate()
         assert proc.wait(timeout=10) == 0
         assert proc.stdout is not None and proc.stdout.read() == b""
-        assert sessions_named(pair.alice, "sig") == []
+        assert sessions_named(shared_pair.alice, "sig") == []
     finally:
         proc.kill()
         proc.wait()
 
 
-async def test_a_session_lost_by_the_daemon_is_registered_again(pair: Mesh2) -> None:
-    async with agent(pair.alice, "--session", "a-lost") as alice, \
-            agent(pair.bob, "--session", "b-lost") as bob:
+async def test_a_session_lost_by_the_daemon_is_registered_again(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-lost") as alice, \
+            agent(shared_pair.bob, "--session", "b-lost") as bob:
         first = (await alice.whoami())["session_id"]
-        pair.alice.uds().call("DELETE", f"/v1/sessions/{first}")
+        shared_pair.alice.uds().call("DELETE", f"/v1/sessions/{first}")
         await alice.ok("send", {"to": "bob/b-lost", "message": "still here"})
         me = await alice.whoami()
         assert me["name"] == "a-lost" and me["session_id"] != first

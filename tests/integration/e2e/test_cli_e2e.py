@@ -5,54 +5,44 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
-
-import pytest
 
 from helpers import DaemonHandle, cli
-from meshkit import Mesh2, SseReader, inbox, mesh2, wait_for
+from meshkit import Mesh2, SseReader, inbox, wait_for
 
 
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
-
-def test_inbox_peers_and_profile(pair: Mesh2) -> None:
-    pair.alice.send({"to": "bob", "message": "line one\nline two", "client_message_id": "c-1"})
-    wait_for(lambda: inbox(pair.bob))
-    listed = json.loads(cli(pair.bob.env, "inbox", "--json").stdout)
+def test_inbox_peers_and_profile(shared_pair: Mesh2) -> None:
+    shared_pair.alice.send({"to": "bob", "message": "line one\nline two",
+                            "client_message_id": "c-1"})
+    wait_for(lambda: inbox(shared_pair.bob))
+    listed = json.loads(cli(shared_pair.bob.env, "inbox", "--json").stdout)
     assert [i["client_message_id"] for i in listed["items"]] == ["c-1"]
-    text = cli(pair.bob.env, "inbox").stdout
+    text = cli(shared_pair.bob.env, "inbox").stdout
     assert "alice" in text and "line one line two" in text and "(dm)" in text
-    filtered = json.loads(cli(pair.bob.env, "inbox", "--from", "carol", "--json").stdout)
+    filtered = json.loads(cli(shared_pair.bob.env, "inbox", "--from", "carol", "--json").stdout)
     assert filtered["items"] == []
-    bad = cli(pair.bob.env, "inbox", "--since", "yesterday")
+    bad = cli(shared_pair.bob.env, "inbox", "--since", "yesterday")
     assert bad.returncode == 2 and "ISO 8601" in bad.stderr
-    set_profile = cli(pair.alice.env, "profile", "--summary", "on call", "--status", "working",
+    set_profile = cli(shared_pair.alice.env, "profile", "--summary", "on call",
+                      "--status", "working",
                       "--capability", "deploy", "--json")
     assert set_profile.returncode == 0, set_profile.stderr
     assert json.loads(set_profile.stdout)["applied"] == ["capabilities", "status", "summary"]
-    peers = json.loads(cli(pair.bob.env, "peers", "--json").stdout)["peers"]
+    peers = json.loads(cli(shared_pair.bob.env, "peers", "--json").stdout)["peers"]
     alice = next(p for p in peers if p["display_name"] == "alice")
     assert (alice["summary"], alice["status"], alice["capabilities"]) == (
         "on call", "working", ["deploy"])
-    assert "on call" in cli(pair.bob.env, "peers").stdout
-    nothing = cli(pair.alice.env, "profile")
+    assert "on call" in cli(shared_pair.bob.env, "peers").stdout
+    nothing = cli(shared_pair.alice.env, "profile")
     assert nothing.returncode == 2
 
 
-def test_events_streams_ndjson_and_resumes(pair: Mesh2) -> None:
-    before = inbox(pair.bob)
+def test_events_streams_ndjson_and_resumes(shared_pair: Mesh2) -> None:
+    before = inbox(shared_pair.bob)
     last = str(before[-1]["seq"]) if before else "0"
     proc = subprocess.Popen([sys.executable, "-m", "claudemesh", "events", "--last-event-id",
-                             last], env=pair.bob.env, stdout=subprocess.PIPE, text=True)
+                             last], env=shared_pair.bob.env, stdout=subprocess.PIPE, text=True)
     try:
-        pair.alice.send({"to": "bob", "message": "streamed", "client_message_id": "c-ev"})
+        shared_pair.alice.send({"to": "bob", "message": "streamed", "client_message_id": "c-ev"})
         assert proc.stdout is not None
         while True:
             event = json.loads(proc.stdout.readline())
@@ -65,21 +55,21 @@ def test_events_streams_ndjson_and_resumes(pair: Mesh2) -> None:
         proc.wait(timeout=10)
 
 
-def test_more_than_32_event_streams_get_429(pair: Mesh2) -> None:
-    readers = [SseReader(pair.alice).start() for _ in range(32)]
+def test_more_than_32_event_streams_get_429(shared_pair: Mesh2) -> None:
+    readers = [SseReader(shared_pair.alice).start() for _ in range(32)]
     try:
-        wait_for(lambda: pair.alice.uds().call("GET", "/v1/health")["event_streams"] == 32)
-        refused = pair.alice.uds().request("GET", "/v1/events")
+        wait_for(lambda: shared_pair.alice.uds().call("GET", "/v1/health")["event_streams"] == 32)
+        refused = shared_pair.alice.uds().request("GET", "/v1/events")
         assert (refused.status, refused.body["error"]) == (429, "too_many_streams")
-        assert pair.alice.uds().request("GET", "/v1/health").status == 200
+        assert shared_pair.alice.uds().request("GET", "/v1/health").status == 200
     finally:
         for reader in readers:
             reader.close()
-    wait_for(lambda: pair.alice.uds().call("GET", "/v1/health")["event_streams"] == 0)
+    wait_for(lambda: shared_pair.alice.uds().call("GET", "/v1/health")["event_streams"] == 0)
 
 
-def test_a_stopping_daemon_ends_its_event_streams(pair: Mesh2) -> None:
-    other: DaemonHandle = pair.bob
+def test_a_stopping_daemon_ends_its_event_streams(shared_pair: Mesh2) -> None:
+    other: DaemonHandle = shared_pair.bob
     reader = SseReader(other).start()
     try:
         other.stop()

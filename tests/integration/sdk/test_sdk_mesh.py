@@ -7,29 +7,14 @@ exactly once even while bob's daemon restarts or the stream is cut.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from claudemesh.sdk import Client, Event, InboxItem, PeerList
 from helpers import DaemonHandle
-from meshkit import Mesh2, inbox, mesh2, wait_for
-from sdkkit import KINDS, Collector, make
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+from meshkit import Mesh2, inbox, wait_for
+from sdkkit import Collector, make
 
 
 def client(kind: str, daemon: DaemonHandle, **kwargs: Any) -> Any:
@@ -41,8 +26,8 @@ def last_seq(daemon: DaemonHandle) -> str:
     return str(items[-1]["seq"]) if items else "0"
 
 
-def test_send_arrives_in_the_other_inbox(kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+def test_send_arrives_in_the_other_inbox(kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     sent = alice.send("bob", f"over the mesh ({kind})", meta={"k": kind})
     page = wait_for(lambda: [i for i in bob.inbox(limit=1000).items
                              if i.client_message_id == sent.client_message_id])
@@ -57,8 +42,8 @@ def test_send_arrives_in_the_other_inbox(kind: str, pair: Mesh2) -> None:
     assert oldest.next_cursor is not None or len(oldest.items) == 1
 
 
-def test_peers_profile_and_session_lines(kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+def test_peers_profile_and_session_lines(kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     applied = alice.set_profile(summary=f"sdk {kind}", status="working")
     assert sorted(applied["applied"]) == ["status", "summary"]
     listed = bob.peers()
@@ -80,11 +65,11 @@ def test_peers_profile_and_session_lines(kind: str, pair: Mesh2) -> None:
         alice.end_session(session.session_id)
 
 
-def test_a_session_address_unread_seen_and_the_receipts(kind: str, pair: Mesh2) -> None:
+def test_a_session_address_unread_seen_and_the_receipts(kind: str, shared_pair: Mesh2) -> None:
     """1. bob registers a session; alice sends to bob/<session>.
     2. bob's session lists it as unread, marks it seen (path hook); nothing is unread.
     3. alice's message status reaches surfaced, with the stored and surfaced receipts."""
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     name = f"build-{kind}"
     session = bob.register_session(name, harness="sdk", pid=os.getpid())
     try:
@@ -99,7 +84,7 @@ def test_a_session_address_unread_seen_and_the_receipts(kind: str, pair: Mesh2) 
                           == "surfaced" and s)
         assert (status.surfaced_path, status.surfaced_session) == ("hook", name)
         assert sorted(r.state for r in status.receipts) == ["stored", "surfaced"]
-        assert {r.recipient_pubkey for r in status.receipts} == {pair.bob_key}
+        assert {r.recipient_pubkey for r in status.receipts} == {shared_pair.bob_key}
         receipts = bob.outbox(purpose="receipt", limit=500)
         assert receipts and {r.purpose for r in receipts} == {"receipt"}
         assert all(r.purpose == "message" for r in bob.outbox(limit=500))
@@ -107,8 +92,8 @@ def test_a_session_address_unread_seen_and_the_receipts(kind: str, pair: Mesh2) 
         bob.end_session(session.session_id)
 
 
-def test_a_reply_from_a_session_carries_from_session(kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+def test_a_reply_from_a_session_carries_from_session(kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     mine = alice.register_session(f"asker-{kind}", pid=os.getpid())
     try:
         sent = alice.send("bob", "who asks?", session=mine.session_id)
@@ -132,21 +117,21 @@ def check_exactly_once(events: list[Event], expected: list[str]) -> None:
 
 
 @pytest.mark.parametrize("how", ["stop", "kill9"])
-def test_events_resume_across_a_daemon_restart(kind: str, how: str, pair: Mesh2) -> None:
+def test_events_resume_across_a_daemon_restart(kind: str, how: str, shared_pair: Mesh2) -> None:
     """1. bob reads events() from his last seq; alice sends 5, bob reads them.
     2. bob's daemon stops (cleanly, or kill -9) and alice sends 5 more meanwhile.
     3. bob's daemon starts again; alice sends 5 more.
     4. The reader saw all 15 once each, in seq order, and reconnected in between."""
-    bob = pair.bob
+    bob = shared_pair.bob
     reader = Collector(client(kind, bob), last_event_id=last_seq(bob)).start()
     tag = f"restart-{kind}-{how}"
     try:
-        before = send_many(pair.alice, 5, f"{tag}-a")
+        before = send_many(shared_pair.alice, 5, f"{tag}-a")
         got = reader.messages(5)
         bob.stop() if how == "stop" else bob.kill9()
-        during = send_many(pair.alice, 5, f"{tag}-b")
+        during = send_many(shared_pair.alice, 5, f"{tag}-b")
         bob.start()
-        after = send_many(pair.alice, 5, f"{tag}-c")
+        after = send_many(shared_pair.alice, 5, f"{tag}-c")
         got += reader.messages(10)
         check_exactly_once(got, before + during + after)
         assert reader.quiet(1.0) == []
@@ -158,14 +143,14 @@ def test_events_resume_across_a_daemon_restart(kind: str, how: str, pair: Mesh2)
         reader.join()
 
 
-def test_events_resume_after_the_reader_drops_the_stream(kind: str, pair: Mesh2) -> None:
+def test_events_resume_after_the_reader_drops_the_stream(kind: str, shared_pair: Mesh2) -> None:
     """Cut the stream mid-way (the iterator is closed), send more, and resume from the
     last id seen: the rest arrive, nothing twice."""
-    bob = client(kind, pair.bob)
-    start = last_seq(pair.bob)
+    bob = client(kind, shared_pair.bob)
+    start = last_seq(shared_pair.bob)
     tag = f"cut-{kind}"
-    first = send_many(pair.alice, 6, f"{tag}-a")
-    wait_for(lambda: len([i for i in inbox(pair.bob)
+    first = send_many(shared_pair.alice, 6, f"{tag}-a")
+    wait_for(lambda: len([i for i in inbox(shared_pair.bob)
                           if i["client_message_id"].startswith(tag)]) == 6)
     stream = bob.events(last_event_id=start)
     seen: list[Event] = []
@@ -175,7 +160,7 @@ def test_events_resume_after_the_reader_drops_the_stream(kind: str, pair: Mesh2)
         if len(seen) == 3:
             break
     stream.close()
-    rest = send_many(pair.alice, 2, f"{tag}-b")
+    rest = send_many(shared_pair.alice, 2, f"{tag}-b")
     reader = Collector(bob, last_event_id=seen[-1].id).start()
     try:
         seen += reader.messages(5)
@@ -183,15 +168,15 @@ def test_events_resume_after_the_reader_drops_the_stream(kind: str, pair: Mesh2)
         assert reader.quiet(1.0) == []
     finally:
         reader.stop()
-        pair.bob.stop()
-        pair.bob.start()
+        shared_pair.bob.stop()
+        shared_pair.bob.start()
         reader.join()
 
 
-def test_events_without_reconnect_end_with_the_stream(kind: str, pair: Mesh2) -> None:
-    bob = pair.bob
+def test_events_without_reconnect_end_with_the_stream(kind: str, shared_pair: Mesh2) -> None:
+    bob = shared_pair.bob
     reader = Collector(client(kind, bob), last_event_id=last_seq(bob), reconnect=False).start()
-    sent = send_many(pair.alice, 1, f"once-{kind}")
+    sent = send_many(shared_pair.alice, 1, f"once-{kind}")
     [event] = reader.messages(1)
     assert event.data["client_message_id"] == sent[0]
     bob.stop()

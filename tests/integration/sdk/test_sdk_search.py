@@ -4,7 +4,6 @@ order across what was sent and received, a ``deliver_at`` send waits, then lands
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -22,22 +21,8 @@ from claudemesh.sdk import (
     UnknownMesh,
 )
 from helpers import DaemonHandle
-from meshkit import Mesh2, mesh2, wait_for
-from sdkkit import KINDS, make
-
-
-@pytest.fixture(scope="module")
-def pair() -> Iterator[Mesh2]:
-    m = mesh2()
-    try:
-        yield m
-    finally:
-        m.cleanup()
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+from meshkit import Mesh2, wait_for
+from sdkkit import make
 
 
 def client(kind: str, daemon: DaemonHandle) -> Any:
@@ -57,8 +42,8 @@ def delivered(api: Any, cmid: str) -> OutboxItem:
 
 
 def test_search_finds_a_word_of_a_decrypted_dm_and_your_own_sent_copy(
-        kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+        kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     word = f"zebra{kind}"
     sent = alice.send("bob", f"the {word} rollout went fine, see the dashboard")
     other = alice.send("bob", f"another {word} note")
@@ -90,8 +75,8 @@ def test_search_finds_a_word_of_a_decrypted_dm_and_your_own_sent_copy(
     assert f"[{word}]" in own.highlight and "[rollout]" in own.highlight
 
 
-def test_search_refusals_are_typed(kind: str, pair: Mesh2) -> None:
-    bob = client(kind, pair.bob)
+def test_search_refusals_are_typed(kind: str, shared_pair: Mesh2) -> None:
+    bob = client(kind, shared_pair.bob)
     with pytest.raises(InvalidRequest) as bad:
         bob.search('"unbalanced')
     assert bad.value.detail.startswith("q:")
@@ -103,8 +88,8 @@ def test_search_refusals_are_typed(kind: str, pair: Mesh2) -> None:
         bob.search("x", sent=True, sender="alice")
 
 
-def test_thread_returns_a_reply_chain_in_order(kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+def test_thread_returns_a_reply_chain_in_order(kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     root = alice.send("bob", f"question ({kind}): ship it?")
     asked = arrived(bob, root.client_message_id)
     answer = bob.send("alice", "yes, after the tests", reply_to=asked.broker_message_id)
@@ -143,8 +128,8 @@ def _ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
 
 
-def test_send_with_deliver_at_is_scheduled_and_lands_later(kind: str, pair: Mesh2) -> None:
-    alice, bob = client(kind, pair.alice), client(kind, pair.bob)
+def test_send_with_deliver_at_is_scheduled_and_lands_later(kind: str, shared_pair: Mesh2) -> None:
+    alice, bob = client(kind, shared_pair.alice), client(kind, shared_pair.bob)
     when = datetime.now(UTC) + timedelta(seconds=1.5)
     later = alice.send("bob", f"later ({kind})", deliver_at=when)
     assert later.status == "scheduled"
@@ -169,8 +154,9 @@ def test_send_with_deliver_at_is_scheduled_and_lands_later(kind: str, pair: Mesh
     arrived(bob, iso.client_message_id)
 
 
-def test_a_bad_deliver_at_is_refused_before_anything_is_queued(kind: str, pair: Mesh2) -> None:
-    alice = client(kind, pair.alice)
+def test_a_bad_deliver_at_is_refused_before_anything_is_queued(kind: str,
+                                                               shared_pair: Mesh2) -> None:
+    alice = client(kind, shared_pair.alice)
     with pytest.raises(InvalidRequest, match="time zone"):
         alice.send("bob", "naive", deliver_at=datetime(2030, 1, 1, 12, 0),
                    client_message_id=f"naive-{kind}")
