@@ -17,7 +17,9 @@ A full disk. SQLite may answer an operation or the COMMIT with SQLITE_FULL (or a
 error on write or fsync) and roll the whole group back by itself. Then every operation of
 the group fails with :class:`~claudemesh.errors.InsufficientStorage` (nothing of it was
 kept, so none may be answered as done), and the thread carries on: the next group runs
-on the same connection and succeeds once there is room again.
+on the same connection and succeeds once there is room again. An operation that changed
+no row (a read: health, a listing) or that the group never reached runs again alone, so
+a full disk fails the writes that shared its group, not a read beside them.
 
 The thread is the only writer of its database: sqlite3 objects never cross threads, and
 SQLite's own lock is never contended inside the process.
@@ -52,6 +54,8 @@ class _Op(Generic[T]):
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
     durable: bool = True
+    ran: bool = False
+    changed: bool = False  # it inserted, updated or deleted a row
     result: Any = None
     error: BaseException | None = field(default=None)
 
@@ -125,8 +129,23 @@ class DbWorker:
     def _execute(self, batch: list[_Op[Any]]) -> None:
         lost = self._commit(batch)
         if lost is not None:
+            again = [op for op in batch if len(batch) > 1 and self._may_run_again(op)]
             self._fail(batch, lost)
+            for op in again:
+                self._run_alone(op)
         self._resolve(batch)
+
+    @staticmethod
+    def _may_run_again(op: _Op[Any]) -> bool:
+        """Not reached before the group was lost, or a read that went well: running it
+        alone writes nothing twice (what it read may have held the rolled-back rows)."""
+        return not op.ran or (not op.changed and op.error is None)
+
+    def _run_alone(self, op: _Op[Any]) -> None:
+        op.error = op.result = None
+        lost = self._commit([op])
+        if lost is not None:
+            self._fail([op], lost)
 
     def _commit(self, batch: list[_Op[Any]]) -> BaseException | None:
         """Run the group in one transaction; None once it committed, else what lost it."""
@@ -165,6 +184,8 @@ class DbWorker:
 
     def _run_one(self, op: _Op[Any]) -> None:
         self._conn.execute("SAVEPOINT op")
+        before = self._conn.total_changes
+        op.ran = True
         try:
             op.result = op.fn(self._conn)
         except ClaudemeshError as exc:
@@ -174,6 +195,7 @@ class DbWorker:
         except Exception as exc:  # a bug in an operation must not kill the writer
             log.exception("store operation raised", extra={"store": self._name})
             op.error = exc
+        op.changed = self._conn.total_changes != before
         if not self._conn.in_transaction:
             return  # the savepoint went with the transaction; _execute fails the group
         if op.error is None:

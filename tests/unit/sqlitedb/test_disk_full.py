@@ -178,6 +178,49 @@ async def test_a_really_full_tmpfs_fails_at_commit_and_recovers_when_space_retur
         assert rows(path) == ["before", "big"]
 
 
+def count(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT count(*) FROM t").fetchone()[0])
+
+
+async def test_a_read_beside_writes_that_find_no_room_still_gets_its_answer() -> None:
+    """A read (health, a listing) shares a group with writes whose COMMIT gets ENOSPC: the
+    writes fail, the read answers, and it counts what is on disk, not the rolled-back
+    rows it saw inside the group."""
+    with tmpfs("2m") as root:
+        path = root / "r.db"
+        worker = DbWorker(open_database(path, SCHEMA), name="test")
+        worker.start()
+        try:
+            assert await worker.run(insert("before")) == "before"
+            filler = fill(root)
+            first, seen, big = await _group(worker, [insert("a"), count, insert("big", BIG)])
+            assert isinstance(first, InsufficientStorage), first
+            assert isinstance(big, InsufficientStorage), big
+            assert seen == 1
+            assert rows(path) == ["before"]
+            filler.unlink()
+        finally:
+            worker.stop()
+
+
+async def test_operations_the_lost_group_never_reached_run_alone(tmp_path: Path) -> None:
+    """SQLite drops the group at the oversize insert; the insert queued after it has not
+    run yet, so it runs in a group of its own and is kept."""
+    path = tmp_path / "w.db"
+    worker = DbWorker(open_database(path, SCHEMA), name="test")
+    worker.start()
+    try:
+        await worker.run(lambda c: cap(c, 3))
+        early, big, late = await _group(worker, [insert("a"), insert("big", BIG),
+                                                 insert("c")])
+        assert isinstance(early, InsufficientStorage), early
+        assert isinstance(big, InsufficientStorage), big
+        assert late == "c"
+    finally:
+        worker.stop()
+    assert rows(path) == ["c"]
+
+
 def test_a_commit_that_finds_no_room_leaves_no_transaction_open() -> None:
     """``immediate`` at top level (no worker): the COMMIT gets ENOSPC; the connection is
     left with no transaction, nothing kept, and commits again once there is room."""
