@@ -7,7 +7,8 @@ an error frame ``hello_required``, and a connection that has not said hello with
 frame, then closed with the error's close code (4001 auth, 4002 revoked, 4004 already
 connected). Once OPEN, each frame is handled (handlers.py) in its own task, at most
 ``frames_in_flight`` at once (the read loop waits beyond that, which pushes back on the
-client). Nothing a client sends escapes as an exception: frame errors become ``error``
+client). Frames read before a close get ``CLOSE_GRACE_S`` to finish (a last ack still
+lands). Nothing a client sends escapes as an exception: frame errors become ``error``
 frames, send errors become ``send_result`` frames with a code, and an unexpected bug is
 logged and answered ``internal``.
 """
@@ -17,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Final
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -46,6 +47,10 @@ from claudemesh.protocol.strictjson import dumps
 __all__ = ["BrokerContext", "Session", "SessionState"]
 
 log = logging.getLogger(__name__)
+
+# How long a closed connection's frames in flight may take to finish before they are
+# cancelled (a store call waiting on a lock, say); detach waits for them.
+CLOSE_GRACE_S: Final = 5.0
 
 
 class Session:
@@ -151,14 +156,24 @@ class Session:
                     "session": self.session_id, "close_code": self.ws.close_code,
                     "close_reason": self.ws.close_reason,
                     "member_id": None if self._member is None else self._member.id})
-            for task in list(self._tasks):
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+            await self._finish_tasks()
             if self._member is not None:
                 try:
                     await self.ctx.hub.detach(self, revoked=self.revoked)
                 except ClaudemeshError:
                     log.exception("presence_detach_failed", extra={"session": self.session_id})
+
+    async def _finish_tasks(self) -> None:
+        """Let the frames read before the close finish, then cancel what is left.
+
+        A client acks and closes at once; cancelled, its last acks were never written
+        and the broker pushed those messages again on its next connection.
+        """
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=CLOSE_GRACE_S)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _hello_timeout(self) -> None:
         if self.state is SessionState.AWAITING_HELLO:

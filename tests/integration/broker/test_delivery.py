@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+
+import asyncpg  # type: ignore[import-untyped]
 
 from brokerkit import BrokerProcess, Client, Mesh, clients, new_broker
 from claudemesh.crypto import BoxedBody, box_decrypt
@@ -163,3 +168,42 @@ async def test_pushes_follow_accept_order_and_a_backlog_beyond_the_window_drains
     # client_ack has no answer: the broker applies acks in batches after the frame, so
     # the last ones may land just after the close.
     wait_for(lambda: pending(broker) == 0)
+
+
+@contextlib.asynccontextmanager
+async def rows_locked(broker: BrokerProcess) -> AsyncIterator[None]:
+    """Hold the store's delivery rows (PostgreSQL) or its write lock (SQLite) in another
+    connection, so the broker's next ack waits until the block ends."""
+    if broker.dsn is None:
+        conn = sqlite3.connect(broker.db, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            conn.close()  # rolls back: the lock is gone
+        return
+    pg = await asyncpg.connect(broker.dsn)
+    try:
+        async with pg.transaction():
+            await pg.execute("SELECT seq FROM mesh.delivery_queue FOR UPDATE")
+            yield
+    finally:
+        await pg.close()
+
+
+async def test_an_ack_sent_just_before_the_close_is_applied(
+        broker: BrokerProcess, mesh: Mesh) -> None:
+    """1. Bob receives a push; the store is held so his ack's write must wait.
+    2. Bob acks and closes at once; the store is let go a moment after the close.
+    3. The ack still lands: the broker finishes the frames read before a close instead of
+       cancelling them (the delivery stayed pending and was pushed again)."""
+    alice, bob = mesh.join("alice"), mesh.join("bob")
+    async with clients((broker.url, alice)) as (a,):
+        assert (await a.post(bob.pubkey, "ack me", "dm-late-ack"))["code"] == 201
+    b, _ = await Client.hello(broker.url, bob)
+    push = await b.next("push")
+    async with rows_locked(broker):
+        await b.ack(push["delivery_id"])
+        await b.close()
+        await asyncio.sleep(1.0)
+    wait_for(lambda: pending(broker) == 0, timeout=10)
