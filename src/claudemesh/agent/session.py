@@ -291,7 +291,8 @@ class AgentSession(TopicTools, SearchTools):
                 # Woken by the stream; the periodic look is only a safety net for a
                 # stream that is down (the daemon restarting) while we wait.
                 try:
-                    await asyncio.wait_for(waiter.wake.wait(), min(remaining, RECHECK_S))
+                    async with asyncio.timeout(min(remaining, RECHECK_S)):
+                        await waiter.wake.wait()
                 except TimeoutError:
                     looked = False
         finally:

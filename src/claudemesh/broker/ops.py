@@ -86,7 +86,8 @@ class OpsEndpoints:
         """None when the store answers ``ping`` in time, else why not (no secrets: store
         errors name a DSN without its password)."""
         try:
-            await asyncio.wait_for(self._store.ping(), READY_TIMEOUT_S)
+            async with asyncio.timeout(READY_TIMEOUT_S):
+                await self._store.ping()
         except TimeoutError:
             return f"the store did not answer within {READY_TIMEOUT_S:g} s"
         except ClaudemeshError as exc:
@@ -98,8 +99,8 @@ class OpsEndpoints:
         depth: dict[str, int] | None = None
         if problem is None:
             try:
-                depth = await asyncio.wait_for(
-                    self._store.pending_by_mesh(limit=QUEUE_DEPTH_MESHES), SCRAPE_TIMEOUT_S)
+                async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+                    depth = await self._store.pending_by_mesh(limit=QUEUE_DEPTH_MESHES)
             except TimeoutError:
                 problem = f"the queue depth took longer than {SCRAPE_TIMEOUT_S:g} s"
             except ClaudemeshError as exc:

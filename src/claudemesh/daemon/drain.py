@@ -153,7 +153,8 @@ class Drain:
 
     async def _sleep(self, timeout_s: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._wake.wait()
 
     def _max_age_ms(self) -> int:
         negotiated = self.link.negotiated

@@ -218,8 +218,9 @@ class BrokerLink:
             mesh_id=m.mesh_id, member_id=m.member_id, pubkey=m.pubkey, sign=key.sign,
             timestamp_ms=now_ms(), client=f"claudemesh-daemon/{__version__}")), text=True)
         try:
-            outcome = read_hello_answer(
-                await asyncio.wait_for(ws.recv(), self.timings.hello_timeout_s))
+            async with asyncio.timeout(self.timings.hello_timeout_s):
+                answer = await ws.recv()
+            outcome = read_hello_answer(answer)
         except TimeoutError as exc:
             self.last_error = f"no valid hello_ack: {exc}"
             return False
@@ -230,7 +231,8 @@ class BrokerLink:
             refusal = outcome.error
             self.last_error = f"hello refused: {refusal.code}: {refusal.detail}"
             with contextlib.suppress(ConnectionClosed, TimeoutError):
-                await asyncio.wait_for(ws.recv(), 2)
+                async with asyncio.timeout(2):
+                    await ws.recv()
             if classify_close(ws.close_code, str(refusal.code)) is CloseVerdict.REJECTED:
                 self._move(LinkState.REJECTED)
             return False
@@ -342,7 +344,8 @@ class BrokerLink:
         """
         req_id, future = await self.submit(frame)
         try:
-            reply = await asyncio.wait_for(future, timeout_s or self.timings.request_timeout_s)
+            async with asyncio.timeout(timeout_s or self.timings.request_timeout_s):
+                reply = await future
         finally:
             self.forget(req_id)
         if isinstance(reply, Result):

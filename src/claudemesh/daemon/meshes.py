@@ -43,6 +43,22 @@ _PRESENCE: Final = {"peer_joined": "peer_join", "peer_left": "peer_leave"}
 
 SessionsSource = Callable[[], Awaitable[list[dict[str, Any]]]]
 
+RECANCEL_S: Final = 2.0
+
+
+async def stop_tasks(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel the tasks and wait for them, cancelling again (and logging) any still
+    running after ``RECANCEL_S``: a cancel lost in a race must not hang the daemon's stop."""
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=RECANCEL_S)
+        if pending:
+            log.warning("task_went_on_after_cancel", extra={
+                "tasks": sorted(task.get_name() for task in pending)})
+    await asyncio.gather(*tasks, return_exceptions=True)
+
 
 async def _no_sessions() -> list[dict[str, Any]]:
     return []
@@ -127,9 +143,7 @@ class MeshRuntime:
 
     async def stop(self) -> None:
         await self.link.close()
-        for task in [*self._tasks, *self._side]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, *self._side, return_exceptions=True)
+        await stop_tasks([*self._tasks, *self._side])
 
     # -- callbacks from the link -------------------------------------------------------
 
@@ -260,7 +274,8 @@ class Meshes:
         for runtime in self.by_slug.values():
             remaining = max(0.0, timeout_s - (time.monotonic() - started))
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(runtime.link.settled.wait(), remaining)
+                async with asyncio.timeout(remaining):
+                    await runtime.link.settled.wait()
 
     def incompatible(self) -> list[MeshRuntime]:
         return self.in_state(LinkState.INCOMPATIBLE)

@@ -89,7 +89,8 @@ class _Source:
 async def _answer(link: BrokerLink, future: Awaitable[Any], req_id: str,
                   timeout_s: float) -> dict[str, Any]:
     try:
-        reply = await asyncio.wait_for(future, timeout_s)
+        async with asyncio.timeout(timeout_s):
+            reply = await future
     finally:
         link.forget(req_id)
     if not isinstance(reply, Result):
@@ -111,7 +112,8 @@ async def _retrying(link: BrokerLink, deadline: float,
                 raise BrokerUnavailable("the broker link stayed down past the transfer's"
                                         " deadline; retry to resume") from None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.wait_open(), left)
+                async with asyncio.timeout(left):
+                    await link.wait_open()
             waited = True
 
 

@@ -61,8 +61,11 @@ async def _next_burst(subscription: Subscription) -> list[Event | None]:
     """The events already queued (up to ``WRITE_BATCH``), so a burst goes out in one write;
     waits up to ``GONE_CHECK_S`` for the first one (TimeoutError if none came)."""
     queue = subscription.queue
-    burst = [queue.get_nowait() if not queue.empty() else await asyncio.wait_for(
-        queue.get(), GONE_CHECK_S)]
+    if queue.empty():
+        async with asyncio.timeout(GONE_CHECK_S):
+            burst = [await queue.get()]
+    else:
+        burst = [queue.get_nowait()]
     while burst[-1] is not None and len(burst) < WRITE_BATCH and not queue.empty():
         burst.append(queue.get_nowait())
     return burst

@@ -165,6 +165,7 @@ class PgPool:
             pool, self._handle = self._handle, None
         if pool is not None:
             try:
-                await asyncio.wait_for(pool.close(), timeout=5)
+                async with asyncio.timeout(5):
+                    await pool.close()
             except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):  # incl. timeout
                 pool.terminate()

@@ -157,7 +157,8 @@ class PgNotifier(Notifier):
                 log.info("notify_reconnected", extra={"reconnects": self.reconnects})
                 delay = 0.1
             try:
-                await asyncio.wait_for(self._lost.wait(), timeout=_PING_EVERY_S)
+                async with asyncio.timeout(_PING_EVERY_S):
+                    await self._lost.wait()
             except TimeoutError:
                 await self._ping()
 
@@ -166,7 +167,8 @@ class PgNotifier(Notifier):
         if conn is None:
             return
         try:
-            await asyncio.wait_for(conn.fetchval("SELECT 1"), timeout=10)
+            async with asyncio.timeout(10):
+                await conn.fetchval("SELECT 1")
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             log.warning("notify_ping_failed")
             self._lost.set()
@@ -179,7 +181,8 @@ class PgNotifier(Notifier):
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             if not conn.is_closed():
                 await conn.remove_listener(CHANNEL, self._on_notification)
-                await asyncio.wait_for(conn.close(), timeout=2)
+                async with asyncio.timeout(2):
+                    await conn.close()
         if not conn.is_closed():
             conn.terminate()
 
@@ -234,7 +237,8 @@ class PgNotifier(Notifier):
         self._handler = None
         if self._flusher is not None and not self._flusher.done():  # let the last batch out
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._flusher), 5.0)
+                async with asyncio.timeout(5.0):
+                    await asyncio.shield(self._flusher)
         task, self._supervisor = self._supervisor, None
         if task is not None:
             task.cancel()
