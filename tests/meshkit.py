@@ -17,7 +17,7 @@ from typing import Any
 
 from brokerkit import BrokerProcess, new_broker
 from claudemesh.sdk.sse import SseParser
-from helpers import DaemonHandle, cli_in_process, short_tmpdir
+from helpers import DaemonHandle, cleanup_all, cli_in_process, short_tmpdir
 
 
 def joined_daemon(invite: str, name: str, *, start: bool = True) -> DaemonHandle:
@@ -51,9 +51,7 @@ class Mesh2:
         return str(self.alice.meshes[0]["pubkey"])
 
     def cleanup(self) -> None:
-        for daemon in (self.alice, self.bob):
-            daemon.cleanup()
-        self.broker.cleanup()
+        cleanup_all(self.alice, self.bob, self.broker)
 
 
 def mesh2(*broker_flags: str, start: bool = True) -> Mesh2:

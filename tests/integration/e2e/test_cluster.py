@@ -19,7 +19,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from brokerkit import BrokerProcess, Client, Identity, Mesh, new_broker
-from helpers import DaemonHandle
+from helpers import DaemonHandle, cleanup_all
 from meshkit import NO_RECEIPTS, SseReader, inbox, joined_daemon, link_state, wait_for
 from pgkit import PgCluster, fresh_dsn, needs_pg, shared_cluster, skip_without_pg
 
@@ -40,8 +40,7 @@ class Cluster:
     bob: DaemonHandle
 
     def cleanup(self) -> None:
-        for part in (self.alice, self.bob, self.b1, self.b2):
-            part.cleanup()
+        cleanup_all(self.alice, self.bob, self.b1, self.b2)
 
 
 def invite(broker: BrokerProcess, *args: str) -> dict[str, Any]:
@@ -275,8 +274,6 @@ def test_a_database_outage_is_retried_and_nothing_is_lost() -> None:
             assert sorted(received) == [f"p-{i}" for i in range(6)]
             assert broker.query("SELECT count(*) FROM message" + NO_RECEIPTS) == [(6,)]
         finally:
-            alice.cleanup()
-            bob.cleanup()
-            broker.cleanup()
+            cleanup_all(alice, bob, broker)
     finally:
         own.stop()

@@ -7,7 +7,7 @@ import json
 import sqlite3
 
 from brokerkit import new_broker
-from helpers import cli
+from helpers import cleanup_all, cli
 from meshkit import NO_RECEIPTS, joined_daemon, link_state, wait_for
 
 
@@ -44,8 +44,7 @@ def test_broker_check_finds_planted_orphans() -> None:
             assert sent.status == 202
             wait_for(lambda: broker.query("SELECT count(*) FROM message" + NO_RECEIPTS) == [(1,)])
         finally:
-            alice.cleanup()
-            bob.cleanup()
+            cleanup_all(alice, bob)
         ok = broker.cli("broker", "check", "--db", str(broker.db), "--json")
         assert (ok.returncode, json.loads(ok.stdout)["ok"]) == (0, True)
         with contextlib.closing(sqlite3.connect(broker.db)) as conn:

@@ -22,7 +22,7 @@ import pytest
 from brokerkit import BrokerProcess, new_broker
 from claudemesh.protocol.invite import decode_invite
 from claudemesh.tls import pin_of_cert_file
-from helpers import DaemonHandle, cli, short_tmpdir
+from helpers import DaemonHandle, cleanup_all, cli, short_tmpdir
 from meshkit import inbox, joined_daemon, link_state, wait_for
 
 
@@ -76,10 +76,7 @@ def test_a_dm_crosses_wss_to_a_self_signed_broker_trusted_by_the_invites_pin(
         assert [m["client_message_id"] for m in got] == ["tls-1"]
         assert got[0]["body"] == "over tls"
     finally:
-        for daemon in (alice, bob):
-            if daemon is not None:
-                daemon.cleanup()
-        broker.cleanup()
+        cleanup_all(alice, bob, broker)
 
 
 def test_a_broker_presenting_another_key_is_refused_and_gets_nothing(certs: Path) -> None:
@@ -112,9 +109,7 @@ def test_a_broker_presenting_another_key_is_refused_and_gets_nothing(certs: Path
         assert json.loads(daemon.stdout)["error"] == "broker_untrusted"
         assert broker.query("SELECT id FROM message") == []
     finally:
-        if alice is not None:
-            alice.cleanup()
-        broker.cleanup()
+        cleanup_all(alice, broker)
 
 
 def test_sighup_reloads_the_certificate_while_a_link_stays_open(certs: Path) -> None:
@@ -141,7 +136,4 @@ def test_sighup_reloads_the_certificate_while_a_link_stays_open(certs: Path) -> 
         assert answer.status == 202
         assert [m["client_message_id"] for m in wait_for(lambda: inbox(bob))] == ["tls-2"]
     finally:
-        for daemon in (alice, bob):
-            if daemon is not None:
-                daemon.cleanup()
-        broker.cleanup()
+        cleanup_all(alice, bob, broker)

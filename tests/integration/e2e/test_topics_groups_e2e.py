@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from claudemesh.errors import NotSubscribed
-from helpers import DaemonHandle, cli
+from helpers import DaemonHandle, cleanup_all, cli
 from meshkit import (
     Mesh2,
     SseReader,
@@ -132,8 +132,7 @@ def team(pair: Mesh2) -> Iterator[tuple[Mesh2, list[DaemonHandle]]]:
     try:
         yield pair, [pair.bob, *others]
     finally:
-        for daemon in others:
-            daemon.cleanup()
+        cleanup_all(*others)
 
 
 def test_group_fanout_reaches_each_member_once_and_anycast_one(
