@@ -91,6 +91,11 @@ WHOAMI = ToolSpec(
     read_only=True, idempotent=True,
 )
 
+_IN_SECONDS: Final = {"type": "integer", "minimum": 1, "maximum": SCHEDULE_MAX_S,
+                      "description": "Send it this many seconds from now instead of at"
+                                     " once (1 to 31536000, a year)."}
+_IN_SECONDS_HINT: Final = f"whole seconds from now, 1 to {SCHEDULE_MAX_S}"
+
 SEND = ToolSpec(
     name="send",
     description=(
@@ -113,13 +118,11 @@ SEND = ToolSpec(
                      "description": "The broker_message_id this answers (reply() fills it in)."},
         "mesh": {"type": "string", "minLength": 1, "maxLength": 64,
                  "description": "Mesh slug; only needed when several meshes are joined."},
-        "in_seconds": {"type": "integer", "minimum": 1, "maximum": SCHEDULE_MAX_S,
-                       "description": "Send it this many seconds from now instead of at"
-                                      " once (1 to 31536000, a year)."},
+        "in_seconds": _IN_SECONDS,
     }, ["to", "message"]),
     output_schema=_SEND_RESULT,
     hints={"to": _TO_HINT, "message": "the text, non-empty", "priority": _PRIORITY_HINT,
-           "in_seconds": f"whole seconds from now, 1 to {SCHEDULE_MAX_S}"},
+           "in_seconds": _IN_SECONDS_HINT},
 )
 
 REPLY = ToolSpec(
@@ -127,16 +130,18 @@ REPLY = ToolSpec(
     description=(
         "Answer a message you received. `message_id` is the `id` in that message's header"
         " (from inbox, wait_for_message or a channel event). The answer goes back to the"
-        " session that sent it, marked as a reply to it."),
+        " session that sent it, marked as a reply to it. in_seconds schedules it, as for"
+        " send()."),
     input_schema=_object({
         "message_id": {"type": "string", "minLength": 1, "maxLength": 128,
                        "description": "The id of the message you answer."},
         "message": {"type": "string", "minLength": 1, "description": "Your answer."},
         "priority": {"type": "string", "enum": PRIORITIES, "default": "next"},
+        "in_seconds": _IN_SECONDS,
     }, ["message_id", "message"]),
     output_schema=_SEND_RESULT,
     hints={"message_id": "the id shown in the message's header", "message": "the text",
-           "priority": _PRIORITY_HINT},
+           "priority": _PRIORITY_HINT, "in_seconds": _IN_SECONDS_HINT},
 )
 
 INBOX = ToolSpec(

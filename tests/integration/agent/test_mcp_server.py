@@ -513,6 +513,34 @@ async def test_send_with_in_seconds_is_scheduled_and_lands_later(shared_pair: Me
         assert _ms(item["received_at"]) >= _ms(data["deliver_at"])
 
 
+async def test_reply_with_in_seconds_is_scheduled_and_still_a_reply(shared_pair: Mesh2) -> None:
+    async with agent(shared_pair.alice, "--session", "a-later-reply") as alice, \
+            agent(shared_pair.bob, "--session", "b-later-reply") as bob:
+        await alice.ok("send", {"to": "bob/b-later-reply", "message": "answer in a bit?"})
+        await bob.ok("wait_for_message", {"timeout_s": 20})
+        [original] = session_items(shared_pair.bob, "b-later-reply")
+        answered = await bob.ok("reply", {"message_id": original["id"], "message": "later",
+                                          "in_seconds": 2})
+        data = answered.structured_content
+        assert data is not None and data["status"] == "scheduled"
+        assert data["to"] == "alice/a-later-reply"
+        assert f"scheduled for {data['deliver_at']}" in text(answered)
+        [row] = [r for r in shared_pair.bob.outbox()
+                 if r["client_message_id"] == data["client_message_id"]]
+        assert (row["status"], row["deliver_at"]) == ("scheduled", data["deliver_at"])
+
+        def landed() -> list[dict[str, Any]]:
+            return [i for i in session_items(shared_pair.alice, "a-later-reply")
+                    if i["client_message_id"] == data["client_message_id"]]
+
+        [item] = await until(landed)
+        assert (item["body"], item["reply_to"]) == ("later", original["broker_message_id"])
+        assert _ms(item["received_at"]) >= _ms(data["deliver_at"])
+        bad = await bob.call("reply", {"message_id": original["id"], "message": "x",
+                                       "in_seconds": 0})
+        assert bad.is_error and "outside 1-31536000" in text(bad)
+
+
 async def test_session_names_and_end_of_life(shared_pair: Mesh2) -> None:
     holder = subprocess.Popen(["sleep", "120"])
     try:
