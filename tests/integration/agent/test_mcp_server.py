@@ -516,9 +516,12 @@ async def test_send_with_in_seconds_is_scheduled_and_lands_later(shared_pair: Me
 async def test_reply_with_in_seconds_is_scheduled_and_still_a_reply(shared_pair: Mesh2) -> None:
     async with agent(shared_pair.alice, "--session", "a-later-reply") as alice, \
             agent(shared_pair.bob, "--session", "b-later-reply") as bob:
-        await alice.ok("send", {"to": "bob/b-later-reply", "message": "answer in a bit?"})
-        await bob.ok("wait_for_message", {"timeout_s": 20})
-        [original] = session_items(shared_pair.bob, "b-later-reply")
+        asked = await alice.ok("send", {"to": "bob/b-later-reply", "message": "answer in a bit?"})
+        assert asked.structured_content is not None
+        cmid = asked.structured_content["client_message_id"]
+        # (the session's inbox also holds what was filed for every session: look for ours)
+        [original] = await until(lambda: [i for i in session_items(shared_pair.bob, "b-later-reply")
+                                          if i["client_message_id"] == cmid])
         answered = await bob.ok("reply", {"message_id": original["id"], "message": "later",
                                           "in_seconds": 2})
         data = answered.structured_content
