@@ -33,7 +33,7 @@ from claudemesh.errors import BrokerUnavailable, ClaudemeshError
 from claudemesh.protocol.replies import EventReply, Result
 from claudemesh.sqlitedb.worker import DbWorker
 
-__all__ = ["MeshRuntime", "Meshes"]
+__all__ = ["MeshRuntime", "Meshes", "stop_tasks"]
 
 log = logging.getLogger(__name__)
 

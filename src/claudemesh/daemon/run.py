@@ -48,7 +48,7 @@ from claudemesh.daemon.link_rules import LinkState
 from claudemesh.daemon.lock import InstanceLock
 from claudemesh.daemon.memberships import FILE_NAME as MEMBERSHIPS_FILE
 from claudemesh.daemon.memberships import Memberships
-from claudemesh.daemon.meshes import Meshes, MeshRuntime
+from claudemesh.daemon.meshes import Meshes, MeshRuntime, stop_tasks
 from claudemesh.daemon.notify import notify_stopping
 from claudemesh.daemon.receipts import LINGER_S, ReceiptPump
 from claudemesh.daemon.retention import InboxRetention
@@ -252,12 +252,7 @@ def _start_background(ctx: DaemonContext, stack: contextlib.AsyncExitStack,
              asyncio.create_task(ctx.receipts.run(), name="receipt-pump"),
              asyncio.create_task(retention.run(), name="inbox-retention")]
 
-    async def cancel() -> None:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-
-    stack.push_async_callback(cancel)
+    stack.push_async_callback(stop_tasks, tasks)
 
 
 def _open_inbox(path: Path) -> sqlite3.Connection:
