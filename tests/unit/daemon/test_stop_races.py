@@ -1,9 +1,10 @@
 """A daemon's stop cancels its per-mesh tasks; a cancel must never be lost.
 
-On Python 3.11, ``asyncio.wait_for`` returned normally when the cancel met the inner wait
-finishing in the same step of the loop (an event set, then the cancel): the drain went
-back to waiting for its link, which never opened again, and ``daemon down`` timed out
-after 20 s. Seen in CI as a 20 s teardown and as daemon_stop_failed.
+On Python 3.11, ``asyncio.wait_for`` returns normally when the cancel meets the inner wait
+finishing in the same step of the loop (an event set, then the cancel), and the task goes
+on: the drain, for one, back to waiting for a link that never opens again. In CI a daemon
+stuck so after cancelling its per-mesh tasks made ``daemon down`` time out after 20 s
+(a 20 s teardown, daemon_stop_failed); which task lost its cancel there was not seen.
 """
 
 from __future__ import annotations
